@@ -1,0 +1,57 @@
+# Postern's one entry point. `make run` is the quickstart, `make test` is CI.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+GO        ?= go
+CACHE     ?= $(HOME)/.cache/postern
+BIN       := bin
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+GOLANGCI_VERSION := v2.15.0
+GOLANGCI  := $(CACHE)/bin/golangci-lint-$(GOLANGCI_VERSION)
+FUZZTIME  ?= 5s
+
+.PHONY: all build run test lint unit fuzz bench tools clean
+
+all: build
+
+build: ## build bin/postern and the demo backend bin/echo
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/postern ./cmd/postern
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/echo ./cmd/echo
+
+run: build ## the quickstart: demo backends + postern on examples/quickstart
+	./examples/quickstart/run.sh
+
+test: lint unit fuzz ## everything CI runs
+	@echo "make test: all checks passed"
+
+lint: tools ## gofmt, go vet, golangci-lint
+	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
+	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GOLANGCI) run ./...
+
+unit: ## unit and integration tests, with the race detector
+	$(GO) test -race -count=1 ./...
+
+fuzz: ## run every native fuzz target briefly ($(FUZZTIME) each)
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 3s $$pkg > /tmp/postern-fuzz.log 2>&1 || { cat /tmp/postern-fuzz.log; exit 1; }; \
+	  done; \
+	done
+
+bench: ## micro-benchmarks (routing lookup, balancers, handler)
+	$(GO) test -run '^$$' -bench . -benchmem ./proxy/...
+
+tools: $(GOLANGCI)
+
+$(GOLANGCI):
+	@mkdir -p $(CACHE)/bin
+	GOBIN=$(CACHE)/bin.tmp $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION)
+	mv $(CACHE)/bin.tmp/golangci-lint $(GOLANGCI)
+	rmdir $(CACHE)/bin.tmp
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,163 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+
+	"github.com/postern-dev/postern/controller"
+)
+
+// config is the parsed command line.
+type config struct {
+	manifests       string
+	kubeconfig      string
+	namespace       string
+	watchNamespaces []string
+	publishService  string
+	publishAddrs    []string
+	electionID      string
+	httpAddr        string
+	metricsAddr     string
+	ingressClass    string
+	controllerClass string
+	logLevel        zapcore.Level
+	logFormat       string
+	shutdownGrace   time.Duration
+	maxHeaderBytes  int
+	readHeader      time.Duration
+	idle            time.Duration
+	dialTimeout     time.Duration
+	responseTimeout time.Duration
+	showVersion     bool
+}
+
+// errHelp is returned when the user asked for --help; usage went to stdout.
+var errHelp = errors.New("help requested")
+
+// parseFlags parses args, then fills every flag not given on the command
+// line from its POSTERN_* environment variable (--http-addr from
+// POSTERN_HTTP_ADDR). Errors are one line, fit to print as they are.
+func parseFlags(args []string, getenv func(string) string, stdout io.Writer) (*config, error) {
+	c := &config{logLevel: zapcore.InfoLevel}
+	fs := flag.NewFlagSet("postern", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&c.manifests, "manifests", "", "standalone mode: serve the Ingresses, Services, EndpointSlices and Secrets in this folder (recursively), re-read on change")
+	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "kubeconfig of the cluster to watch (default: in-cluster, else $KUBECONFIG)")
+	fs.StringVar(&c.namespace, "namespace", "", "namespace of Postern itself, for its leader-election Lease (default: $POD_NAMESPACE, else the service account's, else default)")
+	fs.Func("watch-namespace", "comma-separated namespaces to watch (default: all)", func(v string) error {
+		c.watchNamespaces = splitList(v)
+		return nil
+	})
+	fs.StringVar(&c.publishService, "publish-service", "", "namespace/name of the Service whose address goes into Ingress status")
+	fs.Func("publish-status-address", "comma-separated fixed addresses for Ingress status, instead of --publish-service", func(v string) error {
+		c.publishAddrs = splitList(v)
+		return nil
+	})
+	fs.StringVar(&c.electionID, "election-id", "postern-leader", "name of the Lease used for leader election")
+	fs.StringVar(&c.httpAddr, "http-addr", ":8080", "plain HTTP listener")
+	fs.StringVar(&c.metricsAddr, "metrics-addr", ":10254", "listener for /metrics, /healthz, /readyz and /debug/routes")
+	fs.StringVar(&c.ingressClass, "ingress-class", controller.DefaultIngressClass, "IngressClass name served")
+	fs.StringVar(&c.controllerClass, "controller-class", controller.DefaultControllerClass, "spec.controller of the IngressClasses that belong to Postern")
+	fs.TextVar(&c.logLevel, "log-level", zapcore.InfoLevel, "log level: debug, info, warn, error")
+	fs.StringVar(&c.logFormat, "log-format", "json", "log format: json or console")
+	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 25*time.Second, "on SIGTERM, how long in-flight requests get to finish")
+	fs.IntVar(&c.maxHeaderBytes, "max-header-bytes", 64<<10, "largest request header block accepted; larger ones get 431")
+	fs.DurationVar(&c.readHeader, "read-header-timeout", 10*time.Second, "time a client has to send its request headers")
+	fs.DurationVar(&c.idle, "idle-timeout", 75*time.Second, "how long an idle client keep-alive connection is kept")
+	fs.DurationVar(&c.dialTimeout, "upstream-connect-timeout", 5*time.Second, "time to connect to a backend before answering 502")
+	fs.DurationVar(&c.responseTimeout, "upstream-response-timeout", 60*time.Second, "time a backend has to start its response before answering 504")
+	fs.BoolVar(&c.showVersion, "version", false, "print the version and exit")
+
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(stdout, "Usage: postern [flags]\n\nFlags (each may also be set as POSTERN_<NAME>, e.g. POSTERN_HTTP_ADDR):")
+			fs.SetOutput(stdout)
+			fs.PrintDefaults()
+			return nil, errHelp
+		}
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (all settings are --flags)", fs.Arg(0))
+	}
+	set := make(map[string]bool)
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || envErr != nil {
+			return
+		}
+		name := "POSTERN_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(name); v != "" {
+			if err := fs.Set(f.Name, v); err != nil {
+				envErr = fmt.Errorf("invalid value %q for %s: %w", v, name, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return nil, envErr
+	}
+	return c, c.validate()
+}
+
+func (c *config) validate() error {
+	switch {
+	case c.logFormat != "json" && c.logFormat != "console":
+		return fmt.Errorf("invalid value %q for --log-format: want json or console", c.logFormat)
+	case c.maxHeaderBytes < 1024:
+		return fmt.Errorf("invalid value %d for --max-header-bytes: want at least 1024", c.maxHeaderBytes)
+	case c.shutdownGrace < 0:
+		return fmt.Errorf("invalid value %s for --shutdown-grace: want a positive duration", c.shutdownGrace)
+	case c.ingressClass == "":
+		return errors.New("--ingress-class must not be empty")
+	case c.controllerClass == "":
+		return errors.New("--controller-class must not be empty")
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"read-header-timeout", c.readHeader}, {"idle-timeout", c.idle}, {"upstream-connect-timeout", c.dialTimeout}, {"upstream-response-timeout", c.responseTimeout}} {
+		if d.v <= 0 {
+			return fmt.Errorf("invalid value %s for --%s: want a positive duration", d.v, d.name)
+		}
+	}
+	if c.publishService != "" && len(c.publishAddrs) > 0 {
+		return errors.New("--publish-service and --publish-status-address are exclusive: set one")
+	}
+	if c.publishService != "" {
+		if ns, name, ok := strings.Cut(c.publishService, "/"); !ok || ns == "" || name == "" {
+			return fmt.Errorf("invalid value %q for --publish-service: want namespace/name", c.publishService)
+		}
+	}
+	if c.manifests != "" && c.kubeconfig != "" {
+		return errors.New("--manifests and --kubeconfig are exclusive: standalone mode reads no cluster")
+	}
+	if c.manifests != "" {
+		st, err := os.Stat(c.manifests)
+		if err != nil {
+			return fmt.Errorf("--manifests: %w", err)
+		}
+		if !st.IsDir() {
+			return fmt.Errorf("--manifests %s: not a directory", c.manifests)
+		}
+	}
+	return nil
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestParseFlags(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	c, err := parseFlags([]string{"--manifests", dir, "--http-addr", "127.0.0.1:1"},
+		env(map[string]string{"POSTERN_HTTP_ADDR": "ignored:2", "POSTERN_INGRESS_CLASS": "edge", "POSTERN_SHUTDOWN_GRACE": "3s"}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.httpAddr != "127.0.0.1:1" {
+		t.Errorf("a flag on the command line must beat the environment: http-addr = %q", c.httpAddr)
+	}
+	if c.ingressClass != "edge" || c.shutdownGrace != 3*time.Second {
+		t.Errorf("environment not applied: class %q grace %s", c.ingressClass, c.shutdownGrace)
+	}
+	if c.metricsAddr != ":10254" || c.controllerClass != "postern.dev/ingress-controller" {
+		t.Errorf("defaults: metrics %q controller %q", c.metricsAddr, c.controllerClass)
+	}
+	c, err = parseFlags([]string{"--watch-namespace", "a, b,,c", "--publish-status-address", "192.0.2.1"}, env(nil), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(c.watchNamespaces, "|") != "a|b|c" || len(c.publishAddrs) != 1 {
+		t.Errorf("lists: %q %q", c.watchNamespaces, c.publishAddrs)
+	}
+}
+
+func TestBadFlagsAreOneClearLine(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	tests := []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"--no-such-flag"}, nil, "flag provided but not defined: -no-such-flag"},
+		{[]string{"--shutdown-grace", "soon"}, nil, `invalid value "soon" for flag -shutdown-grace`},
+		{[]string{"--log-level", "loud"}, nil, `invalid value "loud" for flag -log-level`},
+		{[]string{"--log-format", "xml"}, nil, `invalid value "xml" for --log-format`},
+		{[]string{"--max-header-bytes", "10"}, nil, "--max-header-bytes: want at least 1024"},
+		{[]string{"--manifests", dir + "/missing"}, nil, "--manifests: stat"},
+		{[]string{"--publish-service", "nonamespace"}, nil, "want namespace/name"},
+		{[]string{"--publish-service", "a/b", "--publish-status-address", "1.2.3.4"}, nil, "exclusive"},
+		{[]string{"--manifests", dir, "--kubeconfig", "x"}, nil, "exclusive"},
+		{[]string{"stray"}, nil, `unexpected argument "stray"`},
+		{nil, map[string]string{"POSTERN_IDLE_TIMEOUT": "forever"}, `invalid value "forever" for POSTERN_IDLE_TIMEOUT`},
+		{[]string{"--upstream-response-timeout", "0s"}, nil, "want a positive duration"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			t.Parallel()
+			_, err := parseFlags(tt.args, env(tt.env), nil)
+			if err == nil {
+				t.Fatalf("parseFlags(%q) accepted it", tt.args)
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, tt.want) {
+				t.Errorf("error %q does not say %q", msg, tt.want)
+			}
+			if strings.Contains(msg, "\n") {
+				t.Errorf("error is more than one line: %q", msg)
+			}
+		})
+	}
+}
+
+func TestHelpAndVersion(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"--help"}, env(nil), &out)
+	if !errors.Is(err, errHelp) || !strings.Contains(out.String(), "-manifests") || !strings.Contains(out.String(), "POSTERN_") {
+		t.Errorf("--help: err %v, output %q", err, out.String())
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"--version"}, env(nil), &out); err != nil || out.String() != "postern dev\n" {
+		t.Errorf("--version: err %v, output %q", err, out.String())
+	}
+}

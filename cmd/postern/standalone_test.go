@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	var lc net.ListenConfig
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	return addr
+}
+
+func manifest(backend, path string) string {
+	host, port, _ := net.SplitHostPort(backend)
+	return fmt.Sprintf(`apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: demo}
+spec:
+  ports: [{name: http, port: 80}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-1
+  namespace: demo
+  labels: {kubernetes.io/service-name: web}
+addressType: IPv4
+ports: [{name: http, port: %s}]
+endpoints: [{addresses: ["%s"]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web, namespace: demo}
+spec:
+  ingressClassName: postern
+  rules:
+  - host: web.example.com
+    http:
+      paths:
+      - {path: %s, pathType: Prefix, backend: {service: {name: web, port: {name: http}}}}
+`, port, host, path)
+}
+
+func get(t *testing.T, addr, host, path string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, "http://"+addr+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = host
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func eventually(t *testing.T, what string, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !f() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within 10s: %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestStandalone runs the whole program on a manifests folder: it serves,
+// follows edits, keeps serving through a broken file, and drains on
+// cancellation (what SIGTERM does).
+func TestStandalone(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "backend saw %s %s", r.Host, r.URL.Path)
+	}))
+	defer backend.Close()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "app.yaml")
+	if err := os.WriteFile(file, []byte(manifest(backend.Listener.Addr().String(), "/")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	httpAddr, adminAddr := freeAddr(t), freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--manifests", dir, "--http-addr", httpAddr, "--metrics-addr", adminAddr,
+			"--log-level", "warn", "--shutdown-grace", "5s"}, env(nil), io.Discard)
+	}()
+
+	eventually(t, "/readyz 200", func() bool { code, _ := get(t, adminAddr, "", "/readyz"); return code == 200 })
+	if code, body := get(t, httpAddr, "web.example.com", "/x"); code != 200 || body != "backend saw web.example.com /x" {
+		t.Fatalf("GET web.example.com/x = %d %q", code, body)
+	}
+	if code, _ := get(t, httpAddr, "other.example.com", "/x"); code != 404 {
+		t.Errorf("unknown host = %d, want 404", code)
+	}
+
+	// An edit is applied without a restart.
+	if err := os.WriteFile(file, []byte(manifest(backend.Listener.Addr().String(), "/only")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the edited path served", func() bool { code, _ := get(t, httpAddr, "web.example.com", "/x"); return code == 404 })
+	if code, _ := get(t, httpAddr, "web.example.com", "/only/y"); code != 200 {
+		t.Errorf("edited route = %d, want 200", code)
+	}
+
+	// A typo keeps the last good objects of the file serving.
+	if err := os.WriteFile(file, []byte("apiVersion: v1\nkind: Service\nmetadata: {name: [broken\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // give a wrong implementation the chance to drop the routes
+	if code, _ := get(t, httpAddr, "web.example.com", "/only/y"); code != 200 {
+		t.Errorf("after a broken edit = %d, want the last good route (200)", code)
+	}
+	if code, body := get(t, adminAddr, "", "/debug/routes"); code != 200 || !strings.Contains(body, `"/only"`) {
+		t.Errorf("/debug/routes = %d %q", code, body)
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run returned %v, want a clean exit", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not return after cancellation")
+	}
+}

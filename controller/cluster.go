@@ -1,0 +1,251 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+)
+
+// DefaultHoldOff is how long the cluster source waits after the first
+// change of a burst before it rebuilds: long enough to batch the dozens of
+// updates a rollout makes, short enough that one change applies in tens of
+// milliseconds.
+const DefaultHoldOff = 20 * time.Millisecond
+
+// ClusterOptions configure a ClusterSource.
+type ClusterOptions struct {
+	// Namespaces to watch; empty means every namespace.
+	Namespaces []string
+	// HoldOff batches bursts of changes; zero means DefaultHoldOff.
+	HoldOff time.Duration
+}
+
+// ClusterSource watches a Kubernetes API server with shared informers and
+// produces a Snapshot after every batch of changes. Informer handlers only
+// enqueue one constant key; the work queue deduplicates, and the hold-off
+// batches bursts, so a thousand updates cost one or two rebuilds.
+type ClusterSource struct {
+	client kubernetes.Interface
+	opts   ClusterOptions
+	logger *zap.Logger
+
+	factories      []informers.SharedInformerFactory
+	ingresses      []cache.GenericLister
+	services       []cache.GenericLister
+	endpointSlices []cache.GenericLister
+	secrets        []cache.GenericLister
+	classes        cache.GenericLister
+	synced         []cache.InformerSynced
+	queue          workqueue.TypedRateLimitingInterface[string]
+}
+
+// snapshotKey is the one key the work queue ever holds: every change means
+// "take a new snapshot".
+const snapshotKey = "snapshot"
+
+// NewClusterSource prepares informers for Ingresses, IngressClasses,
+// Services, EndpointSlices and TLS Secrets. Nothing is started until Run.
+func NewClusterSource(client kubernetes.Interface, opts ClusterOptions, logger *zap.Logger) (*ClusterSource, error) {
+	if opts.HoldOff <= 0 {
+		opts.HoldOff = DefaultHoldOff
+	}
+	s := &ClusterSource{
+		client: client,
+		opts:   opts,
+		logger: logger,
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.DefaultTypedControllerRateLimiter[string](),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "postern"}),
+	}
+	namespaces := opts.Namespaces
+	if len(namespaces) == 0 {
+		namespaces = []string{metav1.NamespaceAll}
+	}
+	strip := informers.WithTransform(stripForCache)
+	for _, ns := range namespaces {
+		f := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(ns), strip)
+		// A cluster full of other Secrets (service-account tokens, Helm
+		// releases) costs nothing: only TLS Secrets are listed and watched.
+		tlsOnly := informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("type", string(corev1.SecretTypeTLS)).String()
+		})
+		sf := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(ns), tlsOnly, strip)
+		s.factories = append(s.factories, f, sf)
+
+		for _, inf := range []struct {
+			gi   informers.GenericInformer
+			into *[]cache.GenericLister
+		}{
+			{mustGeneric(f.ForResource(networkingv1.SchemeGroupVersion.WithResource("ingresses"))), &s.ingresses},
+			{mustGeneric(f.ForResource(corev1.SchemeGroupVersion.WithResource("services"))), &s.services},
+			{mustGeneric(f.ForResource(discoveryv1.SchemeGroupVersion.WithResource("endpointslices"))), &s.endpointSlices},
+			{mustGeneric(sf.ForResource(corev1.SchemeGroupVersion.WithResource("secrets"))), &s.secrets},
+		} {
+			if err := s.watch(inf.gi.Informer()); err != nil {
+				return nil, err
+			}
+			*inf.into = append(*inf.into, inf.gi.Lister())
+		}
+	}
+	cf := informers.NewSharedInformerFactoryWithOptions(client, 0, strip)
+	s.factories = append(s.factories, cf)
+	classes := cf.Networking().V1().IngressClasses()
+	if err := s.watch(classes.Informer()); err != nil {
+		return nil, err
+	}
+	s.classes = mustGeneric(cf.ForResource(networkingv1.SchemeGroupVersion.WithResource("ingressclasses"))).Lister()
+	return s, nil
+}
+
+func mustGeneric(gi informers.GenericInformer, err error) informers.GenericInformer {
+	if err != nil {
+		// The resources above are all built into client-go; this cannot
+		// fail at run time.
+		panic(fmt.Sprintf("generic informer: %v", err))
+	}
+	return gi
+}
+
+// watch registers the handlers that enqueue the snapshot key.
+func (s *ClusterSource) watch(inf cache.SharedIndexInformer) error {
+	reg, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(any) { s.queue.AddAfter(snapshotKey, s.opts.HoldOff) },
+		UpdateFunc: func(oldObj, newObj any) {
+			o, ok1 := oldObj.(metav1.Object)
+			n, ok2 := newObj.(metav1.Object)
+			if ok1 && ok2 && o.GetResourceVersion() == n.GetResourceVersion() {
+				return // a resync, not a change
+			}
+			s.queue.AddAfter(snapshotKey, s.opts.HoldOff)
+		},
+		DeleteFunc: func(any) { s.queue.AddAfter(snapshotKey, s.opts.HoldOff) },
+	})
+	if err != nil {
+		return fmt.Errorf("add event handler: %w", err)
+	}
+	s.synced = append(s.synced, reg.HasSynced)
+	return nil
+}
+
+// Run starts the informers, waits for their caches, delivers a first
+// snapshot, then one after every batch of changes, until ctx is done. If
+// the API server goes away, informers retry by themselves and the last
+// table keeps serving.
+func (s *ClusterSource) Run(ctx context.Context, onChange func(Snapshot, []Problem)) error {
+	defer s.queue.ShutDown()
+	for _, f := range s.factories {
+		f.Start(ctx.Done())
+	}
+	defer func() {
+		for _, f := range s.factories {
+			f.Shutdown()
+		}
+	}()
+	start := time.Now()
+	if !cache.WaitForCacheSync(ctx.Done(), s.synced...) {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("informer caches did not sync")
+	}
+	s.logger.Info("caches synced", zap.Duration("duration", time.Since(start)))
+	// The initial list filled the queue; start from one clean snapshot.
+	s.queue.Add(snapshotKey)
+	go func() {
+		<-ctx.Done()
+		s.queue.ShutDown()
+	}()
+	for {
+		key, shutdown := s.queue.Get()
+		if shutdown {
+			return nil
+		}
+		snap, err := s.Snapshot()
+		if err != nil {
+			s.logger.Error("take snapshot", zap.Error(err))
+			s.queue.Done(key)
+			s.queue.AddRateLimited(key)
+			continue
+		}
+		s.queue.Forget(key)
+		onChange(snap, nil)
+		s.queue.Done(key)
+	}
+}
+
+// Snapshot reads every watched object from the informers' caches. The
+// objects are shared with the caches: Build only reads them.
+func (s *ClusterSource) Snapshot() (Snapshot, error) {
+	var snap Snapshot
+	var err error
+	if snap.Ingresses, err = listAll[*networkingv1.Ingress](s.ingresses); err != nil {
+		return Snapshot{}, err
+	}
+	if snap.Services, err = listAll[*corev1.Service](s.services); err != nil {
+		return Snapshot{}, err
+	}
+	if snap.EndpointSlices, err = listAll[*discoveryv1.EndpointSlice](s.endpointSlices); err != nil {
+		return Snapshot{}, err
+	}
+	if snap.Secrets, err = listAll[*corev1.Secret](s.secrets); err != nil {
+		return Snapshot{}, err
+	}
+	if snap.IngressClasses, err = listAll[*networkingv1.IngressClass]([]cache.GenericLister{s.classes}); err != nil {
+		return Snapshot{}, err
+	}
+	return snap, nil
+}
+
+func listAll[T any](listers []cache.GenericLister) ([]T, error) {
+	var out []T
+	for _, l := range listers {
+		objs, err := l.List(labels.Everything())
+		if err != nil {
+			return nil, fmt.Errorf("list: %w", err)
+		}
+		for _, o := range objs {
+			if t, ok := o.(T); ok {
+				out = append(out, t)
+			}
+		}
+	}
+	return slices.Clip(out), nil
+}
+
+// stripForCache drops what Build never reads from cached objects: managed
+// fields and kubectl's copy of the last applied object, often most of an
+// object's size.
+func stripForCache(obj any) (any, error) {
+	if m, ok := obj.(metav1.Object); ok {
+		m.SetManagedFields(nil)
+		if a := m.GetAnnotations(); a != nil {
+			if _, ok := a[corev1.LastAppliedConfigAnnotation]; ok {
+				c := make(map[string]string, len(a)-1)
+				for k, v := range a {
+					if k != corev1.LastAppliedConfigAnnotation {
+						c[k] = v
+					}
+				}
+				m.SetAnnotations(c)
+			}
+		}
+	}
+	return obj, nil
+}
+
+// Resync asks for a new snapshot even though nothing changed, for example
+// when this replica becomes the leader and must write status.
+func (s *ClusterSource) Resync() { s.queue.Add(snapshotKey) }

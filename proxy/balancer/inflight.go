@@ -1,0 +1,118 @@
+package balancer
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// InFlight counts the requests in flight to each endpoint, keyed by endpoint
+// address. It is the state of LeastRequest that must outlive a table swap:
+// a request that started on the old table still counts against its
+// endpoint on the new one. Its zero value is ready to use.
+//
+// Reads never lock: the counters sit in a map that is replaced, never
+// modified, when an address is added or removed (copy on write). Addresses
+// are added in bulk by Retain when a table is swapped in, so the request path
+// only looks counters up; an address met for the first time on the request
+// path is added under a mutex, once.
+type InFlight struct {
+	counters atomic.Pointer[map[string]*Counter]
+	mu       sync.Mutex // serialises writers of counters
+}
+
+// Counter is the number of requests in flight to one endpoint.
+type Counter struct {
+	n atomic.Int64
+}
+
+// Release ends one request counted by InFlight.Acquire.
+func (c *Counter) Release() { c.n.Add(-1) }
+
+// Load returns the number of requests in flight.
+func (c *Counter) Load() int64 { return c.n.Load() }
+
+// Acquire counts one more request in flight to addr and returns its counter;
+// call Release on it, exactly once, when the request ends. The counter stays
+// valid after a table swap forgets addr. Acquire does not allocate once addr
+// is known.
+func (f *InFlight) Acquire(addr string) *Counter {
+	c := f.counter(addr)
+	c.n.Add(1)
+	return c
+}
+
+// Count returns the number of requests in flight to addr; 0 for an address
+// that is not known. A nil *InFlight counts nothing.
+func (f *InFlight) Count(addr string) int64 {
+	if f == nil {
+		return 0
+	}
+	if m := f.counters.Load(); m != nil {
+		if c := (*m)[addr]; c != nil {
+			return c.n.Load()
+		}
+	}
+	return 0
+}
+
+func (f *InFlight) counter(addr string) *Counter {
+	if m := f.counters.Load(); m != nil {
+		if c := (*m)[addr]; c != nil {
+			return c
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	old := f.counters.Load()
+	if old != nil {
+		if c := (*old)[addr]; c != nil {
+			return c
+		}
+	}
+	m := make(map[string]*Counter, mapLen(old)+1)
+	if old != nil {
+		for k, v := range *old {
+			m[k] = v
+		}
+	}
+	c := new(Counter)
+	m[addr] = c
+	f.counters.Store(&m)
+	return c
+}
+
+// Retain makes the set of known addresses exactly addrs: addresses not in
+// it are forgotten and new ones get a counter, in one copy of the map. The
+// proxy calls it with every endpoint address of a table being swapped in.
+// Requests in flight to a forgotten address keep their Counter and release
+// it normally; if the address comes back later it starts from zero.
+func (f *InFlight) Retain(addrs []string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	old := f.counters.Load()
+	m := make(map[string]*Counter, len(addrs))
+	for _, a := range addrs {
+		if _, ok := m[a]; ok {
+			continue
+		}
+		var c *Counter
+		if old != nil {
+			c = (*old)[a]
+		}
+		if c == nil {
+			c = new(Counter)
+		}
+		m[a] = c
+	}
+	f.counters.Store(&m)
+}
+
+// Len returns the number of addresses known.
+func (f *InFlight) Len() int { return mapLen(f.counters.Load()) }
+
+func mapLen[K comparable, V any](m *map[K]V) int {
+	if m == nil {
+		return 0
+	}
+	return len(*m)
+}

@@ -1,0 +1,32 @@
+// Package proxy serves traffic: the listeners, the request handler and the
+// reverse proxy in front of the backends. The controller builds routing
+// tables; the proxy only ever reads them.
+//
+// Where it sits in the flow:
+//
+//	controller --Swap--> Handler: atomic.Pointer[route.Table]
+//	request -> Server (framing guard) -> Handler -> table.Load() -> host -> route
+//	        -> balancer -> endpoint -> ReverseProxy -> backend
+//
+// Server (server.go) owns the listener side: net/http's server with the
+// timeouts and limits of an edge proxy, graceful shutdown that also ends
+// hijacked (WebSocket) connections, and the framing guard (conn.go,
+// framing.go). Go's server hides request-smuggling evidence from handlers
+// (it drops a Content-Length sent with chunked Transfer-Encoding), so every
+// connection is read through a parser that follows HTTP/1.1 framing and
+// judges each request; a request with ambiguous framing gets 400 and a
+// closed connection and never reaches a backend.
+//
+// Handler (handler.go) serves each request from the table it loads once:
+// Lookup picks the route (no route: 404); the backend's Balancer, held by
+// a balancer.Registry across table swaps, picks the endpoint in
+// Handler.ServeHTTP (no endpoint: 503); the request is counted in flight
+// to that endpoint and handed to one shared httputil.ReverseProxy whose
+// Rewrite aims it at the endpoint. Failures to reach the endpoint are told
+// apart in errors.go: 502 (refused, reset), 504 (timeouts), 400 (the
+// client's body was malformed), and 499, logged only, when the client went
+// away.
+//
+// NewAdminHandler (admin.go) serves the --metrics-addr port: health,
+// readiness, the live table and metrics.
+package proxy

@@ -1,0 +1,221 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Defaults of ServerOptions.
+const (
+	// DefaultReadHeaderTimeout bounds reading a request's header section
+	// (slowloris).
+	DefaultReadHeaderTimeout = 10 * time.Second
+	// DefaultIdleTimeout is how long a keep-alive connection may wait for
+	// its next request. It is longer than the 60 s idle timeout of the
+	// common cloud load balancers in front, so that they, not Postern,
+	// close idle connections and never send on one Postern just closed.
+	DefaultIdleTimeout = 75 * time.Second
+	// DefaultMaxHeaderBytes bounds a request's header section; over it Go
+	// answers 431 (RFC 6585 §5).
+	DefaultMaxHeaderBytes = 64 << 10
+)
+
+// ServerOptions configure a Server. Zero values mean the documented
+// defaults.
+type ServerOptions struct {
+	// Logger receives net/http's error log at debug level and the framing
+	// guard's rejections. Nil means no logs.
+	Logger *zap.Logger
+	// ReadHeaderTimeout bounds reading a request's header section. Zero
+	// means DefaultReadHeaderTimeout. Bodies have no read timeout: uploads
+	// may be long.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout bounds the wait for the next request on a keep-alive
+	// connection. Zero means DefaultIdleTimeout.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds the request line and header fields. Zero means
+	// DefaultMaxHeaderBytes.
+	MaxHeaderBytes int
+}
+
+// Server serves a handler on plain-HTTP listeners, with the framing guard
+// in front of it: every connection is read through a parser that tells
+// the guard which requests had ambiguous framing (a request-smuggling
+// attempt), and those get 400 and a closed connection without reaching the
+// handler.
+//
+// Responses have no write timeout (streams may last) and bodies no read
+// timeout (uploads may be long).
+//
+// Serve expects a plain TCP listener: the parser must read the bytes of
+// HTTP/1.1 itself. Serving HTTPS through it needs the *tls.Conn wrapped by
+// the parser's conn and the conn to report the TLS state to net/http (its
+// connectionStater hook); that is for the TLS listener to add.
+type Server struct {
+	srv *http.Server
+	log *zap.Logger
+
+	mu       sync.Mutex
+	hijacked map[*conn]struct{} // connections handed over to a handler (WebSockets)
+}
+
+// NewServer returns a Server for h.
+func NewServer(h http.Handler, opts ServerOptions) *Server {
+	s := &Server{log: opts.Logger, hijacked: make(map[*conn]struct{})}
+	if s.log == nil {
+		s.log = zap.NewNop()
+	}
+	readHeader := opts.ReadHeaderTimeout
+	if readHeader <= 0 {
+		readHeader = DefaultReadHeaderTimeout
+	}
+	idle := opts.IdleTimeout
+	if idle <= 0 {
+		idle = DefaultIdleTimeout
+	}
+	maxHeader := opts.MaxHeaderBytes
+	if maxHeader <= 0 {
+		maxHeader = DefaultMaxHeaderBytes
+	}
+	s.srv = &http.Server{
+		Handler:           guard{next: h, log: s.logRejected},
+		ReadHeaderTimeout: readHeader,
+		ReadTimeout:       0,
+		WriteTimeout:      0,
+		IdleTimeout:       idle,
+		MaxHeaderBytes:    maxHeader,
+		ErrorLog:          newStdLog(s.log),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if pc, ok := c.(*conn); ok {
+				return context.WithValue(ctx, connKey{}, pc)
+			}
+			return ctx
+		},
+		ConnState: s.connState,
+		// Every request must reach the guard, which takes one verdict per
+		// request; Go's own "OPTIONS *" handler would skip it.
+		DisableGeneralOptionsHandler: true,
+	}
+	return s
+}
+
+// Serve accepts connections on ln until Shutdown or Close, and closes ln.
+// It returns nil after Shutdown or Close, otherwise the accept error.
+func (s *Server) Serve(ln net.Listener) error {
+	err := s.srv.Serve(&listener{Listener: ln, onClose: s.untrack})
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return fmt.Errorf("serve %s: %w", ln.Addr(), err)
+}
+
+// ListenAndServe listens on the TCP address addr and serves it like Serve.
+func (s *Server) ListenAndServe(addr string) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(context.Background(), "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	return s.Serve(ln)
+}
+
+// Shutdown stops the server gracefully: it closes the listeners at once
+// (new connections are refused), closes idle connections, and waits for
+// the requests in flight to finish, and for hijacked connections (WebSocket
+// tunnels, which net/http stops tracking) to close, until ctx is done. Then
+// it closes whatever is left and returns ctx's error (wrapped).
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.srv.Shutdown(ctx)
+	if err == nil {
+		err = s.waitHijacked(ctx)
+	}
+	if err != nil {
+		_ = s.srv.Close()
+		s.closeHijacked()
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}
+
+// Close closes the listeners and every connection at once, hijacked ones
+// included.
+func (s *Server) Close() error {
+	err := s.srv.Close()
+	s.closeHijacked()
+	if err != nil {
+		return fmt.Errorf("close: %w", err)
+	}
+	return nil
+}
+
+func (s *Server) connState(c net.Conn, state http.ConnState) {
+	pc, ok := c.(*conn)
+	if !ok || state != http.StateHijacked {
+		return
+	}
+	pc.hijacked.Store(true)
+	s.mu.Lock()
+	s.hijacked[pc] = struct{}{}
+	s.mu.Unlock()
+}
+
+// untrack forgets a closed connection.
+func (s *Server) untrack(c *conn) {
+	if !c.hijacked.Load() {
+		return
+	}
+	s.mu.Lock()
+	delete(s.hijacked, c)
+	s.mu.Unlock()
+}
+
+func (s *Server) hijackedCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.hijacked)
+}
+
+// waitHijacked waits until every hijacked connection is closed or ctx is
+// done, polling like http.Server.Shutdown does.
+func (s *Server) waitHijacked(ctx context.Context) error {
+	interval := time.Millisecond
+	timer := time.NewTimer(interval)
+	defer timer.Stop()
+	for s.hijackedCount() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-timer.C:
+		}
+		interval = min(2*interval, 500*time.Millisecond)
+		timer.Reset(interval)
+	}
+	return nil
+}
+
+func (s *Server) closeHijacked() {
+	s.mu.Lock()
+	conns := make([]*conn, 0, len(s.hijacked))
+	for c := range s.hijacked {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+}
+
+// logRejected logs a request the framing guard refused.
+func (s *Server) logRejected(r *http.Request) {
+	if ce := s.log.Check(zap.DebugLevel, "ambiguous request framing"); ce != nil {
+		ce.Write(zap.Int("status", http.StatusBadRequest), zap.String("method", r.Method),
+			zap.String("host", r.Host), zap.String("path", r.URL.Path), zap.String("remote", r.RemoteAddr))
+	}
+}
