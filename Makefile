@@ -11,7 +11,7 @@ GOLANGCI_VERSION := v2.15.0
 GOLANGCI  := $(CACHE)/bin/golangci-lint-$(GOLANGCI_VERSION)
 FUZZTIME  ?= 5s
 
-.PHONY: all build run test lint unit fuzz bench tools clean
+.PHONY: all build run test lint unit fuzz e2e bench bench-convergence tools clean
 
 all: build
 
@@ -22,14 +22,14 @@ build: ## build bin/postern and the demo backend bin/echo
 run: build ## the quickstart: demo backends + postern on examples/quickstart
 	./examples/quickstart/run.sh
 
-test: lint unit fuzz ## everything CI runs
+test: lint unit fuzz e2e ## everything CI runs
 	@echo "make test: all checks passed"
 
 lint: tools ## gofmt, go vet, golangci-lint
 	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
 	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
-	$(GO) vet ./...
-	$(GOLANGCI) run ./...
+	$(GO) vet -tags e2e ./...
+	$(GOLANGCI) run --build-tags e2e ./...
 
 unit: ## unit and integration tests, with the race detector
 	$(GO) test -race -count=1 ./...
@@ -41,6 +41,12 @@ fuzz: ## run every native fuzz target briefly ($(FUZZTIME) each)
 	    $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 3s $$pkg > /tmp/postern-fuzz.log 2>&1 || { cat /tmp/postern-fuzz.log; exit 1; }; \
 	  done; \
 	done
+
+e2e: ## end-to-end tests against a real kube-apiserver + etcd (built once, cached)
+	./test/e2e/run.sh
+
+bench-convergence: ## API write -> routed request, 1,000 Ingresses, real kube-apiserver
+	./test/bench/convergence.sh
 
 bench: ## micro-benchmarks (routing lookup, balancers, handler)
 	$(GO) test -run '^$$' -bench . -benchmem ./proxy/...

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the real kube-apiserver and etcd the end-to-end tests run, once, into
+# Builds the real kube-apiserver, etcd and kubectl the end-to-end tests run, once, into
 # a cache folder keyed by version. Later runs reuse the binaries.
 # Usage: test/kube/build.sh  (prints the folder holding the binaries)
 set -euo pipefail
@@ -21,6 +21,13 @@ if [ ! -x "$out/kube-apiserver" ]; then
 		-ldflags "-s -w -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean" \
 		k8s.io/kubernetes/cmd/kube-apiserver
 	mv "$out/kube-apiserver.tmp" "$out/kube-apiserver"
+fi
+if [ ! -x "$out/kubectl" ]; then
+	echo "building kubectl $k8s_version into $out" >&2
+	CGO_ENABLED=0 go build -trimpath -o "$out/kubectl.tmp" \
+		-ldflags "-s -w -X k8s.io/client-go/pkg/version.gitVersion=$k8s_version -X k8s.io/component-base/version.gitVersion=$k8s_version" \
+		k8s.io/kubernetes/cmd/kubectl
+	mv "$out/kubectl.tmp" "$out/kubectl"
 fi
 if [ ! -x "$out/etcd" ]; then
 	echo "building etcd $etcd_version into $out" >&2

@@ -1,0 +1,6 @@
+//go:build e2e
+
+// Package e2e runs the postern binary against a real kube-apiserver and
+// etcd and sends real HTTP requests through it. Run it with test/e2e/run.sh
+// (make e2e), which sets up the network namespace it needs.
+package e2e

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# End-to-end tests: postern against a real kube-apiserver and etcd, with real
+# HTTP requests through it. `make e2e` runs this; to run one test:
+#
+#   test/e2e/run.sh -test.run 'TestRouting'
+#
+# The API server refuses loopback addresses in EndpointSlices, so the whole
+# run happens inside a network namespace of its own, with TEST-NET-1
+# (192.0.2.0/24) on that namespace's loopback for the backends. Nothing can
+# leave the namespace: it has no other interface. Binaries are built outside
+# it first (the namespace cannot reach the module proxy).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root="$PWD"
+
+kube="$(test/kube/build.sh)"
+make --no-print-directory build
+go test -c -tags e2e -race -o bin/e2e.test ./test/e2e
+
+if ! command -v ip >/dev/null; then
+	apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null
+fi
+# kubectl is built with the API server, at its version.
+kubectl="$kube/kubectl"
+
+ns="postern-e2e-$$"
+cleanup() {
+	ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+	ip netns del "$ns" 2>/dev/null || true
+}
+trap cleanup EXIT
+ip netns add "$ns"
+ip netns exec "$ns" ip link set lo up
+# A /24 on lo makes every 192.0.2.x local to the namespace.
+ip netns exec "$ns" ip addr add 192.0.2.1/24 dev lo
+
+ip netns exec "$ns" env \
+	POSTERN_E2E_BIN="$root/bin/postern" \
+	POSTERN_E2E_ECHO="$root/bin/echo" \
+	POSTERN_E2E_KUBE="$kube" \
+	POSTERN_E2E_KUBECTL="$kubectl" \
+	"$root/bin/e2e.test" -test.v -test.timeout 30m "$@"
