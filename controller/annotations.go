@@ -4,12 +4,36 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"unicode/utf8"
+
+	"github.com/postern-dev/postern/proxy/route"
 )
 
 // AnnotationLoadBalance chooses the load-balancing policy of the backends of
 // an Ingress: "round-robin" (the default) or "least-request".
 const AnnotationLoadBalance = "postern.dev/load-balance"
+
+// AnnotationSSLRedirect turns off, with "false", the 308 redirect to HTTPS
+// of plain HTTP requests for the hosts of an Ingress's spec.tls; the
+// default is "true".
+const AnnotationSSLRedirect = "postern.dev/ssl-redirect"
+
+// AnnotationHSTS turns on Strict-Transport-Security for the HTTPS responses
+// of the hosts of an Ingress's spec.tls: "true" (max-age one year), or
+// directives like "max-age=63072000; includeSubDomains; preload".
+const AnnotationHSTS = "postern.dev/hsts"
+
+// AnnotationBackendProtocol is how the proxy talks to the backends of an
+// Ingress: HTTP (the default), HTTPS, H2C, GRPC or GRPCS.
+const AnnotationBackendProtocol = "postern.dev/backend-protocol"
+
+// AnnotationACME set to "true" gets the certificates for the hosts of an
+// Ingress's spec.tls from the ACME issuer instead of from Secrets.
+const AnnotationACME = "postern.dev/acme"
+
+// defaultHSTSMaxAge is the max-age of AnnotationHSTS "true": one year.
+const defaultHSTSMaxAge = 365 * 24 * 60 * 60
 
 // Load-balancing policies AnnotationLoadBalance accepts.
 const (
@@ -23,6 +47,14 @@ type ingressConfig struct {
 	// balancer is the route.Backend.Balancer of the Ingress's backends;
 	// empty means the default policy.
 	balancer string
+	// noSSLRedirect turns off the HTTP to HTTPS redirect of the TLS hosts.
+	noSSLRedirect bool
+	// hsts is the Strict-Transport-Security value; empty sends none.
+	hsts string
+	// protocol is the route.Backend.Protocol; empty means HTTP.
+	protocol route.Protocol
+	// acme gets the TLS hosts' certificates from the ACME issuer.
+	acme bool
 }
 
 // parseIngressConfig reads the postern.dev annotations of an Ingress. An
@@ -34,6 +66,10 @@ func parseIngressConfig(annotations map[string]string) (ingressConfig, []string)
 		problems []string
 	)
 	cfg.balancer = annotation(annotations, AnnotationLoadBalance, "", balancerRoundRobin, parseBalancer, &problems)
+	cfg.noSSLRedirect = !annotation(annotations, AnnotationSSLRedirect, true, "true", strconv.ParseBool, &problems)
+	cfg.hsts = annotation(annotations, AnnotationHSTS, "", "no HSTS", parseHSTS, &problems)
+	cfg.protocol = annotation(annotations, AnnotationBackendProtocol, "", "HTTP", parseProtocol, &problems)
+	cfg.acme = annotation(annotations, AnnotationACME, false, "false", strconv.ParseBool, &problems)
 	return cfg, problems
 }
 
@@ -69,6 +105,60 @@ func parseBalancer(v string) (string, error) {
 		return v, nil
 	}
 	return "", fmt.Errorf("want %s or %s", balancerRoundRobin, balancerLeastRequest)
+}
+
+// parseHSTS parses AnnotationHSTS into the header value it sends, built
+// from the parsed directives (never the user's text): "true" is one year,
+// "false" none.
+func parseHSTS(v string) (string, error) {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "true":
+		return "max-age=" + strconv.Itoa(defaultHSTSMaxAge), nil
+	case "false":
+		return "", nil
+	}
+	maxAge, sub, preload := -1, false, false
+	for d := range strings.SplitSeq(v, ";") {
+		d = strings.TrimSpace(d)
+		name, val, hasVal := strings.Cut(d, "=")
+		switch {
+		case d == "":
+		case strings.EqualFold(name, "max-age") && hasVal:
+			n, err := strconv.ParseUint(strings.Trim(strings.TrimSpace(val), `"`), 10, 31)
+			if err != nil {
+				return "", errors.New("max-age must be a number of seconds")
+			}
+			maxAge = int(n)
+		case strings.EqualFold(d, "includeSubDomains"):
+			sub = true
+		case strings.EqualFold(d, "preload"):
+			preload = true
+		default:
+			return "", errors.New(`want "true", "false" or directives max-age=N, includeSubDomains, preload`)
+		}
+	}
+	if maxAge < 0 {
+		return "", errors.New("max-age is required")
+	}
+	out := "max-age=" + strconv.Itoa(maxAge)
+	if sub {
+		out += "; includeSubDomains"
+	}
+	if preload {
+		out += "; preload"
+	}
+	return out, nil
+}
+
+// parseProtocol parses AnnotationBackendProtocol, any case; HTTP is "".
+func parseProtocol(v string) (route.Protocol, error) {
+	switch p := route.Protocol(strings.ToUpper(v)); p {
+	case route.ProtocolHTTP:
+		return "", nil
+	case route.ProtocolHTTPS, route.ProtocolH2C, route.ProtocolGRPC, route.ProtocolGRPCS:
+		return p, nil
+	}
+	return "", errors.New("want HTTP, HTTPS, H2C, GRPC or GRPCS")
 }
 
 // maxQuoted is how many bytes of a user string a message repeats.

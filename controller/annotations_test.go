@@ -125,6 +125,13 @@ func FuzzAnnotations(f *testing.F) {
 		for _, p := range problems {
 			checkMessage(t, p)
 		}
+		// HSTS: what is accepted is rebuilt from parsed directives, so it
+		// parses again to itself and holds nothing but them.
+		if h, err := parseHSTS(v); err == nil && h != "" {
+			if again, err := parseHSTS(h); err != nil || again != h || strings.ContainsAny(h, "\r\n\x00\"") {
+				t.Fatalf("parseHSTS(%q) = %q, which parses to %q, %v", v, h, again, err)
+			}
+		}
 		if len(v) <= maxQuoted {
 			if q := quoteShort(v); mustUnquote(t, q) != v {
 				t.Fatalf("quoteShort(%q) = %s does not round-trip", v, q)

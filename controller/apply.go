@@ -20,14 +20,26 @@ type Applier struct {
 	swap   func(*route.Table)
 	logger *zap.Logger
 
-	mu    sync.Mutex
-	known map[Problem]bool // problems reported and not yet resolved
-	ready atomic.Bool
+	mu      sync.Mutex
+	known   map[Problem]bool // problems reported and not yet resolved
+	ready   atomic.Bool
+	metrics *Metrics // nil: none
+}
+
+// SetMetrics makes the Applier record every build in m. Call it before the
+// first Apply.
+func (a *Applier) SetMetrics(m *Metrics) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.metrics = m
 }
 
 // NewApplier returns an Applier that builds with opts and passes every
 // table to swap (the proxy's Handler.Swap).
 func NewApplier(opts Options, swap func(*route.Table), logger *zap.Logger) *Applier {
+	if opts.Certificates == nil {
+		opts.Certificates = NewCertificateCache()
+	}
 	return &Applier{opts: opts, swap: swap, logger: logger, known: make(map[Problem]bool)}
 }
 
@@ -40,7 +52,9 @@ func (a *Applier) Apply(s Snapshot, sourceProblems []Problem) []Problem {
 	defer a.mu.Unlock()
 
 	start := time.Now()
-	table, problems := Build(s, a.opts)
+	opts := a.opts
+	opts.Now = start
+	table, problems := Build(s, opts)
 	built := time.Since(start)
 	a.swap(table)
 	a.ready.Store(true)
@@ -48,6 +62,7 @@ func (a *Applier) Apply(s Snapshot, sourceProblems []Problem) []Problem {
 	problems = append(slices.Clone(sourceProblems), problems...)
 	slices.SortFunc(problems, compareProblems)
 	problems = slices.Compact(problems)
+	a.metrics.built(s, problems, built, time.Now())
 
 	current := make(map[Problem]bool, len(problems))
 	for _, p := range problems {

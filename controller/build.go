@@ -30,6 +30,10 @@ import (
 // path or backend only; the rest of the table is built.
 func Build(snap Snapshot, opts Options) (*route.Table, []Problem) {
 	b := &builder{
+		opts:     opts,
+		secrets:  indexSecrets(snap.Secrets),
+		certs:    make(map[types.NamespacedName]certResult),
+		tls:      make(map[string]*tlsClaim),
 		services: indexServices(snap.Services),
 		slices:   indexEndpointSlices(snap.EndpointSlices),
 		backends: make(map[backendID]*route.Backend),
@@ -39,11 +43,18 @@ func Build(snap Snapshot, opts Options) (*route.Table, []Problem) {
 	for _, ing := range b.ourIngresses(snap.Ingresses, cls) {
 		b.addIngress(ing)
 	}
-	return b.table(), sortProblems(b.problems)
+	table := b.table().WithTLS(b.tlsHosts())
+	table.DefaultCertificate = b.defaultCertificate()
+	opts.Certificates.sweep()
+	return table, sortProblems(b.problems)
 }
 
 // builder holds the state of one Build call.
 type builder struct {
+	opts     Options
+	secrets  map[types.NamespacedName]*corev1.Secret
+	certs    map[types.NamespacedName]certResult // parsed this build
+	tls      map[string]*tlsClaim                // by normalised host
 	services map[types.NamespacedName]*corev1.Service
 	slices   map[types.NamespacedName][]*discoveryv1.EndpointSlice // by namespace and service name
 	backends map[backendID]*route.Backend                          // so that routes share them
@@ -133,6 +144,7 @@ func (b *builder) addIngress(ing *networkingv1.Ingress) {
 	if ing.Spec.DefaultBackend != nil {
 		b.addDefaultBackend(ing, ing.Spec.DefaultBackend, cfg)
 	}
+	b.addTLS(ing, cfg)
 	for i := range ing.Spec.Rules {
 		rule := &ing.Spec.Rules[i]
 		host, msg := normalizeHost(rule.Host)
@@ -159,7 +171,7 @@ func (b *builder) addDefaultBackend(ing *networkingv1.Ingress, ib *networkingv1.
 		b.problem(ing, ReasonConflict, fmt.Sprintf("the default backend is already set by Ingress %s; this Ingress's default backend is ignored", b.def.Source))
 		return
 	}
-	be, reason, what := b.backend(ing.Namespace, ib, cfg.balancer)
+	be, reason, what := b.backend(ing.Namespace, ib, cfg)
 	if reason != "" {
 		b.problem(ing, reason, what+"; the default backend answers 503")
 	}
@@ -194,7 +206,7 @@ func (b *builder) addPath(ing *networkingv1.Ingress, host string, p *networkingv
 		return
 	}
 	hr.owner[key] = src
-	be, reason, what := b.backend(ing.Namespace, &p.Backend, cfg.balancer)
+	be, reason, what := b.backend(ing.Namespace, &p.Backend, cfg)
 	if reason != "" {
 		b.problem(ing, reason, what+"; "+desc+" answers 503")
 	}

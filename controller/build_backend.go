@@ -55,6 +55,7 @@ func indexEndpointSlices(list []*discoveryv1.EndpointSlice) map[types.Namespaced
 // cannot be ambiguous, whatever names a folder of manifests uses.
 type backendID struct {
 	namespace, service, port, balancer string
+	protocol                           route.Protocol
 	other                              string // for backends that are not a Service port
 }
 
@@ -62,7 +63,7 @@ type backendID struct {
 // backend, shared by every route with the same Service, port and balancer;
 // when the backend cannot be served it is Unavailable (the route answers
 // 503), and reason and what say why, for a Problem.
-func (b *builder) backend(ns string, ib *networkingv1.IngressBackend, balancer string) (be *route.Backend, reason, what string) {
+func (b *builder) backend(ns string, ib *networkingv1.IngressBackend, cfg ingressConfig) (be *route.Backend, reason, what string) {
 	switch {
 	case ib.Service != nil && ib.Resource != nil:
 		return b.unavailable(backendID{namespace: ns, other: "(service and resource)"}, "invalid backend"),
@@ -88,7 +89,7 @@ func (b *builder) backend(ns string, ib *networkingv1.IngressBackend, balancer s
 	if sbp.Number != 0 {
 		port = strconv.Itoa(int(sbp.Number))
 	}
-	id := backendID{namespace: ns, service: name, port: port, balancer: balancer}
+	id := backendID{namespace: ns, service: name, port: port, balancer: cfg.balancer, protocol: cfg.protocol}
 	svc := b.services[types.NamespacedName{Namespace: ns, Name: name}]
 	switch {
 	case svc == nil:
@@ -132,8 +133,8 @@ func (b *builder) unavailable(id backendID, why string) *route.Backend {
 
 // newBackend returns a backend without endpoints for id. Its Key is
 // "namespace/service:port", with "|balancer" when the Ingress chose a
-// policy, so that Ingresses with different policies for one Service port
-// get balancers of their own.
+// policy and "|protocol" when it chose one, so that Ingresses with different
+// policies or protocols for one Service port get backends of their own.
 func newBackend(id backendID) *route.Backend {
 	key := id.namespace + "/" + id.service + ":" + id.port
 	if id.other != "" {
@@ -142,12 +143,16 @@ func newBackend(id backendID) *route.Backend {
 	if id.balancer != "" {
 		key += "|" + id.balancer
 	}
+	if id.protocol != "" {
+		key += "|" + string(id.protocol)
+	}
 	return &route.Backend{
 		Key:       key,
 		Namespace: id.namespace,
 		Service:   id.service,
 		Port:      id.port,
 		Balancer:  id.balancer,
+		Protocol:  id.protocol,
 		Endpoints: []route.Endpoint{},
 	}
 }

@@ -29,6 +29,10 @@ const DefaultHoldOff = 20 * time.Millisecond
 type ClusterOptions struct {
 	// Namespaces to watch; empty means every namespace.
 	Namespaces []string
+	// SecretNamespace, when Namespaces does not include it, is one more
+	// namespace whose TLS Secrets are watched (that of
+	// --default-ssl-certificate). Empty means none.
+	SecretNamespace string
 	// HoldOff batches bursts of changes; zero means DefaultHoldOff.
 	HoldOff time.Duration
 }
@@ -75,13 +79,22 @@ func NewClusterSource(client kubernetes.Interface, opts ClusterOptions, logger *
 		namespaces = []string{metav1.NamespaceAll}
 	}
 	strip := informers.WithTransform(stripForCache)
+	// A cluster full of other Secrets (service-account tokens, Helm
+	// releases) costs nothing: only TLS Secrets are listed and watched.
+	tlsOnly := informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.FieldSelector = fields.OneTermEqualSelector("type", string(corev1.SecretTypeTLS)).String()
+	})
+	if ns := opts.SecretNamespace; ns != "" && len(opts.Namespaces) > 0 && !slices.Contains(opts.Namespaces, ns) {
+		sf := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(ns), tlsOnly, strip)
+		s.factories = append(s.factories, sf)
+		gi := mustGeneric(sf.ForResource(corev1.SchemeGroupVersion.WithResource("secrets")))
+		if err := s.watch(gi.Informer()); err != nil {
+			return nil, err
+		}
+		s.secrets = append(s.secrets, gi.Lister())
+	}
 	for _, ns := range namespaces {
 		f := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(ns), strip)
-		// A cluster full of other Secrets (service-account tokens, Helm
-		// releases) costs nothing: only TLS Secrets are listed and watched.
-		tlsOnly := informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("type", string(corev1.SecretTypeTLS)).String()
-		})
 		sf := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(ns), tlsOnly, strip)
 		s.factories = append(s.factories, f, sf)
 

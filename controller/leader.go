@@ -27,6 +27,14 @@ type Elector struct {
 	leading atomic.Bool
 	logger  *zap.Logger
 	onStart func()
+	metrics *Metrics // nil: none
+}
+
+// SetMetrics makes the Elector report leadership in m
+// (postern_controller_leader). Call it before Run.
+func (e *Elector) SetMetrics(m *Metrics) {
+	e.metrics = m
+	m.SetLeader(e.leading.Load())
 }
 
 // NewElector prepares an election on the Lease namespace/name with this
@@ -49,12 +57,14 @@ func NewElector(client kubernetes.Interface, namespace, name, identity string, o
 		Callbacks: leaderelection.LeaderCallbacks{
 			OnStartedLeading: func(context.Context) {
 				e.leading.Store(true)
+				e.metrics.SetLeader(true)
 				logger.Info("became leader", zap.String("namespace", namespace), zap.String("name", name), zap.String("identity", identity))
 				if e.onStart != nil {
 					e.onStart()
 				}
 			},
 			OnStoppedLeading: func() {
+				e.metrics.SetLeader(false)
 				if e.leading.Swap(false) {
 					logger.Info("stopped leading", zap.String("identity", identity))
 				}
@@ -78,6 +88,7 @@ func (e *Elector) Run(ctx context.Context) {
 	for ctx.Err() == nil {
 		e.elector.Run(ctx)
 		e.leading.Store(false)
+		e.metrics.SetLeader(false)
 		select {
 		case <-ctx.Done():
 		case <-time.After(RetryPeriod):

@@ -39,4 +39,5 @@ const (
 	ReasonSecretNotFound      = "SecretNotFound"
 	ReasonInvalidSecret       = "InvalidSecret"
 	ReasonUnsupportedPathType = "UnsupportedPathType"
+	ReasonACMEUnavailable     = "ACMEUnavailable"
 )

@@ -1,6 +1,8 @@
 package controller
 
 import (
+	"time"
+
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -31,6 +33,21 @@ type Options struct {
 	// belong to Postern (--controller-class). Empty means
 	// "postern.dev/ingress-controller".
 	ControllerClass string
+	// DefaultCertificate is "namespace/name" of the TLS Secret served when
+	// no other certificate fits (--default-ssl-certificate); empty means
+	// the proxy's self-signed one.
+	DefaultCertificate string `json:"defaultCertificate,omitempty"`
+	// Now is the time certificates are checked against (expired, not yet
+	// valid). Build reads no clock: the caller passes it.
+	Now time.Time
+	// ACME is true when an ACME issuer is configured (--acme-directory is
+	// not empty). When false, Ingresses that ask for ACME get a Problem and
+	// their hosts are served the default certificate.
+	ACME bool
+	// Certificates, when not nil, remembers parsed certificates across
+	// builds so that an unchanged Secret is not parsed again. It never
+	// changes what Build returns.
+	Certificates *CertificateCache `json:"-"`
 }
 
 // Defaults for Options.

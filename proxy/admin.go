@@ -3,6 +3,7 @@ package proxy
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -23,14 +24,21 @@ type AdminOptions struct {
 	Table func() *route.Table
 	// Registry is gathered by /metrics. Nil turns /metrics off.
 	Registry *prometheus.Registry
+	// Pprof serves Go's profiles under /debug/pprof/ (--enable-pprof).
+	// False, the default, answers 404 there: profiles show the process's
+	// insides and a CPU profile costs CPU.
+	Pprof bool
 }
 
 // NewAdminHandler returns the handler of the --metrics-addr port:
 //
 //	/healthz        200 "ok" while the process runs (liveness)
 //	/readyz         200 "ok" when Ready() is true, else 503 (readiness)
-//	/debug/routes   the live routing table as indented JSON
+//	/debug/routes   the live routing table as indented JSON: each route's
+//	                Source (the Ingress that declared it) and Backend
+//	                (Service, port, endpoints)
 //	/metrics        Prometheus metrics from Registry
+//	/debug/pprof/   Go's profiles, only when Pprof is set
 //
 // Only GET and HEAD are allowed (405 otherwise); other paths are 404.
 func NewAdminHandler(opts AdminOptions) http.Handler {
@@ -66,6 +74,15 @@ func NewAdminHandler(opts AdminOptions) http.Handler {
 			// One failing collector should not hide every other metric.
 			ErrorHandling: promhttp.ContinueOnError,
 		}))
+	}
+	if opts.Pprof {
+		// pprof.Index serves the named profiles (heap, goroutine, ...)
+		// under /debug/pprof/ too.
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	return allowGetHead(mux)
 }

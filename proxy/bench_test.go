@@ -52,10 +52,18 @@ func benchTable(policy, addr string) *route.Table {
 	}, nil)
 }
 
+// BenchmarkServeHTTP measures the handler; the .../observed variants with
+// metrics and an access log (every request logged, to io.Discard), the
+// others without (request IDs are always on).
 func BenchmarkServeHTTP(b *testing.B) {
-	for _, policy := range []string{balancer.PolicyRoundRobin, balancer.PolicyLeastRequest} {
+	for _, policy := range []string{balancer.PolicyRoundRobin, balancer.PolicyLeastRequest, balancer.PolicyRoundRobin + "/observed"} {
 		b.Run("fake-transport/"+policy, func(b *testing.B) {
-			h := New(Options{Transport: fakeTransport{}})
+			opts := Options{Transport: fakeTransport{}}
+			if p, ok := strings.CutSuffix(policy, "/observed"); ok {
+				policy, opts = p, observedOptions(b)
+				opts.Transport = fakeTransport{}
+			}
+			h := New(opts)
 			h.Swap(benchTable(policy, "10.0.0.1:8080"))
 			req := httptest.NewRequestWithContext(context.Background(), http.MethodGet, "http://app.example.com/api/v1/users?id=42", nil)
 			req.Header.Set("User-Agent", "bench")
@@ -79,38 +87,54 @@ func BenchmarkServeHTTP(b *testing.B) {
 	defer backend.Close()
 	addr := backend.Listener.Addr().String()
 
-	b.Run("local-backend", func(b *testing.B) {
-		h := New(Options{})
-		defer h.CloseIdleConnections()
-		h.Swap(benchTable("", addr))
-		req := httptest.NewRequestWithContext(context.Background(), http.MethodGet, "http://app.example.com/api/v1/users?id=42", nil)
-		w := &discardWriter{h: make(http.Header)}
-		b.ReportAllocs()
-		for b.Loop() {
-			clear(w.h)
-			h.ServeHTTP(w, req)
-			if w.code != http.StatusOK {
-				b.Fatalf("status %d", w.code)
+	for _, name := range []string{"local-backend", "local-backend/observed"} {
+		b.Run(name, func(b *testing.B) {
+			opts := Options{}
+			if strings.HasSuffix(name, "/observed") {
+				opts = observedOptions(b)
 			}
-		}
-	})
-	b.Run("local-backend/parallel", func(b *testing.B) {
-		h := New(Options{})
-		defer h.CloseIdleConnections()
-		h.Swap(benchTable("", addr))
-		b.ReportAllocs()
-		b.RunParallel(func(pb *testing.PB) {
+			h := New(opts)
+			defer h.CloseIdleConnections()
+			h.Swap(benchTable("", addr))
 			req := httptest.NewRequestWithContext(context.Background(), http.MethodGet, "http://app.example.com/api/v1/users?id=42", nil)
 			w := &discardWriter{h: make(http.Header)}
-			for pb.Next() {
+			b.ReportAllocs()
+			for b.Loop() {
 				clear(w.h)
 				h.ServeHTTP(w, req)
 				if w.code != http.StatusOK {
-					b.Errorf("status %d", w.code)
-					return
+					b.Fatalf("status %d", w.code)
 				}
 			}
 		})
+	}
+	for _, name := range []string{"local-backend/parallel", "local-backend/observed/parallel"} {
+		b.Run(name, func(b *testing.B) {
+			parallelBench(b, addr, strings.Contains(name, "/observed"))
+		})
+	}
+}
+
+func parallelBench(b *testing.B, addr string, observed bool) {
+	opts := Options{}
+	if observed {
+		opts = observedOptions(b)
+	}
+	h := New(opts)
+	defer h.CloseIdleConnections()
+	h.Swap(benchTable("", addr))
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		req := httptest.NewRequestWithContext(context.Background(), http.MethodGet, "http://app.example.com/api/v1/users?id=42", nil)
+		w := &discardWriter{h: make(http.Header)}
+		for pb.Next() {
+			clear(w.h)
+			h.ServeHTTP(w, req)
+			if w.code != http.StatusOK {
+				b.Errorf("status %d", w.code)
+				return
+			}
+		}
 	})
 }
 

@@ -29,6 +29,12 @@ func newConn(c net.Conn, onClose func(*conn)) *conn {
 	return &conn{Conn: c, onClose: onClose}
 }
 
+// framedConn is a connection read through a framing parser: a *conn, or a
+// *tlsConn around one.
+type framedConn interface{ framed() *conn }
+
+func (c *conn) framed() *conn { return c }
+
 // Read reads from the connection and advances the framing parser over what
 // was read. net/http never reads a connection from two goroutines at once.
 func (c *conn) Read(p []byte) (int, error) {

@@ -27,6 +27,22 @@
 // client's body was malformed), and 499, logged only, when the client went
 // away.
 //
+// TLS (https.go): Server.ServeTLS terminates TLS with the tls.Config the
+// tls package's Store gives (the certificate is chosen there, by SNI), runs
+// the handshakes off the accept loop, hands h2 connections to net/http's
+// HTTP/2 server and HTTP/1.1 ones to the framing guard. tlsroute.go wraps
+// the handler per listener: PlainHTTP answers ACME http-01 challenges and
+// redirects spec.tls hosts to HTTPS (308); SecureHTTP refuses a Host the
+// connection's certificate does not cover (421) and adds HSTS. How the
+// proxy speaks to a backend (HTTP, HTTPS, h2c, gRPC) is chosen per backend
+// in transport.go.
+//
+// Observability: metrics.go (Prometheus, one Observe wrapper per listener),
+// accesslog.go (one JSON line per request, written by a goroutine off the
+// request path, lossy when the sink falls behind), requestid.go
+// (X-Request-ID kept when valid, generated otherwise).
+//
 // NewAdminHandler (admin.go) serves the --metrics-addr port: health,
-// readiness, the live table and metrics.
+// readiness, the live table (/debug/routes), metrics and, with
+// --enable-pprof, /debug/pprof.
 package proxy

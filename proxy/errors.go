@@ -74,7 +74,8 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, code int, msg str
 		ce.Write(fields...)
 	}
 	if code == StatusClientClosedRequest {
-		return // nobody to answer
+		noteStatus(w, code) // for metrics and the access log
+		return              // nobody to answer
 	}
 	writeError(w, code)
 }
@@ -88,6 +89,9 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		be = st.backend
 	}
 	code, msg := classify(r, st, err)
+	if code == http.StatusBadGateway || code == http.StatusGatewayTimeout {
+		h.metrics.upstreamError(err)
+	}
 	if code == http.StatusBadRequest {
 		// The body's framing broke mid-request: the rest of the connection
 		// cannot be trusted (RFC 9112 §8).

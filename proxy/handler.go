@@ -3,10 +3,8 @@ package proxy
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httputil"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,6 +47,10 @@ type Options struct {
 	// *http.Transport, tuned for a proxy from the fields above; tests and
 	// benchmarks set it.
 	Transport http.RoundTripper
+	// Metrics records every request in Prometheus metrics. Nil means none.
+	Metrics *Metrics
+	// AccessLog gets a line per request. Nil means no access log.
+	AccessLog *AccessLog
 }
 
 // Handler is the reverse proxy: it serves each request from the routing
@@ -58,9 +60,12 @@ type Handler struct {
 	balancers *balancer.Registry
 	inflight  *balancer.InFlight
 	proxy     *httputil.ReverseProxy
-	transport *http.Transport // nil when Options.Transport was given
+	transport *transports // nil when Options.Transport was given
 	log       *zap.Logger
 	swapMu    sync.Mutex // serialises Swap, never taken by requests
+	metrics   *Metrics   // nil: none
+	accessLog *AccessLog // nil: none
+	observing bool       // metrics or accessLog is set
 }
 
 // New returns a Handler serving an empty table (every request 404) until
@@ -75,11 +80,17 @@ func New(opts Options) *Handler {
 		balancers: balancer.NewRegistry(inflight),
 		inflight:  inflight,
 		log:       log,
+		metrics:   opts.Metrics,
+		accessLog: opts.AccessLog,
+		observing: opts.Metrics != nil || opts.AccessLog != nil,
 	}
 	rt := opts.Transport
 	if rt == nil {
-		h.transport = newTransport(opts)
+		h.transport = newTransports(opts)
 		rt = h.transport
+	}
+	if h.observing {
+		rt = timedTransport{next: rt}
 	}
 	// One ReverseProxy for every request: what differs per request (the
 	// endpoint) travels in the request's context.
@@ -112,6 +123,7 @@ func (h *Handler) Swap(t *route.Table) {
 	if err := h.balancers.Sync(t); err != nil {
 		h.log.Warn("unknown balancer policy, using round-robin", zap.Error(err))
 	}
+	h.metrics.sync(t)
 	h.table.Store(t)
 }
 
@@ -132,6 +144,14 @@ func (h *Handler) CloseIdleConnections() {
 // count the request in flight to it, and hand over to the ReverseProxy,
 // whose Rewrite aims the outgoing request at that endpoint.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// The observation records the status and sizes and carries the request
+	// ID; an outer Observe may have started it already.
+	ob, observed := w.(*observation)
+	if !observed {
+		ob = h.begin(w, r)
+		defer h.end(ob)
+		w = ob
+	}
 	switch {
 	case r.RequestURI == "*":
 		// The asterisk-form asks about the proxy itself (RFC 9112 §3.2.4,
@@ -155,6 +175,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusNotFound, "no route", nil, nil)
 		return
 	}
+	ob.route = rt
 	be := rt.Backend
 	ep := h.balancers.Get(be).Pick(be.Endpoints, r)
 	if ep == nil {
@@ -165,7 +186,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := h.inflight.Acquire(ep.Address)
 	defer c.Release()
 
-	st := &reqState{Context: r.Context(), backend: be, endpoint: ep}
+	st := &ob.st
+	st.Context, st.backend, st.endpoint, st.requestID = r.Context(), be, ep, ob.id[:]
 	out := r.WithContext(st)
 	if r.Body != nil && r.Body != http.NoBody {
 		st.body = reqBody{ReadCloser: r.Body, st: st}
@@ -183,6 +205,11 @@ type reqState struct {
 	endpoint *route.Endpoint
 	body     reqBody
 	bodyErr  atomic.Pointer[error] // the first error reading the client's body
+
+	requestID []string      // the X-Request-Id value sent to the endpoint
+	bodyBytes atomic.Int64  // bytes of the client's body read (the Transport reads it)
+	upstream  time.Duration // how long the attempt to the endpoint took
+	attempted bool          // upstream is set: the endpoint was tried
 }
 
 type stateKey struct{}
@@ -211,53 +238,10 @@ type reqBody struct {
 
 func (b *reqBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
+	b.st.bodyBytes.Add(int64(n))
 	if err != nil && err != io.EOF {
 		e := err // a copy, so that only a failing Read allocates
 		b.st.bodyErr.CompareAndSwap(nil, &e)
 	}
 	return n, err
-}
-
-var (
-	protoHTTP  = "http"
-	protoHTTPS = "https"
-)
-
-// rewrite aims the outgoing request at the picked endpoint. Like
-// ProxyRequest.SetXForwarded it appends the client's address to
-// X-Forwarded-For and sets X-Forwarded-Host and X-Forwarded-Proto (which
-// ReverseProxy removed from the outgoing request before calling Rewrite);
-// it also sets X-Real-IP, replacing any the client sent. It keeps the
-// client's Host: name-based backends route on it (RFC 9110 §7.2).
-func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
-	in, out := pr.In, pr.Out
-	st := stateOf(in)
-	out.URL.Scheme = "http"
-	out.URL.Host = st.endpoint.Address
-	out.Host = in.Host
-
-	proto := protoHTTP
-	if in.TLS != nil {
-		proto = protoHTTPS
-	}
-	hdr := out.Header
-	clientIP, _, err := net.SplitHostPort(in.RemoteAddr)
-	if err != nil {
-		// Not an IP connection: send no address rather than the client's.
-		delete(hdr, "X-Real-Ip")
-		hdr["X-Forwarded-Host"] = []string{in.Host}
-		hdr["X-Forwarded-Proto"] = []string{proto}
-		return
-	}
-	xff := clientIP
-	if prior := in.Header["X-Forwarded-For"]; len(prior) > 0 {
-		xff = strings.Join(prior, ", ") + ", " + clientIP
-	}
-	// One allocation for the four values; each header gets a slice of
-	// capacity one, so appending to one never writes into another.
-	v := []string{xff, clientIP, in.Host, proto}
-	hdr["X-Forwarded-For"] = v[0:1:1]
-	hdr["X-Real-Ip"] = v[1:2:2]
-	hdr["X-Forwarded-Host"] = v[2:3:3]
-	hdr["X-Forwarded-Proto"] = v[3:4:4]
 }

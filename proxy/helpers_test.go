@@ -38,7 +38,7 @@ type testBackend struct {
 
 // newBackend starts a backend on 127.0.0.1. With a nil handler it answers
 // 200 with its name and the path it saw.
-func newBackend(t *testing.T, name string, h http.HandlerFunc) *testBackend {
+func newBackend(t testing.TB, name string, h http.HandlerFunc) *testBackend {
 	t.Helper()
 	b := &testBackend{name: name}
 	if h == nil {
@@ -263,7 +263,7 @@ func checkErrorBody(t *testing.T, h http.Header, body string, code int, secrets 
 func newReader(c net.Conn) *bufio.Reader { return bufio.NewReader(c) }
 
 // listen listens on a free port of 127.0.0.1.
-func listen(t *testing.T) net.Listener {
+func listen(t testing.TB) net.Listener {
 	t.Helper()
 	var lc net.ListenConfig
 	ln, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")

@@ -43,6 +43,9 @@ type ServerOptions struct {
 	// MaxHeaderBytes bounds the request line and header fields. Zero means
 	// DefaultMaxHeaderBytes.
 	MaxHeaderBytes int
+	// Metrics counts the open client connections
+	// (postern_proxy_open_connections). Nil means no metrics.
+	Metrics *Metrics
 }
 
 // Server serves a handler on plain-HTTP listeners, with the framing guard
@@ -55,12 +58,12 @@ type ServerOptions struct {
 // timeout (uploads may be long).
 //
 // Serve expects a plain TCP listener: the parser must read the bytes of
-// HTTP/1.1 itself. Serving HTTPS through it needs the *tls.Conn wrapped by
-// the parser's conn and the conn to report the TLS state to net/http (its
-// connectionStater hook); that is for the TLS listener to add.
+// HTTP/1.1 itself. ServeTLS terminates TLS first and runs HTTP/1.1
+// connections through the same parser; HTTP/2 has framing of its own.
 type Server struct {
-	srv *http.Server
-	log *zap.Logger
+	srv     *http.Server
+	log     *zap.Logger
+	metrics *Metrics // nil: none
 
 	mu       sync.Mutex
 	hijacked map[*conn]struct{} // connections handed over to a handler (WebSockets)
@@ -68,7 +71,7 @@ type Server struct {
 
 // NewServer returns a Server for h.
 func NewServer(h http.Handler, opts ServerOptions) *Server {
-	s := &Server{log: opts.Logger, hijacked: make(map[*conn]struct{})}
+	s := &Server{log: opts.Logger, metrics: opts.Metrics, hijacked: make(map[*conn]struct{})}
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
@@ -93,8 +96,8 @@ func NewServer(h http.Handler, opts ServerOptions) *Server {
 		MaxHeaderBytes:    maxHeader,
 		ErrorLog:          newStdLog(s.log),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			if pc, ok := c.(*conn); ok {
-				return context.WithValue(ctx, connKey{}, pc)
+			if fc, ok := c.(framedConn); ok {
+				return context.WithValue(ctx, connKey{}, fc.framed())
 			}
 			return ctx
 		},
@@ -156,10 +159,12 @@ func (s *Server) Close() error {
 }
 
 func (s *Server) connState(c net.Conn, state http.ConnState) {
-	pc, ok := c.(*conn)
+	s.metrics.connState(state)
+	fc, ok := c.(framedConn)
 	if !ok || state != http.StateHijacked {
 		return
 	}
+	pc := fc.framed()
 	pc.hijacked.Store(true)
 	s.mu.Lock()
 	s.hijacked[pc] = struct{}{}
@@ -171,6 +176,7 @@ func (s *Server) untrack(c *conn) {
 	if !c.hijacked.Load() {
 		return
 	}
+	s.metrics.hijackedClosed()
 	s.mu.Lock()
 	delete(s.hijacked, c)
 	s.mu.Unlock()

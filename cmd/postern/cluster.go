@@ -72,48 +72,78 @@ func identity() string {
 	return name + "_" + hex.EncodeToString(b)
 }
 
-// runCluster watches the cluster and applies every snapshot; only the
-// elected leader posts Events and writes Ingress status.
-func runCluster(ctx context.Context, cfg *config, applier *controller.Applier, logger *zap.Logger) error {
+// cluster is what cluster mode shares with the rest of serve: the client,
+// Postern's own namespace and the leader election (the leader posts Events,
+// writes Ingress status and orders ACME certificates).
+type cluster struct {
+	rc      *rest.Config
+	client  kubernetes.Interface
+	ns      string
+	src     *controller.ClusterSource
+	elector *controller.Elector
+	// acmeCache, when ACME is on, is started before the first table so that
+	// a restart finds the certificates it already has.
+	acmeCache *controller.SecretCache
+}
+
+// newCluster connects to the cluster; nothing runs until run.
+func newCluster(cfg *config, logger *zap.Logger) (*cluster, error) {
 	// client-go logs through klog; send it to our logger so a reflector's
 	// "forbidden" or "connection refused" appears as a structured line.
 	klog.SetLogger(zapr.NewLogger(logger.Named("client-go")))
 	rc, err := restConfig(cfg.kubeconfig)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	rc.UserAgent = "postern/" + version
 	rc.QPS, rc.Burst = 50, 100
 	client, err := kubernetes.NewForConfig(rc)
 	if err != nil {
-		return fmt.Errorf("kubernetes client: %w", err)
+		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
-	src, err := controller.NewClusterSource(client, controller.ClusterOptions{Namespaces: cfg.watchNamespaces}, logger.Named("cluster"))
+	defaultNS, _, _ := strings.Cut(cfg.defaultCert, "/")
+	src, err := controller.NewClusterSource(client, controller.ClusterOptions{
+		Namespaces:      cfg.watchNamespaces,
+		SecretNamespace: defaultNS,
+	}, logger.Named("cluster"))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ns := ownNamespace(cfg.namespace)
 	elector, err := controller.NewElector(client, ns, cfg.electionID, identity(), src.Resync, logger.Named("leader"))
 	if err != nil {
-		return err
+		return nil, err
 	}
-	broadcaster, recorder := controller.NewEventBroadcaster(client, cfg.controllerClass)
+	return &cluster{rc: rc, client: client, ns: ns, src: src, elector: elector}, nil
+}
+
+// run watches the cluster and applies every snapshot, calling applied
+// after each; only the elected leader posts Events and writes Ingress
+// status.
+func (c *cluster) run(ctx context.Context, cfg *config, applier *controller.Applier, applied func(), logger *zap.Logger) error {
+	broadcaster, recorder := controller.NewEventBroadcaster(c.client, cfg.controllerClass)
 	if err := broadcaster.StartRecordingToSinkWithContext(ctx); err != nil {
 		return fmt.Errorf("start event recording: %w", err)
 	}
 	defer broadcaster.Shutdown()
-	reporter := controller.NewEventReporter(recorder, elector.Leading)
-	status := controller.NewStatusWriter(client, controller.StatusOptions{
+	reporter := controller.NewEventReporter(recorder, c.elector.Leading)
+	status := controller.NewStatusWriter(c.client, controller.StatusOptions{
 		PublishService:   cfg.publishService,
 		PublishAddresses: cfg.publishAddrs,
-	}, controller.Options{IngressClass: cfg.ingressClass, ControllerClass: cfg.controllerClass}, elector.Leading, logger.Named("status"))
+	}, controller.Options{IngressClass: cfg.ingressClass, ControllerClass: cfg.controllerClass}, c.elector.Leading, logger.Named("status"))
 
-	go elector.Run(ctx)
+	if c.acmeCache != nil {
+		if err := c.acmeCache.Start(ctx); err != nil {
+			return err
+		}
+	}
+	go c.elector.Run(ctx)
 	go status.Run(ctx)
-	logger.Info("watching cluster", zap.String("host", rc.Host), zap.Strings("namespaces", cfg.watchNamespaces),
-		zap.String("election_namespace", ns), zap.String("election_id", cfg.electionID))
-	return src.Run(ctx, func(s controller.Snapshot, sourceProblems []controller.Problem) {
+	logger.Info("watching cluster", zap.String("host", c.rc.Host), zap.Strings("namespaces", cfg.watchNamespaces),
+		zap.String("election_namespace", c.ns), zap.String("election_id", cfg.electionID))
+	return c.src.Run(ctx, func(s controller.Snapshot, sourceProblems []controller.Problem) {
 		problems := applier.Apply(s, sourceProblems)
+		applied()
 		reporter.Sync(s, problems)
 		status.Update(s)
 	})

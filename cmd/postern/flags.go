@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -24,11 +25,21 @@ type config struct {
 	publishAddrs    []string
 	electionID      string
 	httpAddr        string
+	httpsAddr       string
+	httpsPort       int
+	defaultCert     string
+	acmeDirectory   string
+	acmeEmail       string
+	acmeCABundle    string
+	acmeCacheDir    string
 	metricsAddr     string
 	ingressClass    string
 	controllerClass string
 	logLevel        zapcore.Level
 	logFormat       string
+	accessLog       bool
+	accessLogSample float64
+	enablePprof     bool
 	shutdownGrace   time.Duration
 	maxHeaderBytes  int
 	readHeader      time.Duration
@@ -62,11 +73,21 @@ func parseFlags(args []string, getenv func(string) string, stdout io.Writer) (*c
 	})
 	fs.StringVar(&c.electionID, "election-id", "postern-leader", "name of the Lease used for leader election")
 	fs.StringVar(&c.httpAddr, "http-addr", ":8080", "plain HTTP listener")
+	fs.StringVar(&c.httpsAddr, "https-addr", ":8443", "TLS listener")
+	fs.IntVar(&c.httpsPort, "https-redirect-port", 443, "port clients reach HTTPS on, for HTTP to HTTPS redirects (443 is left out of the URL)")
+	fs.StringVar(&c.defaultCert, "default-ssl-certificate", "", "namespace/name of the TLS Secret served when no other certificate fits (default: a self-signed one made at start)")
+	fs.StringVar(&c.acmeDirectory, "acme-directory", "https://acme-v02.api.letsencrypt.org/directory", "ACME directory URL for Ingresses annotated postern.dev/acme: \"true\"; empty turns ACME off")
+	fs.StringVar(&c.acmeEmail, "acme-email", "", "contact email for the ACME account")
+	fs.StringVar(&c.acmeCABundle, "acme-ca-bundle", "", "PEM file of CA certificates the ACME client trusts besides the system's (for a private or test ACME server)")
+	fs.StringVar(&c.acmeCacheDir, "acme-cache-dir", "", "standalone mode: folder for ACME accounts and certificates (default: the user's cache folder/postern/acme); in a cluster they are Secrets in Postern's namespace")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", ":10254", "listener for /metrics, /healthz, /readyz and /debug/routes")
 	fs.StringVar(&c.ingressClass, "ingress-class", controller.DefaultIngressClass, "IngressClass name served")
 	fs.StringVar(&c.controllerClass, "controller-class", controller.DefaultControllerClass, "spec.controller of the IngressClasses that belong to Postern")
 	fs.TextVar(&c.logLevel, "log-level", zapcore.InfoLevel, "log level: debug, info, warn, error")
 	fs.StringVar(&c.logFormat, "log-format", "json", "log format: json or console")
+	fs.BoolVar(&c.accessLog, "access-log", true, "write an access-log line per request to stdout, in --log-format; false turns it off")
+	fs.Float64Var(&c.accessLogSample, "access-log-sample", 1, "fraction of requests (0 to 1) in the access log; responses of 500 and more are always logged")
+	fs.BoolVar(&c.enablePprof, "enable-pprof", false, "serve Go's profiles under /debug/pprof/ on --metrics-addr")
 	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 25*time.Second, "on SIGTERM, how long in-flight requests get to finish")
 	fs.IntVar(&c.maxHeaderBytes, "max-header-bytes", 64<<10, "largest request header block accepted; larger ones get 431")
 	fs.DurationVar(&c.readHeader, "read-header-timeout", 10*time.Second, "time a client has to send its request headers")
@@ -111,6 +132,8 @@ func (c *config) validate() error {
 	switch {
 	case c.logFormat != "json" && c.logFormat != "console":
 		return fmt.Errorf("invalid value %q for --log-format: want json or console", c.logFormat)
+	case !(c.accessLogSample >= 0 && c.accessLogSample <= 1): // NaN too
+		return fmt.Errorf("invalid value %g for --access-log-sample: want a fraction from 0 to 1", c.accessLogSample)
 	case c.maxHeaderBytes < 1024:
 		return fmt.Errorf("invalid value %d for --max-header-bytes: want at least 1024", c.maxHeaderBytes)
 	case c.shutdownGrace < 0:
@@ -134,6 +157,24 @@ func (c *config) validate() error {
 	if c.publishService != "" {
 		if ns, name, ok := strings.Cut(c.publishService, "/"); !ok || ns == "" || name == "" {
 			return fmt.Errorf("invalid value %q for --publish-service: want namespace/name", c.publishService)
+		}
+	}
+	if c.defaultCert != "" {
+		if ns, name, ok := strings.Cut(c.defaultCert, "/"); !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+			return fmt.Errorf("invalid value %q for --default-ssl-certificate: want namespace/name", c.defaultCert)
+		}
+	}
+	if c.httpsPort < 1 || c.httpsPort > 65535 {
+		return fmt.Errorf("invalid value %d for --https-redirect-port: want a port number", c.httpsPort)
+	}
+	if c.acmeDirectory != "" {
+		if u, err := url.Parse(c.acmeDirectory); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return fmt.Errorf("invalid value %q for --acme-directory: want an https:// URL", c.acmeDirectory)
+		}
+	}
+	if c.acmeCABundle != "" {
+		if _, err := os.Stat(c.acmeCABundle); err != nil {
+			return fmt.Errorf("--acme-ca-bundle: %w", err)
 		}
 	}
 	if c.manifests != "" && c.kubeconfig != "" {

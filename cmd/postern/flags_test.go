@@ -27,6 +27,13 @@ func TestParseFlags(t *testing.T) {
 	if c.ingressClass != "edge" || c.shutdownGrace != 3*time.Second {
 		t.Errorf("environment not applied: class %q grace %s", c.ingressClass, c.shutdownGrace)
 	}
+	if !c.accessLog || c.accessLogSample != 1 || c.enablePprof {
+		t.Errorf("defaults: access log %t sample %g pprof %t, want true 1 false", c.accessLog, c.accessLogSample, c.enablePprof)
+	}
+	if c, err := parseFlags([]string{"--access-log-sample", "0", "--enable-pprof"}, env(map[string]string{"POSTERN_ACCESS_LOG": "false"}), nil); err != nil ||
+		c.accessLog || c.accessLogSample != 0 || !c.enablePprof {
+		t.Errorf("access log flags: %+v, %v", c, err)
+	}
 	if c.metricsAddr != ":10254" || c.controllerClass != "postern.dev/ingress-controller" {
 		t.Errorf("defaults: metrics %q controller %q", c.metricsAddr, c.controllerClass)
 	}
@@ -59,6 +66,12 @@ func TestBadFlagsAreOneClearLine(t *testing.T) {
 		{[]string{"stray"}, nil, `unexpected argument "stray"`},
 		{nil, map[string]string{"POSTERN_IDLE_TIMEOUT": "forever"}, `invalid value "forever" for POSTERN_IDLE_TIMEOUT`},
 		{[]string{"--upstream-response-timeout", "0s"}, nil, "want a positive duration"},
+		{[]string{"--access-log-sample", "1.5"}, nil, "invalid value 1.5 for --access-log-sample: want a fraction from 0 to 1"},
+		{[]string{"--access-log-sample", "-0.1"}, nil, "invalid value -0.1 for --access-log-sample"},
+		{[]string{"--access-log-sample", "NaN"}, nil, "invalid value NaN for --access-log-sample"},
+		{[]string{"--access-log-sample", "half"}, nil, `invalid value "half" for flag -access-log-sample`},
+		{nil, map[string]string{"POSTERN_ACCESS_LOG_SAMPLE": "2"}, "invalid value 2 for --access-log-sample"},
+		{[]string{"--access-log=maybe"}, nil, `invalid boolean value "maybe" for -access-log`},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

@@ -33,7 +33,11 @@ func main() {
 
 // run is the whole program: it returns when ctx is cancelled (SIGTERM) and
 // in-flight requests have drained, or on the first fatal error.
+// "postern routes" prints the live table of a running Postern instead.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	if len(args) > 0 && args[0] == "routes" {
+		return runRoutes(ctx, args[1:], getenv, stdout)
+	}
 	cfg, err := parseFlags(args, getenv, stdout)
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"sync"
 	"time"
@@ -17,6 +18,8 @@ import (
 
 	"github.com/postern-dev/postern/controller"
 	"github.com/postern-dev/postern/proxy"
+	"github.com/postern-dev/postern/proxy/route"
+	posterntls "github.com/postern-dev/postern/tls"
 )
 
 func newLogger(cfg *config) (*zap.Logger, error) {
@@ -33,9 +36,10 @@ func newLogger(cfg *config) (*zap.Logger, error) {
 	return logger, nil
 }
 
-// serve wires the source, the controller and the proxy, and runs until ctx
-// is done; then it drains within --shutdown-grace.
-func serve(ctx context.Context, cfg *config, logger *zap.Logger) error {
+// newRegistry returns the registry /metrics serves, with the Go runtime
+// and process collectors and postern_build_info; the components register
+// their own metrics on it.
+func newRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -46,16 +50,88 @@ func serve(ctx context.Context, cfg *config, logger *zap.Logger) error {
 			ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
 		}, func() float64 { return 1 }),
 	)
+	return reg
+}
+
+// serve wires the source, the controller and the proxy, and runs until ctx
+// is done; then it drains within --shutdown-grace.
+func serve(ctx context.Context, cfg *config, logger *zap.Logger) error {
+	reg := newRegistry()
+
+	proxyMetrics := proxy.NewMetrics(reg)
+	controllerMetrics := controller.NewMetrics(reg)
+	var accessLog *proxy.AccessLog
+	if cfg.accessLog {
+		accessLog = proxy.NewAccessLog(proxy.AccessLogOptions{
+			Output: os.Stdout, Format: cfg.logFormat, Sample: cfg.accessLogSample,
+			Registerer: reg, Logger: logger.Named("access-log"),
+		})
+		// Deferred first, so it runs last: after the listeners drained,
+		// the lines still queued are written.
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := accessLog.Close(ctx); err != nil {
+				logger.Warn("access log lines lost at exit", zap.Error(err))
+			}
+		}()
+	}
 
 	handler := proxy.New(proxy.Options{
 		Logger:                logger.Named("proxy"),
 		DialTimeout:           cfg.dialTimeout,
 		ResponseHeaderTimeout: cfg.responseTimeout,
+		Metrics:               proxyMetrics,
+		AccessLog:             accessLog,
 	})
+	var cl *cluster
+	if cfg.manifests == "" {
+		var err error
+		if cl, err = newCluster(cfg, logger); err != nil {
+			return err
+		}
+	}
+	selfSigned, err := posterntls.SelfSigned(time.Now())
+	if err != nil {
+		return fmt.Errorf("default certificate: %w", err)
+	}
+	acme, err := newACME(cfg, cl, handler.Table, reg, logger)
+	if err != nil {
+		return err
+	}
+	store := posterntls.NewStore(posterntls.StoreOptions{
+		Table:    handler.Table,
+		Default:  selfSigned,
+		ACME:     acme,
+		Logger:   logger,
+		Registry: reg,
+	})
+	swap := func(t *route.Table) {
+		handler.Swap(t)
+		if t.DefaultCertificate != nil {
+			store.SetDefault(t.DefaultCertificate)
+		} else {
+			store.SetDefault(selfSigned)
+		}
+	}
 	applier := controller.NewApplier(controller.Options{
-		IngressClass:    cfg.ingressClass,
-		ControllerClass: cfg.controllerClass,
-	}, handler.Swap, logger.Named("controller"))
+		IngressClass:       cfg.ingressClass,
+		ControllerClass:    cfg.controllerClass,
+		DefaultCertificate: cfg.defaultCert,
+		ACME:               acme != nil,
+	}, swap, logger.Named("controller"))
+	applier.SetMetrics(controllerMetrics)
+	if cl != nil {
+		cl.elector.SetMetrics(controllerMetrics)
+	} else {
+		controllerMetrics.SetLeader(true) // standalone: no election, this process does it all
+	}
+	// applied runs after every table swap: ACME orders what new hosts need.
+	applied := func() {
+		if acme != nil {
+			acme.Sync(ctx)
+		}
+	}
 
 	var draining sync.Once
 	var notReady = make(chan struct{})
@@ -73,25 +149,48 @@ func serve(ctx context.Context, cfg *config, logger *zap.Logger) error {
 	if err != nil {
 		return fmt.Errorf("--http-addr: %w", err)
 	}
+	httpsLn, err := lc.Listen(ctx, "tcp", cfg.httpsAddr)
+	if err != nil {
+		_ = httpLn.Close()
+		return fmt.Errorf("--https-addr: %w", err)
+	}
 	adminLn, err := lc.Listen(ctx, "tcp", cfg.metricsAddr)
 	if err != nil {
 		_ = httpLn.Close()
+		_ = httpsLn.Close()
 		return fmt.Errorf("--metrics-addr: %w", err)
 	}
-	httpSrv := proxy.NewServer(handler, proxy.ServerOptions{
-		Logger:            logger.Named("http"),
-		MaxHeaderBytes:    cfg.maxHeaderBytes,
-		ReadHeaderTimeout: cfg.readHeader,
-		IdleTimeout:       cfg.idle,
-	})
+	serverOpts := func(name string) proxy.ServerOptions {
+		return proxy.ServerOptions{
+			Logger:            logger.Named(name),
+			MaxHeaderBytes:    cfg.maxHeaderBytes,
+			ReadHeaderTimeout: cfg.readHeader,
+			IdleTimeout:       cfg.idle,
+			Metrics:           proxyMetrics,
+		}
+	}
+	var acmeHTTP http.Handler
+	if acme != nil {
+		acmeHTTP = acme.HTTPHandler(http.NotFoundHandler())
+	}
+	// Observe: redirects, ACME challenges and 421s are counted and logged too.
+	httpSrv := proxy.NewServer(handler.Observe(proxy.PlainHTTP(handler.Table, acmeHTTP, cfg.httpsPort, handler)), serverOpts("http"))
+	httpsSrv := proxy.NewServer(handler.Observe(proxy.SecureHTTP(handler.Table, store.Covers, handler)), serverOpts("https"))
 	adminSrv := &http.Server{
-		Handler:           proxy.NewAdminHandler(proxy.AdminOptions{Table: handler.Table, Ready: ready, Registry: reg}),
+		Handler:           proxy.NewAdminHandler(proxy.AdminOptions{Table: handler.Table, Ready: ready, Registry: reg, Pprof: cfg.enablePprof}),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       60 * time.Second,
 	}
 
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	go func() { errc <- serveErr("http", httpSrv.Serve(httpLn)) }()
+	go func() {
+		errc <- serveErr("https", httpsSrv.ServeTLS(httpsLn, proxy.TLSOptions{
+			Config:           store.ServerConfig(),
+			ObserveHandshake: store.ObserveHandshake,
+		}))
+	}()
+	go func() { _ = store.Run(ctx) }()
 	go func() { errc <- serveErr("metrics", adminSrv.Serve(adminLn)) }()
 
 	srcCtx, stopSource := context.WithCancel(ctx)
@@ -101,13 +200,15 @@ func serve(ctx context.Context, cfg *config, logger *zap.Logger) error {
 			src := controller.NewManifestSource(cfg.manifests, logger.Named("manifests"))
 			errc <- src.Run(srcCtx, func(s controller.Snapshot, problems []controller.Problem) {
 				applier.Apply(s, problems)
+				applied()
 			})
 			return
 		}
-		errc <- runCluster(srcCtx, cfg, applier, logger)
+		errc <- cl.run(srcCtx, cfg, applier, applied, logger)
 	}()
 	logger.Info("postern started", zap.String("version", version), zap.String("manifests", cfg.manifests),
-		zap.String("http_addr", httpLn.Addr().String()), zap.String("metrics_addr", adminLn.Addr().String()))
+		zap.String("http_addr", httpLn.Addr().String()), zap.String("https_addr", httpsLn.Addr().String()),
+		zap.String("metrics_addr", adminLn.Addr().String()))
 
 	var runErr error
 	select {
@@ -122,9 +223,15 @@ func serve(ctx context.Context, cfg *config, logger *zap.Logger) error {
 	stopSource()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.shutdownGrace)
 	defer cancel()
-	if err := httpSrv.Shutdown(shutdownCtx); err != nil {
-		logger.Warn("http listener did not drain in time", zap.Error(err))
+	var wg sync.WaitGroup
+	for name, srv := range map[string]*proxy.Server{"http": httpSrv, "https": httpsSrv} {
+		wg.Go(func() {
+			if err := srv.Shutdown(shutdownCtx); err != nil {
+				logger.Warn(name+" listener did not drain in time", zap.Error(err))
+			}
+		})
 	}
+	wg.Wait()
 	_ = adminSrv.Shutdown(shutdownCtx)
 	logger.Info("stopped")
 	return runErr

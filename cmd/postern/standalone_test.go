@@ -102,7 +102,7 @@ func TestStandalone(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"--manifests", dir, "--http-addr", httpAddr, "--metrics-addr", adminAddr,
+		done <- run(ctx, []string{"--manifests", dir, "--http-addr", httpAddr, "--https-addr", freeAddr(t), "--metrics-addr", adminAddr,
 			"--log-level", "warn", "--shutdown-grace", "5s"}, env(nil), io.Discard)
 	}()
 

@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 http_port="${HTTP_PORT:-8080}"
+https_port="${HTTPS_PORT:-8443}"
 metrics_port="${METRICS_PORT:-10254}"
 pids=()
 cleanup() {
@@ -34,6 +35,9 @@ Postern is serving examples/quickstart on http://127.0.0.1:${http_port}. Try, fr
   for i in 1 2 3 4 5 6; do curl -s -H 'Host: shop.example.com' http://127.0.0.1:${http_port}/ | head -1; done
   # streaming passes through unbuffered (server-sent events)
   curl -N -H 'Host: shop.example.com' http://127.0.0.1:${http_port}/stream
+  # TLS (a self-signed demo certificate, hence -k): HTTP/2, HSTS, and HTTP redirected with 308
+  curl -k --resolve secure.example.com:${https_port}:127.0.0.1 https://secure.example.com:${https_port}/ -I
+  curl -i -H 'Host: secure.example.com' http://127.0.0.1:${http_port}/
   # no rule for this host: 404
   curl -i -H 'Host: nothing.example.org' http://127.0.0.1:${http_port}/
   # the live routing table
@@ -44,6 +48,6 @@ Edit examples/quickstart/*.yaml while it runs: the change is applied at once.
 MSG
 
 ./bin/postern --manifests examples/quickstart --http-addr "127.0.0.1:${http_port}" \
-	--metrics-addr "127.0.0.1:${metrics_port}" --log-format console &
+	--https-addr "127.0.0.1:${https_port}" --https-redirect-port "${https_port}" --metrics-addr "127.0.0.1:${metrics_port}" --log-format console &
 pids+=($!)
 wait "${pids[-1]}"

@@ -71,7 +71,28 @@ type Backend struct {
 	// and answers 503; it stays in the table so that its traffic never falls
 	// through to a shorter path that belongs to someone else.
 	Unavailable string `json:"unavailable,omitempty"`
+	// Protocol is how the proxy talks to the endpoints: ProtocolHTTP (also
+	// the zero value), ProtocolHTTPS, ProtocolH2C, ProtocolGRPC or
+	// ProtocolGRPCS.
+	Protocol Protocol `json:"protocol,omitempty"`
 }
+
+// Protocol is the protocol spoken to a backend's endpoints.
+type Protocol string
+
+// The backend protocols (the postern.dev/backend-protocol annotation).
+const (
+	// ProtocolHTTP is HTTP/1.1 over plain TCP; the zero value means it too.
+	ProtocolHTTP Protocol = "HTTP"
+	// ProtocolHTTPS is HTTP/1.1 (or HTTP/2 when offered) over TLS.
+	ProtocolHTTPS Protocol = "HTTPS"
+	// ProtocolH2C is HTTP/2 over plain TCP (prior knowledge).
+	ProtocolH2C Protocol = "H2C"
+	// ProtocolGRPC is gRPC: HTTP/2 over plain TCP.
+	ProtocolGRPC Protocol = "GRPC"
+	// ProtocolGRPCS is gRPC over TLS (HTTP/2).
+	ProtocolGRPCS Protocol = "GRPCS"
+)
 
 // Route is one path of a virtual host and the backend serving it.
 type Route struct {
@@ -167,10 +188,19 @@ type Table struct {
 	VirtualHosts []*VirtualHost `json:"virtualHosts"`
 	// Default serves requests no virtual host route matches; nil means 404.
 	Default *Route `json:"default,omitempty"`
+	// TLS lists the hosts named in spec.tls, sorted like VirtualHosts (see
+	// WithTLS); a host not listed is served the default certificate.
+	TLS []*TLSHost `json:"tls,omitempty"`
+	// DefaultCertificate is served to TLS clients no other certificate
+	// fits (--default-ssl-certificate); nil means the proxy's self-signed
+	// one.
+	DefaultCertificate *Certificate `json:"defaultCertificate,omitempty"`
 
-	exact    map[string]*VirtualHost // by lower-case host
-	wildcard map[string]*VirtualHost // by the suffix after "*."
-	any      *VirtualHost            // rules without a host
+	exact       map[string]*VirtualHost // by lower-case host
+	wildcard    map[string]*VirtualHost // by the suffix after "*."
+	any         *VirtualHost            // rules without a host
+	tlsExact    map[string]*TLSHost     // by lower-case host
+	tlsWildcard map[string]*TLSHost     // by the suffix after "*."
 }
 
 // NewTable returns a table serving hosts, with def (may be nil) for

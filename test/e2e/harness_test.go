@@ -351,7 +351,7 @@ func startEcho(t testing.TB, name string, addrs ...string) *proc {
 // Postern is one running postern process.
 type Postern struct {
 	*proc
-	HTTPAddr, MetricsAddr string
+	HTTPAddr, HTTPSAddr, MetricsAddr string
 }
 
 // startPostern runs bin/postern against the test cluster with args added,
@@ -376,10 +376,11 @@ func startPosternNoWait(t testing.TB, args ...string) *Postern {
 	t.Helper()
 	p := &Postern{
 		HTTPAddr:    fmt.Sprintf("127.0.0.1:%d", freePortN()),
+		HTTPSAddr:   fmt.Sprintf("127.0.0.1:%d", freePortN()),
 		MetricsAddr: fmt.Sprintf("127.0.0.1:%d", freePortN()),
 	}
 	full := append([]string{"--kubeconfig", cluster.kubeconfig, "--http-addr", p.HTTPAddr,
-		"--metrics-addr", p.MetricsAddr, "--namespace", "default", "--log-level", "info"}, args...)
+		"--https-addr", p.HTTPSAddr, "--metrics-addr", p.MetricsAddr, "--namespace", "default", "--log-level", "info"}, args...)
 	var err error
 	p.proc, err = startProc("postern", env.postern, full...)
 	if err != nil {

@@ -14,11 +14,19 @@ cd "$(dirname "$0")/../.."
 root="$PWD"
 
 kube="$(test/kube/build.sh)"
+# helm, for the chart tests (chart_test.go); built once, cached like the API server.
+helm="$(test/chart/helm.sh)"
 make --no-print-directory build
 go test -c -tags e2e -race -o bin/e2e.test ./test/e2e
 
-if ! command -v ip >/dev/null; then
-	apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null
+# iproute2 for the network namespace; Debian's pebble (Let's Encrypt's test
+# ACME server) and its challenge test server for the ACME tests.
+missing=()
+command -v ip >/dev/null || missing+=(iproute2)
+command -v pebble >/dev/null || missing+=(pebble)
+command -v pebble-challtestsrv >/dev/null || missing+=(golang-github-letsencrypt-challtestsrv-dev)
+if [ ${#missing[@]} -gt 0 ]; then
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 # kubectl is built with the API server, at its version.
 kubectl="$kube/kubectl"
@@ -39,4 +47,6 @@ ip netns exec "$ns" env \
 	POSTERN_E2E_ECHO="$root/bin/echo" \
 	POSTERN_E2E_KUBE="$kube" \
 	POSTERN_E2E_KUBECTL="$kubectl" \
+	POSTERN_E2E_HELM="$helm" \
+	POSTERN_E2E_CHART="$root/charts/postern" \
 	"$root/bin/e2e.test" -test.v -test.timeout 30m "$@"

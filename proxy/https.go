@@ -1,0 +1,202 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// DefaultHandshakeTimeout bounds a client's TLS handshake.
+const DefaultHandshakeTimeout = 10 * time.Second
+
+// TLSOptions configure ServeTLS.
+type TLSOptions struct {
+	// Config is the server TLS configuration (certificates by SNI, ALPN
+	// "h2" and "http/1.1"); required.
+	Config *tls.Config
+	// HandshakeTimeout bounds each handshake. Zero means
+	// DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
+	// ObserveHandshake, if set, is called after every handshake, with the
+	// error when it failed (for metrics).
+	ObserveHandshake func(tls.ConnectionState, error)
+	// MaxConcurrentStreams bounds the HTTP/2 streams a client may open at
+	// once on one connection. Zero means 250.
+	MaxConcurrentStreams int
+}
+
+// ServeTLS accepts connections on ln, a plain TCP listener, terminates TLS
+// on them and serves HTTP/1.1 and HTTP/2 (chosen by ALPN) until Shutdown
+// or Close. Handshakes run on the connection's own goroutine, so a slow
+// client never holds up others. HTTP/1.1 connections are read through the
+// framing parser, like Serve's; HTTP/2 has unambiguous framing of its own
+// and goes to net/http's HTTP/2 server.
+//
+// A Server serves either Serve or ServeTLS, not both.
+func (s *Server) ServeTLS(ln net.Listener, opts TLSOptions) error {
+	if opts.Config == nil {
+		return errors.New("serve tls: no TLS configuration")
+	}
+	to := opts.HandshakeTimeout
+	if to <= 0 {
+		to = DefaultHandshakeTimeout
+	}
+	streams := opts.MaxConcurrentStreams
+	if streams <= 0 {
+		streams = 250
+	}
+	// net/http sets up its HTTP/2 server for Serve when the config offers
+	// "h2"; handshakes are ours, so the config is only read for that.
+	s.srv.TLSConfig = opts.Config
+	s.srv.HTTP2 = &http.HTTP2Config{
+		MaxConcurrentStreams: streams,
+		// Larger windows than the 1 MiB default let one stream keep a
+		// fast link busy; memory per connection stays bounded.
+		MaxReceiveBufferPerConnection: 4 << 20,
+		MaxReceiveBufferPerStream:     1 << 20,
+	}
+	tl := &tlsListener{
+		Listener: ln,
+		config:   opts.Config,
+		timeout:  to,
+		observe:  opts.ObserveHandshake,
+		onClose:  s.untrack,
+		log:      s.log,
+		ready:    make(chan net.Conn),
+		done:     make(chan struct{}),
+	}
+	err := s.srv.Serve(tl)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return fmt.Errorf("serve tls %s: %w", ln.Addr(), err)
+}
+
+// ListenAndServeTLS listens on the TCP address addr and serves it like
+// ServeTLS.
+func (s *Server) ListenAndServeTLS(addr string, opts TLSOptions) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(context.Background(), "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	return s.ServeTLS(ln, opts)
+}
+
+// tlsListener hands net/http connections whose TLS handshake is done: a
+// *tls.Conn for HTTP/2 (net/http recognises it and starts its HTTP/2
+// server) and a *tlsConn, read through the framing parser, for HTTP/1.1.
+type tlsListener struct {
+	net.Listener
+	config  *tls.Config
+	timeout time.Duration
+	observe func(tls.ConnectionState, error)
+	onClose func(*conn)
+	log     *zap.Logger
+
+	ready     chan net.Conn // handshaken connections for Accept
+	done      chan struct{} // closed by Close
+	startOnce sync.Once     // starts acceptLoop on the first Accept
+	closeOnce sync.Once
+	errMu     sync.Mutex
+	err       error // the accept error that ended acceptLoop
+}
+
+func (l *tlsListener) acceptLoop() {
+	var delay time.Duration
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				// Out of file descriptors and the like: back off like
+				// net/http does, then try again.
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				select {
+				case <-time.After(delay):
+					continue
+				case <-l.done:
+					return
+				}
+			}
+			l.errMu.Lock()
+			l.err = err
+			l.errMu.Unlock()
+			l.Close()
+			return
+		}
+		delay = 0
+		go l.handshake(c)
+	}
+}
+
+func (l *tlsListener) handshake(raw net.Conn) {
+	tc := tls.Server(raw, l.config)
+	ctx, cancel := context.WithTimeout(context.Background(), l.timeout)
+	err := tc.HandshakeContext(ctx)
+	cancel()
+	if l.observe != nil {
+		l.observe(tc.ConnectionState(), err)
+	}
+	if err != nil {
+		if ce := l.log.Check(zap.DebugLevel, "tls handshake failed"); ce != nil {
+			ce.Write(zap.String("remote", raw.RemoteAddr().String()), zap.Error(err))
+		}
+		_ = raw.Close()
+		return
+	}
+	var c net.Conn = tc
+	if tc.ConnectionState().NegotiatedProtocol != "h2" {
+		c = &tlsConn{conn: newConn(tc, l.onClose), tc: tc}
+	}
+	select {
+	case l.ready <- c:
+	case <-l.done:
+		_ = c.Close()
+	}
+}
+
+// Accept returns the next connection whose handshake is done. The accept
+// loop starts with the first call: net/http finishes setting up its HTTP/2
+// server (which may touch the TLS configuration) before it accepts.
+func (l *tlsListener) Accept() (net.Conn, error) {
+	l.startOnce.Do(func() { go l.acceptLoop() })
+	select {
+	case c := <-l.ready:
+		return c, nil
+	case <-l.done:
+		l.errMu.Lock()
+		defer l.errMu.Unlock()
+		if l.err != nil {
+			return nil, l.err
+		}
+		return nil, net.ErrClosed
+	}
+}
+
+// Close stops accepting; connections still in their handshake are closed.
+func (l *tlsListener) Close() error {
+	var err error
+	l.closeOnce.Do(func() {
+		close(l.done)
+		err = l.Listener.Close()
+	})
+	return err
+}
+
+// tlsConn is an HTTP/1.1 connection over TLS, read through the framing
+// parser. ConnectionState lets net/http fill in Request.TLS.
+type tlsConn struct {
+	*conn
+	tc *tls.Conn
+}
+
+// ConnectionState returns the TLS state of the connection.
+func (c *tlsConn) ConnectionState() tls.ConnectionState { return c.tc.ConnectionState() }

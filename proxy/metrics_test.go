@@ -1,0 +1,653 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/postern-dev/postern/proxy/route"
+)
+
+// waitFor polls cond until it holds, failing the test after testTimeout.
+// Metrics and access-log records are taken after the response went out,
+// so a client may see its response a moment before they are.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// sample is a series of a gathered metric family: its value (counter,
+// gauge) or sample count and sum (histogram).
+type sample struct {
+	value, count, sum float64
+}
+
+// gather returns the series of the family name in reg, keyed by their
+// labels as `name="value",...` in label order.
+func gather(t *testing.T, reg *prometheus.Registry, name string) map[string]sample {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	out := make(map[string]sample)
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var labels []string
+			for _, lp := range m.GetLabel() {
+				labels = append(labels, fmt.Sprintf("%s=%q", lp.GetName(), lp.GetValue()))
+			}
+			s := sample{value: m.GetCounter().GetValue() + m.GetGauge().GetValue()}
+			if h := m.GetHistogram(); h != nil {
+				s.count, s.sum = float64(h.GetSampleCount()), h.GetSampleSum()
+			}
+			out[strings.Join(labels, ",")] = s
+		}
+	}
+	return out
+}
+
+// values returns the values of the series in m, for comparing counters.
+func values(m map[string]sample) map[string]float64 {
+	out := make(map[string]float64, len(m))
+	for k, s := range m {
+		out[k] = s.value
+	}
+	return out
+}
+
+func counts(m map[string]sample) map[string]float64 {
+	out := make(map[string]float64, len(m))
+	for k, s := range m {
+		out[k] = s.count
+	}
+	return out
+}
+
+// diffMaps returns the lines by which got and want differ, or "".
+func diffMaps(got, want map[string]float64) string {
+	keys := make(map[string]bool)
+	for k := range got {
+		keys[k] = true
+	}
+	for k := range want {
+		keys[k] = true
+	}
+	var sorted []string
+	for k := range keys {
+		sorted = append(sorted, k)
+	}
+	sort.Strings(sorted)
+	var b strings.Builder
+	for _, k := range sorted {
+		g, gok := got[k]
+		w, wok := want[k]
+		switch {
+		case !gok:
+			fmt.Fprintf(&b, "- {%s} %g\n", k, w)
+		case !wok:
+			fmt.Fprintf(&b, "+ {%s} %g\n", k, g)
+		case g != w:
+			fmt.Fprintf(&b, "- {%s} %g\n+ {%s} %g\n", k, w, k, g)
+		}
+	}
+	return b.String()
+}
+
+func labels(ns, ing, svc string) string {
+	return fmt.Sprintf(`ingress=%q,namespace=%q,service=%q`, ing, ns, svc)
+}
+
+func reqLabels(ns, ing, svc, method, code string) string {
+	return fmt.Sprintf(`code=%q,ingress=%q,method=%q,namespace=%q,service=%q`, code, ing, method, ns, svc)
+}
+
+// deadAddr returns an address nothing listens on: dialing it is refused.
+func deadAddr(t *testing.T) string {
+	ln := listen(t)
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+func shopRoute(path string, be *route.Backend) *route.Route {
+	return &route.Route{PathType: route.PathPrefix, Path: path, Backend: be, Source: route.Source{Namespace: "ns", Name: "shop"}}
+}
+
+// shopTable routes shop.example.com: / to api, /dead to an endpoint that
+// refuses connections, /empty to a backend without endpoints.
+func shopTable(t *testing.T, api *testBackend, dead string) *route.Table {
+	deadBe := backendOf("dead", "")
+	deadBe.Endpoints = []route.Endpoint{{Address: dead}}
+	return route.NewTable([]*route.VirtualHost{vhost("shop.example.com",
+		shopRoute("/", backendOf("api", "", api)),
+		shopRoute("/dead", deadBe),
+		shopRoute("/empty", backendOf("empty", "")),
+	)}, nil)
+}
+
+func TestMetricsAfterTraffic(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	api := newBackend(t, "api", nil)
+	dead := deadAddr(t)
+	h := New(Options{Metrics: m})
+	h.Swap(shopTable(t, api, dead))
+	t.Cleanup(h.CloseIdleConnections)
+	addr, _ := startServer(t, h, ServerOptions{Metrics: m})
+	c := newClient(t)
+
+	send := func(method, host, path, body string, want int) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(t.Context(), method, "http://"+addr+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		if body == "" {
+			req.Body = http.NoBody
+		}
+		resp, _ := do(t, c, req)
+		if resp.StatusCode != want {
+			t.Fatalf("%s %s%s = %d, want %d", method, host, path, resp.StatusCode, want)
+		}
+	}
+	for range 3 {
+		send(http.MethodGet, "shop.example.com", "/a", "", http.StatusOK)
+	}
+	send(http.MethodPost, "shop.example.com", "/a", "hello world", http.StatusOK)
+	send("BREW", "shop.example.com", "/pot", "", http.StatusOK)
+	send(http.MethodGet, "shop.example.com", "/dead", "", http.StatusBadGateway)
+	send(http.MethodGet, "shop.example.com", "/empty/x", "", http.StatusServiceUnavailable)
+	send(http.MethodGet, "nowhere.test", "/", "", http.StatusNotFound)
+
+	waitFor(t, "8 requests counted", func() bool {
+		var n float64
+		for _, s := range gather(t, reg, "postern_proxy_requests_total") {
+			n += s.value
+		}
+		return n == 8
+	})
+	wantRequests := map[string]float64{
+		reqLabels("ns", "shop", "api", "GET", "200"):   3,
+		reqLabels("ns", "shop", "api", "POST", "200"):  1,
+		reqLabels("ns", "shop", "api", "OTHER", "200"): 1,
+		reqLabels("ns", "shop", "dead", "GET", "502"):  1,
+		reqLabels("ns", "shop", "empty", "GET", "503"): 1,
+		reqLabels("", "", "", "GET", "404"):            1,
+	}
+	if d := diffMaps(values(gather(t, reg, "postern_proxy_requests_total")), wantRequests); d != "" {
+		t.Errorf("postern_proxy_requests_total (-want +got):\n%s", d)
+	}
+	wantDurations := map[string]float64{
+		labels("ns", "shop", "api"):   5,
+		labels("ns", "shop", "dead"):  1,
+		labels("ns", "shop", "empty"): 1,
+		labels("", "", ""):            1,
+	}
+	if d := diffMaps(counts(gather(t, reg, "postern_proxy_request_duration_seconds")), wantDurations); d != "" {
+		t.Errorf("postern_proxy_request_duration_seconds counts (-want +got):\n%s", d)
+	}
+	// Only requests that reached for an endpoint have an upstream time.
+	wantUpstream := map[string]float64{labels("ns", "shop", "api"): 5, labels("ns", "shop", "dead"): 1}
+	if d := diffMaps(counts(gather(t, reg, "postern_proxy_upstream_response_seconds")), wantUpstream); d != "" {
+		t.Errorf("postern_proxy_upstream_response_seconds counts (-want +got):\n%s", d)
+	}
+	if s := gather(t, reg, "postern_proxy_request_size_bytes")[labels("ns", "shop", "api")]; s.count != 5 || s.sum != float64(len("hello world")) {
+		t.Errorf("request_size_bytes of api: %d requests, %g bytes; want 5, %d", int(s.count), s.sum, len("hello world"))
+	}
+	// The backend answers "api <path>"; the proxy's 404 body is its own.
+	wantOut := float64(3*len("api /a") + len("api /a") + len("api /pot"))
+	if s := gather(t, reg, "postern_proxy_response_size_bytes")[labels("ns", "shop", "api")]; s.sum != wantOut {
+		t.Errorf("response_size_bytes of api = %g, want %g", s.sum, wantOut)
+	}
+	if s := gather(t, reg, "postern_proxy_response_size_bytes")[labels("", "", "")]; s.sum != float64(len(errorBodies[http.StatusNotFound])) {
+		t.Errorf("response_size_bytes of the 404 = %g, want %d", s.sum, len(errorBodies[http.StatusNotFound]))
+	}
+	const wantErrs = `
+# HELP postern_proxy_upstream_errors_total Attempts to reach an endpoint that failed, by reason: dial, timeout, reset, tls, other.
+# TYPE postern_proxy_upstream_errors_total counter
+postern_proxy_upstream_errors_total{reason="dial"} 1
+postern_proxy_upstream_errors_total{reason="other"} 0
+postern_proxy_upstream_errors_total{reason="reset"} 0
+postern_proxy_upstream_errors_total{reason="timeout"} 0
+postern_proxy_upstream_errors_total{reason="tls"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(wantErrs), "postern_proxy_upstream_errors_total"); err != nil {
+		t.Error(err)
+	}
+	if got := testutil.ToFloat64(m.retries); got != 0 {
+		t.Errorf("retries = %g before any retry", got)
+	}
+	m.Retried()
+	if got := testutil.ToFloat64(m.retries); got != 1 {
+		t.Errorf("retries = %g after Retried, want 1", got)
+	}
+
+	// The client keeps one connection alive; closing it is seen.
+	if got := testutil.ToFloat64(m.openConns); got != 1 {
+		t.Errorf("open_connections = %g with one keep-alive connection, want 1", got)
+	}
+	c.CloseIdleConnections()
+	waitFor(t, "open_connections back to 0", func() bool { return testutil.ToFloat64(m.openConns) == 0 })
+
+	problems, err := testutil.GatherAndLint(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+
+	// A table without /dead: its series go, the others keep counting.
+	h.Swap(route.NewTable([]*route.VirtualHost{vhost("shop.example.com",
+		shopRoute("/", backendOf("api", "", api)),
+	)}, nil))
+	for _, name := range []string{"postern_proxy_requests_total", "postern_proxy_request_duration_seconds", "postern_proxy_upstream_response_seconds"} {
+		for k := range gather(t, reg, name) {
+			if strings.Contains(k, `service="dead"`) || strings.Contains(k, `service="empty"`) {
+				t.Errorf("%s{%s} still exported after its route went away", name, k)
+			}
+		}
+	}
+	send(http.MethodGet, "shop.example.com", "/a", "", http.StatusOK)
+	waitFor(t, "the request after the swap", func() bool {
+		return gather(t, reg, "postern_proxy_requests_total")[reqLabels("ns", "shop", "api", "GET", "200")].value == 4
+	})
+}
+
+func TestMetricsUpstreamErrorsFromRealFailures(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	slow := newBackend(t, "slow", func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
+	hangup := listen(t)
+	go func() {
+		for {
+			c, err := hangup.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = c.Read(make([]byte, 1024))
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { hangup.Close() })
+	tlsBe := backendOf("plain", "", newBackend(t, "plain", nil)) // speaks HTTP, not TLS
+	tlsBe.Protocol = route.ProtocolHTTPS
+	deadBe := backendOf("dead", "")
+	deadBe.Endpoints = []route.Endpoint{{Address: deadAddr(t)}}
+	hangupBe := backendOf("hangup", "")
+	hangupBe.Endpoints = []route.Endpoint{{Address: hangup.Addr().String()}}
+	h := New(Options{Metrics: m, ResponseHeaderTimeout: 50 * time.Millisecond})
+	t.Cleanup(h.CloseIdleConnections)
+	h.Swap(route.NewTable([]*route.VirtualHost{vhost("app.test",
+		prefix("/slow", backendOf("slow", "", slow)),
+		prefix("/hangup", hangupBe),
+		prefix("/tls", tlsBe),
+		prefix("/dead", deadBe),
+	)}, nil))
+	addr, _ := startServer(t, h, ServerOptions{})
+	c := newClient(t)
+	for path, want := range map[string]int{
+		"/slow": http.StatusGatewayTimeout, "/hangup": http.StatusBadGateway,
+		"/tls": http.StatusBadGateway, "/dead": http.StatusBadGateway,
+	} {
+		if resp, _ := get(t, c, addr, "app.test", path); resp.StatusCode != want {
+			t.Errorf("%s = %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+	want := map[string]float64{`reason="dial"`: 1, `reason="timeout"`: 1, `reason="reset"`: 1, `reason="tls"`: 1, `reason="other"`: 0}
+	if d := diffMaps(values(gather(t, reg, "postern_proxy_upstream_errors_total")), want); d != "" {
+		t.Errorf("postern_proxy_upstream_errors_total (-want +got):\n%s", d)
+	}
+}
+
+func TestUpstreamErrorReason(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"refused", &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}, UpstreamErrorDial},
+		{"connect timeout", &net.OpError{Op: "dial", Err: timeoutErr{}}, UpstreamErrorDial},
+		{"header timeout", fmt.Errorf("net/http: timeout awaiting response headers: %w", timeoutErr{}), UpstreamErrorTimeout},
+		{"deadline", context.DeadlineExceeded, UpstreamErrorTimeout},
+		{"reset", &net.OpError{Op: "read", Err: syscall.ECONNRESET}, UpstreamErrorReset},
+		{"eof", io.EOF, UpstreamErrorReset},
+		{"unexpected eof", fmt.Errorf("read: %w", io.ErrUnexpectedEOF), UpstreamErrorReset},
+		{"record header", tls.RecordHeaderError{Msg: "first record does not look like a TLS handshake"}, UpstreamErrorTLS},
+		{"alert", fmt.Errorf("remote error: %w", tls.AlertError(40)), UpstreamErrorTLS},
+		{"tls text", errors.New("tls: handshake failure"), UpstreamErrorTLS},
+		{"tls timeout", errors.New("net/http: TLS handshake timeout"), UpstreamErrorTLS},
+		{"protocol switch", errors.New(`backend tried to switch protocol "h2c" when "websocket" was requested`), UpstreamErrorOther},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if got := upstreamErrorReason(tt.err); got != tt.want {
+				t.Errorf("upstreamErrorReason(%v) = %q, want %q", tt.err, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestMetricsWebSocketTunnel(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	b := wsBackend(t)
+	h := New(Options{Metrics: m})
+	h.Swap(route.NewTable(nil, &route.Route{Backend: backendOf("ws", "", b), Source: route.Source{Namespace: "ns", Name: "chat"}}))
+	t.Cleanup(h.CloseIdleConnections)
+	addr, _ := startServer(t, h, ServerOptions{Metrics: m})
+	c, br := dialWebSocket(t, addr)
+	if _, err := c.Write(frame([]byte("hi"), true)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readFrame(br); err != nil || string(got) != "hi" {
+		t.Fatalf("echo = %q, %v", got, err)
+	}
+	// A hijacked connection is still an open connection.
+	if got := testutil.ToFloat64(m.openConns); got != 1 {
+		t.Errorf("open_connections during the tunnel = %g, want 1", got)
+	}
+	c.Close()
+	waitFor(t, "the tunnel counted as a 101", func() bool {
+		return gather(t, reg, "postern_proxy_requests_total")[reqLabels("ns", "chat", "ws", "GET", "101")].value == 1
+	})
+	waitFor(t, "open_connections back to 0", func() bool { return testutil.ToFloat64(m.openConns) == 0 })
+}
+
+// TestMetricsRouteOfOldTable covers a request that finishes after its
+// table was swapped out: it is still counted under its route's labels.
+func TestMetricsRouteOfOldTable(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	old := shopRoute("/", &route.Backend{Key: "ns/api:80", Namespace: "ns", Service: "api"})
+	m.sync(route.NewTable([]*route.VirtualHost{vhost("a.test", old)}, nil))
+	m.sync(route.Empty())
+	ob := &observation{req: httptestRequest(t), route: old}
+	m.observe(ob, http.StatusOK, time.Millisecond)
+	got := values(gather(t, reg, "postern_proxy_requests_total"))
+	if got[reqLabels("ns", "shop", "api", "GET", "200")] != 1 {
+		t.Errorf("requests_total = %v, want the old route's request counted", got)
+	}
+}
+
+func httptestRequest(t testing.TB) *http.Request {
+	r, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://a.test/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestMethodLabels(t *testing.T) {
+	t.Parallel()
+	for i, m := range methods[:len(methods)-1] {
+		if got := methodIndex(m); got != i {
+			t.Errorf("methodIndex(%s) = %d, want %d", m, got, i)
+		}
+	}
+	for _, m := range []string{"BREW", "get", "PROPFIND", ""} {
+		if got := methods[methodIndex(m)]; got != "OTHER" {
+			t.Errorf("method %q counted as %q, want OTHER", m, got)
+		}
+	}
+	if !slices.Contains(methods[:], "OTHER") {
+		t.Error("no OTHER label")
+	}
+}
+
+func TestAdminPprofOnlyWhenEnabled(t *testing.T) {
+	t.Parallel()
+	for _, enabled := range []bool{false, true} {
+		admin := NewAdminHandler(AdminOptions{Pprof: enabled})
+		for _, path := range []string{"/debug/pprof/", "/debug/pprof/goroutine?debug=1", "/debug/pprof/cmdline", "/debug/pprof/symbol"} {
+			rec := httptest.NewRecorder()
+			admin.ServeHTTP(rec, httptest.NewRequestWithContext(t.Context(), http.MethodGet, path, nil))
+			want := http.StatusNotFound
+			if enabled {
+				want = http.StatusOK
+			}
+			if rec.Code != want {
+				t.Errorf("pprof %t: GET %s = %d, want %d", enabled, path, rec.Code, want)
+			}
+		}
+	}
+}
+
+// TestDebugRoutesShowsSources checks that /debug/routes tells which
+// Ingress produced each route, and what its backend and endpoints are.
+func TestDebugRoutesShowsSources(t *testing.T) {
+	t.Parallel()
+	be := &route.Backend{Key: "shop/api:80", Namespace: "shop", Service: "api", Port: "80",
+		Endpoints: []route.Endpoint{{Address: "10.0.0.1:8080"}, {Address: "10.0.0.2:8080", Terminating: true}}}
+	h := New(Options{})
+	h.Swap(route.NewTable([]*route.VirtualHost{
+		vhost("app.example.com", &route.Route{PathType: route.PathExact, Path: "/api", Backend: be, Source: route.Source{Namespace: "shop", Name: "storefront"}}),
+	}, &route.Route{Backend: be, Source: route.Source{Namespace: "shop", Name: "fallback"}}))
+	rec := httptest.NewRecorder()
+	NewAdminHandler(AdminOptions{Table: h.Table}).ServeHTTP(rec, httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/debug/routes", nil))
+	var got struct {
+		VirtualHosts []struct {
+			Host   string
+			Routes []struct {
+				Path    string
+				Source  route.Source
+				Backend struct {
+					Service   string
+					Endpoints []route.Endpoint
+				}
+			}
+		}
+		Default struct{ Source route.Source }
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
+		t.Fatalf("/debug/routes: %v\n%s", err, rec.Body)
+	}
+	if len(got.VirtualHosts) != 1 || len(got.VirtualHosts[0].Routes) != 1 {
+		t.Fatalf("/debug/routes:\n%s", rec.Body)
+	}
+	r := got.VirtualHosts[0].Routes[0]
+	if r.Source != (route.Source{Namespace: "shop", Name: "storefront"}) || r.Backend.Service != "api" ||
+		!reflect.DeepEqual(r.Backend.Endpoints, be.Endpoints) || got.Default.Source.Name != "fallback" {
+		t.Errorf("/debug/routes does not show source, backend and endpoints:\n%s", rec.Body)
+	}
+}
+
+// observedOptions are Options with metrics on a registry of their own and
+// an access log of every request to io.Discard, closed when b ends.
+func observedOptions(b *testing.B) Options {
+	al := NewAccessLog(AccessLogOptions{Output: io.Discard, Sample: 1, Registerer: prometheus.NewRegistry()})
+	b.Cleanup(func() { _ = al.Close(context.Background()) })
+	return Options{Metrics: NewMetrics(prometheus.NewRegistry()), AccessLog: al}
+}
+
+// TestObserveCountsEachRequestOnce covers the listener wrappers: a
+// redirect PlainHTTP answers itself is counted, and a request it hands
+// on to the Handler is counted once, with its route's labels.
+func TestObserveCountsEachRequestOnce(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	b := newBackend(t, "web", nil)
+	h := New(Options{Metrics: m})
+	t.Cleanup(h.CloseIdleConnections)
+	h.Swap(route.NewTable([]*route.VirtualHost{
+		vhost("app.test", shopRoute("/", backendOf("web", "", b))),
+		vhost("secure.test", shopRoute("/", backendOf("web", "", b))),
+	}, nil).WithTLS([]*route.TLSHost{{Host: "secure.test", Redirect: true}}))
+	addr, _ := startServer(t, h.Observe(PlainHTTP(h.Table, nil, 443, h)), ServerOptions{})
+	c := newClient(t)
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	if resp, _ := get(t, c, addr, "app.test", "/"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("app.test = %d", resp.StatusCode)
+	}
+	resp, _ := get(t, c, addr, "secure.test", "/")
+	if resp.StatusCode != http.StatusPermanentRedirect || !generatedID.MatchString(resp.Header.Get(HeaderRequestID)) {
+		t.Fatalf("secure.test = %d with X-Request-ID %q, want 308 with an ID", resp.StatusCode, resp.Header.Get(HeaderRequestID))
+	}
+	want := map[string]float64{
+		reqLabels("ns", "shop", "web", "GET", "200"): 1,
+		reqLabels("", "", "", "GET", "308"):          1,
+	}
+	waitFor(t, "2 requests counted", func() bool {
+		var n float64
+		for _, s := range gather(t, reg, "postern_proxy_requests_total") {
+			n += s.value
+		}
+		return n >= 2
+	})
+	if d := diffMaps(values(gather(t, reg, "postern_proxy_requests_total")), want); d != "" {
+		t.Errorf("postern_proxy_requests_total (-want +got):\n%s", d)
+	}
+}
+
+// BenchmarkObserve measures what observing adds to a request, without the
+// proxying: the request ID, then recording the metrics and queueing the
+// access-log line. drops/op is the share of lines the writer could not
+// keep up with (the benchmark makes lines faster than any real traffic).
+func BenchmarkObserve(b *testing.B) {
+	be := &route.Backend{Key: "ns/api:80", Namespace: "ns", Service: "api", Endpoints: []route.Endpoint{{Address: "10.0.0.1:8080"}}}
+	rt := shopRoute("/", be)
+	tbl := route.NewTable([]*route.VirtualHost{vhost("app.example.com", rt)}, nil)
+	for _, mode := range []string{"request-id-only", "metrics", "access-log", "metrics+access-log"} {
+		for _, parallel := range []bool{false, true} {
+			name := mode
+			if parallel {
+				name += "/parallel"
+			}
+			b.Run(name, func(b *testing.B) {
+				var opts Options
+				var al *AccessLog
+				if strings.Contains(mode, "metrics") {
+					opts.Metrics = NewMetrics(prometheus.NewRegistry())
+				}
+				if strings.Contains(mode, "access-log") {
+					al = NewAccessLog(AccessLogOptions{Output: io.Discard, Sample: 1})
+					defer func() { _ = al.Close(context.Background()) }()
+					opts.AccessLog = al
+				}
+				h := New(opts)
+				h.Swap(tbl)
+				one := func(req *http.Request, w http.ResponseWriter) {
+					ob := h.begin(w, req)
+					ob.route = rt
+					ob.st.endpoint = &be.Endpoints[0]
+					ob.st.upstream, ob.st.attempted = time.Millisecond, true
+					ob.WriteHeader(http.StatusOK)
+					h.end(ob)
+				}
+				newReq := func() *http.Request {
+					return httptestRequest(b).WithContext(context.Background())
+				}
+				b.ReportAllocs()
+				if parallel {
+					b.RunParallel(func(pb *testing.PB) {
+						req, w := newReq(), &discardWriter{h: make(http.Header)}
+						for pb.Next() {
+							one(req, w)
+						}
+					})
+				} else {
+					req, w := newReq(), &discardWriter{h: make(http.Header)}
+					for b.Loop() {
+						one(req, w)
+					}
+				}
+				if al != nil {
+					b.ReportMetric(testutil.ToFloat64(al.dropped)/float64(b.N), "drops/op")
+				}
+			})
+		}
+	}
+}
+
+// TestObservedOverHTTPS covers the HTTPS listener: HTTP/1.1 and HTTP/2
+// connections are counted, and their requests counted and logged.
+func TestObservedOverHTTPS(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	var out syncBuffer
+	al := NewAccessLog(AccessLogOptions{Output: &out, Sample: 1})
+	b := newBackend(t, "web", nil)
+	h := New(Options{Metrics: m, AccessLog: al})
+	t.Cleanup(h.CloseIdleConnections)
+	h.Swap(route.NewTable([]*route.VirtualHost{vhost("app.test", shopRoute("/", backendOf("web", "", b)))}, nil))
+	pki := newTestPKI(t, "app.test")
+	ln := listen(t)
+	s := NewServer(h.Observe(SecureHTTP(h.Table, nil, h)), ServerOptions{Metrics: m})
+	done := make(chan error, 1)
+	go func() { done <- s.ServeTLS(ln, TLSOptions{Config: pki.serverConfig()}) }()
+
+	clients := []*http.Client{dialTo(tlsClient(pki.pool, false), ln.Addr().String()), dialTo(tlsClient(pki.pool, true), ln.Addr().String())}
+	for _, c := range clients {
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "https://app.test/x", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, _ := do(t, c, req)
+		if resp.StatusCode != http.StatusOK || resp.Header.Get(HeaderRequestID) == "" {
+			t.Fatalf("GET over TLS = %d, X-Request-ID %q", resp.StatusCode, resp.Header.Get(HeaderRequestID))
+		}
+	}
+	if got := testutil.ToFloat64(m.openConns); got != 2 {
+		t.Errorf("open_connections = %g with an HTTP/1.1 and an HTTP/2 connection, want 2", got)
+	}
+	for _, c := range clients {
+		c.CloseIdleConnections()
+	}
+	waitFor(t, "open_connections back to 0", func() bool { return testutil.ToFloat64(m.openConns) == 0 })
+
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	closeLog(t, al)
+	if got := gather(t, reg, "postern_proxy_requests_total")[reqLabels("ns", "shop", "web", "GET", "200")].value; got != 2 {
+		t.Errorf("requests_total = %g, want 2", got)
+	}
+	var protos []string
+	for _, l := range out.lines(t) {
+		protos = append(protos, l["protocol"].(string))
+	}
+	slices.Sort(protos)
+	if !slices.Equal(protos, []string{"HTTP/1.1", "HTTP/2.0"}) {
+		t.Errorf("access-log protocols %q, want HTTP/1.1 and HTTP/2.0", protos)
+	}
+}
