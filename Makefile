@@ -11,7 +11,7 @@ GOLANGCI_VERSION := v2.15.0
 GOLANGCI  := $(CACHE)/bin/golangci-lint-$(GOLANGCI_VERSION)
 FUZZTIME  ?= 5s
 
-.PHONY: all build run test lint unit fuzz e2e bench bench-convergence tools clean
+.PHONY: all build run test lint unit fuzz e2e bench bench-scale bench-micro bench-convergence tools clean chart dockerfile-lint
 
 all: build
 
@@ -22,14 +22,14 @@ build: ## build bin/postern and the demo backend bin/echo
 run: build ## the quickstart: demo backends + postern on examples/quickstart
 	./examples/quickstart/run.sh
 
-test: lint unit fuzz e2e ## everything CI runs
+test: lint unit fuzz chart dockerfile-lint e2e ## everything CI runs
 	@echo "make test: all checks passed"
 
 lint: tools ## gofmt, go vet, golangci-lint
 	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
 	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
-	$(GO) vet -tags e2e ./...
-	$(GOLANGCI) run --build-tags e2e ./...
+	$(GO) vet -tags e2e,chart ./...
+	$(GOLANGCI) run --build-tags e2e,chart ./...
 
 unit: ## unit and integration tests, with the race detector
 	$(GO) test -race -count=1 ./...
@@ -42,13 +42,25 @@ fuzz: ## run every native fuzz target briefly ($(FUZZTIME) each)
 	  done; \
 	done
 
+chart: ## helm lint and helm template of charts/postern with each ci/*-values.yaml, and checks of what they render (helm built once, cached)
+	helm="$$(./test/chart/helm.sh)"; POSTERN_HELM="$$helm" $(GO) test -tags chart -count=1 ./test/chart
+
+dockerfile-lint: tools ## BuildKit's own Dockerfile checks, offline; the Dockerfile's go build line is the Makefile's, and builds
+	cd test/dockerfile && $(GO) vet ./... && $(GOLANGCI) run ./... && $(GO) test -count=1 ./...
+
 e2e: ## end-to-end tests against a real kube-apiserver + etcd (built once, cached)
 	./test/e2e/run.sh
 
 bench-convergence: ## API write -> routed request, 1,000 Ingresses, real kube-apiserver
 	./test/bench/convergence.sh
 
-bench: ## micro-benchmarks (routing lookup, balancers, handler)
+bench: ## Postern vs nginx, HAProxy, Caddy, Traefik: req/s, latency, CPU/request, RSS (QUICK=1 for a short run)
+	./test/bench/peers/run.sh
+
+bench-scale: build ## build time, table size, lookup cost at 1k/10k/50k Ingresses; binary start-to-ready at 10k
+	$(GO) run ./test/bench/scale -postern $(BIN)/postern
+
+bench-micro: ## micro-benchmarks (routing lookup, balancers, handler)
 	$(GO) test -run '^$$' -bench . -benchmem ./proxy/...
 
 tools: $(GOLANGCI)

@@ -1,0 +1,874 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+
+	"github.com/postern-dev/postern/test/chart"
+)
+
+// The chart's end-to-end checks: every CI values file rendered and sent to
+// the real API server with a server-side dry run, the chart installed,
+// upgraded and uninstalled with helm, and postern run as the chart's
+// ServiceAccount (impersonated; the API server runs in RBAC mode) to show
+// that the chart's RBAC is enough, and that every rule of it is needed.
+
+//go:embed testdata/servicemonitor-crd.yaml
+var serviceMonitorCRD string
+
+// chartHelm returns helm for the test cluster, with its state in a folder
+// of the test's, and the chart's folder.
+func chartHelm(t *testing.T) (chart.Helm, string) {
+	t.Helper()
+	bin, dir := os.Getenv("POSTERN_E2E_HELM"), os.Getenv("POSTERN_E2E_CHART")
+	if bin == "" || dir == "" {
+		t.Fatal("POSTERN_E2E_HELM and POSTERN_E2E_CHART are unset: run the suite through test/e2e/run.sh")
+	}
+	return chart.Helm{Bin: bin, Home: t.TempDir(), Kubeconfig: cluster.kubeconfig}, dir
+}
+
+func helmCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// installChart installs the chart as release into ns with the extra helm
+// arguments, uninstalls it when the test ends, and returns what helm
+// installed.
+func installChart(t *testing.T, h chart.Helm, dir, release, ns string, args ...string) *chart.Manifest {
+	t.Helper()
+	if _, err := h.Run(helmCtx(t), append([]string{"install", release, dir, "--namespace", ns}, args...)...); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_, _ = h.Run(ctx, "uninstall", release, "--namespace", ns)
+	})
+	out, err := h.Run(helmCtx(t), "get", "manifest", release, "--namespace", ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := chart.Decode([]byte(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// startAsChart runs postern as a pod of the chart's Deployment in ns would
+// run: with its arguments (but listeners on this test's ports), as its
+// ServiceAccount (the admin's kubeconfig impersonating it), in ns (what
+// POD_NAMESPACE says in a pod). With wait it waits for /readyz.
+func startAsChart(t *testing.T, m *chart.Manifest, ns string, wait bool) *Postern {
+	t.Helper()
+	args, err := m.Args()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pt, _ := m.PodTemplate()
+	kc := filepath.Join(t.TempDir(), "serviceaccount.kubeconfig")
+	user := fmt.Sprintf("system:serviceaccount:%s:%s", ns, pt.Spec.ServiceAccountName)
+	if err := os.WriteFile(kc, []byte(kubeconfigFor(user)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var keep []string
+	for _, a := range args {
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if name == "http-addr" || name == "https-addr" || name == "metrics-addr" {
+			continue // the harness gives each process free ports
+		}
+		keep = append(keep, a)
+	}
+	keep = append(keep, "--kubeconfig", kc, "--namespace", ns)
+	if wait {
+		return startPostern(t, keep...)
+	}
+	return startPosternNoWait(t, keep...)
+}
+
+// fullname is the name of the chart's objects in m (its ServiceAccount,
+// Service, Deployment, ClusterRole and own Role).
+func fullname(t *testing.T, m *chart.Manifest) string {
+	t.Helper()
+	pt, err := m.PodTemplate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pt.Spec.ServiceAccountName
+}
+
+// logLine waits for a line of p's log holding every one of words (case
+// insensitive) and returns it.
+func logLine(t *testing.T, p *Postern, timeout time.Duration, words ...string) string {
+	t.Helper()
+	var found string
+	eventually(t, timeout, func() error {
+		for _, l := range strings.Split(p.out.String(), "\n") {
+			low := strings.ToLower(l)
+			if !slices.ContainsFunc(words, func(w string) bool { return !strings.Contains(low, strings.ToLower(w)) }) {
+				found = l
+				return nil
+			}
+		}
+		return fmt.Errorf("no log line with %q in:\n%s", words, p.tail(15))
+	})
+	return found
+}
+
+// noForbidden fails t if any of ps logged a forbidden error: a rule the
+// chart lacks.
+func noForbidden(t *testing.T, ps ...*Postern) {
+	t.Helper()
+	for _, p := range ps {
+		for _, l := range strings.Split(p.out.String(), "\n") {
+			if strings.Contains(strings.ToLower(l), "forbidden") {
+				t.Errorf("postern was refused something the chart should grant:\n%s", l)
+			}
+		}
+	}
+}
+
+// canI asks the API server whether the ServiceAccount ns/sa may do verb on
+// resource (kubectl auth can-i).
+func canI(t *testing.T, ns, sa string, args ...string) bool {
+	t.Helper()
+	out, err := kubectlErr(append([]string{"auth", "can-i", "--as", "system:serviceaccount:" + ns + ":" + sa}, args...)...)
+	// The answer is the last line, after any warning.
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	switch strings.TrimSpace(lines[len(lines)-1]) {
+	case "yes":
+		return true
+	case "no":
+		return false
+	}
+	t.Fatalf("kubectl auth can-i %s: %v\n%s", strings.Join(args, " "), err, out)
+	return false
+}
+
+func valuesFiles(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "ci", "*-values.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no ci/*-values.yaml in %s: %v", dir, err)
+	}
+	out := make(map[string]string)
+	for _, f := range files {
+		out[strings.TrimSuffix(filepath.Base(f), "-values.yaml")] = f
+	}
+	return out
+}
+
+// TestChartDryRun sends the objects each CI values file renders to the
+// API server as a server-side dry run: the server's own schema and
+// admission (strict field validation, Pod Security "restricted" on the
+// release namespace) accept all of them. The ServiceMonitor is checked
+// against a cut-down copy of the Prometheus Operator's CRD.
+func TestChartDryRun(t *testing.T) {
+	h, dir := chartHelm(t)
+	ns := "chart-dryrun"
+	apply(t, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: "+ns+"\n  labels:\n"+
+		"    pod-security.kubernetes.io/enforce: restricted\n    pod-security.kubernetes.io/warn: restricted\n")
+	t.Cleanup(func() { _, _ = kubectlErr("delete", "namespace", ns, "--wait=false") })
+	// Namespaces the namespaced values file names.
+	for _, n := range []string{"team-a", "team-b", "certs", "edge"} {
+		namespace(t, n)
+	}
+	apply(t, serviceMonitorCRD)
+	t.Cleanup(func() { _, _ = kubectlErr("delete", "crd", "servicemonitors.monitoring.coreos.com", "--wait=false") })
+	kubectl(t, "wait", "--for=condition=Established", "--timeout=60s", "crd/servicemonitors.monitoring.coreos.com")
+
+	files := valuesFiles(t, dir)
+	for _, name := range []string{"default", "daemonset", "namespaced", "acme", "servicemonitor"} {
+		if files[name] == "" {
+			t.Errorf("ci/%s-values.yaml is missing", name)
+		}
+	}
+	for name, file := range files {
+		t.Run(name, func(t *testing.T) {
+			m, err := h.Template(helmCtx(t), dir, "postern", ns, "-f", file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := kubectlStdin(m.YAML, "apply", "--dry-run=server", "--validate=strict", "-f", "-")
+			if err != nil {
+				t.Fatalf("the API server refused the chart's objects: %v\n%s", err, out)
+			}
+			if n := strings.Count(out, "(server dry run)"); n != len(m.Objects) {
+				t.Errorf("%d objects accepted, %d rendered (%v):\n%s", n, len(m.Objects), m.Kinds(), out)
+			}
+			var warnings []string
+			for _, l := range strings.Split(out, "\n") {
+				if strings.HasPrefix(l, "Warning:") {
+					warnings = append(warnings, l)
+				}
+			}
+			// Host ports are the one thing "restricted" (and even
+			// "baseline") forbids; the DaemonSet file asks for them.
+			if name == "daemonset" {
+				if len(warnings) != 1 || !strings.Contains(warnings[0], `would violate PodSecurity "restricted:latest": hostPort`) {
+					t.Errorf("want exactly the hostPort Pod Security warning, got %q", warnings)
+				}
+				return
+			}
+			if len(warnings) > 0 {
+				t.Errorf("the API server warned:\n%s", strings.Join(warnings, "\n"))
+			}
+		})
+	}
+}
+
+// TestChartInstall: helm install with the defaults (as the README shows),
+// then the objects as the API server holds them, the ServiceAccount's
+// permissions, an upgrade, bad values refused before anything is created,
+// and an uninstall that leaves nothing behind.
+func TestChartInstall(t *testing.T) {
+	h, dir := chartHelm(t)
+	ns := namespace(t, "chart-install")
+	m := installChart(t, h, dir, "postern", ns)
+
+	want := m.Kinds()
+	for _, o := range m.Objects {
+		kind := o.GetObjectKind().GroupVersionKind()
+		meta := o.(interface {
+			GetNamespace() string
+			GetName() string
+		})
+		args := []string{"get", strings.ToLower(kind.Kind) + "." + kind.Group, meta.GetName(), "-o", "name"}
+		if kind.Group == "" {
+			args[1] = strings.ToLower(kind.Kind)
+		}
+		if meta.GetNamespace() != "" {
+			args = append(args, "--namespace", meta.GetNamespace())
+		}
+		if out, err := kubectlErr(args...); err != nil {
+			t.Errorf("%s %s/%s was not created: %s", kind.Kind, meta.GetNamespace(), meta.GetName(), out)
+		}
+	}
+	kinds := map[string]int{}
+	for _, k := range want {
+		kinds[strings.Fields(k)[0]]++
+	}
+	wantKinds := map[string]int{"ServiceAccount": 1, "ClusterRole": 1, "ClusterRoleBinding": 1, "Role": 1, "RoleBinding": 1,
+		"Service": 1, "Deployment": 1, "IngressClass": 1, "PodDisruptionBudget": 1}
+	if fmt.Sprint(kinds) != fmt.Sprint(wantKinds) {
+		t.Errorf("installed %v, want %v", kinds, wantKinds)
+	}
+
+	// What the API server filled in: a cluster IP and node ports for the
+	// LoadBalancer Service.
+	var svc corev1.Service
+	if err := json.Unmarshal([]byte(kubectl(t, "get", "service", "postern", "--namespace", ns, "-o", "json")), &svc); err != nil {
+		t.Fatal(err)
+	}
+	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || svc.Spec.ClusterIP == "" {
+		t.Errorf("Service = %s with cluster IP %q", svc.Spec.Type, svc.Spec.ClusterIP)
+	}
+	for _, p := range svc.Spec.Ports {
+		if p.NodePort == 0 {
+			t.Errorf("Service port %s got no node port", p.Name)
+		}
+	}
+	var ic networkingv1.IngressClass
+	if err := json.Unmarshal([]byte(kubectl(t, "get", "ingressclass", "postern", "-o", "json")), &ic); err != nil {
+		t.Fatal(err)
+	}
+	if ic.Spec.Controller != "postern.dev/ingress-controller" {
+		t.Errorf("IngressClass controller = %q", ic.Spec.Controller)
+	}
+
+	// The ServiceAccount may do what Postern does, and nothing else.
+	for _, tc := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"list", "ingresses.networking.k8s.io", "--all-namespaces"}, true},
+		{[]string{"watch", "endpointslices.discovery.k8s.io", "--all-namespaces"}, true},
+		{[]string{"list", "secrets", "--all-namespaces"}, true},
+		{[]string{"update", "ingresses.networking.k8s.io", "--subresource=status", "--namespace", "default"}, true},
+		{[]string{"create", "events.events.k8s.io", "--namespace", "default"}, true},
+		{[]string{"update", "leases.coordination.k8s.io/postern-leader", "--namespace", ns}, true},
+		{[]string{"get", "secrets", "--namespace", ns}, false},
+		{[]string{"create", "secrets", "--namespace", ns}, false},
+		{[]string{"update", "ingresses.networking.k8s.io", "--namespace", "default"}, false},
+		{[]string{"delete", "ingresses.networking.k8s.io", "--namespace", "default"}, false},
+		{[]string{"list", "pods", "--all-namespaces"}, false},
+		{[]string{"create", "events", "--namespace", "default"}, false},
+		{[]string{"update", "leases.coordination.k8s.io/someone-elses", "--namespace", ns}, false},
+		{[]string{"create", "leases.coordination.k8s.io", "--namespace", "default"}, false},
+		{[]string{"get", "ingresses.networking.k8s.io", "--namespace", "default"}, false},
+	} {
+		if got := canI(t, ns, "postern", tc.args...); got != tc.want {
+			t.Errorf("can the ServiceAccount %s? %v, want %v", strings.Join(tc.args, " "), got, tc.want)
+		}
+	}
+
+	// Upgrade.
+	if _, err := h.Run(helmCtx(t), "upgrade", "postern", dir, "--namespace", ns, "--reuse-values", "--set", "replicaCount=3"); err != nil {
+		t.Fatal(err)
+	}
+	if got := kubectl(t, "get", "deployment", "postern", "--namespace", ns, "-o", "jsonpath={.spec.replicas}"); got != "3" {
+		t.Errorf("replicas after upgrade = %s, want 3", got)
+	}
+
+	// Bad values: refused by the schema, nothing created, no release.
+	_, err := h.Run(helmCtx(t), "install", "bad", dir, "--namespace", ns, "--set", "kind=StatefulSet")
+	if err == nil || !strings.Contains(err.Error(), "/kind") {
+		t.Errorf("install with kind=StatefulSet: %v, want the schema's error on /kind", err)
+	}
+	if out, _ := h.Run(helmCtx(t), "list", "--namespace", ns, "--all", "--short"); strings.Contains(out, "bad") {
+		t.Errorf("a release of the refused install exists: %q", out)
+	}
+	if out, err := kubectlErr("get", "serviceaccount", "bad-postern", "--namespace", ns); err == nil {
+		t.Errorf("the refused install created objects: %s", out)
+	}
+
+	// Uninstall removes everything, cluster-scoped objects included.
+	if _, err := h.Run(helmCtx(t), "uninstall", "postern", "--namespace", ns, "--wait"); err != nil {
+		t.Fatal(err)
+	}
+	for _, obj := range []string{"ingressclass/postern", "clusterrole/postern", "clusterrolebinding/postern"} {
+		if out, err := kubectlErr("get", obj); err == nil {
+			t.Errorf("%s is left after uninstall: %s", obj, out)
+		}
+	}
+	for _, obj := range []string{"deployment/postern", "service/postern", "serviceaccount/postern", "role/postern", "poddisruptionbudget/postern"} {
+		if out, err := kubectlErr("get", obj, "--namespace", ns); err == nil {
+			t.Errorf("%s is left after uninstall: %s", obj, out)
+		}
+	}
+}
+
+// TestChartNotes: the notes printed by helm install say how to reach
+// Postern for each Service type, and the first Ingress they show is one
+// the API server accepts, of the chart's class.
+func TestChartNotes(t *testing.T) {
+	h, dir := chartHelm(t)
+	ns := namespace(t, "chart-notes")
+	for _, tc := range []struct {
+		set, class string
+		want       []string
+	}{
+		{"service.type=LoadBalancer", "postern", []string{"kubectl get service --namespace chart-notes postern --watch", "{.status.loadBalancer.ingress[0].ip}"}},
+		{"service.type=NodePort", "postern", []string{`{.spec.ports[?(@.name=="http")].nodePort}`, "export POSTERN_URL=http://$NODE_IP:$NODE_PORT"}},
+		{"service.type=ClusterIP", "postern", []string{"kubectl port-forward --namespace chart-notes service/postern 8080:80"}},
+		{"ingressClass.name=edge,ingressClass.default=true", "edge", []string{`class "edge" and Ingresses without a class`}},
+		{"kind=DaemonSet", "postern", []string{"kubectl port-forward --namespace chart-notes daemonset/postern 10254"}},
+		{"watchNamespaces={a,b}", "postern", []string{"in the namespaces a, b."}},
+	} {
+		t.Run(tc.set, func(t *testing.T) {
+			out, err := h.Run(helmCtx(t), "install", "postern", dir, "--namespace", ns, "--dry-run", "--set", tc.set)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, notes, ok := strings.Cut(out, "NOTES:\n")
+			if !ok {
+				t.Fatalf("no NOTES in:\n%s", out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(notes, w) {
+					t.Errorf("notes lack %q:\n%s", w, notes)
+				}
+			}
+			if strings.Contains(notes, "<no value>") || strings.Contains(notes, "%!") {
+				t.Errorf("notes render a missing value:\n%s", notes)
+			}
+			ing := notesIngress(t, notes)
+			if ing.Spec.IngressClassName == nil || *ing.Spec.IngressClassName != tc.class || len(ing.Spec.Rules) != 1 {
+				t.Errorf("the notes' Ingress = %+v, want one rule of class %s", ing.Spec, tc.class)
+			}
+		})
+	}
+}
+
+// notesIngress returns the Ingress of the notes' kubectl apply heredoc,
+// after the API server accepted it in a dry run.
+func notesIngress(t *testing.T, notes string) *networkingv1.Ingress {
+	t.Helper()
+	_, rest, ok := strings.Cut(notes, "<<'YAML'\n")
+	body, _, ok2 := strings.Cut(rest, "\n   YAML\n")
+	if !ok || !ok2 {
+		t.Fatalf("no kubectl apply heredoc in the notes:\n%s", notes)
+	}
+	var lines []string
+	for _, l := range strings.Split(body, "\n") {
+		lines = append(lines, strings.TrimPrefix(l, "   "))
+	}
+	yaml := strings.Join(lines, "\n") + "\n"
+	if out, err := kubectlStdin(yaml, "apply", "--dry-run=server", "--validate=strict", "--namespace", "default", "-f", "-"); err != nil {
+		t.Fatalf("the API server refused the notes' Ingress: %v\n%s\n%s", err, out, yaml)
+	}
+	m, err := chart.Decode([]byte(yaml))
+	if err != nil {
+		t.Fatalf("the notes' Ingress does not decode: %v", err)
+	}
+	ings := chart.All[*networkingv1.Ingress](m)
+	if len(ings) != 1 {
+		t.Fatalf("the notes' heredoc holds %v, want one Ingress", m.Kinds())
+	}
+	return ings[0]
+}
+
+// TestChartArgs: the command line each CI values file gives postern is one
+// that postern accepts (it parses and validates it, then --version exits).
+func TestChartArgs(t *testing.T) {
+	h, dir := chartHelm(t)
+	help, _ := exec.CommandContext(helmCtx(t), env.postern, "--help").CombinedOutput()
+	known := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^  -([a-z0-9-]+)`).FindAllStringSubmatch(string(help), -1) {
+		known[m[1]] = true
+	}
+	if !known["ingress-class"] {
+		t.Fatalf("cannot read postern's flags from --help:\n%s", help)
+	}
+	// In a pod the CA bundle is a mounted ConfigMap; here any file will do.
+	bundle := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(bundle, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, file := range valuesFiles(t, dir) {
+		t.Run(name, func(t *testing.T) {
+			m, err := h.Template(helmCtx(t), dir, "postern", "postern", "-f", file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			args, err := m.Args()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var run []string
+			for _, a := range args {
+				flag, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+				switch {
+				case known[flag] && flag == "acme-ca-bundle":
+					run = append(run, "--acme-ca-bundle="+bundle)
+				case known[flag]:
+					run = append(run, a)
+				default:
+					t.Errorf("the chart renders %s, a flag postern does not have", a)
+				}
+			}
+			out, err := exec.CommandContext(helmCtx(t), env.postern, append(run, "--version")...).CombinedOutput()
+			if err != nil || !strings.HasPrefix(string(out), "postern ") {
+				t.Errorf("postern %s --version: %v\n%s", strings.Join(run, " "), err, out)
+			}
+		})
+	}
+}
+
+// TestRBACClusterWide runs two postern replicas as the ServiceAccount of a
+// chart installed with its defaults (ClusterRole): they route, the leader
+// writes status with the chart Service's address and posts Events (and
+// patches a repeated one into a series), leadership passes to the other
+// replica, and nothing is ever forbidden.
+func TestRBACClusterWide(t *testing.T) {
+	h, dir := chartHelm(t)
+	rel := namespace(t, "rbac-postern")
+	app := namespace(t, "rbac-app")
+	startEcho(t, "rbac", "192.0.2.161:9000")
+	m := installChart(t, h, dir, "rbac", rel,
+		"--set", "ingressClass.name=rbac,ingressClass.controller=e2e.postern.dev/rbac,electionID=rbac-leader")
+	apply(t, service(app, "svc", "192.0.2.161")+
+		ingress(app, "good", "rbac", "good.rbac.example.com", "/=svc")+
+		ingress(app, "broken", "rbac", "broken.rbac.example.com", "/=missing"))
+
+	a := startAsChart(t, m, rel, true)
+	b := startAsChart(t, m, rel, true)
+	a.expect(t, "good.rbac.example.com", "/", 200, "rbac")
+	b.expect(t, "good.rbac.example.com", "/", 200, "rbac")
+	a.expect(t, "broken.rbac.example.com", "/", 503, "")
+
+	// Status: the address of the chart's own Service (--publish-service),
+	// its cluster IP since no cloud gives it a load balancer here.
+	clusterIP := kubectl(t, "get", "service", fullname(t, m), "--namespace", rel, "-o", "jsonpath={.spec.clusterIP}")
+	eventually(t, 40*time.Second, func() error {
+		if got := ingressStatus(t, app, "good"); got != clusterIP {
+			return fmt.Errorf("status of good = %q, want the Service's %s", got, clusterIP)
+		}
+		return nil
+	})
+
+	// Leader election on the chart's Lease.
+	var leader, other *Postern
+	eventually(t, 40*time.Second, func() error {
+		la, lb := strings.Contains(a.out.String(), "became leader"), strings.Contains(b.out.String(), "became leader")
+		switch {
+		case la && !lb:
+			leader, other = a, b
+		case lb && !la:
+			leader, other = b, a
+		default:
+			return fmt.Errorf("became leader: a=%v b=%v, want exactly one", la, lb)
+		}
+		return nil
+	})
+	holder := kubectl(t, "get", "lease", "rbac-leader", "--namespace", rel, "-o", "jsonpath={.spec.holderIdentity}")
+	if !strings.Contains(leader.out.String(), holder) {
+		t.Errorf("Lease holder %q is not the replica that logged becoming leader", holder)
+	}
+
+	// Events: one on the broken Ingress; then the problem goes and comes
+	// back twice, and the repeated Event becomes a series, which the
+	// events library writes with a patch.
+	brokenEvent := func() (*eventSeen, error) {
+		out, err := kubectlErr("get", "events.events.k8s.io", "--namespace", app, "-o", "json")
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s", err, out)
+		}
+		var events eventList
+		if err := json.Unmarshal([]byte(out), &events); err != nil {
+			return nil, err
+		}
+		seen := &eventSeen{}
+		for _, e := range events.Items {
+			if e.Regarding.Kind == "Ingress" && e.Regarding.Name == "broken" && e.Reason == "ServiceNotFound" {
+				seen.events++
+				if e.Series != nil {
+					seen.series = max(seen.series, e.Series.Count)
+				}
+			}
+		}
+		return seen, nil
+	}
+	eventually(t, 40*time.Second, func() error {
+		seen, err := brokenEvent()
+		if err == nil && seen.events == 0 {
+			err = fmt.Errorf("no ServiceNotFound Event on Ingress broken")
+		}
+		return err
+	})
+	for range 2 {
+		apply(t, service(app, "missing", "192.0.2.161"))
+		leader.expect(t, "broken.rbac.example.com", "/", 200, "rbac")
+		kubectl(t, "delete", "service", "missing", "--namespace", app)
+		leader.expect(t, "broken.rbac.example.com", "/", 503, "")
+	}
+	eventually(t, 40*time.Second, func() error {
+		seen, err := brokenEvent()
+		if err == nil && seen.series < 2 {
+			err = fmt.Errorf("the repeated Event is not a series: %+v", seen)
+		}
+		return err
+	})
+
+	// Hand-over: the leader stops (releasing the Lease), the other takes
+	// over and writes status for a new Ingress.
+	leader.stop()
+	logLine(t, other, 40*time.Second, "became leader")
+	apply(t, ingress(app, "later", "rbac", "later.rbac.example.com", "/=svc"))
+	other.expect(t, "later.rbac.example.com", "/", 200, "rbac")
+	eventually(t, 40*time.Second, func() error {
+		if got := ingressStatus(t, app, "later"); got != clusterIP {
+			return fmt.Errorf("status of later = %q, want %s from the new leader", got, clusterIP)
+		}
+		return nil
+	})
+	noForbidden(t, a, b)
+}
+
+type eventSeen struct{ events, series int }
+
+// TestRBACNamespaced: installed with watchNamespaces, the chart's Roles
+// are enough to serve those namespaces (and nothing elsewhere), to watch
+// the default certificate's namespace, and to read the published Service
+// from a namespace that is not watched; the ServiceAccount can do nothing
+// outside them.
+func TestRBACNamespaced(t *testing.T) {
+	h, dir := chartHelm(t)
+	rel := namespace(t, "rbacns-postern")
+	a, b := namespace(t, "rbacns-a"), namespace(t, "rbacns-b")
+	other := namespace(t, "rbacns-other")
+	certs := namespace(t, "rbacns-certs")
+	startEcho(t, "rbacns", "192.0.2.162:9000")
+	m := installChart(t, h, dir, "rbacns", rel, "--set", strings.Join([]string{
+		"watchNamespaces={" + a + "," + b + "}", "ingressClass.name=rbacns", "ingressClass.controller=e2e.postern.dev/rbacns",
+		"electionID=rbacns-leader", "defaultSSLCertificate=" + certs + "/default-tls",
+	}, ","))
+	for _, ns := range []string{a, b, other} {
+		apply(t, service(ns, "svc", "192.0.2.162")+ingress(ns, "app", "rbacns", ns+".example.com", "/=svc"))
+	}
+	p := startAsChart(t, m, rel, true)
+	p.expect(t, a+".example.com", "/", 200, "rbacns")
+	p.expect(t, b+".example.com", "/", 200, "rbacns")
+	p.expect(t, other+".example.com", "/", 404, "")
+
+	// The release namespace is not watched: the published Service is read
+	// by name through the publish-service Role.
+	name := fullname(t, m)
+	clusterIP := kubectl(t, "get", "service", name, "--namespace", rel, "-o", "jsonpath={.spec.clusterIP}")
+	eventually(t, 40*time.Second, func() error {
+		if got := ingressStatus(t, a, "app"); got != clusterIP {
+			return fmt.Errorf("status = %q, want %s", got, clusterIP)
+		}
+		return nil
+	})
+	if got := ingressStatus(t, other, "app"); got != "" {
+		t.Errorf("status written on an Ingress outside the watched namespaces: %q", got)
+	}
+	noForbidden(t, p)
+
+	for _, tc := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"list", "ingresses.networking.k8s.io", "--namespace", a}, true},
+		{[]string{"list", "ingresses.networking.k8s.io", "--namespace", other}, false},
+		{[]string{"list", "ingresses.networking.k8s.io", "--all-namespaces"}, false},
+		{[]string{"list", "ingressclasses.networking.k8s.io"}, true},
+		{[]string{"list", "secrets", "--namespace", certs}, true},
+		{[]string{"get", "secrets", "--namespace", certs}, false},
+		{[]string{"list", "services", "--namespace", certs}, false},
+		{[]string{"list", "secrets", "--namespace", other}, false},
+		{[]string{"get", "services/" + name, "--namespace", rel}, true},
+		{[]string{"get", "services/other", "--namespace", rel}, false},
+		{[]string{"create", "events.events.k8s.io", "--namespace", b}, true},
+		{[]string{"create", "events.events.k8s.io", "--namespace", other}, false},
+	} {
+		if got := canI(t, rel, name, tc.args...); got != tc.want {
+			t.Errorf("can the ServiceAccount %s? %v, want %v", strings.Join(tc.args, " "), got, tc.want)
+		}
+	}
+}
+
+// TestRBACACME: with acme.enabled the chart's Role lets postern keep its
+// ACME cache in Secrets of its own namespace (the cache's informer starts,
+// postern gets ready), and grants no Secret anywhere else.
+func TestRBACACME(t *testing.T) {
+	h, dir := chartHelm(t)
+	rel := namespace(t, "rbac-acme")
+	app := namespace(t, "rbac-acme-app")
+	startEcho(t, "rbac-acme", "192.0.2.165:9000")
+	// No Ingress asks for ACME here, so the directory is never contacted.
+	m := installChart(t, h, dir, "acme", rel, "--set", strings.Join([]string{
+		"acme.enabled=true", "acme.directory=https://acme.invalid/directory", "acme.email=ops@example.com",
+		"ingressClass.name=rbac-acme", "ingressClass.controller=e2e.postern.dev/rbac-acme", "electionID=rbac-acme",
+	}, ","))
+	apply(t, service(app, "svc", "192.0.2.165")+ingress(app, "app", "rbac-acme", "acme.example.com", "/=svc"))
+	p := startAsChart(t, m, rel, true)
+	p.expect(t, "acme.example.com", "/", 200, "rbac-acme")
+	noForbidden(t, p)
+	name := fullname(t, m)
+	for _, tc := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"create", "secrets", "--namespace", rel}, true},
+		{[]string{"update", "secrets", "--namespace", rel}, true},
+		{[]string{"get", "secrets", "--namespace", rel}, true},
+		{[]string{"delete", "secrets", "--namespace", rel}, true},
+		{[]string{"patch", "secrets", "--namespace", rel}, false},
+		{[]string{"get", "secrets", "--namespace", app}, false},
+		{[]string{"create", "secrets", "--namespace", app}, false},
+	} {
+		if got := canI(t, rel, name, tc.args...); got != tc.want {
+			t.Errorf("can the ServiceAccount %s? %v, want %v", strings.Join(tc.args, " "), got, tc.want)
+		}
+	}
+}
+
+// dropRule removes verb on resource from the rules of a Role or
+// ClusterRole the chart installed ("clusterrole/name" or
+// "role/name" in ns), leaving every other grant of the rule in place.
+func dropRule(t *testing.T, obj, ns, resource, verb string) {
+	t.Helper()
+	args := []string{"get", obj, "-o", "json"}
+	if ns != "" {
+		args = append(args, "--namespace", ns)
+	}
+	var role struct {
+		APIVersion string              `json:"apiVersion"`
+		Kind       string              `json:"kind"`
+		Metadata   map[string]any      `json:"metadata"`
+		Rules      []rbacv1.PolicyRule `json:"rules"`
+	}
+	if err := json.Unmarshal([]byte(kubectl(t, args...)), &role); err != nil {
+		t.Fatal(err)
+	}
+	var rules []rbacv1.PolicyRule
+	dropped := false
+	for _, r := range role.Rules {
+		if !slices.Contains(r.Resources, resource) || !slices.Contains(r.Verbs, verb) {
+			rules = append(rules, r)
+			continue
+		}
+		dropped = true
+		// The other resources of the rule keep every verb; this one
+		// keeps the others.
+		if rest := slices.DeleteFunc(slices.Clone(r.Resources), func(s string) bool { return s == resource }); len(rest) > 0 {
+			keep := r
+			keep.Resources = rest
+			rules = append(rules, keep)
+		}
+		if verbs := slices.DeleteFunc(slices.Clone(r.Verbs), func(s string) bool { return s == verb }); len(verbs) > 0 {
+			keep := r
+			keep.Resources, keep.Verbs = []string{resource}, verbs
+			rules = append(rules, keep)
+		}
+	}
+	if !dropped {
+		t.Fatalf("%s grants no %s on %s: %+v", obj, verb, resource, role.Rules)
+	}
+	role.Rules = rules
+	b, err := json.Marshal(role)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := kubectlStdin(string(b), "replace", "-f", "-"); err != nil {
+		t.Fatalf("kubectl replace %s: %v\n%s", obj, err, out)
+	}
+}
+
+// TestRBACMissingRule takes one rule away from the chart's RBAC at a time
+// and shows that postern needs it and says so: a log line naming the
+// resource and "forbidden", and the effect (never ready, no status, no
+// Event, no leader, watches refused) rather than a silent hang.
+func TestRBACMissingRule(t *testing.T) {
+	h, dir := chartHelm(t)
+	startEcho(t, "missing-rule", "192.0.2.163:9000")
+	type effect int
+	const (
+		neverReady effect = iota // an informer cannot sync: /readyz stays 503
+		noStatus                 // routes, but Ingress status is never written
+		noEvent                  // routes and writes status, but posts no Event
+		losesLead                // leads once (it created the Lease), cannot renew, steps down
+		relists                  // ready, but every watch is refused: changes come by relisting
+	)
+	// client-go's informers list through a watch (streaming lists,
+	// WatchListClient) when the API server serves them, as this one does,
+	// and fall back to list and watch when it does not: API servers before
+	// streaming lists, within the chart's kubeVersion, need list. The list
+	// cases turn streaming lists off in postern's client to take that path.
+	classic := map[string]string{"KUBE_FEATURE_WatchListClient": "false"}
+	for i, tc := range []struct {
+		name           string
+		set            string // extra --set for the install; {n} is the case's number
+		role           string // the ClusterRole or Role edited: "cluster", "own", "publish"
+		resource, verb string
+		logWords       []string
+		effect         effect
+		env            map[string]string // postern's environment
+	}{
+		{"list ingresses", "", "cluster", "ingresses", "list", []string{"forbidden", "ingresses", "list"}, neverReady, classic},
+		{"list ingressclasses", "", "cluster", "ingressclasses", "list", []string{"forbidden", "ingressclasses", "list"}, neverReady, classic},
+		{"list services", "", "cluster", "services", "list", []string{"forbidden", "services", "list"}, neverReady, classic},
+		{"list endpointslices", "", "cluster", "endpointslices", "list", []string{"forbidden", "endpointslices", "list"}, neverReady, classic},
+		{"list secrets", "", "cluster", "secrets", "list", []string{"forbidden", "secrets", "list"}, neverReady, classic},
+		{"watch endpointslices", "", "cluster", "endpointslices", "watch", []string{"forbidden", "endpointslices", "watch"}, relists, nil},
+		{"watch ingresses", "", "cluster", "ingresses", "watch", []string{"forbidden", "ingresses", "watch"}, relists, nil},
+		{"update ingresses/status", "", "cluster", "ingresses/status", "update", []string{"cannot update ingress status", "forbidden"}, noStatus, nil},
+		{"create events", "", "cluster", "events", "create", []string{"forbidden", "events", "create"}, noEvent, nil},
+		{"get leases", "", "own", "leases", "get", []string{"forbidden", "leases", "get"}, noStatus, nil},
+		{"create leases", "", "own", "leases", "create", []string{"forbidden", "leases", "create"}, noStatus, nil},
+		{"update leases", "", "own", "leases", "update", []string{"forbidden", "leases", "update"}, losesLead, nil},
+		{"get the published Service", "watchNamespaces={missing-rule-app-{n}}", "publish", "services", "get",
+			[]string{"cannot resolve the address to publish", "forbidden"}, noStatus, nil},
+		{"list the default certificate's Secrets", "watchNamespaces={missing-rule-app-{n}},defaultSSLCertificate=missing-rule-{n}/default-tls",
+			"defaultcert", "secrets", "list", []string{"forbidden", "secrets", "list"}, neverReady, classic},
+		// Cluster-wide, the ClusterRole's list on Secrets covers the ACME
+		// cache's namespace too; watching only other namespaces, the
+		// chart's own Role is what lets the cache start.
+		{"list the ACME cache's Secrets", "watchNamespaces={missing-rule-app-{n}},acme.enabled=true,acme.directory=https://acme.invalid/directory",
+			"own", "secrets", "list", []string{"forbidden", "secrets", "list"}, neverReady, classic},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v) // postern inherits the test's environment
+			}
+			rel := namespace(t, fmt.Sprintf("missing-rule-%d", i))
+			app := namespace(t, fmt.Sprintf("missing-rule-app-%d", i))
+			class := fmt.Sprintf("missing-rule-%d", i)
+			set := fmt.Sprintf("ingressClass.name=%s,ingressClass.controller=e2e.postern.dev/%s,electionID=%s", class, class, class)
+			if tc.set != "" {
+				set += "," + strings.ReplaceAll(tc.set, "{n}", strconv.Itoa(i))
+			}
+			m := installChart(t, h, dir, class, rel, "--set", set)
+
+			name := fullname(t, m)
+			obj, ns := "clusterrole/"+name, ""
+			switch tc.role {
+			case "own":
+				obj, ns = "role/"+name, rel
+			case "publish":
+				obj, ns = "role/"+name+"-publish-service", rel
+			case "defaultcert":
+				obj, ns = "role/"+name+"-default-certificate", rel
+			}
+			dropRule(t, obj, ns, tc.resource, tc.verb)
+			apply(t, service(app, "svc", "192.0.2.163")+
+				ingress(app, "good", class, "good.example.com", "/=svc")+
+				ingress(app, "broken", class, "broken.example.com", "/=missing"))
+
+			p := startAsChart(t, m, rel, false)
+			line := logLine(t, p, 60*time.Second, tc.logWords...)
+			t.Logf("postern says: %s", line)
+			switch tc.effect {
+			case neverReady:
+				// It said why; it is not ready, and stays so.
+				for range 20 {
+					if code, body := httpGet(p.MetricsAddr, "", "/readyz"); code != http.StatusServiceUnavailable {
+						t.Fatalf("/readyz = %d %q without %s on %s", code, body, tc.verb, tc.resource)
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+			case relists:
+				// The initial list goes through (the streaming list falls back
+				// to a plain list), so it is ready; then every watch is
+				// refused and the informer lists again and again on
+				// client-go's back-off (up to 30 s): it keeps serving, sees
+				// changes late, and says why each time.
+				p.expect(t, "good.example.com", "/", 200, "missing-rule")
+				eventually(t, 60*time.Second, func() error {
+					n := 0
+					for _, l := range strings.Split(p.out.String(), "\n") {
+						if strings.Contains(l, "Failed to watch") && strings.Contains(l, "forbidden") && strings.Contains(l, tc.resource) {
+							n++
+						}
+					}
+					if n < 2 {
+						return fmt.Errorf("the refused watch was logged %d times, want it retried", n)
+					}
+					return nil
+				})
+			case losesLead:
+				logLine(t, p, 60*time.Second, "stopped leading")
+				p.expect(t, "good.example.com", "/", 200, "missing-rule")
+			case noStatus, noEvent:
+				p.expect(t, "good.example.com", "/", 200, "missing-rule")
+				status := ingressStatus(t, app, "good")
+				if tc.effect == noStatus && status != "" {
+					t.Errorf("status written without %s on %s: %q", tc.verb, tc.resource, status)
+				}
+				if tc.effect == noEvent {
+					eventually(t, 40*time.Second, func() error {
+						if ingressStatus(t, app, "good") == "" {
+							return fmt.Errorf("no status yet")
+						}
+						return nil
+					})
+					if out := kubectl(t, "get", "events.events.k8s.io", "--namespace", app, "-o", "name"); strings.TrimSpace(out) != "" {
+						t.Errorf("Events posted without create on events: %s", out)
+					}
+				}
+			}
+		})
+	}
+}
