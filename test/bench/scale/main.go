@@ -1,0 +1,310 @@
+// Command scale is the scale benchmark (`make bench-scale`): how Postern's
+// controller and routing table grow with the number of Ingresses. For
+// 1,000, 10,000 and 50,000 Ingresses (one host, one path, one Service and
+// five endpoints each) it measures, in this process:
+//
+//   - the time controller.Build takes to turn the snapshot into a table;
+//   - the table's size: hosts, routes, backends, and the heap it holds
+//     (runtime.MemStats after a GC, before and after the build), next to the
+//     heap of the snapshot itself (what informers or the manifests source
+//     hold) and the RSS of the process;
+//   - the cost of proxy/route Table.Lookup for a random host (ns and
+//     allocations per lookup, with testing.Benchmark);
+//   - at 10,000 Ingresses, the cost of one endpoint change. There is no
+//     incremental path yet: a change rebuilds the whole table, so that is
+//     what is reported (controller.Build, and Applier.Apply, which adds the
+//     swap and the problem bookkeeping).
+//
+// Then it runs the real binary standalone (bin/postern --manifests) on a
+// generated folder of 10,000 Ingresses: the time from start to /readyz 200,
+// its RSS then, and the time from rewriting one EndpointSlice's file to the
+// first request routed to the new endpoint. Requests go to 127.0.0.1 only.
+//
+// It prints Markdown tables. It is a program, not a test, so `go test ./...`
+// does not run it.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/postern-dev/postern/controller"
+	"github.com/postern-dev/postern/proxy/route"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "scale:", err)
+		os.Exit(1)
+	}
+}
+
+type config struct {
+	sizes     []int
+	endpoints int
+	builds    int
+	changeAt  int
+	readyAt   int
+	changes   int
+	postern   string
+}
+
+func run(ctx context.Context, args []string, out io.Writer) error {
+	c := config{}
+	fs := flag.NewFlagSet("scale", flag.ContinueOnError)
+	sizes := fs.String("sizes", "1000,10000,50000", "comma-separated numbers of Ingresses")
+	fs.IntVar(&c.endpoints, "endpoints", 5, "endpoints per Ingress (per Service)")
+	fs.IntVar(&c.builds, "builds", 3, "builds timed per size (the median is reported)")
+	fs.IntVar(&c.changeAt, "change-at", 10000, "number of Ingresses at which one endpoint change is timed; 0 skips it")
+	fs.IntVar(&c.changes, "changes", 5, "endpoint changes timed (median and max reported)")
+	fs.IntVar(&c.readyAt, "ready-at", 10000, "number of Ingresses of the manifests folder the binary is started on; 0 skips it")
+	fs.StringVar(&c.postern, "postern", "bin/postern", "the Postern binary for the start-to-ready measurement")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	for _, s := range strings.Split(*sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			return fmt.Errorf("invalid value %q in -sizes: want positive numbers", s)
+		}
+		c.sizes = append(c.sizes, n)
+	}
+	if c.endpoints < 1 || c.builds < 1 || c.changes < 1 {
+		return errors.New("-endpoints, -builds and -changes must be at least 1")
+	}
+
+	fmt.Fprintf(out, "Scale benchmark, %s, %d CPUs (GOMAXPROCS %d), %s, %s.\n\n",
+		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), runtime.GOMAXPROCS(0), cpuModel(), runtime.Version())
+
+	fmt.Fprintf(out, "In process: controller.Build and route.Table.Lookup; %d endpoints per Ingress; build time is the median of %d builds.\n\n", c.endpoints, c.builds)
+	fmt.Fprintln(out, "| Ingresses | endpoints | build | hosts | routes | backends | snapshot heap MiB | table heap MiB | process RSS MiB | lookup ns/op | lookup allocs/op |")
+	fmt.Fprintln(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for _, n := range c.sizes {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		r := measureSize(n, c.endpoints, c.builds)
+		fmt.Fprintf(out, "| %s | %s | %s | %s | %s | %s | %.1f | %.1f | %.1f | %.0f | %d |\n",
+			count(n), count(n*c.endpoints), ms(r.build), count(r.hosts), count(r.routes), count(r.backends), mib(r.snapshotHeap), mib(r.tableHeap), mib(r.rss), r.lookupNs, r.lookupAllocs)
+	}
+
+	if c.changeAt > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		b, a := measureChange(c.changeAt, c.endpoints, c.changes)
+		fmt.Fprintf(out, "\nOne endpoint change at %s Ingresses (an EndpointSlice with one address replaced), %d changes. There is no incremental path yet: every change rebuilds the whole table.\n\n", count(c.changeAt), c.changes)
+		fmt.Fprintln(out, "| step | median | max |")
+		fmt.Fprintln(out, "|---|---:|---:|")
+		fmt.Fprintf(out, "| controller.Build (full rebuild) | %s | %s |\n", ms(median(b)), ms(slices.Max(b)))
+		fmt.Fprintf(out, "| controller.Applier.Apply (full rebuild, swap, problems, metrics off) | %s | %s |\n", ms(median(a)), ms(slices.Max(a)))
+	}
+
+	if c.readyAt > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		r, err := measureBinary(ctx, c.postern, c.readyAt, c.endpoints, c.changes)
+		if err != nil {
+			return fmt.Errorf("binary at %d Ingresses: %w", c.readyAt, err)
+		}
+		fmt.Fprintf(out, "\nThe binary, standalone (%s --manifests, GOMAXPROCS %d, access log off) on %s Ingresses / %s endpoints in %d files (%.1f MiB of YAML).\n\n",
+			c.postern, runtime.NumCPU(), count(c.readyAt), count(c.readyAt*c.endpoints), r.files, mib(r.yamlBytes))
+		fmt.Fprintln(out, "| start to /readyz 200 | RSS when ready MiB | RSS 2 s later MiB | peak RSS (VmHWM) MiB | EndpointSlice file rewritten to first routed request, median | max |")
+		fmt.Fprintln(out, "|---:|---:|---:|---:|---:|---:|")
+		fmt.Fprintf(out, "| %s | %.1f | %.1f | %.1f | %s | %s |\n", ms(r.ready), mib(r.rssReady), mib(r.rssLater), mib(r.hwm), ms(median(r.changes)), ms(slices.Max(r.changes)))
+		fmt.Fprintf(out, "\nThe file-to-request time includes the manifests folder's hold-off, which batches bursts of file events.\n")
+	}
+	return nil
+}
+
+// sizeResult is what measureSize reports for one number of Ingresses.
+type sizeResult struct {
+	build                   time.Duration
+	hosts, routes, backends int
+	snapshotHeap, tableHeap uint64
+	rss                     uint64
+	lookupNs                float64
+	lookupAllocs            int64
+}
+
+func measureSize(n, per, builds int) sizeResult {
+	debug.FreeOSMemory()
+	before := heap()
+	snap := snapshot(n, per)
+	withSnap := heap()
+	opts := controller.Options{Now: created.Add(24 * time.Hour), Certificates: controller.NewCertificateCache()}
+
+	var times []time.Duration
+	var table *route.Table
+	for range builds {
+		table = nil
+		runtime.GC()
+		start := time.Now()
+		t, problems := controller.Build(snap, opts)
+		times = append(times, time.Since(start))
+		if len(problems) > 0 {
+			panic(fmt.Sprintf("synthetic snapshot has %d problems, first: %+v", len(problems), problems[0]))
+		}
+		table = t
+	}
+	withTable := heap()
+	r := sizeResult{
+		build:        median(times),
+		snapshotHeap: sub(withSnap, before),
+		tableHeap:    sub(withTable, withSnap),
+		rss:          rss(),
+		hosts:        len(table.VirtualHosts),
+		backends:     len(table.Backends()),
+	}
+	for _, vh := range table.VirtualHosts {
+		r.routes += len(vh.Routes)
+	}
+
+	// Lookups of random hosts, so that the cost includes missing the CPU's
+	// caches as a large table does.
+	rng := rand.New(rand.NewPCG(1, 2))
+	hosts := make([]string, 4096)
+	for i := range hosts {
+		hosts[i] = host(rng.IntN(n))
+	}
+	res := testing.Benchmark(func(b *testing.B) {
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			if table.Lookup(hosts[i&4095], "/api/v1/items/42") == nil {
+				b.Fatal("no route")
+			}
+			i++
+		}
+	})
+	r.lookupNs = float64(res.T.Nanoseconds()) / float64(res.N)
+	r.lookupAllocs = res.AllocsPerOp()
+	runtime.KeepAlive(snap)
+	return r
+}
+
+// measureChange times full rebuilds after one EndpointSlice changes, with
+// Build alone and through an Applier (as the running controller does).
+func measureChange(n, per, changes int) (build, apply []time.Duration) {
+	debug.FreeOSMemory()
+	snap := snapshot(n, per)
+	opts := controller.Options{Now: created.Add(24 * time.Hour), Certificates: controller.NewCertificateCache()}
+	var swapped *route.Table
+	applier := controller.NewApplier(opts, func(t *route.Table) { swapped = t }, zap.NewNop())
+	applier.Apply(snap, nil)
+	controller.Build(snap, opts) // warm the certificate cache and the heap
+
+	for c := range changes {
+		i := (c*7919 + 42) % n
+		addrs := addresses(i, per)
+		addrs[0] = fmt.Sprintf("127.254.%d.%d", c/250, c%250+1)
+		next := snap
+		next.EndpointSlices = slices.Clone(snap.EndpointSlices)
+		next.EndpointSlices[i] = endpointSlice(i, addrs)
+
+		runtime.GC()
+		start := time.Now()
+		t, _ := controller.Build(next, opts)
+		build = append(build, time.Since(start))
+		want := fmt.Sprintf("%s:%d", addrs[0], targetPort)
+		if r := t.Lookup(host(i), "/"); r == nil || !slices.ContainsFunc(r.Backend.Endpoints, func(e route.Endpoint) bool { return e.Address == want }) {
+			panic("the changed endpoint is not in the rebuilt table")
+		}
+
+		runtime.GC()
+		start = time.Now()
+		applier.Apply(next, nil)
+		apply = append(apply, time.Since(start))
+		snap = next
+	}
+	runtime.KeepAlive(swapped)
+	return build, apply
+}
+
+// heap returns the live heap after a full GC.
+func heap() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+func sub(a, b uint64) uint64 {
+	if a < b {
+		return 0
+	}
+	return a - b
+}
+
+// rss returns this process's resident set size.
+func rss() uint64 { return procStatus(os.Getpid(), "VmRSS") }
+
+// procStatus returns a "kB" field of /proc/PID/status in bytes, 0 if
+// unknown.
+func procStatus(pid int, field string) uint64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return runtime.GOARCH
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return runtime.GOARCH
+}
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func ms(d time.Duration) string {
+	return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000)
+}
+
+// count formats n with thousands separators: 10,000.
+func count(n int) string {
+	s := strconv.Itoa(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
+
+func mib(b uint64) float64 { return float64(b) / (1 << 20) }
