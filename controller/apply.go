@@ -22,6 +22,7 @@ type Applier struct {
 
 	mu      sync.Mutex
 	known   map[Problem]bool // problems reported and not yet resolved
+	last    *lastBuild       // the last table and what it was built from
 	ready   atomic.Bool
 	metrics *Metrics // nil: none
 }
@@ -47,14 +48,29 @@ func NewApplier(opts Options, swap func(*route.Table), logger *zap.Logger) *Appl
 // build together with sourceProblems (those the source found while reading
 // objects, such as a manifest that does not parse). It returns every current
 // problem, sorted.
+//
+// When s differs from the last snapshot in EndpointSlices only, the table
+// is not built again: PatchEndpoints updates the endpoints of the Services
+// concerned in the last table, which gives the same table in a fraction of
+// the time (a full build is still made at least every fullBuildEvery).
 func (a *Applier) Apply(s Snapshot, sourceProblems []Problem) []Problem {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 
 	start := time.Now()
-	opts := a.opts
-	opts.Now = start
-	table, problems := Build(s, opts)
+	var table *route.Table
+	var problems []Problem
+	changed, incremental := a.last.endpointChanges(s, start)
+	if incremental {
+		table = PatchEndpoints(a.last.table, s, changed)
+		problems = a.last.problems
+		a.last.table = table
+	} else {
+		opts := a.opts
+		opts.Now = start
+		table, problems = Build(s, opts)
+		a.last = remember(s, table, problems, start)
+	}
 	built := time.Since(start)
 	a.swap(table)
 	a.ready.Store(true)
@@ -82,13 +98,17 @@ func (a *Applier) Apply(s Snapshot, sourceProblems []Problem) []Problem {
 	}
 	a.known = current
 
-	routes := 0
-	for _, vh := range table.VirtualHosts {
-		routes += len(vh.Routes)
+	if !incremental {
+		// A patch changes none of these counts.
+		a.last.routes, a.last.backends = 0, len(table.Backends())
+		for _, vh := range table.VirtualHosts {
+			a.last.routes += len(vh.Routes)
+		}
 	}
 	a.logger.Info("routing table applied",
-		zap.Int("hosts", len(table.VirtualHosts)), zap.Int("routes", routes),
-		zap.Int("backends", len(table.Backends())), zap.Int("problems", len(problems)),
+		zap.Int("hosts", len(table.VirtualHosts)), zap.Int("routes", a.last.routes),
+		zap.Int("backends", a.last.backends), zap.Int("problems", len(problems)),
+		zap.Bool("incremental", incremental), zap.Int("services_changed", len(changed)),
 		zap.Duration("build_duration", built))
 	return problems
 }

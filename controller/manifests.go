@@ -19,6 +19,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/runtime"
 )
 
 const (
@@ -359,12 +361,34 @@ func (s *ManifestSource) refresh(rel string, f *manifestFile) bool {
 	f.sum = sum
 	f.decoded = decodeSafely(data, logger)
 	if !f.decoded.failed() {
-		f.good = f.decoded.objects
+		f.good = keepUnchanged(f.good, f.decoded.objects)
 		f.loaded = true
 	}
 	logger.Debug("manifest file read", zap.Int("objects", len(f.decoded.objects)),
 		zap.Int("problems", len(f.decoded.problems)), zap.Bool("failed", f.decoded.failed()))
 	return true
+}
+
+// keepUnchanged returns objects with each object that is equal to the one
+// of the same kind, namespace and name in old replaced by old's pointer.
+// The Applier tells changed objects from unchanged ones by pointer, so an
+// edit of one EndpointSlice in a file of many objects takes its
+// incremental path (see PatchEndpoints) instead of a full build.
+func keepUnchanged(old, objects []manifestObject) []manifestObject {
+	if len(old) == 0 {
+		return objects
+	}
+	type key struct{ kind, namespace, name string }
+	prev := make(map[key]runtime.Object, len(old))
+	for _, o := range old {
+		prev[key{o.kind, o.namespace, o.name}] = o.obj
+	}
+	for i, o := range objects {
+		if p, ok := prev[key{o.kind, o.namespace, o.name}]; ok && apiequality.Semantic.DeepEqual(p, o.obj) {
+			objects[i].obj = p
+		}
+	}
+	return objects
 }
 
 // decodeSafely is decodeFile, with a panic in a decoder (a bug, which the fuzz

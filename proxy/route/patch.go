@@ -1,0 +1,80 @@
+package route
+
+// WithBackends returns a copy of t in which every route whose backend is a
+// key of replace uses replace's value instead. Virtual hosts without such
+// a route are shared with t, not copied, so the cost grows with the routes
+// that change plus one pass over t's host maps. t itself is not changed.
+//
+// It is the incremental path for endpoint changes: the controller swaps in
+// backends with new endpoints without building the table again.
+func (t *Table) WithBackends(replace map[*Backend]*Backend) *Table {
+	if len(replace) == 0 {
+		return t
+	}
+	patch := func(r *Route) *Route {
+		if r == nil {
+			return nil
+		}
+		nb, ok := replace[r.Backend]
+		if !ok {
+			return r
+		}
+		c := *r
+		c.Backend = nb
+		return &c
+	}
+	out := &Table{
+		VirtualHosts:       make([]*VirtualHost, len(t.VirtualHosts)),
+		Default:            patch(t.Default),
+		TLS:                t.TLS,
+		DefaultCertificate: t.DefaultCertificate,
+		exact:              make(map[string]*VirtualHost, len(t.exact)),
+		wildcard:           make(map[string]*VirtualHost, len(t.wildcard)),
+		tlsExact:           t.tlsExact,
+		tlsWildcard:        t.tlsWildcard,
+	}
+	for i, vh := range t.VirtualHosts {
+		nvh := vh
+		for _, r := range vh.Routes {
+			if _, ok := replace[r.Backend]; ok {
+				nvh = vh.withRoutes(patch)
+				break
+			}
+		}
+		out.VirtualHosts[i] = nvh
+	}
+	// The host maps point at the (maybe new) virtual hosts; VirtualHosts is
+	// already in order, and t's maps held each of them exactly once.
+	for _, vh := range out.VirtualHosts {
+		switch {
+		case vh.Host == "":
+			out.any = vh
+		case len(vh.Host) > 2 && vh.Host[:2] == "*.":
+			out.wildcard[vh.Host[2:]] = vh
+		default:
+			out.exact[vh.Host] = vh
+		}
+	}
+	return out
+}
+
+// withRoutes returns a copy of vh with every route passed through f, which
+// keeps paths and types, so that match order and lookup maps carry over.
+func (vh *VirtualHost) withRoutes(f func(*Route) *Route) *VirtualHost {
+	out := &VirtualHost{
+		Host:   vh.Host,
+		Routes: make([]*Route, len(vh.Routes)),
+		exact:  make(map[string]*Route, len(vh.exact)),
+		prefix: make(map[string]*Route, len(vh.prefix)),
+	}
+	for i, r := range vh.Routes {
+		nr := f(r)
+		out.Routes[i] = nr
+		if r.PathType == PathExact {
+			out.exact[r.Path] = nr
+		} else {
+			out.prefix[r.Path] = nr
+		}
+	}
+	return out
+}
