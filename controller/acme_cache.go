@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"time"
 
@@ -65,14 +66,25 @@ func NewSecretCache(client kubernetes.Interface, namespace string, logger *zap.L
 	}
 }
 
-// Start starts the informer and waits until it has synced or ctx is done.
-func (c *SecretCache) Start(ctx context.Context) error {
+// ErrCacheNotSynced is what Get returns until the cache's informer has
+// listed the cache Secrets once: not a miss, so that nothing is ordered
+// for a certificate the cache may well hold.
+var ErrCacheNotSynced = errors.New("acme cache: secrets not listed yet")
+
+// Start starts the informer and waits until it has synced, ctx is done or
+// wait has passed, whichever comes first; it reports whether the cache is
+// synced. An unsynced cache keeps trying in the background (a missing RBAC
+// rule can be granted later): Get answers ErrCacheNotSynced meanwhile and
+// Synced reports false, so that callers neither serve nor order.
+func (c *SecretCache) Start(ctx context.Context, wait time.Duration) bool {
 	c.factory.Start(ctx.Done())
-	if !cache.WaitForCacheSync(ctx.Done(), c.synced) {
-		return fmt.Errorf("acme cache: secrets in namespace %s did not sync: %w", c.namespace, ctx.Err())
-	}
-	return nil
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	return cache.WaitForCacheSync(wctx.Done(), c.synced)
 }
+
+// Synced reports whether the cache has listed its Secrets once.
+func (c *SecretCache) Synced() bool { return c.synced() }
 
 // secretName is the Secret holding key: a hash, since keys may hold
 // characters (the "+" of "host+rsa") a Secret name may not.
@@ -83,6 +95,9 @@ func secretName(key string) string {
 
 // Get returns the value stored under key, or autocert.ErrCacheMiss.
 func (c *SecretCache) Get(_ context.Context, key string) ([]byte, error) {
+	if !c.synced() {
+		return nil, ErrCacheNotSynced
+	}
 	s, err := c.lister.Get(secretName(key))
 	if apierrors.IsNotFound(err) {
 		return nil, autocert.ErrCacheMiss

@@ -9,8 +9,12 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/crypto/acme/autocert"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 )
 
 func TestSecretCache(t *testing.T) {
@@ -19,8 +23,8 @@ func TestSecretCache(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c := NewSecretCache(client, "ingress", zap.NewNop())
-	if err := c.Start(ctx); err != nil {
-		t.Fatal(err)
+	if !c.Start(ctx, time.Minute) {
+		t.Fatal("the cache did not sync")
 	}
 	if _, err := c.Get(ctx, "a.example.com"); !errors.Is(err, autocert.ErrCacheMiss) {
 		t.Fatalf("Get of a missing key = %v, want ErrCacheMiss", err)
@@ -63,5 +67,28 @@ func TestSecretCache(t *testing.T) {
 	}
 	if err := c.Delete(ctx, "a.example.com+rsa"); err != nil {
 		t.Errorf("deleting a missing key: %v", err)
+	}
+}
+
+// A cache whose Secrets cannot be listed (a missing RBAC rule) gives up
+// waiting, and answers "not synced", never a miss that would make autocert
+// order a certificate the cache may hold.
+func TestSecretCacheForbidden(t *testing.T) {
+	t.Parallel()
+	client := fake.NewClientset()
+	client.PrependReactor("list", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(corev1.Resource("secrets"), "", errors.New("no rule"))
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c := NewSecretCache(client, "ingress", zap.NewNop())
+	if c.Start(ctx, 200*time.Millisecond) {
+		t.Fatal("Start reported synced while listing is forbidden")
+	}
+	if c.Synced() {
+		t.Error("Synced() = true while listing is forbidden")
+	}
+	if _, err := c.Get(ctx, "a.example.com"); !errors.Is(err, ErrCacheNotSynced) {
+		t.Errorf("Get before sync = %v, want ErrCacheNotSynced", err)
 	}
 }

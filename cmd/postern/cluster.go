@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/go-logr/zapr"
 	"go.uber.org/zap"
@@ -72,6 +73,10 @@ func identity() string {
 	return name + "_" + hex.EncodeToString(b)
 }
 
+// acmeCacheWait bounds how long the start waits for the ACME cache before
+// serving without it.
+const acmeCacheWait = 15 * time.Second
+
 // cluster is what cluster mode shares with the rest of serve: the client,
 // Postern's own namespace and the leader election (the leader posts Events,
 // writes Ingress status and orders ACME certificates).
@@ -132,10 +137,12 @@ func (c *cluster) run(ctx context.Context, cfg *config, applier *controller.Appl
 		PublishAddresses: cfg.publishAddrs,
 	}, controller.Options{IngressClass: cfg.ingressClass, ControllerClass: cfg.controllerClass}, c.elector.Leading, logger.Named("status"))
 
-	if c.acmeCache != nil {
-		if err := c.acmeCache.Start(ctx); err != nil {
-			return err
-		}
+	if c.acmeCache != nil && !c.acmeCache.Start(ctx, acmeCacheWait) {
+		// Serving must not wait on ACME: most likely the RBAC rule for the
+		// cache Secrets is missing. ACME certificates wait until the cache
+		// can be listed; everything else is served now.
+		logger.Error("the ACME cache Secrets cannot be listed yet; ACME certificates are neither served nor ordered until they can (does Postern's role allow get/list/watch/create/update on Secrets in its namespace?)",
+			zap.String("namespace", c.ns), zap.Duration("waited", acmeCacheWait))
 	}
 	go c.elector.Run(ctx)
 	go status.Run(ctx)

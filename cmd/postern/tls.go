@@ -32,7 +32,8 @@ func newACME(cfg *config, cl *cluster, table func() *route.Table, reg prometheus
 	if cl != nil {
 		cl.acmeCache = controller.NewSecretCache(cl.client, cl.ns, logger.Named("acme-cache"))
 		opts.Cache = cl.acmeCache
-		opts.CanOrder = cl.elector.Leading
+		cache := cl.acmeCache
+		opts.CanOrder = func() bool { return cl.elector.Leading() && cache.Synced() }
 	} else {
 		dir := cfg.acmeCacheDir
 		if dir == "" {

@@ -751,6 +751,7 @@ func TestRBACMissingRule(t *testing.T) {
 		noEvent                  // routes and writes status, but posts no Event
 		losesLead                // leads once (it created the Lease), cannot renew, steps down
 		relists                  // ready, but every watch is refused: changes come by relisting
+		noACME                   // ready after a bounded wait; ACME neither serves nor orders, and says why
 	)
 	// client-go's informers list through a watch (streaming lists,
 	// WatchListClient) when the API server serves them, as this one does,
@@ -785,9 +786,10 @@ func TestRBACMissingRule(t *testing.T) {
 			"defaultcert", "secrets", "list", []string{"forbidden", "secrets", "list"}, neverReady, classic},
 		// Cluster-wide, the ClusterRole's list on Secrets covers the ACME
 		// cache's namespace too; watching only other namespaces, the
-		// chart's own Role is what lets the cache start.
+		// chart's own Role is what lets the cache start. Without it the
+		// rest is served: ACME must never hold up routing.
 		{"list the ACME cache's Secrets", "watchNamespaces={missing-rule-app-{n}},acme.enabled=true,acme.directory=https://acme.invalid/directory",
-			"own", "secrets", "list", []string{"forbidden", "secrets", "list"}, neverReady, classic},
+			"own", "secrets", "list", []string{"forbidden", "secrets", "list"}, noACME, classic},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for k, v := range tc.env {
@@ -848,6 +850,9 @@ func TestRBACMissingRule(t *testing.T) {
 					}
 					return nil
 				})
+			case noACME:
+				logLine(t, p, 60*time.Second, "ACME cache Secrets cannot be listed")
+				p.expect(t, "good.example.com", "/", 200, "missing-rule")
 			case losesLead:
 				logLine(t, p, 60*time.Second, "stopped leading")
 				p.expect(t, "good.example.com", "/", 200, "missing-rule")
