@@ -9,9 +9,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -196,7 +198,8 @@ func (s *ManifestSource) scan(watcher *fsnotify.Watcher) (bool, error) {
 	}
 	changed := false
 	seen := make(map[string]bool, len(paths))
-	for _, rel := range paths {
+	files := make([]*manifestFile, len(paths))
+	for i, rel := range paths {
 		seen[rel] = true
 		f := s.files[rel]
 		if f == nil {
@@ -204,10 +207,24 @@ func (s *ManifestSource) scan(watcher *fsnotify.Watcher) (bool, error) {
 			s.files[rel] = f
 			changed = true
 		}
-		if s.refresh(rel, f) {
-			changed = true
-		}
+		files[i] = f
 	}
+	// Decoding YAML is most of the cost of a large folder; files are
+	// independent, so each CPU takes its share.
+	var refreshed atomic.Bool
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(goruntime.GOMAXPROCS(0), len(paths)) {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < len(paths); i = int(next.Add(1) - 1) {
+				if s.refresh(paths[i], files[i]) {
+					refreshed.Store(true)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	changed = changed || refreshed.Load()
 	var dirProblems []Problem
 	for _, u := range unreadable {
 		n := 0
