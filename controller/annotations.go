@@ -3,8 +3,10 @@ package controller
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/postern-dev/postern/proxy/route"
@@ -32,6 +34,36 @@ const AnnotationBackendProtocol = "postern.dev/backend-protocol"
 // Ingress's spec.tls from the ACME issuer instead of from Secrets.
 const AnnotationACME = "postern.dev/acme"
 
+// AnnotationRetries is how many times a request that could not reach an
+// endpoint of the Ingress's backends is sent to another endpoint, from 0
+// (no retries) to route.MaxRetries; the default is route.DefaultRetries.
+const AnnotationRetries = "postern.dev/retries"
+
+// AnnotationTimeoutConnect bounds connecting to an endpoint of the
+// Ingress's backends: a Go duration ("5s", "1m30s") or a number of
+// seconds, as in ingress-nginx. The default is the proxy's.
+const AnnotationTimeoutConnect = "postern.dev/timeout-connect"
+
+// AnnotationTimeoutRead bounds the wait for an endpoint's response headers
+// once the request is sent (the client gets 504); same syntax as
+// AnnotationTimeoutConnect. The default is the proxy's.
+const AnnotationTimeoutRead = "postern.dev/timeout-read"
+
+// AnnotationTimeoutIdle is the longest an endpoint may stay silent while
+// the proxy waits for more of its response body; the response is cut when
+// it is exceeded. Same syntax as AnnotationTimeoutConnect; no limit by
+// default.
+const AnnotationTimeoutIdle = "postern.dev/timeout-idle"
+
+// AnnotationMaxBodySize is the largest request body sent to the Ingress's
+// backends, larger ones get 413: a size in bytes with an optional unit k,
+// m or g (powers of 1024, nginx style: "8m", "512k"), or "0" for no limit,
+// the default.
+const AnnotationMaxBodySize = "postern.dev/max-body-size"
+
+// maxTimeout is the longest timeout the timeout annotations accept.
+const maxTimeout = 24 * time.Hour
+
 // defaultHSTSMaxAge is the max-age of AnnotationHSTS "true": one year.
 const defaultHSTSMaxAge = 365 * 24 * 60 * 60
 
@@ -55,6 +87,18 @@ type ingressConfig struct {
 	protocol route.Protocol
 	// acme gets the TLS hosts' certificates from the ACME issuer.
 	acme bool
+	// backend are the settings the Ingress's backends get.
+	backend backendSettings
+}
+
+// backendSettings are the route.Backend fields of the same names that the
+// annotations set, with their zero value meaning the same. They are part of
+// a backend's identity: Ingresses that set them differently for one
+// Service port get backends of their own.
+type backendSettings struct {
+	retries                                  int
+	connectTimeout, readTimeout, idleTimeout route.Duration
+	maxBodySize                              int64
 }
 
 // parseIngressConfig reads the postern.dev annotations of an Ingress. An
@@ -70,6 +114,13 @@ func parseIngressConfig(annotations map[string]string) (ingressConfig, []string)
 	cfg.hsts = annotation(annotations, AnnotationHSTS, "", "no HSTS", parseHSTS, &problems)
 	cfg.protocol = annotation(annotations, AnnotationBackendProtocol, "", "HTTP", parseProtocol, &problems)
 	cfg.acme = annotation(annotations, AnnotationACME, false, "false", strconv.ParseBool, &problems)
+	cfg.backend = backendSettings{
+		retries:        annotation(annotations, AnnotationRetries, 0, strconv.Itoa(route.DefaultRetries), parseRetries, &problems),
+		connectTimeout: annotation(annotations, AnnotationTimeoutConnect, 0, "the default", parseTimeout, &problems),
+		readTimeout:    annotation(annotations, AnnotationTimeoutRead, 0, "the default", parseTimeout, &problems),
+		idleTimeout:    annotation(annotations, AnnotationTimeoutIdle, 0, "no idle timeout", parseTimeout, &problems),
+		maxBodySize:    annotation(annotations, AnnotationMaxBodySize, 0, "no limit", parseSize, &problems),
+	}
 	return cfg, problems
 }
 
@@ -159,6 +210,89 @@ func parseProtocol(v string) (route.Protocol, error) {
 		return p, nil
 	}
 	return "", errors.New("want HTTP, HTTPS, H2C, GRPC or GRPCS")
+}
+
+// parseRetries parses AnnotationRetries into route.Backend.Retries: "0"
+// is -1 (none) and the default count is 0.
+func parseRetries(v string) (int, error) {
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil || !isDigits(v) || n > route.MaxRetries {
+		return 0, fmt.Errorf("want a number of retries from 0 to %d", route.MaxRetries)
+	}
+	switch n {
+	case 0:
+		return -1, nil
+	case route.DefaultRetries:
+		return 0, nil
+	}
+	return int(n), nil
+}
+
+// parseTimeout parses the timeout annotations: a Go duration, or a plain
+// number of seconds as ingress-nginx takes; positive and at most
+// maxTimeout.
+func parseTimeout(v string) (route.Duration, error) {
+	var d time.Duration
+	if isDigits(v) {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || n > uint64(maxTimeout/time.Second) {
+			return 0, fmt.Errorf("want at most %s", maxTimeout)
+		}
+		d = time.Duration(n) * time.Second
+	} else {
+		var err error
+		if d, err = time.ParseDuration(v); err != nil {
+			return 0, errors.New(`want a duration like "5s" or "1m30s", or a number of seconds`)
+		}
+	}
+	switch {
+	case d <= 0:
+		return 0, errors.New("want a positive duration")
+	case d > maxTimeout:
+		return 0, fmt.Errorf("want at most %s", maxTimeout)
+	}
+	return route.Duration(d), nil
+}
+
+// parseSize parses AnnotationMaxBodySize: a number of bytes with an
+// optional unit k, m or g (either case; powers of 1024, as nginx reads
+// its sizes). "0" is no limit.
+func parseSize(v string) (int64, error) {
+	num, unit := v, int64(1)
+	if n := len(v); n > 0 {
+		switch v[n-1] {
+		case 'k', 'K':
+			unit = 1 << 10
+		case 'm', 'M':
+			unit = 1 << 20
+		case 'g', 'G':
+			unit = 1 << 30
+		}
+		if unit > 1 {
+			num = v[:n-1]
+		}
+	}
+	if !isDigits(num) {
+		return 0, errors.New(`want a size like "8m", "512k", "1g" or a number of bytes`)
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n > math.MaxInt64/unit {
+		return 0, errors.New("too large")
+	}
+	return n * unit, nil
+}
+
+// isDigits reports whether s is one or more ASCII digits.
+func isDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // maxQuoted is how many bytes of a user string a message repeats.

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -56,11 +57,13 @@ func indexEndpointSlices(list []*discoveryv1.EndpointSlice) map[types.Namespaced
 type backendID struct {
 	namespace, service, port, balancer string
 	protocol                           route.Protocol
+	settings                           backendSettings
 	other                              string // for backends that are not a Service port
 }
 
 // backend resolves an Ingress backend in namespace ns. It always returns a
-// backend, shared by every route with the same Service, port and balancer;
+// backend, shared by every route with the same Service, port and
+// annotation settings (balancer, protocol, retries, timeouts, body limit);
 // when the backend cannot be served it is Unavailable (the route answers
 // 503), and reason and what say why, for a Problem.
 func (b *builder) backend(ns string, ib *networkingv1.IngressBackend, cfg ingressConfig) (be *route.Backend, reason, what string) {
@@ -89,7 +92,7 @@ func (b *builder) backend(ns string, ib *networkingv1.IngressBackend, cfg ingres
 	if sbp.Number != 0 {
 		port = strconv.Itoa(int(sbp.Number))
 	}
-	id := backendID{namespace: ns, service: name, port: port, balancer: cfg.balancer, protocol: cfg.protocol}
+	id := backendID{namespace: ns, service: name, port: port, balancer: cfg.balancer, protocol: cfg.protocol, settings: cfg.backend}
 	svc := b.services[types.NamespacedName{Namespace: ns, Name: name}]
 	switch {
 	case svc == nil:
@@ -133,8 +136,10 @@ func (b *builder) unavailable(id backendID, why string) *route.Backend {
 
 // newBackend returns a backend without endpoints for id. Its Key is
 // "namespace/service:port", with "|balancer" when the Ingress chose a
-// policy and "|protocol" when it chose one, so that Ingresses with different
-// policies or protocols for one Service port get backends of their own.
+// policy, "|protocol" when it chose one, and "|name=value" for each other
+// setting it changed from the default ("|retries=3", "|read-timeout=2m0s"),
+// so that Ingresses with different settings for one Service port get
+// backends of their own.
 func newBackend(id backendID) *route.Backend {
 	key := id.namespace + "/" + id.service + ":" + id.port
 	if id.other != "" {
@@ -146,14 +151,34 @@ func newBackend(id backendID) *route.Backend {
 	if id.protocol != "" {
 		key += "|" + string(id.protocol)
 	}
+	set := id.settings
+	if set.retries != 0 {
+		key += "|retries=" + strconv.Itoa(max(set.retries, 0))
+	}
+	for _, t := range []struct {
+		name string
+		d    route.Duration
+	}{{"connect-timeout", set.connectTimeout}, {"read-timeout", set.readTimeout}, {"idle-timeout", set.idleTimeout}} {
+		if t.d != 0 {
+			key += "|" + t.name + "=" + time.Duration(t.d).String()
+		}
+	}
+	if set.maxBodySize != 0 {
+		key += "|max-body-size=" + strconv.FormatInt(set.maxBodySize, 10)
+	}
 	return &route.Backend{
-		Key:       key,
-		Namespace: id.namespace,
-		Service:   id.service,
-		Port:      id.port,
-		Balancer:  id.balancer,
-		Protocol:  id.protocol,
-		Endpoints: []route.Endpoint{},
+		Key:            key,
+		Namespace:      id.namespace,
+		Service:        id.service,
+		Port:           id.port,
+		Balancer:       id.balancer,
+		Protocol:       id.protocol,
+		Endpoints:      []route.Endpoint{},
+		Retries:        set.retries,
+		ConnectTimeout: set.connectTimeout,
+		ReadTimeout:    set.readTimeout,
+		IdleTimeout:    set.idleTimeout,
+		MaxBodySize:    set.maxBodySize,
 	}
 }
 

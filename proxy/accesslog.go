@@ -56,7 +56,8 @@ type AccessLogOptions struct {
 // separate). When the queue is full the line is dropped and counted.
 //
 // A line has the fields time (when the request began), request_id,
-// client (the peer's IP), method, host, path (without the query, which
+// client (the peer's IP; behind a trusted proxy, the real client's, see
+// TrustedProxies), method, host, path (without the query, which
 // may carry secrets), protocol, status, bytes_in and bytes_out (body
 // bytes), duration and upstream_duration (seconds), upstream (the
 // endpoint's address), namespace, ingress and service (of the route
@@ -162,7 +163,7 @@ func (a *AccessLog) record(ob *observation, code int, d time.Duration) {
 	rec := accessRecord{
 		start:    ob.start,
 		id:       ob.id[0],
-		remote:   r.RemoteAddr,
+		remote:   clientAddr(r), // the peer, or the real client behind a trusted proxy
 		method:   r.Method,
 		host:     r.Host,
 		path:     r.URL.Path,

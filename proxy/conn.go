@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"context"
+	"errors"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -67,16 +69,26 @@ func (c *conn) CloseWrite() error {
 }
 
 // framingOK takes the verdict of the oldest request whose header section
-// was read and reports whether its framing was sound. Verdicts come in
-// request order and net/http calls the handler for every request it reads
-// on a connection it keeps open, so the oldest verdict is the request's
-// own; the request line is checked anyway, and any doubt (no verdict, a
-// verdict for another request line) counts as bad.
-func (c *conn) framingOK(r *http.Request) bool {
+// was read and reports whether its framing was sound, with the verdict
+// and its number (for bodyBroken). Verdicts come in request order and
+// net/http calls the handler for every request it reads on a connection
+// it keeps open, so the oldest verdict is the request's own; the request
+// line is checked anyway, and any doubt (no verdict, a verdict for
+// another request line) counts as bad.
+func (c *conn) framingOK(r *http.Request) (verdict, uint64, bool) {
 	c.mu.Lock()
 	v, ok := c.f.next()
+	seq := c.f.taken
 	c.mu.Unlock()
-	return ok && !v.bad && v.line == requestLineHash(r.Method, r.RequestURI)
+	return v, seq, ok && !v.bad && v.line == requestLineHash(r.Method, r.RequestURI)
+}
+
+// bodyBroken reports whether the parser found the body of the seq-th
+// request malformed.
+func (c *conn) bodyBroken(seq uint64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.f.bodyBroken(seq)
 }
 
 type connKey struct{}
@@ -106,23 +118,65 @@ func (l *listener) Accept() (net.Conn, error) {
 // found ambiguous, and closes the connection: after such a request the
 // client and any intermediary in front may disagree about where the next
 // request starts (RFC 9112 §11.2), so nothing more is read from it.
+//
+// It refuses the same way an absolute-form request whose authority is not
+// its Host field (RFC 9112 §3.2: a client MUST send them identical). Go
+// routes such a request by the authority and drops the Host field, as
+// RFC 9112 §3.2.2 says; an intermediary in front that routed or cached it
+// by Host would disagree about which site it is for.
+//
+// A chunked body the parser finds malformed where Go would read on (a
+// chunk extension out of grammar) fails as it is read: the handler sees a
+// body error and answers 400, and the backend never gets the whole body.
 type guard struct {
 	next http.Handler
-	log  func(r *http.Request)
+	log  func(r *http.Request, reason string)
 }
 
 func (g guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// HTTP/2 (over TLS) has its own framing; the parser only follows
 	// HTTP/1.x.
 	if r.ProtoMajor == 1 {
-		if c := connFrom(r.Context()); c != nil && !c.framingOK(r) {
-			if g.log != nil {
-				g.log(r)
+		if c := connFrom(r.Context()); c != nil {
+			v, seq, ok := c.framingOK(r)
+			reason := "ambiguous request framing"
+			if ok && r.URL.Host != "" && r.Method != http.MethodConnect &&
+				(v.hostState == hostLong || (v.hostState == hostSeen && v.host != hostHash(r.URL.Host))) {
+				ok, reason = false, "absolute-form authority differs from Host"
 			}
-			w.Header().Set("Connection", "close")
-			writeError(w, http.StatusBadRequest)
-			return
+			if !ok {
+				if g.log != nil {
+					g.log(r, reason)
+				}
+				w.Header().Set("Connection", "close")
+				writeError(w, http.StatusBadRequest)
+				return
+			}
+			if len(r.TransferEncoding) > 0 && r.Body != nil && r.Body != http.NoBody {
+				r.Body = &guardedBody{ReadCloser: r.Body, c: c, seq: seq}
+			}
 		}
 	}
 	g.next.ServeHTTP(w, r)
+}
+
+// errMalformedChunk fails the read of a chunked body the framing parser
+// found malformed.
+var errMalformedChunk = errors.New("malformed chunked request body")
+
+// guardedBody is a chunked request body that fails once the framing
+// parser finds it malformed. The parser sees every byte before net/http's
+// chunked reader does, so no byte past the fault is ever returned.
+type guardedBody struct {
+	io.ReadCloser
+	c   *conn
+	seq uint64
+}
+
+func (b *guardedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if b.c.bodyBroken(b.seq) {
+		return 0, errMalformedChunk
+	}
+	return n, err
 }

@@ -24,12 +24,13 @@ const StatusClientClosedRequest = 499
 // short, generic, and never a backend address or an error text, which
 // would tell a client about the cluster's insides.
 var errorBodies = map[int]string{
-	http.StatusBadRequest:         "bad request\n",
-	http.StatusNotFound:           "not found\n",
-	http.StatusMethodNotAllowed:   "method not allowed\n",
-	http.StatusBadGateway:         "bad gateway\n",
-	http.StatusServiceUnavailable: "service unavailable\n",
-	http.StatusGatewayTimeout:     "gateway timeout\n",
+	http.StatusBadRequest:            "bad request\n",
+	http.StatusNotFound:              "not found\n",
+	http.StatusMethodNotAllowed:      "method not allowed\n",
+	http.StatusRequestEntityTooLarge: "content too large\n",
+	http.StatusBadGateway:            "bad gateway\n",
+	http.StatusServiceUnavailable:    "service unavailable\n",
+	http.StatusGatewayTimeout:        "gateway timeout\n",
 }
 
 // writeError writes the proxy's own response for code.
@@ -92,9 +93,13 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	if code == http.StatusBadGateway || code == http.StatusGatewayTimeout {
 		h.metrics.upstreamError(err)
 	}
-	if code == http.StatusBadRequest {
+	switch code {
+	case http.StatusBadRequest:
 		// The body's framing broke mid-request: the rest of the connection
 		// cannot be trusted (RFC 9112 §8).
+		w.Header().Set("Connection", "close")
+	case http.StatusRequestEntityTooLarge:
+		// The rest of the body is not read.
 		w.Header().Set("Connection", "close")
 	}
 	h.fail(w, r, code, msg, be, err)
@@ -104,6 +109,9 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 func classify(r *http.Request, st *reqState, err error) (int, string) {
 	if st != nil {
 		if p := st.bodyErr.Load(); p != nil {
+			if errors.Is(*p, errBodyTooLarge) {
+				return http.StatusRequestEntityTooLarge, "request body too large"
+			}
 			if r.Context().Err() != nil || clientGone(*p) {
 				return StatusClientClosedRequest, "client went away while sending the body"
 			}

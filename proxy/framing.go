@@ -25,9 +25,16 @@ import "strings"
 //     Transfer-Encoding from the handler);
 //   - a request line Go cannot parse.
 //
+// It also remembers a hash of each request's Host field, for the guard to
+// compare with the authority of an absolute-form request-target.
+//
 // To stay in step across keep-alive requests it reads each body the way Go
 // does: chunked (§7.1, with Go's own limits) when Transfer-Encoding is
-// chunked, else Content-Length bytes, else none. Whenever it meets input Go
+// chunked, else Content-Length bytes, else none. It is stricter than Go
+// about chunk extensions, which Go drops unread: one that does not follow
+// the grammar of RFC 9112 §7.1.1 (a quoted string left open, a control
+// character) could end the line elsewhere for a parser in front, so it
+// fails the body (bodyBroken) like a malformed chunk size. Whenever it meets input Go
 // might reject or read differently, it stops judging and every later
 // verdict is bad ("broken"): it never guesses, it fails closed. It is at
 // least as strict as Go, so it can only turn a request Go would serve into a
@@ -76,8 +83,21 @@ type verdict struct {
 	// checks it against the request it serves, so that a verdict is never
 	// applied to another request.
 	line uint64
-	bad  bool
+	// host is the FNV-1a hash of the Host field's value, in lower case;
+	// hostState says whether there was one.
+	host      uint64
+	hostState hostState
+	bad       bool
 }
+
+// hostState is what framing saw of a request's Host field.
+type hostState uint8
+
+const (
+	hostNone hostState = iota // no Host field
+	hostSeen                  // one, hashed in verdict.host
+	hostLong                  // longer than maxFieldPeek: not hashed
+)
 
 // framing is the parser; it is not safe for concurrent use (conn locks it).
 type framing struct {
@@ -102,6 +122,8 @@ type framing struct {
 	clBad     bool
 	teBad     bool
 	folded    bool
+	host      uint64
+	hostState hostState
 
 	remaining uint64 // body or chunk bytes left
 	excess    int64  // Go's chunk overhead accounting
@@ -109,6 +131,10 @@ type framing struct {
 
 	queue []verdict
 	head  int
+
+	judged     uint64 // verdicts queued so far
+	taken      uint64 // verdicts taken so far (next)
+	brokenBody uint64 // the number (1-based) of the request whose body broke the parser; 0 for none
 }
 
 const (
@@ -136,6 +162,7 @@ func (f *framing) reset() {
 	f.line, f.lineLen = f.line[:0], 0
 	f.http10, f.versionOK = false, false
 	f.nCL, f.nTE, f.cl, f.clBad, f.teBad, f.folded = 0, 0, 0, false, false, false
+	f.host, f.hostState = 0, hostNone
 	f.remaining, f.excess, f.trailer = 0, 0, 0
 }
 
@@ -166,7 +193,7 @@ func (f *framing) feed(p []byte) {
 			p, done = f.collect(p, maxChunkLine+1)
 			switch {
 			case f.lineLen > maxChunkLine+1:
-				f.state = stBroken // Go: "header line too long"
+				f.breakBody() // Go: "header line too long"
 			case done:
 				f.chunkSizeLine()
 			}
@@ -181,7 +208,7 @@ func (f *framing) feed(p []byte) {
 				want = '\n'
 			}
 			if p[0] != want {
-				f.state = stBroken // Go: "malformed chunked encoding"
+				f.breakBody() // Go: "malformed chunked encoding"
 				return
 			}
 			p = p[1:]
@@ -196,7 +223,7 @@ func (f *framing) feed(p []byte) {
 			p, done = f.collect(p, maxTrailer)
 			f.trailer += n - len(p)
 			if f.trailer > maxTrailer {
-				f.state = stBroken
+				f.breakBody()
 			} else if done {
 				f.trailerLine()
 			}
@@ -331,7 +358,26 @@ func (f *framing) headerLine() {
 		if !full || !asciiEqualFold(trimSpace(l[colon+1:]), "chunked") {
 			f.teBad = true
 		}
+	case asciiEqualFold(name, "host"):
+		// Go refuses a second Host field itself.
+		f.hostState = hostLong
+		if full {
+			f.hostState, f.host = hostSeen, hostHash(trimSpace(l[colon+1:]))
+		}
 	}
+}
+
+// hostHash returns the FNV-1a hash of host in lower case (ASCII).
+func hostHash[T string | []byte](host T) uint64 {
+	h := uint64(fnvOffset)
+	for i := 0; i < len(host); i++ {
+		c := host[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		h = (h ^ uint64(c)) * fnvPrime
+	}
+	return h
 }
 
 // judge queues the verdict of the request whose header section just ended
@@ -343,7 +389,8 @@ func (f *framing) judge() {
 		f.state = stBroken
 		return
 	}
-	f.queue = append(f.queue, verdict{line: f.rlHash, bad: bad})
+	f.queue = append(f.queue, verdict{line: f.rlHash, host: f.host, hostState: f.hostState, bad: bad})
+	f.judged++
 	switch {
 	case bad:
 		f.state = stBroken
@@ -365,13 +412,13 @@ func (f *framing) chunkSizeLine() {
 	l := f.line
 	f.line, f.lineLen = f.line[:0], 0
 	if len(l) == 0 || l[len(l)-1] != '\r' {
-		f.state = stBroken // bare LF (Go rejects it since CVE-2025-22871)
+		f.breakBody() // bare LF (Go rejects it since CVE-2025-22871)
 		return
 	}
 	l = l[:len(l)-1]
 	for _, c := range l {
 		if c == '\r' {
-			f.state = stBroken
+			f.breakBody()
 			return
 		}
 	}
@@ -381,19 +428,23 @@ func (f *framing) chunkSizeLine() {
 	}
 	for i, c := range l {
 		if c == ';' {
+			if !validChunkExt(l[i:]) {
+				f.breakBody()
+				return
+			}
 			l = l[:i]
 			break
 		}
 	}
 	n, ok := parseHex(l)
 	if !ok {
-		f.state = stBroken
+		f.breakBody()
 		return
 	}
 	f.excess -= 16 + (2 * int64(n)) // the same arithmetic as Go, overflow included
 	f.excess = max(f.excess, 0)
 	if f.excess > maxChunkExcess {
-		f.state = stBroken
+		f.breakBody()
 		return
 	}
 	if n == 0 {
@@ -404,6 +455,91 @@ func (f *framing) chunkSizeLine() {
 	f.state = stChunkData
 }
 
+// breakBody gives up while reading the body of the last request judged:
+// that body is malformed (bodyBroken), and every later verdict is bad.
+func (f *framing) breakBody() {
+	f.state = stBroken
+	f.brokenBody = f.judged
+}
+
+// bodyBroken reports whether the body of the request whose verdict was
+// taken seq-th (1-based) was found malformed.
+func (f *framing) bodyBroken(seq uint64) bool {
+	return f.brokenBody != 0 && f.brokenBody == seq
+}
+
+// validChunkExt reports whether ext, the part of a chunk-size line from
+// its first ";" on (trailing whitespace removed), follows RFC 9112 §7.1.1:
+//
+//	chunk-ext     = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+//	chunk-ext-val = token / quoted-string
+func validChunkExt(ext []byte) bool {
+	i := 0
+	bws := func() {
+		for i < len(ext) && (ext[i] == ' ' || ext[i] == '\t') {
+			i++
+		}
+	}
+	token := func() bool {
+		start := i
+		for i < len(ext) && isTokenChar(ext[i]) {
+			i++
+		}
+		return i > start
+	}
+	for {
+		bws()
+		if i == len(ext) {
+			return true
+		}
+		if ext[i] != ';' {
+			return false
+		}
+		i++
+		bws()
+		if !token() {
+			return false
+		}
+		bws()
+		if i == len(ext) || ext[i] != '=' {
+			continue
+		}
+		i++
+		bws()
+		switch {
+		case i < len(ext) && ext[i] == '"':
+			if i = quotedStringEnd(ext, i); i < 0 {
+				return false
+			}
+		case !token():
+			return false
+		}
+	}
+}
+
+// quotedStringEnd returns the index just past the quoted-string (RFC 9110
+// §5.6.4) that starts at b[i], or -1 when there is none.
+func quotedStringEnd(b []byte, i int) int {
+	for i++; i < len(b); i++ {
+		switch c := b[i]; {
+		case c == '"':
+			return i + 1
+		case c == '\\':
+			i++
+			if i == len(b) || !isQuotable(b[i]) {
+				return -1
+			}
+		case !isQuotable(c):
+			return -1
+		}
+	}
+	return -1
+}
+
+// isQuotable reports whether c may stand in a quoted-string, as qdtext or
+// after a backslash: HTAB, SP, VCHAR, obs-text.
+func isQuotable(c byte) bool { return c == '\t' || (c >= ' ' && c != 0x7f) }
+
 // trailerLine reads one line of the trailer section. Only CRLF-terminated
 // "name: value" lines are accepted: on anything else Go either fails or
 // depends on what happens to be in its read buffer, so framing gives up.
@@ -411,7 +547,7 @@ func (f *framing) trailerLine() {
 	l := f.line // whole: f.trailer <= maxTrailer
 	f.line, f.lineLen = f.line[:0], 0
 	if len(l) == 0 || l[len(l)-1] != '\r' {
-		f.state = stBroken
+		f.breakBody()
 		return
 	}
 	l = l[:len(l)-1]
@@ -420,7 +556,7 @@ func (f *framing) trailerLine() {
 		return
 	}
 	if !validField(l) {
-		f.state = stBroken
+		f.breakBody()
 	}
 }
 
@@ -539,6 +675,7 @@ func (f *framing) next() (v verdict, ok bool) {
 	}
 	v = f.queue[f.head]
 	f.head++
+	f.taken++
 	if f.head == len(f.queue) {
 		f.queue, f.head = f.queue[:0], 0
 	}

@@ -87,6 +87,9 @@ func TestFramingVerdicts(t *testing.T) {
 		{"chunk size too long", "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n00000000000000001\r\nx\r\n0\r\n\r\n", "ok POST /a", true},
 		{"chunk size with space", "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1 ;x\r\nx\r\n0\r\n\r\n", "ok POST /a", true},
 		{"trailer bare LF", "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: y\n\r\nGET /b HTTP/1.1\n\n", "ok POST /a", true},
+		{"chunk extension quoted", "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;a=\"b;c\\\"\";d\r\nx\r\n0\r\n\r\nGET /b HTTP/1.1\n\n", "ok POST /a, ok GET /b", false},
+		{"chunk extension quote left open", "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;a=\"b\r\nx\r\n0\r\n\r\nGET /b HTTP/1.1\n\n", "ok POST /a", true},
+		{"chunk extension control character", "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;a=b\x01\r\nx\r\n0\r\n\r\nGET /b HTTP/1.1\n\n", "ok POST /a", true},
 		{"trailer without colon", "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nGET /b HTTP/1.1\r\n\r\n", "ok POST /a", true},
 	}
 	for _, tt := range tests {
@@ -104,6 +107,35 @@ func TestFramingVerdicts(t *testing.T) {
 				}
 				if got := f.state == stBroken; got != tt.broken {
 					t.Errorf("chunks %v: broken = %v, want %v", sizes, got, tt.broken)
+				}
+			}
+		})
+	}
+}
+
+// TestFramingBodyBroken: a malformed body is blamed on its own request,
+// not on the one before it, and a bad header section on no body.
+func TestFramingBodyBroken(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		in   string
+		want uint64 // the request whose body broke; 0 for none
+	}{
+		{"second body", "POST /a HTTP/1.1\r\nContent-Length: 1\r\n\r\nxPOST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;\x00\r\nx\r\n0\r\n\r\n", 2},
+		{"first body", "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nGET /b HTTP/1.1\r\n\r\n", 1},
+		{"bad header after a good body", "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 0},
+		{"sound", "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;x=y\r\nx\r\n0\r\n\r\n", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var f framing
+			f.feed([]byte(tt.in))
+			for seq := uint64(1); seq <= 2; seq++ {
+				f.next()
+				if got := f.bodyBroken(seq); got != (seq == tt.want) {
+					t.Errorf("bodyBroken(%d) = %v, want %v", seq, got, seq == tt.want)
 				}
 			}
 		})

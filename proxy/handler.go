@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httputil"
@@ -51,6 +52,11 @@ type Options struct {
 	Metrics *Metrics
 	// AccessLog gets a line per request. Nil means no access log.
 	AccessLog *AccessLog
+	// Health is the passive health tracker: it ejects endpoints that keep
+	// failing. Nil means one of the Handler's own with the defaults
+	// (balancer.DefaultFailureThreshold and so on); tests set one with a
+	// short ejection and a clock of their own.
+	Health *balancer.Health
 }
 
 // Handler is the reverse proxy: it serves each request from the routing
@@ -59,6 +65,7 @@ type Handler struct {
 	table     atomic.Pointer[route.Table]
 	balancers *balancer.Registry
 	inflight  *balancer.InFlight
+	health    *balancer.Health
 	proxy     *httputil.ReverseProxy
 	transport *transports // nil when Options.Transport was given
 	log       *zap.Logger
@@ -75,10 +82,14 @@ func New(opts Options) *Handler {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	inflight := new(balancer.InFlight)
+	inflight, health := new(balancer.InFlight), opts.Health
+	if health == nil {
+		health = new(balancer.Health)
+	}
 	h := &Handler{
-		balancers: balancer.NewRegistry(inflight),
+		balancers: balancer.NewRegistry(inflight, health),
 		inflight:  inflight,
+		health:    health,
 		log:       log,
 		metrics:   opts.Metrics,
 		accessLog: opts.AccessLog,
@@ -92,6 +103,7 @@ func New(opts Options) *Handler {
 	if h.observing {
 		rt = timedTransport{next: rt}
 	}
+	rt = &retryTransport{h: h, next: rt}
 	// One ReverseProxy for every request: what differs per request (the
 	// endpoint) travels in the request's context.
 	h.proxy = &httputil.ReverseProxy{
@@ -111,9 +123,11 @@ func New(opts Options) *Handler {
 
 // Swap makes t the table new requests are served from (nil means an empty
 // table). Requests already running finish on the table they started with;
-// none is blocked or dropped. Balancer state and in-flight counts carry
-// over by backend key and endpoint address; what t no longer uses is
-// forgotten.
+// none is blocked or dropped. Balancer state, in-flight counts, passive
+// health and connection pools carry over by backend key and endpoint
+// address; what t no longer uses is forgotten, and the idle connections to
+// endpoints t no longer has are closed (the busy ones when their requests
+// end).
 func (h *Handler) Swap(t *route.Table) {
 	if t == nil {
 		t = route.Empty()
@@ -124,7 +138,21 @@ func (h *Handler) Swap(t *route.Table) {
 		h.log.Warn("unknown balancer policy, using round-robin", zap.Error(err))
 	}
 	h.metrics.sync(t)
+	if h.transport != nil {
+		h.transport.retain(endpointAddrs(t))
+	}
 	h.table.Store(t)
+}
+
+// endpointAddrs returns the endpoint addresses of t's backends.
+func endpointAddrs(t *route.Table) []string {
+	var addrs []string
+	for _, b := range t.Backends() {
+		for _, ep := range b.Endpoints {
+			addrs = append(addrs, ep.Address)
+		}
+	}
+	return addrs
 }
 
 // Table returns the table requests are served from.
@@ -140,9 +168,11 @@ func (h *Handler) CloseIdleConnections() {
 // ServeHTTP proxies r to an endpoint of the backend its route names.
 //
 // The flow: load the table once (the request sees one table from start to
-// end), look up host and path, pick an endpoint with the backend's balancer,
+// end), look up host and path, refuse a body the backend does not take,
+// pick an endpoint with the backend's balancer (skipping ejected ones),
 // count the request in flight to it, and hand over to the ReverseProxy,
-// whose Rewrite aims the outgoing request at that endpoint.
+// whose Rewrite aims the outgoing request at that endpoint and whose
+// Transport (retryTransport) may move it to another one.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The observation records the status and sizes and carries the request
 	// ID; an outer Observe may have started it already.
@@ -177,17 +207,23 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ob.route = rt
 	be := rt.Backend
-	ep := h.balancers.Get(be).Pick(be.Endpoints, r)
+	if be.MaxBodySize > 0 && r.ContentLength > be.MaxBodySize {
+		// RFC 9110 §15.5.14. The body is not read: the connection ends.
+		w.Header().Set("Connection", "close")
+		h.fail(w, r, http.StatusRequestEntityTooLarge, "request body too large", be, nil)
+		return
+	}
+	ep := h.balancers.Pick(be, r)
 	if ep == nil {
 		// No endpoints: none ready, or the backend is Unavailable.
 		h.fail(w, r, http.StatusServiceUnavailable, "no endpoint", be, nil)
 		return
 	}
-	c := h.inflight.Acquire(ep.Address)
-	defer c.Release()
 
 	st := &ob.st
 	st.Context, st.backend, st.endpoint, st.requestID = r.Context(), be, ep, ob.id[:]
+	st.counter = h.inflight.Acquire(ep.Address)
+	defer st.done()
 	out := r.WithContext(st)
 	if r.Body != nil && r.Body != http.NoBody {
 		st.body = reqBody{ReadCloser: r.Body, st: st}
@@ -202,9 +238,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 type reqState struct {
 	context.Context
 	backend  *route.Backend
-	endpoint *route.Endpoint
-	body     reqBody
+	endpoint *route.Endpoint       // of the current attempt
+	counter  *balancer.Counter     // in-flight count of endpoint
+	pools    *endpointPools        // whose connection the response came on; nil: none yet
+	body     reqBody               // the client's body, as the first attempt reads it
 	bodyErr  atomic.Pointer[error] // the first error reading the client's body
+
+	// bodyOwner says which attempt may read the client's body, and
+	// whether it has: attempt<<1, plus 1 once a read started. A retry
+	// takes the body over only from an attempt that never read it.
+	bodyOwner atomic.Int32
+	attempt   int32    // the current attempt, from 0
+	tried     []string // addresses attempted before the current one
 
 	requestID []string      // the X-Request-Id value sent to the endpoint
 	bodyBytes atomic.Int64  // bytes of the client's body read (the Transport reads it)
@@ -223,25 +268,88 @@ func (s *reqState) Value(key any) any {
 	return s.Context.Value(key)
 }
 
+// done ends the request's use of its endpoint.
+func (s *reqState) done() {
+	s.counter.Release()
+	if s.pools != nil {
+		s.pools.release()
+	}
+}
+
 func stateOf(r *http.Request) *reqState {
 	st, _ := r.Context().Value(stateKey{}).(*reqState)
 	return st
 }
 
-// reqBody records an error reading the client's request body, so that the
-// ErrorHandler can blame the client (400, 499) rather than the backend.
-// The Transport reads it from its own goroutine.
+// reqBody is the client's request body as one attempt reads it. It records
+// the first error reading it, so that the ErrorHandler can blame the
+// client (400, 499) rather than the backend, counts the bytes, enforces
+// the backend's MaxBodySize, and makes sure that only one attempt ever
+// reads it. The Transport reads it from its own goroutine.
 type reqBody struct {
 	io.ReadCloser
-	st *reqState
+	st      *reqState
+	attempt int32
 }
 
+// errBodyTooLarge is the error reading a body past the backend's
+// MaxBodySize; the client gets 413.
+var errBodyTooLarge = errors.New("request body larger than the backend's limit")
+
+// errBodyMoved is what an attempt that was given up reads from the body
+// that a retry took over.
+var errBodyMoved = errors.New("request body taken over by a retry")
+
 func (b *reqBody) Read(p []byte) (int, error) {
+	st := b.st
+	if !st.claimBody(b.attempt) {
+		return 0, errBodyMoved
+	}
+	limit := st.backend.MaxBodySize
+	if limit > 0 {
+		// Read at most one byte past the limit, to see whether there is
+		// more.
+		if left := limit - st.bodyBytes.Load(); int64(len(p)) > left+1 {
+			p = p[:left+1]
+		}
+	}
 	n, err := b.ReadCloser.Read(p)
-	b.st.bodyBytes.Add(int64(n))
+	total := st.bodyBytes.Add(int64(n))
+	if limit > 0 && total > limit {
+		st.bodyBytes.Add(limit - total)
+		n -= int(total - limit)
+		err = errBodyTooLarge
+	}
 	if err != nil && err != io.EOF {
 		e := err // a copy, so that only a failing Read allocates
-		b.st.bodyErr.CompareAndSwap(nil, &e)
+		st.bodyErr.CompareAndSwap(nil, &e)
 	}
 	return n, err
+}
+
+// Close closes the client's body if this attempt read from it. A body
+// no attempt read stays open for a retry; net/http closes it when the
+// handler returns.
+func (b *reqBody) Close() error {
+	if b.st.bodyOwner.Load() == b.attempt<<1|1 {
+		return b.ReadCloser.Close()
+	}
+	return nil
+}
+
+// claimBody reports whether attempt may read the body, marking it read.
+func (s *reqState) claimBody(attempt int32) bool {
+	mine := attempt << 1
+	for {
+		switch o := s.bodyOwner.Load(); o {
+		case mine | 1:
+			return true
+		case mine:
+			if s.bodyOwner.CompareAndSwap(o, mine|1) {
+				return true
+			}
+		default:
+			return false
+		}
+	}
 }

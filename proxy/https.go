@@ -34,10 +34,11 @@ type TLSOptions struct {
 
 // ServeTLS accepts connections on ln, a plain TCP listener, terminates TLS
 // on them and serves HTTP/1.1 and HTTP/2 (chosen by ALPN) until Shutdown
-// or Close. Handshakes run on the connection's own goroutine, so a slow
-// client never holds up others. HTTP/1.1 connections are read through the
-// framing parser, like Serve's; HTTP/2 has unambiguous framing of its own
-// and goes to net/http's HTTP/2 server.
+// or Close. Handshakes (and, with ServerOptions.ProxyProtocol, reading the
+// PROXY header before them) run on the connection's own goroutine, so a
+// slow client never holds up others. HTTP/1.1 connections are read through
+// the framing parser, like Serve's; HTTP/2 has unambiguous framing of its
+// own and goes to net/http's HTTP/2 server.
 //
 // A Server serves either Serve or ServeTLS, not both.
 func (s *Server) ServeTLS(ln net.Listener, opts TLSOptions) error {
@@ -70,6 +71,8 @@ func (s *Server) ServeTLS(ln net.Listener, opts TLSOptions) error {
 		onClose:  s.untrack,
 		log:      s.log,
 		ready:    make(chan net.Conn),
+		proxy:    s.proxyProto,
+		proxyTO:  s.readHeader,
 		done:     make(chan struct{}),
 	}
 	err := s.srv.Serve(tl)
@@ -100,6 +103,8 @@ type tlsListener struct {
 	observe func(tls.ConnectionState, error)
 	onClose func(*conn)
 	log     *zap.Logger
+	proxy   bool          // a PROXY protocol header comes before the ClientHello
+	proxyTO time.Duration // bounds reading it
 
 	ready     chan net.Conn // handshaken connections for Accept
 	done      chan struct{} // closed by Close
@@ -138,7 +143,16 @@ func (l *tlsListener) acceptLoop() {
 }
 
 func (l *tlsListener) handshake(raw net.Conn) {
-	tc := tls.Server(raw, l.config)
+	in := raw
+	if l.proxy {
+		pc := newProxyConn(raw, l.proxyTO, l.log)
+		if pc.handshake() != nil { // logged by the proxyConn
+			_ = raw.Close()
+			return
+		}
+		in = pc
+	}
+	tc := tls.Server(in, l.config)
 	ctx, cancel := context.WithTimeout(context.Background(), l.timeout)
 	err := tc.HandshakeContext(ctx)
 	cancel()
@@ -147,7 +161,7 @@ func (l *tlsListener) handshake(raw net.Conn) {
 	}
 	if err != nil {
 		if ce := l.log.Check(zap.DebugLevel, "tls handshake failed"); ce != nil {
-			ce.Write(zap.String("remote", raw.RemoteAddr().String()), zap.Error(err))
+			ce.Write(zap.String("remote", in.RemoteAddr().String()), zap.Error(err))
 		}
 		_ = raw.Close()
 		return

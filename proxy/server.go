@@ -46,6 +46,18 @@ type ServerOptions struct {
 	// Metrics counts the open client connections
 	// (postern_proxy_open_connections). Nil means no metrics.
 	Metrics *Metrics
+	// TrustedProxies are the peers whose forwarding headers
+	// (X-Forwarded-*, X-Real-IP, Forwarded) are passed on and whose
+	// X-Forwarded-For names the client in the access log. Nil means no
+	// one: a client's own forwarding headers are replaced or removed.
+	TrustedProxies *TrustedProxies
+	// ProxyProtocol requires every connection to start with a PROXY
+	// protocol header (v1 or v2, before TLS on ServeTLS), read within
+	// ReadHeaderTimeout; its source address becomes the request's
+	// RemoteAddr, and so the peer TrustedProxies judges. A connection
+	// without a valid header is closed unanswered. False means no header
+	// is expected (one sent is a malformed request).
+	ProxyProtocol bool
 }
 
 // Server serves a handler on plain-HTTP listeners, with the framing guard
@@ -61,9 +73,11 @@ type ServerOptions struct {
 // HTTP/1.1 itself. ServeTLS terminates TLS first and runs HTTP/1.1
 // connections through the same parser; HTTP/2 has framing of its own.
 type Server struct {
-	srv     *http.Server
-	log     *zap.Logger
-	metrics *Metrics // nil: none
+	srv        *http.Server
+	log        *zap.Logger
+	metrics    *Metrics // nil: none
+	proxyProto bool     // connections start with a PROXY protocol header
+	readHeader time.Duration
 
 	mu       sync.Mutex
 	hijacked map[*conn]struct{} // connections handed over to a handler (WebSockets)
@@ -71,7 +85,7 @@ type Server struct {
 
 // NewServer returns a Server for h.
 func NewServer(h http.Handler, opts ServerOptions) *Server {
-	s := &Server{log: opts.Logger, metrics: opts.Metrics, hijacked: make(map[*conn]struct{})}
+	s := &Server{log: opts.Logger, metrics: opts.Metrics, proxyProto: opts.ProxyProtocol, hijacked: make(map[*conn]struct{})}
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
@@ -87,6 +101,7 @@ func NewServer(h http.Handler, opts ServerOptions) *Server {
 	if maxHeader <= 0 {
 		maxHeader = DefaultMaxHeaderBytes
 	}
+	s.readHeader = readHeader
 	s.srv = &http.Server{
 		Handler:           guard{next: h, log: s.logRejected},
 		ReadHeaderTimeout: readHeader,
@@ -106,13 +121,24 @@ func NewServer(h http.Handler, opts ServerOptions) *Server {
 		// request; Go's own "OPTIONS *" handler would skip it.
 		DisableGeneralOptionsHandler: true,
 	}
+	if t := opts.TrustedProxies; !t.empty() {
+		// Once per listener: the handler finds the trusted networks in
+		// every request's context (trustedPeer).
+		s.srv.BaseContext = func(net.Listener) context.Context {
+			return context.WithValue(context.Background(), trustKey{}, t)
+		}
+	}
 	return s
 }
 
 // Serve accepts connections on ln until Shutdown or Close, and closes ln.
 // It returns nil after Shutdown or Close, otherwise the accept error.
 func (s *Server) Serve(ln net.Listener) error {
-	err := s.srv.Serve(&listener{Listener: ln, onClose: s.untrack})
+	inner := ln
+	if s.proxyProto {
+		inner = &proxyListener{Listener: ln, timeout: s.readHeader, log: s.log}
+	}
+	err := s.srv.Serve(&listener{Listener: inner, onClose: s.untrack})
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
@@ -219,8 +245,8 @@ func (s *Server) closeHijacked() {
 }
 
 // logRejected logs a request the framing guard refused.
-func (s *Server) logRejected(r *http.Request) {
-	if ce := s.log.Check(zap.DebugLevel, "ambiguous request framing"); ce != nil {
+func (s *Server) logRejected(r *http.Request, reason string) {
+	if ce := s.log.Check(zap.DebugLevel, reason); ce != nil {
 		ce.Write(zap.Int("status", http.StatusBadRequest), zap.String("method", r.Method),
 			zap.String("host", r.Host), zap.String("path", r.URL.Path), zap.String("remote", r.RemoteAddr))
 	}

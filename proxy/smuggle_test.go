@@ -2,11 +2,13 @@ package proxy
 
 import (
 	"bufio"
+	"crypto/tls"
 	"io"
 	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/postern-dev/postern/proxy/route"
 )
@@ -60,6 +62,9 @@ func TestMalformedFraming(t *testing.T) {
 		{name: "good chunked", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n5\nhello\n0\n\n", want: 200, body: "hello"},
 		{name: "chunked with extension and trailer", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: Chunked\n\n5;ext=1\nhello\n0\nX-Sum: 1\n\n", want: 200, body: "hello"},
 		{name: "equal duplicate Content-Length", req: "POST / HTTP/1.1\nHost: a\nContent-Length: 5\nContent-Length: 5\n\nhello", want: 200, body: "hello"},
+		{name: "chunk extensions in grammar", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n5; a = \"q\\\"t\" ;b;c=d\t\nhello\n0;e\n\n", want: 200, body: "hello"},
+		{name: "absolute-form, same Host", req: "POST http://A/x HTTP/1.1\nHost: a\nContent-Length: 2\n\nhi", want: 200, body: "hi"},
+		{name: "absolute-form, HTTP/1.0 without Host", req: "POST http://a/x HTTP/1.0\nContent-Length: 2\n\nhi", want: 200, body: "hi", close: true},
 
 		{name: "Content-Length then Transfer-Encoding", req: "POST / HTTP/1.1\nHost: a\nContent-Length: 4\nTransfer-Encoding: chunked\n\n0\n\n", want: 400, close: true},
 		{name: "Transfer-Encoding then Content-Length", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\nContent-Length: 30\n\n0\n\n", want: 400, close: true},
@@ -69,6 +74,21 @@ func TestMalformedFraming(t *testing.T) {
 		{name: "HTTP/1.0 with Transfer-Encoding", req: "POST / HTTP/1.0\nHost: a\nTransfer-Encoding: chunked\nContent-Length: 5\n\nhello", want: 400, close: true},
 		{name: "HTTP/1.0 with Transfer-Encoding only", req: "POST / HTTP/1.0\nHost: a\nTransfer-Encoding: chunked\n\n0\n\n", want: 400, close: true},
 		{name: "bad chunk size", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\nzz\nhello\n0\n\n", want: 400, close: true, bodyError: true},
+		{name: "negative chunk size", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n-5\nhello\n0\n\n", want: 400, close: true, bodyError: true},
+		{name: "chunk size overflows 64 bits", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n10000000000000005\nhello\n0\n\n", want: 400, close: true, bodyError: true},
+		{name: "chunk size 0x", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n0x5\nhello\n0\n\n", want: 400, close: true, bodyError: true},
+		{name: "second chunk size bad", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n5\nhello\n5g\nworld\n0\n\n", want: 400, close: true, bodyError: true},
+		{name: "chunk extension with NUL", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n5;a\x00\nhello\n0\n\n", want: 400, close: true, bodyError: true},
+		{name: "chunk extension quote left open", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n5;a=\"b\nhello\n0\n\n", want: 400, close: true, bodyError: true},
+		{name: "chunk extension without name", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n5;=b\nhello\n0\n\n", want: 400, close: true, bodyError: true},
+		{name: "chunk extension empty", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n5;\nhello\n0\n\n", want: 400, close: true, bodyError: true},
+		{name: "chunk extension bare CR", req: "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;a\rb\r\nhello\r\n0\r\n\r\n", want: 400, close: true, bodyError: true},
+		{name: "last chunk extension garbage", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n5\nhello\n0;a b\n\n", want: 400, close: true, bodyError: true},
+		{name: "obs-fold with tab", req: "GET / HTTP/1.1\nHost: a\nX-Long: a\n\tb\n\n", want: 400, close: true},
+		{name: "absolute-form, other Host", req: "GET http://evil.example/ HTTP/1.1\nHost: a\n\n", want: 400, close: true},
+		{name: "absolute-form, other port", req: "GET http://a:8080/ HTTP/1.1\nHost: a\n\n", want: 400, close: true},
+		{name: "absolute-form, long Host", req: "GET http://a/ HTTP/1.1\nHost: a" + strings.Repeat("a", 300) + "\n\n", want: 400, close: true},
+		{name: "bare LF ends a field before Transfer-Encoding", req: "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nX-A: a\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", want: 400, close: true},
 		{name: "bare LF after chunk size", req: "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n", want: 400, close: true, bodyError: true},
 
 		// Go's own parser answers these before any handler runs.
@@ -81,6 +101,11 @@ func TestMalformedFraming(t *testing.T) {
 		{name: "Content-Length list", req: "POST / HTTP/1.1\nHost: a\nContent-Length: 5, 5\n\nhello", want: 400, close: true},
 		{name: "space before colon", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding : chunked\nContent-Length: 5\n\nhello", want: 400, close: true},
 		{name: "no Host", req: "GET / HTTP/1.1\n\n", want: 400, close: true},
+		{name: "NUL in a field value", req: "GET / HTTP/1.1\nHost: a\nX-A: a\x00b\n\n", want: 400, close: true},
+		{name: "NUL in Transfer-Encoding", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\x00\nContent-Length: 5\n\nhello", want: 400, close: true},
+		{name: "bare CR in a field value", req: "GET / HTTP/1.1\r\nHost: a\r\nX-A: a\rb\r\n\r\n", want: 400, close: true},
+		{name: "bare CR hiding Transfer-Encoding", req: "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nX-A: a\rTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", want: 400, close: true},
+		{name: "duplicate Host", req: "GET / HTTP/1.1\nHost: a\nHost: b\n\n", want: 400, close: true},
 		{name: "HTTP/2.0 request line", req: "GET / HTTP/2.0\nHost: a\n\n", want: 505, close: true},
 	}
 	for _, tt := range tests {
@@ -250,5 +275,55 @@ func TestKeepAliveStaysInStep(t *testing.T) {
 		if got := readResponses(t, br, 1); len(got) != 1 || got[0].StatusCode != http.StatusOK {
 			t.Fatalf("%q: %v", r, got)
 		}
+	}
+}
+
+// TestSmugglingOverTLS: HTTP/1.1 over TLS goes through the same checks
+// (TestServeTLSFramingGuard covers Content-Length with Transfer-Encoding).
+func TestSmugglingOverTLS(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, req string
+		bodyError bool
+	}{
+		{name: "absolute-form, other Host", req: "GET http://evil.example/ HTTP/1.1\r\nHost: a\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n"},
+		{name: "obs-fold", req: "GET / HTTP/1.1\r\nHost: a\r\nX-A: a\r\n b\r\n\r\n"},
+		{name: "chunk extension garbage", req: "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;a=\"b\r\nhello\r\n0\r\n\r\n", bodyError: true},
+	}
+	pki := newTestPKI(t, "default")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			e := new(echoBackend)
+			e.testBackend = newBackend(t, "b", func(w http.ResponseWriter, r *http.Request) {
+				if _, err := io.ReadAll(r.Body); err == nil {
+					e.complete.Add(1)
+				}
+			})
+			h := New(Options{})
+			t.Cleanup(h.CloseIdleConnections)
+			h.Swap(route.NewTable(nil, &route.Route{Backend: backendOf("b", "", e.testBackend)}))
+			addr, _, _ := startTLSServer(t, h, pki.serverConfig())
+			c, err := (&tls.Dialer{Config: &tls.Config{RootCAs: pki.pool, ServerName: "default", NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12}}).DialContext(t.Context(), "tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(testTimeout))
+			if _, err := io.WriteString(c, tt.req); err != nil {
+				t.Fatal(err)
+			}
+			br := bufio.NewReader(c)
+			resps := readResponses(t, br, 2)
+			if len(resps) != 1 || resps[0].StatusCode != http.StatusBadRequest {
+				t.Fatalf("responses %v, want one 400 and a closed connection", resps)
+			}
+			if n := e.complete.Load(); tt.bodyError && n != 0 {
+				t.Errorf("the backend read %d complete requests, want none", n)
+			}
+			if n := e.hits.Load(); !tt.bodyError && n != 0 {
+				t.Errorf("the backend got %d requests, want none", n)
+			}
+		})
 	}
 }

@@ -275,7 +275,7 @@ func table(backends ...*route.Backend) *route.Table {
 
 func TestRegistryStateSurvivesSwap(t *testing.T) {
 	t.Parallel()
-	r := NewRegistry(nil)
+	r := NewRegistry(nil, nil)
 	b1 := backend("ns/web:80", "", 3)
 	if err := r.Sync(table(b1)); err != nil {
 		t.Fatal(err)
@@ -318,7 +318,7 @@ func TestRegistryStateSurvivesSwap(t *testing.T) {
 
 func TestRegistryUnknownPolicy(t *testing.T) {
 	t.Parallel()
-	r := NewRegistry(new(InFlight))
+	r := NewRegistry(new(InFlight), nil)
 	b := backend("ns/web:80", "fastest", 2)
 	err := r.Sync(table(b, backend("ns/ok:80", "", 1)))
 	if !errors.Is(err, ErrUnknownPolicy) {
@@ -338,7 +338,7 @@ func TestRegistryUnknownPolicy(t *testing.T) {
 
 func TestRegistryGetWithoutSync(t *testing.T) {
 	t.Parallel()
-	r := NewRegistry(nil)
+	r := NewRegistry(nil, nil)
 	b := backend("ns/web:80", PolicyLeastRequest, 2)
 	bal := r.Get(b)
 	if r.Get(b) != bal || r.Len() != 1 {
@@ -350,7 +350,7 @@ func TestRegistryGetWithoutSync(t *testing.T) {
 // release while tables are swapped in.
 func TestConcurrentUse(t *testing.T) {
 	t.Parallel()
-	r := NewRegistry(nil)
+	r := NewRegistry(nil, nil)
 	tables := []*route.Table{
 		table(backend("ns/a:80", "", 3), backend("ns/b:80", PolicyLeastRequest, 4)),
 		table(backend("ns/a:80", PolicyLeastRequest, 2), backend("ns/c:80", "", 5)),
@@ -395,7 +395,7 @@ func TestConcurrentUse(t *testing.T) {
 }
 
 func TestHotPathDoesNotAllocate(t *testing.T) {
-	r := NewRegistry(nil)
+	r := NewRegistry(nil, nil)
 	rr := backend("ns/a:80", "", 3)
 	lr := backend("ns/b:80", PolicyLeastRequest, 3)
 	if err := r.Sync(table(rr, lr)); err != nil {

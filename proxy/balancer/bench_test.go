@@ -35,7 +35,7 @@ func BenchmarkPick(b *testing.B) {
 }
 
 func BenchmarkRegistryGet(b *testing.B) {
-	r := NewRegistry(nil)
+	r := NewRegistry(nil, nil)
 	be := backend("ns/web:80", PolicyLeastRequest, 16)
 	if err := r.Sync(table(be, backend("ns/other:80", "", 4))); err != nil {
 		b.Fatal(err)

@@ -3,6 +3,8 @@ package balancer
 import (
 	"errors"
 	"fmt"
+	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -13,12 +15,14 @@ import (
 // balancer's state (the round-robin position) survives table swaps: the
 // controller builds new *route.Backend values on every change, but their
 // Key stays the same. It also owns the InFlight tracker its LeastRequest
-// balancers read.
+// balancers read, and the Health tracker whose ejected endpoints Pick
+// skips.
 //
 // Like InFlight, lookups never lock: the map is copied on write, in bulk by
 // Sync when a table is swapped in.
 type Registry struct {
 	inflight *InFlight
+	health   *Health
 	m        atomic.Pointer[map[registryKey]Balancer]
 	mu       sync.Mutex // serialises writers of m
 }
@@ -28,12 +32,94 @@ type registryKey struct {
 }
 
 // NewRegistry returns an empty registry whose balancers count requests in
-// inflight; nil means a new tracker of its own.
-func NewRegistry(inflight *InFlight) *Registry {
+// inflight and whose picks skip the endpoints health ejected; nil means a
+// new tracker of its own, for either.
+func NewRegistry(inflight *InFlight, health *Health) *Registry {
 	if inflight == nil {
 		inflight = new(InFlight)
 	}
-	return &Registry{inflight: inflight}
+	if health == nil {
+		health = new(Health)
+	}
+	return &Registry{inflight: inflight, health: health}
+}
+
+// Health returns the passive health tracker whose ejected endpoints Pick
+// skips; the proxy records the outcome of every attempt in it.
+func (r *Registry) Health() *Health { return r.health }
+
+// Pick returns the endpoint of b that req goes to: the pick of b's
+// balancer, among the endpoints Health has not ejected. When every
+// endpoint is ejected it picks among all of them (fail open): health
+// never makes a backend answer 503. Nil means b has no endpoints.
+//
+// While the balancer's first pick is not ejected, which is always the case
+// while no endpoint is, Pick costs what Get and Balancer.Pick cost and does
+// not allocate.
+func (r *Registry) Pick(b *route.Backend, req *http.Request) *route.Endpoint {
+	bal := r.Get(b)
+	ep := bal.Pick(b.Endpoints, req)
+	if ep == nil || !r.health.Ejected(ep.Address) {
+		return ep
+	}
+	if alt := r.pickAmong(bal, b.Endpoints, req, nil, false); alt != nil {
+		return alt
+	}
+	return ep // every endpoint is ejected: fail open
+}
+
+// PickRetry returns the endpoint of b a retry of req goes to: one not in
+// tried (the addresses already attempted), not ejected if there is such
+// an endpoint, picked by b's balancer. Nil means every endpoint was tried.
+// It allocates; it is for the rare request whose attempt failed.
+func (r *Registry) PickRetry(b *route.Backend, req *http.Request, tried []string) *route.Endpoint {
+	return r.pickAmong(r.Get(b), b.Endpoints, req, tried, true)
+}
+
+// pickAmong picks with bal among the endpoints not in skip that are not
+// ejected; when all of those are ejected, among them if failOpen, else
+// it returns nil. The result points into endpoints; nil also means every
+// endpoint is in skip.
+func (r *Registry) pickAmong(bal Balancer, endpoints []route.Endpoint, req *http.Request, skip []string, failOpen bool) *route.Endpoint {
+	untried, healthy := 0, 0
+	for i := range endpoints {
+		if addr := endpoints[i].Address; !slices.Contains(skip, addr) {
+			untried++
+			if !r.health.Ejected(addr) {
+				healthy++
+			}
+		}
+	}
+	n := healthy
+	if n == 0 {
+		if !failOpen {
+			return nil
+		}
+		n = untried
+	}
+	if n == 0 {
+		return nil
+	}
+	sub := make([]route.Endpoint, 0, n)
+	idx := make([]int, 0, n) // sub[j] is endpoints[idx[j]]
+	for i := range endpoints {
+		addr := endpoints[i].Address
+		if slices.Contains(skip, addr) || (healthy > 0 && r.health.Ejected(addr)) {
+			continue
+		}
+		sub = append(sub, endpoints[i])
+		idx = append(idx, i)
+	}
+	if len(sub) == 0 {
+		return nil // every candidate was ejected between the two scans
+	}
+	ep := bal.Pick(sub, req)
+	for j := range sub {
+		if &sub[j] == ep {
+			return &endpoints[idx[j]]
+		}
+	}
+	return &endpoints[idx[0]] // a balancer breaking its contract
 }
 
 // InFlight returns the tracker of requests in flight per endpoint address
@@ -108,6 +194,7 @@ func (r *Registry) Sync(t *route.Table) error {
 	r.m.Store(&m)
 	r.mu.Unlock()
 	r.inflight.Retain(addrs)
+	r.health.Retain(addrs)
 	return errors.Join(errs...)
 }
 

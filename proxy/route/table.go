@@ -2,8 +2,10 @@ package route
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 	"strings"
+	"time"
 )
 
 // PathType says how a route's path is compared with a request path.
@@ -75,6 +77,67 @@ type Backend struct {
 	// the zero value), ProtocolHTTPS, ProtocolH2C, ProtocolGRPC or
 	// ProtocolGRPCS.
 	Protocol Protocol `json:"protocol,omitempty"`
+
+	// Retries is how many times a request that could not reach an
+	// endpoint (connection refused or reset before any response byte) is
+	// sent again, each time to another endpoint of the backend, when that
+	// is safe (see the proxy's package doc). Zero means DefaultRetries; a
+	// negative value means no retries.
+	Retries int `json:"retries,omitempty"`
+	// ConnectTimeout bounds connecting to an endpoint; zero means the
+	// proxy's default (proxy.Options.DialTimeout).
+	ConnectTimeout Duration `json:"connectTimeout,omitempty"`
+	// ReadTimeout bounds the wait for an endpoint's response headers once
+	// the request is sent (the proxy answers 504); zero means the proxy's
+	// default (proxy.Options.ResponseHeaderTimeout).
+	ReadTimeout Duration `json:"readTimeout,omitempty"`
+	// IdleTimeout is the longest an endpoint may stay silent while the
+	// proxy waits for the next part of a response body; the response is
+	// cut when it is exceeded. Zero means no limit.
+	IdleTimeout Duration `json:"idleTimeout,omitempty"`
+	// MaxBodySize is the largest request body, in bytes, sent to the
+	// backend; a larger one answers 413. Zero means no limit.
+	MaxBodySize int64 `json:"maxBodySize,omitempty"`
+}
+
+// Retry limits of Backend.Retries.
+const (
+	// DefaultRetries is the number of retries of a Backend whose Retries
+	// is zero.
+	DefaultRetries = 1
+	// MaxRetries is the most retries a backend may ask for.
+	MaxRetries = 5
+)
+
+// RetryBudget returns how many retries b allows: Retries, with zero
+// meaning DefaultRetries and a negative value none, capped at MaxRetries.
+func (b *Backend) RetryBudget() int {
+	switch {
+	case b.Retries < 0:
+		return 0
+	case b.Retries == 0:
+		return DefaultRetries
+	}
+	return min(b.Retries, MaxRetries)
+}
+
+// Duration is a time.Duration that a table renders as text ("1m30s")
+// rather than as a number of nanoseconds.
+type Duration time.Duration
+
+// MarshalText returns the duration as time.Duration.String writes it.
+func (d Duration) MarshalText() ([]byte, error) {
+	return []byte(time.Duration(d).String()), nil
+}
+
+// UnmarshalText parses what MarshalText wrote.
+func (d *Duration) UnmarshalText(text []byte) error {
+	v, err := time.ParseDuration(string(text))
+	if err != nil {
+		return fmt.Errorf("parse duration: %w", err)
+	}
+	*d = Duration(v)
+	return nil
 }
 
 // Protocol is the protocol spoken to a backend's endpoints.
