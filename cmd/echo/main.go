@@ -4,8 +4,16 @@
 //
 //	echo --name web-1 --listen 127.0.0.11:9000[,127.0.0.12:9000]
 //
-// GET /stream answers with a few server-sent events, one per 200 ms, to show
-// that streaming passes through the proxy unbuffered.
+// A few paths behave differently, for demos and for the fault tests in
+// test/e2e:
+//
+//   - GET /stream answers with server-sent events, flushing each one, to show
+//     that streaming passes through the proxy unbuffered: five, one per
+//     200 ms, or ?count=N&interval=D (up to 1,000 events, 10 s apart).
+//   - GET /delay?d=D waits D (up to one minute) before it answers as any
+//     other path does: a slow request.
+//   - GET /ws is a WebSocket (RFC 6455) that sends every message it receives
+//     back as it came.
 package main
 
 import (
@@ -19,10 +27,21 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/net/websocket"
+)
+
+// Bounds of the query parameters of /stream and /delay, so that no request
+// can keep a backend busy for long.
+const (
+	maxEvents   = 1000
+	maxInterval = 10 * time.Second
+	maxDelay    = time.Minute
 )
 
 func main() {
@@ -71,10 +90,28 @@ func run(args []string, stderr io.Writer) error {
 }
 
 func handler(name string) http.Handler {
+	// No Handshake: any Origin is accepted (x/net's default Handler refuses
+	// a request without one); this is a test backend, not a browser's.
+	ws := websocket.Server{Handler: echoMessages}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/stream" {
+		switch r.URL.Path {
+		case "/stream":
 			stream(w, r, name)
 			return
+		case "/ws":
+			ws.ServeHTTP(w, r)
+			return
+		case "/delay":
+			d, err := time.ParseDuration(r.URL.Query().Get("d"))
+			if err != nil || d < 0 || d > maxDelay {
+				http.Error(w, fmt.Sprintf("want ?d=DURATION, at most %s", maxDelay), http.StatusBadRequest)
+				return
+			}
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(d):
+			}
 		}
 		local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -103,22 +140,85 @@ func handler(name string) http.Handler {
 	})
 }
 
-// stream writes server-sent events, flushing each one.
+// echoMessages sends every WebSocket message back, text as text and binary
+// as binary, until the connection ends.
+func echoMessages(c *websocket.Conn) {
+	defer c.Close()
+	for {
+		var m message
+		if err := frames.Receive(c, &m); err != nil {
+			return
+		}
+		if err := frames.Send(c, m); err != nil {
+			return
+		}
+	}
+}
+
+// message is one WebSocket message and its frame type.
+type message struct {
+	data []byte
+	typ  byte
+}
+
+// frames is a WebSocket codec for message: unlike websocket.Message it
+// keeps the frame type, so that the echo answers in kind.
+var frames = websocket.Codec{
+	Marshal: func(v any) ([]byte, byte, error) {
+		m, ok := v.(message)
+		if !ok {
+			return nil, websocket.UnknownFrame, websocket.ErrNotSupported
+		}
+		return m.data, m.typ, nil
+	},
+	Unmarshal: func(data []byte, typ byte, v any) error {
+		m, ok := v.(*message)
+		if !ok {
+			return websocket.ErrNotSupported
+		}
+		m.data, m.typ = data, typ
+		return nil
+	},
+}
+
+// stream writes server-sent events, flushing each one: ?count= events (5
+// by default), ?interval= apart (200 ms by default).
 func stream(w http.ResponseWriter, r *http.Request, name string) {
+	count, interval := 5, 200*time.Millisecond
+	q := r.URL.Query()
+	if v := q.Get("count"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxEvents {
+			http.Error(w, fmt.Sprintf("want ?count= from 1 to %d", maxEvents), http.StatusBadRequest)
+			return
+		}
+		count = n
+	}
+	if v := q.Get("interval"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 || d > maxInterval {
+			http.Error(w, fmt.Sprintf("want ?interval=DURATION, at most %s", maxInterval), http.StatusBadRequest)
+			return
+		}
+		interval = d
+	}
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	rc := http.NewResponseController(w)
-	for i := 1; i <= 5; i++ {
+	for i := 1; i <= count; i++ {
 		if _, err := fmt.Fprintf(w, "data: %s event %d at %s\n\n", name, i, time.Now().Format(time.RFC3339Nano)); err != nil {
 			return
 		}
 		if err := rc.Flush(); err != nil {
 			return
 		}
+		if i == count {
+			return
+		}
 		select {
 		case <-r.Context().Done():
 			return
-		case <-time.After(200 * time.Millisecond):
+		case <-time.After(interval):
 		}
 	}
 }

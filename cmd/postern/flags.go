@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/postern-dev/postern/controller"
+	"github.com/postern-dev/postern/proxy"
 )
 
 // config is the parsed command line.
@@ -41,11 +42,14 @@ type config struct {
 	accessLogSample float64
 	enablePprof     bool
 	shutdownGrace   time.Duration
+	shutdownDelay   time.Duration
 	maxHeaderBytes  int
 	readHeader      time.Duration
 	idle            time.Duration
 	dialTimeout     time.Duration
 	responseTimeout time.Duration
+	trustedProxies  *proxy.TrustedProxies
+	proxyProtocol   bool
 	showVersion     bool
 }
 
@@ -89,11 +93,21 @@ func parseFlags(args []string, getenv func(string) string, stdout io.Writer) (*c
 	fs.Float64Var(&c.accessLogSample, "access-log-sample", 1, "fraction of requests (0 to 1) in the access log; responses of 500 and more are always logged")
 	fs.BoolVar(&c.enablePprof, "enable-pprof", false, "serve Go's profiles under /debug/pprof/ on --metrics-addr")
 	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 25*time.Second, "on SIGTERM, how long in-flight requests get to finish")
+	fs.DurationVar(&c.shutdownDelay, "shutdown-delay", 0, "on SIGTERM, how long to keep accepting new connections after /readyz turns 503, so that whatever polls it stops sending first (in Kubernetes the chart's preStop sleep does this)")
 	fs.IntVar(&c.maxHeaderBytes, "max-header-bytes", 64<<10, "largest request header block accepted; larger ones get 431")
 	fs.DurationVar(&c.readHeader, "read-header-timeout", 10*time.Second, "time a client has to send its request headers")
 	fs.DurationVar(&c.idle, "idle-timeout", 75*time.Second, "how long an idle client keep-alive connection is kept")
 	fs.DurationVar(&c.dialTimeout, "upstream-connect-timeout", 5*time.Second, "time to connect to a backend before answering 502")
 	fs.DurationVar(&c.responseTimeout, "upstream-response-timeout", 60*time.Second, "time a backend has to start its response before answering 504")
+	fs.Func("trusted-proxies", "comma-separated CIDRs or addresses of proxies in front whose X-Forwarded-*, X-Real-IP and Forwarded headers are believed (default: none; a client's own are replaced)", func(v string) error {
+		t, err := proxy.ParseTrustedProxies(splitList(v))
+		if err != nil {
+			return err
+		}
+		c.trustedProxies = t
+		return nil
+	})
+	fs.BoolVar(&c.proxyProtocol, "proxy-protocol", false, "require a PROXY protocol (v1 or v2) header on every connection to --http-addr and --https-addr, as an L4 load balancer in front sends; its source address is the client's")
 	fs.BoolVar(&c.showVersion, "version", false, "print the version and exit")
 
 	if err := fs.Parse(args); err != nil {
@@ -138,6 +152,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("invalid value %d for --max-header-bytes: want at least 1024", c.maxHeaderBytes)
 	case c.shutdownGrace < 0:
 		return fmt.Errorf("invalid value %s for --shutdown-grace: want a positive duration", c.shutdownGrace)
+	case c.shutdownDelay < 0:
+		return fmt.Errorf("invalid value %s for --shutdown-delay: want zero or a positive duration", c.shutdownDelay)
 	case c.ingressClass == "":
 		return errors.New("--ingress-class must not be empty")
 	case c.controllerClass == "":

@@ -46,6 +46,37 @@ func TestParseFlags(t *testing.T) {
 	}
 }
 
+func TestTrustAndProxyProtocolFlags(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		args      []string
+		env       map[string]string
+		wantTrust string
+		wantProxy bool
+	}{
+		{name: "defaults", wantTrust: "", wantProxy: false},
+		{name: "flags", args: []string{"--trusted-proxies", "10.1.2.3/8, 192.0.2.7,,2001:db8::/32", "--proxy-protocol"},
+			wantTrust: "10.0.0.0/8,192.0.2.7/32,2001:db8::/32", wantProxy: true},
+		{name: "environment", env: map[string]string{"POSTERN_TRUSTED_PROXIES": "::ffff:10.0.0.0/104", "POSTERN_PROXY_PROTOCOL": "true"},
+			wantTrust: "10.0.0.0/8", wantProxy: true},
+		{name: "flag beats environment", args: []string{"--trusted-proxies", "192.0.2.0/24", "--proxy-protocol=false"},
+			env: map[string]string{"POSTERN_TRUSTED_PROXIES": "10.0.0.0/8", "POSTERN_PROXY_PROTOCOL": "true"}, wantTrust: "192.0.2.0/24"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c, err := parseFlags(tt.args, env(tt.env), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.trustedProxies.String(); got != tt.wantTrust || c.proxyProtocol != tt.wantProxy {
+				t.Errorf("trusted proxies %q, proxy protocol %v; want %q, %v", got, c.proxyProtocol, tt.wantTrust, tt.wantProxy)
+			}
+		})
+	}
+}
+
 func TestBadFlagsAreOneClearLine(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -56,6 +87,7 @@ func TestBadFlagsAreOneClearLine(t *testing.T) {
 	}{
 		{[]string{"--no-such-flag"}, nil, "flag provided but not defined: -no-such-flag"},
 		{[]string{"--shutdown-grace", "soon"}, nil, `invalid value "soon" for flag -shutdown-grace`},
+		{[]string{"--shutdown-delay", "-1s"}, nil, "invalid value -1s for --shutdown-delay: want zero or a positive duration"},
 		{[]string{"--log-level", "loud"}, nil, `invalid value "loud" for flag -log-level`},
 		{[]string{"--log-format", "xml"}, nil, `invalid value "xml" for --log-format`},
 		{[]string{"--max-header-bytes", "10"}, nil, "--max-header-bytes: want at least 1024"},
@@ -72,6 +104,11 @@ func TestBadFlagsAreOneClearLine(t *testing.T) {
 		{[]string{"--access-log-sample", "half"}, nil, `invalid value "half" for flag -access-log-sample`},
 		{nil, map[string]string{"POSTERN_ACCESS_LOG_SAMPLE": "2"}, "invalid value 2 for --access-log-sample"},
 		{[]string{"--access-log=maybe"}, nil, `invalid boolean value "maybe" for -access-log`},
+		{[]string{"--trusted-proxies", "10.0.0.0/8,proxy.example"}, nil, `invalid value "10.0.0.0/8,proxy.example" for flag -trusted-proxies: trusted proxy "proxy.example"`},
+		{[]string{"--trusted-proxies", "10.0.0.0/33"}, nil, `for flag -trusted-proxies: trusted proxy "10.0.0.0/33"`},
+		{[]string{"--trusted-proxies", "fe80::1%eth0"}, nil, "zones are not allowed"},
+		{nil, map[string]string{"POSTERN_TRUSTED_PROXIES": "10.0.0.1/x"}, `invalid value "10.0.0.1/x" for POSTERN_TRUSTED_PROXIES`},
+		{nil, map[string]string{"POSTERN_PROXY_PROTOCOL": "yes"}, `invalid value "yes" for POSTERN_PROXY_PROTOCOL`},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

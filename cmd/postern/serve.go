@@ -167,6 +167,8 @@ func serve(ctx context.Context, cfg *config, logger *zap.Logger) error {
 			ReadHeaderTimeout: cfg.readHeader,
 			IdleTimeout:       cfg.idle,
 			Metrics:           proxyMetrics,
+			TrustedProxies:    cfg.trustedProxies,
+			ProxyProtocol:     cfg.proxyProtocol,
 		}
 	}
 	var acmeHTTP http.Handler
@@ -208,7 +210,8 @@ func serve(ctx context.Context, cfg *config, logger *zap.Logger) error {
 	}()
 	logger.Info("postern started", zap.String("version", version), zap.String("manifests", cfg.manifests),
 		zap.String("http_addr", httpLn.Addr().String()), zap.String("https_addr", httpsLn.Addr().String()),
-		zap.String("metrics_addr", adminLn.Addr().String()))
+		zap.String("metrics_addr", adminLn.Addr().String()), zap.Bool("proxy_protocol", cfg.proxyProtocol),
+		zap.String("trusted_proxies", cfg.trustedProxies.String()))
 
 	var runErr error
 	select {
@@ -216,10 +219,15 @@ func serve(ctx context.Context, cfg *config, logger *zap.Logger) error {
 	case runErr = <-errc:
 	}
 
-	// Drain: report not ready first so load balancers stop sending new
-	// connections, then let in-flight requests finish within the grace period.
+	// Drain: report not ready first, keep serving for --shutdown-delay so
+	// that load balancers polling /readyz stop sending new connections,
+	// then close the listeners and let in-flight requests finish within
+	// the grace period.
 	draining.Do(func() { close(notReady) })
-	logger.Info("shutting down", zap.Duration("grace", cfg.shutdownGrace))
+	logger.Info("shutting down", zap.Duration("delay", cfg.shutdownDelay), zap.Duration("grace", cfg.shutdownGrace))
+	if cfg.shutdownDelay > 0 && runErr == nil {
+		time.Sleep(cfg.shutdownDelay)
+	}
 	stopSource()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.shutdownGrace)
 	defer cancel()

@@ -145,3 +145,47 @@ func TestStandalone(t *testing.T) {
 		t.Fatal("run did not return after cancellation")
 	}
 }
+
+// TestShutdownDelay: after SIGTERM, /readyz turns 503 at once while the
+// listeners keep serving for --shutdown-delay; then the program drains and
+// exits cleanly.
+func TestShutdownDelay(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "backend saw %s %s", r.Host, r.URL.Path)
+	}))
+	defer backend.Close()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "app.yaml"), []byte(manifest(backend.Listener.Addr().String(), "/")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	httpAddr, adminAddr := freeAddr(t), freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--manifests", dir, "--http-addr", httpAddr, "--https-addr", freeAddr(t), "--metrics-addr", adminAddr,
+			"--log-level", "warn", "--shutdown-grace", "5s", "--shutdown-delay", "3s"}, env(nil), io.Discard)
+	}()
+	eventually(t, "/readyz 200", func() bool { code, _ := get(t, adminAddr, "", "/readyz"); return code == 200 })
+
+	cancel()
+	eventually(t, "/readyz 503 after SIGTERM", func() bool { code, _ := get(t, adminAddr, "", "/readyz"); return code == http.StatusServiceUnavailable })
+	select {
+	case err := <-done:
+		t.Fatalf("run returned (%v) before --shutdown-delay passed", err)
+	default:
+	}
+	if code, body := get(t, httpAddr, "web.example.com", "/x"); code != 200 {
+		t.Errorf("a request during the shutdown delay = %d %q, want 200", code, body)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run returned %v, want a clean exit", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("run did not return after the delay and the grace period")
+	}
+	if code, _ := get(t, httpAddr, "web.example.com", "/x"); code != 0 {
+		t.Errorf("a request after shutdown = %d, want a refused connection", code)
+	}
+}

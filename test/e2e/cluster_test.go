@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -265,22 +263,9 @@ func TestAPIServerOutage(t *testing.T) {
 	p := startPostern(t, "--ingress-class", "outage", "--election-id", "outage")
 	p.expect(t, "app.example.com", "/", 200, "outage")
 
-	var sent, failed atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-			sent.Add(1)
-			if code, _ := p.get("app.example.com", "/"); code != 200 {
-				failed.Add(1)
-			}
-		}
-	})
+	// Two workers, one request each per 20 ms: the outage can last up to
+	// two minutes with the reconnect, so keep the request count modest.
+	l := startLoad(t, p, loadOptions{host: "app.example.com", backends: []string{"outage"}, workers: 2, interval: 20 * time.Millisecond})
 	stopAPIServer(t)
 	time.Sleep(10 * time.Second)
 	startAPIServer(t)
@@ -290,12 +275,12 @@ func TestAPIServerOutage(t *testing.T) {
 	// back-off capped at 30 s plus up to 100% jitter; every controller built
 	// on shared informers reconnects on that schedule, so allow it.
 	p.expectWithin(t, 90*time.Second, "after.example.com", "/", 200, "outage")
-	t.Logf("change after the restart served %s after the API server came back", time.Since(restarted).Round(time.Millisecond))
-	close(stop)
-	wg.Wait()
-	t.Logf("api server outage: %d requests sent, %d failed", sent.Load(), failed.Load())
-	if sent.Load() < 100 || failed.Load() != 0 {
-		t.Errorf("during the outage %d of %d requests failed (want 0 of at least 100)", failed.Load(), sent.Load())
+	reconnected := time.Since(restarted).Round(time.Millisecond)
+	t.Logf("change after the restart served %s after the API server came back", reconnected)
+	r := l.stop()
+	report(t, "api server outage", r, fmt.Sprintf("API server stopped 10 s; a change after the restart served %s after it came back", reconnected))
+	if r.sent < 100 || r.failed != 0 {
+		t.Errorf("during the outage %d of %d requests failed (want 0 of at least 100):%s", r.failed, r.sent, r.failuresText(10))
 	}
 	if !p.exited() {
 		if code, _ := httpGet(p.MetricsAddr, "", "/readyz"); code != 200 {

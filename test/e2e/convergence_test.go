@@ -17,7 +17,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 )
 
 // BenchmarkConvergence measures, against the real API server, how fast an
@@ -41,7 +40,7 @@ func BenchmarkConvergence(b *testing.B) {
 	}
 	startEcho(b, "bench", addrs...)
 
-	cs := benchClient(b)
+	cs := clientset(b)
 	ctx := b.Context()
 	start := time.Now()
 	createAll(b, objects+1, func(i int) error {
@@ -147,20 +146,6 @@ func quantile(d []time.Duration, q float64) time.Duration {
 }
 
 func benchHost(i int) string { return fmt.Sprintf("app-%04d.bench.example.com", i) }
-
-func benchClient(b *testing.B) kubernetes.Interface {
-	b.Helper()
-	cfg, err := clientcmd.BuildConfigFromFlags("", cluster.kubeconfig)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg.QPS, cfg.Burst = 1000, 2000
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return cs
-}
 
 // createAll runs create(0..n-1) on 16 workers and fails b on the first error.
 func createAll(b *testing.B, n int, create func(i int) error) {

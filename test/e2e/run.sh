@@ -4,6 +4,10 @@
 #
 #   test/e2e/run.sh -test.run 'TestRouting'
 #
+# The fault scenarios (fault_test.go, and TestAPIServerOutage) each report
+# one line of counts; the script prints them as a Markdown table at the end.
+# Set POSTERN_E2E_REPORT to a file to keep that table's rows.
+#
 # The API server refuses loopback addresses in EndpointSlices, so the whole
 # run happens inside a network namespace of its own, with TEST-NET-1
 # (192.0.2.0/24) on that namespace's loopback for the backends. Nothing can
@@ -32,9 +36,16 @@ fi
 kubectl="$kube/kubectl"
 
 ns="postern-e2e-$$"
+report="${POSTERN_E2E_REPORT:-}"
+keep_report=1
+if [ -z "$report" ]; then
+	report="$(mktemp)"
+	keep_report=0
+fi
 cleanup() {
 	ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
 	ip netns del "$ns" 2>/dev/null || true
+	if [ "$keep_report" = 0 ]; then rm -f "$report"; fi
 }
 trap cleanup EXIT
 ip netns add "$ns"
@@ -42,11 +53,21 @@ ip netns exec "$ns" ip link set lo up
 # A /24 on lo makes every 192.0.2.x local to the namespace.
 ip netns exec "$ns" ip addr add 192.0.2.1/24 dev lo
 
+rc=0
 ip netns exec "$ns" env \
+	POSTERN_E2E_REPORT="$report" \
 	POSTERN_E2E_BIN="$root/bin/postern" \
 	POSTERN_E2E_ECHO="$root/bin/echo" \
 	POSTERN_E2E_KUBE="$kube" \
 	POSTERN_E2E_KUBECTL="$kubectl" \
 	POSTERN_E2E_HELM="$helm" \
 	POSTERN_E2E_CHART="$root/charts/postern" \
-	"$root/bin/e2e.test" -test.v -test.timeout 30m "$@"
+	"$root/bin/e2e.test" -test.v -test.timeout 30m "$@" || rc=$?
+
+if [ -s "$report" ]; then
+	echo
+	echo "| fault scenario | sent | ok | failed | refused | p50 | p99 | notes |"
+	echo "|---|---|---|---|---|---|---|---|"
+	cat "$report"
+fi
+exit "$rc"

@@ -1,0 +1,829 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/net/websocket"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// The fault scenarios: each puts Postern under a steady load (load_test.go)
+// while something goes wrong or changes around it, asserts what clients
+// see, and reports one line
+//
+//	fault <name>: sent=N ok=N failed=N p50=... p99=...
+//
+// that run.sh collects into a table. Every scenario is bounded in requests
+// and time, and sends traffic only to the namespace's own addresses
+// (192.0.2.100-149 here).
+
+const (
+	// swaps is how many API updates the table-swap scenarios make, one
+	// every swapInterval.
+	swaps        = 1000
+	swapInterval = 10 * time.Millisecond
+)
+
+// noRetries turns off Postern's retry of a request that could not reach
+// an endpoint, for the scenarios whose point is that nothing fails in the
+// first place: a retry would hide a failed attempt from the load.
+const noRetries = `postern.dev/retries: "0"`
+
+// annotated adds annotations ("key: value" items) to the metadata of the
+// object ingress() wrote.
+func annotated(doc string, annotations ...string) string {
+	return strings.Replace(doc, "}\nspec:\n", ", annotations: {"+strings.Join(annotations, ", ")+"}}\nspec:\n", 1)
+}
+
+// TestFaultTableSwaps: 1,000 changes to an Ingress on the same host as the
+// load, 10 ms apart, while requests flow; no request fails, even with
+// retries off, and the last change is served.
+func TestFaultTableSwaps(t *testing.T) {
+	ns := namespace(t, "fault-swaps")
+	startEcho(t, "swaps-1", "192.0.2.101:9000")
+	startEcho(t, "swaps-2", "192.0.2.102:9000")
+	startEcho(t, "swaps-churn", "192.0.2.103:9000")
+	host := "swaps.example.com"
+	apply(t, service(ns, "web", "192.0.2.101", "192.0.2.102")+service(ns, "churn", "192.0.2.103")+
+		annotated(ingress(ns, "app", ns, host, "/=web"), noRetries)+ingress(ns, "churn", ns, host, "/churn-0=churn"))
+	p := startPostern(t, "--ingress-class", ns, "--election-id", ns)
+	p.expect(t, host, "/churn-0", 200, "swaps-churn")
+	buildsBefore := metricSum(t, p, "postern_controller_table_builds_total")
+
+	l := startLoad(t, p, loadOptions{host: host, backends: []string{"swaps-1", "swaps-2"}})
+	last, took := churn(t, clientset(t), ns, "churn", swaps, swapInterval)
+	r := l.stop()
+
+	// The last change is served; the one before it is gone (it falls
+	// through to "/").
+	p.expect(t, host, last, 200, "swaps-churn")
+	p.expectFrom(t, host, fmt.Sprintf("/churn-%d", swaps-1), "swaps-1", "swaps-2")
+	// The controller batches changes closer than its hold-off (20 ms):
+	// fewer builds than updates.
+	builds := metricSum(t, p, "postern_controller_table_builds_total") - buildsBefore
+	report(t, "table swaps", r, fmt.Sprintf("%d Ingress updates in %s, %.0f table builds; retries off", swaps, took.Round(time.Millisecond), builds))
+	if r.sent < 500 || r.failed != 0 {
+		t.Errorf("%d of %d requests failed across %d table swaps (want 0 of at least 500):%s", r.failed, r.sent, swaps, r.failuresText(10))
+	}
+}
+
+// TestFaultRollingUpdate: a busy Service's three endpoints are replaced one
+// by one by three new ones, the way a Deployment rolls out: the new
+// backend starts and becomes ready, the old one turns terminating, leaves
+// the EndpointSlice, and is stopped a moment after. No request fails, even
+// with retries off.
+func TestFaultRollingUpdate(t *testing.T) {
+	ns := namespace(t, "fault-roll")
+	host := "roll.example.com"
+	var oldProcs []*proc
+	var names []string
+	for i := range 3 {
+		name := fmt.Sprintf("roll-old-%d", i+1)
+		oldProcs = append(oldProcs, startEcho(t, name, fmt.Sprintf("192.0.2.%d:9000", 111+i)))
+		names = append(names, name, fmt.Sprintf("roll-new-%d", i+1))
+	}
+	apply(t, service(ns, "web", "192.0.2.111", "192.0.2.112", "192.0.2.113")+annotated(ingress(ns, "app", ns, host, "/=web"), noRetries))
+	p := startPostern(t, "--ingress-class", ns, "--election-id", ns)
+	p.expectFrom(t, host, "/", "roll-old-1", "roll-old-2", "roll-old-3")
+	cs := clientset(t)
+
+	eps := []endpoint{{ip: "192.0.2.111", ready: true}, {ip: "192.0.2.112", ready: true}, {ip: "192.0.2.113", ready: true}}
+	l := startLoad(t, p, loadOptions{host: host, backends: names})
+	time.Sleep(500 * time.Millisecond)
+	for i := range 3 {
+		oldIP, newIP := fmt.Sprintf("192.0.2.%d", 111+i), fmt.Sprintf("192.0.2.%d", 114+i)
+		startEcho(t, fmt.Sprintf("roll-new-%d", i+1), newIP+":9000")
+		eps = append(eps, endpoint{ip: newIP, ready: true})
+		setEndpoints(t, cs, ns, "web", eps)
+		waitEndpoints(t, p, host, eps)
+
+		eps[i] = endpoint{ip: oldIP, terminating: true}
+		setEndpoints(t, cs, ns, "web", eps)
+		waitEndpoints(t, p, host, eps)
+
+		eps[i] = endpoint{} // gone from the slice; the others keep their indexes
+		setEndpoints(t, cs, ns, "web", eps)
+		waitEndpoints(t, p, host, eps)
+		// What kubelet's SIGTERM would do after the endpoint left: the
+		// old backend drains and exits.
+		time.Sleep(500 * time.Millisecond)
+		oldProcs[i].stop()
+	}
+	time.Sleep(time.Second)
+	r := l.stop()
+	report(t, "rolling update", r, "3 endpoints replaced one by one; retries off")
+	if r.sent < 500 || r.failed != 0 {
+		t.Errorf("%d of %d requests failed during the rollout (want 0 of at least 500):%s", r.failed, r.sent, r.failuresText(10))
+	}
+	for range 6 {
+		if code, body := p.get(host, "/"); code != 200 || !strings.HasPrefix(body, "backend: roll-new-") {
+			t.Errorf("after the rollout: %d %q, want 200 from a new backend", code, firstLine(body))
+		}
+	}
+}
+
+// TestFaultBackendKilled: one of three backends is SIGKILLed while it
+// streams responses and while requests are in flight to it. What clients
+// see depends on how far their request got:
+//   - a response already streaming from it ends in an error (the
+//     connection closes without the final chunk), never in a clean but
+//     short body: a truncated response must not pass for a whole one;
+//   - a request sent to it but not yet answered gets 502, or a 200 from
+//     another endpoint if it is retried;
+//   - a request started after the kill never fails: it goes to the two
+//     survivors (the dead endpoint refuses connections, which is retried
+//     on another endpoint, and passive health ejects it), even though the
+//     EndpointSlice still lists it, as it would until the kubelet notices.
+func TestFaultBackendKilled(t *testing.T) {
+	ns := namespace(t, "fault-kill")
+	host := "kill.example.com"
+	names := []string{"kill-1", "kill-2", "kill-3"}
+	procs := map[string]*proc{}
+	for i, n := range names {
+		procs[n] = startEcho(t, n, fmt.Sprintf("192.0.2.%d:9000", 121+i))
+	}
+	apply(t, service(ns, "web", "192.0.2.121", "192.0.2.122", "192.0.2.123")+ingress(ns, "app", ns, host, "/=web"))
+	p := startPostern(t, "--ingress-class", ns, "--election-id", ns)
+	p.expectFrom(t, host, "/", names...)
+
+	retries := metricSum(t, p, "postern_proxy_retries_total")
+	l := startLoad(t, p, loadOptions{host: host, backends: names})
+	const events = 20
+	streams := make([]*sseStream, 6)
+	for i := range streams {
+		streams[i] = startStream(t, p, host, fmt.Sprintf("/stream?count=%d&interval=150ms", events))
+	}
+	for _, s := range streams {
+		s.waitFirst(t)
+	}
+	victim := streams[0].backend
+	time.Sleep(300 * time.Millisecond) // the streams are mid-response
+	kill := time.Now()
+	procs[victim].kill()
+	killed := time.Now() // the victim's sockets are closed from here on
+	for _, s := range streams {
+		s.wait(t)
+	}
+	time.Sleep(2 * time.Second) // load on the survivors only
+	r := l.stop()
+
+	retries = metricSum(t, p, "postern_proxy_retries_total") - retries
+	cut := 0
+	for i, s := range streams {
+		if s.backend == victim {
+			cut++
+		}
+		switch {
+		case s.backend == victim && (s.status != 200 || s.err == nil || s.events >= events):
+			t.Errorf("stream %d from the killed backend: status %d, %d of %d events, error %v; want 200 cut short by an error",
+				i, s.status, s.events, events, s.err)
+		case s.backend != victim && (s.status != 200 || s.err != nil || s.events != events):
+			t.Errorf("stream %d from surviving %s: status %d, %d of %d events, error %v; want all of it",
+				i, s.backend, s.status, s.events, events, s.err)
+		}
+	}
+	inFlight := 0
+	for _, o := range l.outcomesFrom(time.Time{}, killed) {
+		if o.start.Add(o.took).After(kill) {
+			inFlight++
+		}
+	}
+	var failedInFlight, after int
+	for _, f := range r.failures {
+		if f.start.Before(killed) {
+			failedInFlight++
+			if f.status != 0 && f.status != http.StatusBadGateway && !f.cut {
+				t.Errorf("a request in flight at the kill got %s; want 502, an aborted response or a retry", f.err)
+			}
+			continue
+		}
+		after++
+	}
+	report(t, "backend killed", r, fmt.Sprintf("%d of 6 streams cut short; %d requests in flight at the kill, %d of them failed; %d failed after it; %.0f retries",
+		cut, inFlight, failedInFlight, after, retries))
+	if after != 0 {
+		t.Errorf("%d requests started after the kill failed; want 0 (the survivors take them):%s", after, r.failuresText(10))
+	}
+	if n := len(l.outcomesFrom(killed, time.Now())); n < 100 {
+		t.Errorf("only %d requests after the kill; the check needs more", n)
+	}
+}
+
+// TestFaultBackendHang: a backend that accepts connections and never
+// answers, behind an Ingress annotated postern.dev/timeout-read: "2s":
+// clients get 504 after about two seconds, not after the global
+// --upstream-response-timeout (60 s).
+func TestFaultBackendHang(t *testing.T) {
+	ns := namespace(t, "fault-hang")
+	host := "hang.example.com"
+	accepted := hangingBackend(t, "192.0.2.125:9000")
+	apply(t, service(ns, "web", "192.0.2.125")+annotated(ingress(ns, "app", ns, host, "/=web"), `postern.dev/timeout-read: "2s"`))
+	p := startPostern(t, "--ingress-class", ns, "--election-id", ns)
+	eventually(t, 20*time.Second, func() error {
+		if eps := routedEndpoints(t, p, host); len(eps) != 1 {
+			return fmt.Errorf("endpoints of %s: %v", host, eps)
+		}
+		return nil
+	})
+
+	const requests = 3
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		r    = loadResult{sent: requests}
+		took []time.Duration
+	)
+	c := &http.Client{Transport: &http.Transport{Proxy: nil}, Timeout: 15 * time.Second}
+	for range requests {
+		wg.Go(func() {
+			start := time.Now()
+			code, err := getStatus(c, p.HTTPAddr, host, "/")
+			d := time.Since(start)
+			mu.Lock()
+			defer mu.Unlock()
+			took = append(took, d)
+			// 504 well before the 60 s default: the annotation's timeout
+			// applied (2 s; the rest is slack for a loaded machine).
+			if err == nil && code == http.StatusGatewayTimeout && d >= 1900*time.Millisecond && d < 8*time.Second {
+				r.ok++
+				return
+			}
+			r.failed++
+			r.failures = append(r.failures, outcome{start: start, took: d, status: code, err: fmt.Sprintf("status %d after %s, error %v", code, d.Round(time.Millisecond), err)})
+		})
+	}
+	wg.Wait()
+	r.p50, r.p99 = quantile(took, 0.5), quantile(took, 0.99)
+	report(t, "backend hangs", r, `ok: 504 within postern.dev/timeout-read "2s"`)
+	if r.failed != 0 {
+		t.Errorf("%d of %d requests to a hanging backend with timeout-read 2s were not 504 after 2 s:%s", r.failed, requests, r.failuresText(requests))
+	}
+	if accepted.Load() == 0 {
+		t.Errorf("the hanging backend never got a connection: the 504s did not come from it")
+	}
+}
+
+// TestFaultWebSocketsAcrossSwaps: 100 WebSocket connections stay open
+// across 1,000 changes to an Ingress of their host, and every one of them
+// still echoes afterwards.
+func TestFaultWebSocketsAcrossSwaps(t *testing.T) {
+	ns := namespace(t, "fault-ws")
+	host := "ws.example.com"
+	startEcho(t, "ws-1", "192.0.2.131:9000")
+	startEcho(t, "ws-2", "192.0.2.132:9000")
+	startEcho(t, "ws-churn", "192.0.2.133:9000")
+	apply(t, service(ns, "web", "192.0.2.131", "192.0.2.132")+service(ns, "churn", "192.0.2.133")+
+		ingress(ns, "app", ns, host, "/=web")+ingress(ns, "churn", ns, host, "/churn-0=churn"))
+	p := startPostern(t, "--ingress-class", ns, "--election-id", ns)
+	p.expect(t, host, "/churn-0", 200, "ws-churn")
+
+	const conns = 100
+	ws := make([]*websocket.Conn, conns)
+	forEach(t, conns, func(i int) error {
+		c, err := dialWebSocket(p.HTTPAddr, host, "/ws")
+		if err != nil {
+			return err
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		ws[i] = c
+		_, err = echoOnce(c, fmt.Sprintf("hello %d", i))
+		return err
+	})
+
+	_, took := churn(t, clientset(t), ns, "churn", swaps, swapInterval)
+
+	r := loadResult{sent: conns}
+	var (
+		mu  sync.Mutex
+		rtt []time.Duration
+	)
+	var wg sync.WaitGroup
+	for i, c := range ws {
+		wg.Go(func() {
+			d, err := echoOnce(c, fmt.Sprintf("after the swaps %d", i))
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				r.failed++
+				r.failures = append(r.failures, outcome{err: fmt.Sprintf("connection %d: %v", i, err)})
+				return
+			}
+			r.ok++
+			rtt = append(rtt, d)
+		})
+	}
+	wg.Wait()
+	r.p50, r.p99 = quantile(rtt, 0.5), quantile(rtt, 0.99)
+	report(t, "websockets across swaps", r, fmt.Sprintf("%d connections, %d Ingress updates in %s; latency of one echo after them", conns, swaps, took.Round(time.Millisecond)))
+	if r.failed != 0 {
+		t.Errorf("%d of %d WebSocket connections did not echo after %d table swaps:%s", r.failed, conns, swaps, r.failuresText(10))
+	}
+	p.expect(t, host, fmt.Sprintf("/churn-%d", swaps), 200, "ws-churn")
+}
+
+// TestFaultGracefulDrain: SIGTERM while requests flow, with slow ones in
+// flight. Every request Postern accepted completes: the slow ones whole,
+// the load's without a failure. Connections refused after the SIGTERM are
+// expected and not counted as failures: the listener is closed, and a real
+// Service stops sending to a terminating pod. (A request sent on a
+// keep-alive connection just as Postern closed it as idle was never read;
+// Go's client sends it again on a new connection, which is refused: it
+// counts as refused too.) A request Postern read must never fail. The
+// process exits 0 within --shutdown-grace, and /readyz answers 503 while
+// it drains.
+func TestFaultGracefulDrain(t *testing.T) {
+	ns := namespace(t, "fault-drain")
+	host := "drain.example.com"
+	names := []string{"drain-1", "drain-2"}
+	startEcho(t, names[0], "192.0.2.141:9000")
+	startEcho(t, names[1], "192.0.2.142:9000")
+	apply(t, service(ns, "web", "192.0.2.141", "192.0.2.142")+ingress(ns, "app", ns, host, "/=web"))
+	const grace = 10 * time.Second
+	p := startPostern(t, "--ingress-class", ns, "--election-id", ns, "--shutdown-grace", grace.String())
+	p.expectFrom(t, host, "/", names...)
+
+	l := startLoad(t, p, loadOptions{host: host, backends: names})
+	// Slow requests: two whose answer starts after 3 s, one that streams
+	// for 3 s.
+	type slow struct {
+		path   string
+		code   int
+		body   string
+		err    error
+		events int
+	}
+	slows := []*slow{{path: "/delay?d=3s"}, {path: "/delay?d=3s"}, {path: "/stream?count=11&interval=300ms"}}
+	var wg sync.WaitGroup
+	for _, s := range slows {
+		wg.Go(func() {
+			c := &http.Client{Transport: &http.Transport{Proxy: nil}, Timeout: 20 * time.Second}
+			s.code, s.body, s.err = getBody(c, p.HTTPAddr, host, s.path)
+			s.events = strings.Count(s.body, "data: ")
+		})
+	}
+	time.Sleep(500 * time.Millisecond) // the slow requests reached their backends
+
+	term := time.Now()
+	l.expectRefusedFrom(term)
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// /readyz answers 503 while the listeners drain (the slow requests
+	// keep the process up for about 2.5 s more).
+	var notReadyAfter time.Duration
+	for time.Since(term) < 2*time.Second && notReadyAfter == 0 {
+		if code, _ := httpGet(p.MetricsAddr, "", "/readyz"); code == http.StatusServiceUnavailable {
+			notReadyAfter = time.Since(term)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(grace + 5*time.Second):
+		t.Fatalf("postern still running %s after SIGTERM (--shutdown-grace %s)", grace+5*time.Second, grace)
+	}
+	exitAfter := time.Since(term)
+	wg.Wait()
+	r := l.stop()
+
+	closedAfter := time.Duration(-1)
+	for _, o := range l.outcomesFrom(term, time.Now()) {
+		if o.refused {
+			closedAfter = o.start.Sub(term)
+			break
+		}
+	}
+	report(t, "graceful drain", r, fmt.Sprintf("refused after SIGTERM not counted; /readyz 503 %s and first refusal %s after SIGTERM; exit %d after %s",
+		notReadyAfter.Round(time.Millisecond), closedAfter.Round(time.Millisecond), p.cmd.ProcessState.ExitCode(), exitAfter.Round(time.Millisecond)))
+
+	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("exit code %d after SIGTERM, want 0:\n%s", code, p.tail(20))
+	}
+	if exitAfter > grace+2*time.Second {
+		t.Errorf("exited %s after SIGTERM, want within --shutdown-grace %s", exitAfter, grace)
+	}
+	if notReadyAfter == 0 {
+		t.Errorf("/readyz never answered 503 during the drain")
+	}
+	for _, s := range slows {
+		whole := strings.HasPrefix(s.body, "backend: drain-") // /delay
+		if strings.HasPrefix(s.path, "/stream") {
+			whole = s.events == 11
+		}
+		if s.err != nil || s.code != 200 || !whole {
+			t.Errorf("slow request %s in flight at SIGTERM: status %d, %d events, error %v, body %q; want it whole",
+				s.path, s.code, s.events, s.err, firstLine(s.body))
+		}
+	}
+	if r.sent < 100 || r.failed != 0 {
+		t.Errorf("%d of %d accepted requests failed during the drain (want 0 of at least 100):%s", r.failed, r.sent, r.failuresText(10))
+	}
+}
+
+// expectFrom polls until GET host/path through p answers 200 from one of
+// the backends named.
+func (p *Postern) expectFrom(t *testing.T, host, path string, names ...string) {
+	t.Helper()
+	eventually(t, 20*time.Second, func() error {
+		if code, body := p.get(host, path); code != 200 || !fromBackend(body, names) {
+			return fmt.Errorf("GET %s%s = %d %q, want 200 from one of %v", host, path, code, firstLine(body), names)
+		}
+		return nil
+	})
+}
+
+// clientset returns a client for the test cluster, as the admin.
+func clientset(tb testing.TB) kubernetes.Interface {
+	tb.Helper()
+	cfg, err := clientcmd.BuildConfigFromFlags("", cluster.kubeconfig)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfg.QPS, cfg.Burst = 1000, 2000
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return cs
+}
+
+// churn updates Ingress ns/name n times, interval apart (or slower if the
+// API server is), each time moving its first path to /churn-<i>, and
+// returns the last path and how long it all took.
+func churn(t *testing.T, cs kubernetes.Interface, ns, name string, n int, interval time.Duration) (string, time.Duration) {
+	t.Helper()
+	ctx := t.Context()
+	ings := cs.NetworkingV1().Ingresses(ns)
+	ing, err := ings.Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	path := ""
+	for i := 1; i <= n; i++ {
+		<-tick.C
+		path = fmt.Sprintf("/churn-%d", i)
+		ing.Spec.Rules[0].HTTP.Paths[0].Path = path
+		if ing, err = ings.Update(ctx, ing, metav1.UpdateOptions{}); err != nil {
+			t.Fatalf("update %d of Ingress %s/%s: %v", i, ns, name, err)
+		}
+	}
+	return path, time.Since(start)
+}
+
+// endpoint is one entry of an EndpointSlice; the zero value is none.
+type endpoint struct {
+	ip          string
+	ready       bool
+	terminating bool // not ready, still serving, terminating: a pod shutting down
+}
+
+// setEndpoints makes eps the endpoints of the EndpointSlice of Service svc
+// (the one service() wrote).
+func setEndpoints(t *testing.T, cs kubernetes.Interface, ns, svc string, eps []endpoint) {
+	t.Helper()
+	api := cs.DiscoveryV1().EndpointSlices(ns)
+	s, err := api.Get(t.Context(), svc+"-1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Endpoints = nil
+	for _, e := range eps {
+		if e.ip == "" {
+			continue
+		}
+		ready, serving, terminating := e.ready, true, e.terminating
+		s.Endpoints = append(s.Endpoints, discoveryv1.Endpoint{
+			Addresses:  []string{e.ip},
+			Conditions: discoveryv1.EndpointConditions{Ready: &ready, Serving: &serving, Terminating: &terminating},
+		})
+	}
+	if _, err := api.Update(t.Context(), s, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitEndpoints waits until Postern's table sends host's "/" to the ready
+// endpoints of eps (port 9000).
+func waitEndpoints(t *testing.T, p *Postern, host string, eps []endpoint) {
+	t.Helper()
+	var want []string
+	for _, e := range eps {
+		if e.ip != "" && e.ready {
+			want = append(want, e.ip+":9000")
+		}
+	}
+	slices.Sort(want)
+	eventually(t, 20*time.Second, func() error {
+		if got := routedEndpoints(t, p, host); !slices.Equal(got, want) {
+			return fmt.Errorf("endpoints of %s: %v, want %v", host, got, want)
+		}
+		return nil
+	})
+}
+
+// routedEndpoints returns the sorted endpoint addresses of the first route
+// of host in Postern's live table (/debug/routes).
+func routedEndpoints(t *testing.T, p *Postern, host string) []string {
+	t.Helper()
+	code, body := httpGet(p.MetricsAddr, "", "/debug/routes")
+	if code != 200 {
+		return []string{fmt.Sprintf("/debug/routes: %d %s", code, firstLine(body))}
+	}
+	var table struct {
+		VirtualHosts []struct {
+			Host   string `json:"host"`
+			Routes []struct {
+				Backend struct {
+					Endpoints []struct {
+						Address string `json:"address"`
+					} `json:"endpoints"`
+				} `json:"backend"`
+			} `json:"routes"`
+		} `json:"virtualHosts"`
+	}
+	if err := json.Unmarshal([]byte(body), &table); err != nil {
+		t.Fatalf("/debug/routes: %v", err)
+	}
+	var out []string
+	for _, vh := range table.VirtualHosts {
+		if vh.Host != host || len(vh.Routes) == 0 {
+			continue
+		}
+		for _, e := range vh.Routes[0].Backend.Endpoints {
+			out = append(out, e.Address)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// metricSum returns the sum of every series of a metric on Postern's
+// /metrics.
+func metricSum(t *testing.T, p *Postern, name string) float64 {
+	t.Helper()
+	code, body := httpGet(p.MetricsAddr, "", "/metrics")
+	if code != 200 {
+		t.Fatalf("/metrics: %d %s", code, firstLine(body))
+	}
+	var sum float64
+	for _, line := range strings.Split(body, "\n") {
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			t.Fatalf("/metrics: %q: %v", line, err)
+		}
+		sum += v
+	}
+	return sum
+}
+
+// sseStream is one GET of echo's /stream through Postern, read as it
+// comes.
+type sseStream struct {
+	first chan struct{} // closed when the first event (or a failure) came
+	done  chan struct{} // closed when the response ended
+	// Set before first is closed:
+	status  int
+	backend string // the echo backend streaming it
+	// Set before done is closed:
+	events int
+	err    error // the error that ended the body; nil for a clean end
+}
+
+func startStream(t *testing.T, p *Postern, host, path string) *sseStream {
+	t.Helper()
+	s := &sseStream{first: make(chan struct{}), done: make(chan struct{})}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	go func() {
+		defer close(s.done)
+		firstDone := sync.OnceFunc(func() { close(s.first) })
+		defer firstDone()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.HTTPAddr+path, nil)
+		if err != nil {
+			s.err = err
+			return
+		}
+		req.Host = host
+		// A connection of its own: streams must not queue behind each other.
+		c := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
+		resp, err := c.Do(req)
+		if err != nil {
+			s.err = err
+			return
+		}
+		defer resp.Body.Close()
+		s.status = resp.StatusCode
+		br := bufio.NewReader(resp.Body)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				if !errors.Is(err, io.EOF) || line != "" {
+					s.err = err
+				}
+				return
+			}
+			data, ok := strings.CutPrefix(line, "data: ")
+			if !ok {
+				continue
+			}
+			s.events++
+			if s.events == 1 {
+				s.backend, _, _ = strings.Cut(data, " ")
+				firstDone()
+			}
+		}
+	}()
+	return s
+}
+
+// waitFirst waits for the stream's first event.
+func (s *sseStream) waitFirst(t *testing.T) {
+	t.Helper()
+	select {
+	case <-s.first:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no first event within 10 s")
+	}
+	if s.backend == "" {
+		select {
+		case <-s.done:
+			t.Fatalf("stream failed before its first event: status %d, %v", s.status, s.err)
+		case <-time.After(time.Second):
+			t.Fatalf("stream failed before its first event: status %d", s.status)
+		}
+	}
+}
+
+// wait waits for the stream's end.
+func (s *sseStream) wait(t *testing.T) {
+	t.Helper()
+	select {
+	case <-s.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("stream did not end within 20 s")
+	}
+}
+
+// hangingBackend listens on addr, accepts every connection and never
+// answers; it returns the count of connections accepted.
+func hangingBackend(t *testing.T, addr string) *atomic.Int64 {
+	t.Helper()
+	var lc net.ListenConfig
+	ln, err := lc.Listen(t.Context(), "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		accepted atomic.Int64
+		mu       sync.Mutex
+		conns    []net.Conn
+	)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			go func() { _, _ = io.Copy(io.Discard, c) }() // read, never write
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	})
+	return &accepted
+}
+
+// dialWebSocket opens a WebSocket to path on host through the HTTP
+// listener addr.
+func dialWebSocket(addr, host, path string) (*websocket.Conn, error) {
+	cfg, err := websocket.NewConfig("ws://"+host+path, "http://"+host+"/")
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	ws, err := websocket.NewClient(cfg, conn)
+	if err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("websocket handshake: %w", err)
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return ws, nil
+}
+
+// echoOnce sends msg on c and waits for it to come back; it returns the
+// round trip.
+func echoOnce(c *websocket.Conn, msg string) (time.Duration, error) {
+	start := time.Now()
+	_ = c.SetDeadline(start.Add(10 * time.Second))
+	defer func() { _ = c.SetDeadline(time.Time{}) }()
+	if err := websocket.Message.Send(c, msg); err != nil {
+		return 0, fmt.Errorf("send: %w", err)
+	}
+	var got string
+	if err := websocket.Message.Receive(c, &got); err != nil {
+		return 0, fmt.Errorf("receive: %w", err)
+	}
+	if got != msg {
+		return 0, fmt.Errorf("echo %q, want %q", got, msg)
+	}
+	return time.Since(start), nil
+}
+
+// forEach runs f(0..n-1) on 10 workers and fails t on the first error.
+func forEach(t *testing.T, n int, f func(i int) error) {
+	t.Helper()
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+	)
+	next := make(chan int)
+	for range 10 {
+		wg.Go(func() {
+			for i := range next {
+				if err := f(i); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = fmt.Errorf("%d: %w", i, err)
+					}
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	if first != nil {
+		t.Fatal(first)
+	}
+}
+
+// getStatus sends GET http://addr/path with Host host and returns the
+// status, reading the body whole.
+func getStatus(c *http.Client, addr, host, path string) (int, error) {
+	code, _, err := getBody(c, addr, host, path)
+	return code, err
+}
+
+// getBody sends GET http://addr/path with Host host and returns status and
+// body; err is set when no response came or its body was cut short.
+func getBody(c *http.Client, addr, host, path string) (int, string, error) {
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, "http://"+addr+path, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	req.Host = host
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
