@@ -63,20 +63,14 @@ func PatchEndpoints(prev *route.Table, snap Snapshot, changed map[types.Namespac
 func backendsOf(t *route.Table, services map[types.NamespacedName]bool) []*route.Backend {
 	var out []*route.Backend
 	seen := make(map[*route.Backend]bool)
-	add := func(r *route.Route) {
-		if r == nil || r.Backend.Unavailable != "" || seen[r.Backend] ||
+	for r := range t.Routes() {
+		if r.Backend.Unavailable != "" || seen[r.Backend] ||
 			!services[types.NamespacedName{Namespace: r.Backend.Namespace, Name: r.Backend.Service}] {
-			return
+			continue
 		}
 		seen[r.Backend] = true
 		out = append(out, r.Backend)
 	}
-	for _, vh := range t.VirtualHosts {
-		for _, r := range vh.Routes {
-			add(r)
-		}
-	}
-	add(t.Default)
 	return out
 }
 

@@ -3,6 +3,7 @@ package route
 import (
 	"cmp"
 	"fmt"
+	"iter"
 	"slices"
 	"strings"
 	"time"
@@ -323,23 +324,34 @@ func compareHosts(a, b *VirtualHost) int {
 // Empty returns a table with no routes: every request answers 404.
 func Empty() *Table { return NewTable(nil, nil) }
 
+// Routes yields every route of the table: those of each virtual host in
+// order, then the default route if there is one.
+func (t *Table) Routes() iter.Seq[*Route] {
+	return func(yield func(*Route) bool) {
+		for _, vh := range t.VirtualHosts {
+			for _, r := range vh.Routes {
+				if !yield(r) {
+					return
+				}
+			}
+		}
+		if t.Default != nil {
+			yield(t.Default)
+		}
+	}
+}
+
 // Backends returns every distinct backend of the table, sorted by key; the
 // proxy uses it to learn which endpoints are still in use after a swap.
 func (t *Table) Backends() []*Backend {
 	seen := make(map[*Backend]bool)
 	var out []*Backend
-	add := func(r *Route) {
-		if r != nil && r.Backend != nil && !seen[r.Backend] {
+	for r := range t.Routes() {
+		if r.Backend != nil && !seen[r.Backend] {
 			seen[r.Backend] = true
 			out = append(out, r.Backend)
 		}
 	}
-	for _, vh := range t.VirtualHosts {
-		for _, r := range vh.Routes {
-			add(r)
-		}
-	}
-	add(t.Default)
 	slices.SortStableFunc(out, func(a, b *Backend) int { return strings.Compare(a.Key, b.Key) })
 	return out
 }

@@ -43,7 +43,7 @@ func BenchmarkConvergence(b *testing.B) {
 	cs := clientset(b)
 	ctx := b.Context()
 	start := time.Now()
-	createAll(b, objects+1, func(i int) error {
+	forEach(b, objects+1, func(i int) error {
 		name, addr := fmt.Sprintf("svc-%04d", i), "192.0.2.60"
 		if i == objects {
 			name, addr = "added-paths", "192.0.2.90"
@@ -147,9 +147,9 @@ func quantile(d []time.Duration, q float64) time.Duration {
 
 func benchHost(i int) string { return fmt.Sprintf("app-%04d.bench.example.com", i) }
 
-// createAll runs create(0..n-1) on 16 workers and fails b on the first error.
-func createAll(b *testing.B, n int, create func(i int) error) {
-	b.Helper()
+// forEach runs f(0..n-1) on 16 workers and fails t on the first error.
+func forEach(t testing.TB, n int, f func(i int) error) {
+	t.Helper()
 	var (
 		wg    sync.WaitGroup
 		mu    sync.Mutex
@@ -159,10 +159,10 @@ func createAll(b *testing.B, n int, create func(i int) error) {
 	for range 16 {
 		wg.Go(func() {
 			for i := range next {
-				if err := create(i); err != nil {
+				if err := f(i); err != nil {
 					mu.Lock()
 					if first == nil {
-						first = fmt.Errorf("object %d: %w", i, err)
+						first = fmt.Errorf("%d: %w", i, err)
 					}
 					mu.Unlock()
 				}
@@ -175,7 +175,7 @@ func createAll(b *testing.B, n int, create func(i int) error) {
 	close(next)
 	wg.Wait()
 	if first != nil {
-		b.Fatal(first)
+		t.Fatal(first)
 	}
 }
 

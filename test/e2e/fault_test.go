@@ -772,38 +772,6 @@ func echoOnce(c *websocket.Conn, msg string) (time.Duration, error) {
 	return time.Since(start), nil
 }
 
-// forEach runs f(0..n-1) on 10 workers and fails t on the first error.
-func forEach(t *testing.T, n int, f func(i int) error) {
-	t.Helper()
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		first error
-	)
-	next := make(chan int)
-	for range 10 {
-		wg.Go(func() {
-			for i := range next {
-				if err := f(i); err != nil {
-					mu.Lock()
-					if first == nil {
-						first = fmt.Errorf("%d: %w", i, err)
-					}
-					mu.Unlock()
-				}
-			}
-		})
-	}
-	for i := range n {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	if first != nil {
-		t.Fatal(first)
-	}
-}
-
 // getStatus sends GET http://addr/path with Host host and returns the
 // status, reading the body whole.
 func getStatus(c *http.Client, addr, host, path string) (int, error) {
