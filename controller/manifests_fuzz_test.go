@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
 	"go.uber.org/zap"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
 )
 
 // FuzzDecode feeds one file's bytes to the manifest decoder. It must never
@@ -96,4 +98,35 @@ func checkDocumentLines(t *testing.T, data []byte, docs []manifestDoc) {
 			t.Fatalf("document at line %d is\n%q\nbut the file there has\n%q", doc.line, doc.data, want)
 		}
 	}
+}
+
+// FuzzDecodeManifest checks that decodeManifest, the fast way to decode a
+// document, returns exactly what the strict deserializer returns: the
+// same object, kind and error.
+func FuzzDecodeManifest(f *testing.F) {
+	for _, seed := range []string{
+		manifestService("a"),
+		"apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n  name: b\n",
+		"apiVersion: v1\nkind: Service\nmetadata:\n  name: a\nspec:\n  portz: []\n",
+		"apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: i, annotations: {a: \"1\"}}\nspec: {rules: [{host: a.b, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: s, port: {number: 80}}}}]}}]}\n",
+		"apiVersion: v1\nkind: List\nitems:\n- " + strings.ReplaceAll(manifestService("x"), "\n", "\n  "),
+		"# only a comment\n",
+		"apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ntype: kubernetes.io/tls\ndata: {tls.crt: !!binary aGk=}\n",
+		`{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a"}}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		gotObj, gotGVK, gotErr := decodeManifest(data)
+		wantObj, wantGVK, wantErr := manifestDecoder.Decode(data, nil, nil)
+		if (gotErr == nil) != (wantErr == nil) || (gotErr != nil && gotErr.Error() != wantErr.Error()) {
+			t.Fatalf("error %v, the strict deserializer says %v:\n%q", gotErr, wantErr, data)
+		}
+		if !reflect.DeepEqual(gotGVK, wantGVK) {
+			t.Fatalf("kind %v, the strict deserializer says %v:\n%q", gotGVK, wantGVK, data)
+		}
+		if !apiequality.Semantic.DeepEqual(gotObj, wantObj) {
+			t.Fatalf("object differs from the strict deserializer's:\n%#v\n%#v\n%q", gotObj, wantObj, data)
+		}
+	})
 }
