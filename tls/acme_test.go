@@ -407,3 +407,38 @@ func cmpOr(a, b string) string {
 	}
 	return b
 }
+
+// unreadyCache is a cache that cannot answer yet (a Secret cache whose
+// informer has not listed): every Get fails with an error that is not
+// autocert.ErrCacheMiss.
+type unreadyCache struct{ autocert.Cache }
+
+var errUnready = errors.New("cache not ready")
+
+func (unreadyCache) Get(context.Context, string) ([]byte, error) { return nil, errUnready }
+
+// A leader whose cache cannot be read yet orders nothing: the certificate
+// may well be in it. This is what keeps a restart from ordering again
+// while the Secret cache is still listing.
+func TestACMELeaderWithUnreadyCache(t *testing.T) {
+	t.Parallel()
+	ca := newFakeCA(t)
+	a, err := NewACME(ACMEOptions{
+		DirectoryURL: ca.URL + "/directory",
+		Cache:        unreadyCache{autocert.DirCache(t.TempDir())},
+		Table:        newLiveTable(acmeHost("a.example.com")).get,
+		CanOrder:     func() bool { return true },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.afterFunc = func(time.Duration, func()) stopper { return time.NewTimer(time.Hour) }
+	a.Sync(context.Background())
+	a.wg.Wait()
+	if n := ca.requests.Load(); n != 0 {
+		t.Errorf("the CA got %d requests while the cache could not be read", n)
+	}
+	if _, err := a.GetCertificate(&stdtls.ClientHelloInfo{ServerName: "a.example.com"}); !errors.Is(err, ErrNoCertificate) {
+		t.Errorf("GetCertificate: error %v, want ErrNoCertificate", err)
+	}
+}

@@ -32,8 +32,10 @@ func newACME(cfg *config, cl *cluster, table func() *route.Table, reg prometheus
 	if cl != nil {
 		cl.acmeCache = controller.NewSecretCache(cl.client, cl.ns, logger.Named("acme-cache"))
 		opts.Cache = cl.acmeCache
-		cache := cl.acmeCache
-		opts.CanOrder = func() bool { return cl.elector.Leading() && cache.Synced() }
+		// Until the cache has listed its Secrets its Get answers
+		// ErrCacheNotSynced, not a miss, so nothing is ordered for a
+		// certificate it may hold.
+		opts.CanOrder = cl.elector.Leading
 	} else {
 		dir := cfg.acmeCacheDir
 		if dir == "" {
