@@ -14,7 +14,8 @@
 //     (controller.Build) next to what the running controller does,
 //     Applier.Apply, which sees that only an EndpointSlice changed and
 //     patches the endpoints of that Service into the last table
-//     (controller.PatchEndpoints), then swaps it in.
+//     (controller.PatchEndpoints), then swaps it into a proxy.Handler,
+//     whose Swap is timed on its own too.
 //
 // Then it runs the real binary standalone (bin/postern --manifests) on a
 // generated folder of 10,000 Ingresses: the time from start to /readyz 200,
@@ -43,9 +44,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/postern-dev/postern/controller"
+	"github.com/postern-dev/postern/proxy"
 	"github.com/postern-dev/postern/proxy/route"
 )
 
@@ -112,12 +115,13 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		b, a := measureChange(c.changeAt, c.endpoints, c.changes)
+		b, a, sw := measureChange(c.changeAt, c.endpoints, c.changes)
 		fmt.Fprintf(out, "\nOne endpoint change at %s Ingresses (an EndpointSlice with one address replaced), %d changes: a full rebuild, and the incremental path the controller takes.\n\n", count(c.changeAt), c.changes)
 		fmt.Fprintln(out, "| step | median | max |")
 		fmt.Fprintln(out, "|---|---:|---:|")
 		fmt.Fprintf(out, "| controller.Build (full rebuild) | %s | %s |\n", ms(median(b)), ms(slices.Max(b)))
-		fmt.Fprintf(out, "| controller.Applier.Apply (incremental: diff, PatchEndpoints, swap; metrics off) | %s | %s |\n", ms(median(a)), ms(slices.Max(a)))
+		fmt.Fprintf(out, "| controller.Applier.Apply (incremental: diff, PatchEndpoints, and the proxy's Handler.Swap) | %s | %s |\n", ms(median(a)), ms(slices.Max(a)))
+		fmt.Fprintf(out, "| of which proxy.Handler.Swap (balancer, health, in-flight, pool and metrics bookkeeping over every endpoint) | %s | %s |\n", ms(median(sw)), ms(slices.Max(sw)))
 	}
 
 	if c.readyAt > 0 {
@@ -206,12 +210,22 @@ func measureSize(n, per, builds int) sizeResult {
 
 // measureChange times one EndpointSlice change: a full Build, and
 // Applier.Apply as the running controller does it (incremental).
-func measureChange(n, per, changes int) (build, apply []time.Duration) {
+func measureChange(n, per, changes int) (build, apply, swaps []time.Duration) {
 	debug.FreeOSMemory()
 	snap := snapshot(n, per)
 	opts := controller.Options{Now: created.Add(24 * time.Hour), Certificates: controller.NewCertificateCache()}
+	// The swap is the proxy's own, with metrics, as in the binary: it
+	// carries balancer, health, in-flight and connection-pool state over
+	// to the new table.
+	handler := proxy.New(proxy.Options{Metrics: proxy.NewMetrics(prometheus.NewRegistry())})
 	var swapped *route.Table
-	applier := controller.NewApplier(opts, func(t *route.Table) { swapped = t }, zap.NewNop())
+	var swapTime time.Duration
+	applier := controller.NewApplier(opts, func(t *route.Table) {
+		start := time.Now()
+		handler.Swap(t)
+		swapTime = time.Since(start)
+		swapped = t
+	}, zap.NewNop())
 	applier.Apply(snap, nil)
 	controller.Build(snap, opts) // warm the certificate cache and the heap
 
@@ -236,13 +250,14 @@ func measureChange(n, per, changes int) (build, apply []time.Duration) {
 		start = time.Now()
 		applier.Apply(next, nil)
 		apply = append(apply, time.Since(start))
+		swaps = append(swaps, swapTime)
 		if r := swapped.Lookup(host(i), "/"); r == nil || !slices.ContainsFunc(r.Backend.Endpoints, func(e route.Endpoint) bool { return e.Address == want }) {
 			panic("the changed endpoint is not in the applied table")
 		}
 		snap = next
 	}
 	runtime.KeepAlive(swapped)
-	return build, apply
+	return build, apply, swaps
 }
 
 // heap returns the live heap after a full GC.
