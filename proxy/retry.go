@@ -229,11 +229,14 @@ func (b *idleBody) Close() error {
 }
 
 func (b *idleBody) expire() {
+	// Count and log before closing: the close is what the client and the
+	// endpoint observe, so anything that reacts to it (a test reading the
+	// metric, an operator correlating the cut) finds the record in place.
 	b.fired.Store(true)
-	_ = b.ReadCloser.Close()
 	b.h.metrics.upstreamError(errIdleTimeout{})
 	if ce := b.h.log.Check(zap.WarnLevel, "upstream idle timeout, response cut"); ce != nil {
 		ce.Write(zap.String("backend", b.backend.Key), zap.String("upstream", b.upstream),
 			zap.Duration("idle_timeout", b.timeout))
 	}
+	_ = b.ReadCloser.Close()
 }
