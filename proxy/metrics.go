@@ -245,6 +245,38 @@ func (m *Metrics) sync(t *route.Table) {
 	m.routes.Store(&routes)
 }
 
+// patch prepares the metrics for a table that p says differs from the
+// last one synced only in the routes p.Routes replaces: each copy takes
+// its original's children (a patch keeps a route's source and Service, so
+// its labels). Its cost is one copy of the route map. It reports false,
+// changing nothing, before the first sync.
+func (m *Metrics) patch(p *route.Patch) bool {
+	if m == nil || len(p.Routes) == 0 {
+		return true
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cur := m.routes.Load()
+	if cur == nil {
+		return false
+	}
+	routes := maps.Clone(*cur)
+	for or, nr := range p.Routes {
+		rm := routes[or]
+		if rm == nil || labelsOf(nr) != rm.labels {
+			rm = m.byLabels[labelsOf(nr)]
+			if rm == nil {
+				rm = m.newRouteMetrics(labelsOf(nr))
+				m.byLabels[rm.labels] = rm
+			}
+		}
+		delete(routes, or)
+		routes[nr] = rm
+	}
+	m.routes.Store(&routes)
+	return true
+}
+
 func (m *Metrics) deleteSeries(l routeLabels) {
 	m.requests.DeletePartialMatch(prometheus.Labels{"namespace": l.namespace, "ingress": l.ingress, "service": l.service})
 	for _, v := range []*prometheus.HistogramVec{m.duration, m.upstream, m.requestSize, m.responseSize} {

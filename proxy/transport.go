@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"crypto/tls"
+	"maps"
 	"net"
 	"net/http"
 	"slices"
@@ -168,6 +169,35 @@ func (t *transports) retain(addrs []string) {
 			ep.closeIdle()
 		}
 	}
+}
+
+// update adds pools for the addresses of added and drains those of
+// removed: retain for a table that differs from the last one by just
+// those, at the cost of one copy of the map.
+func (t *transports) update(added, removed []string) {
+	if len(added) == 0 && len(removed) == 0 {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	old := t.pools.Load()
+	m := make(map[string]*endpointPools, len(added))
+	if old != nil {
+		m = maps.Clone(*old) // see balancer's cloneMap
+	}
+	for _, a := range removed {
+		if ep := m[a]; ep != nil {
+			ep.removed.Store(true)
+			ep.closeIdle()
+			delete(m, a)
+		}
+	}
+	for _, a := range added {
+		if m[a] == nil {
+			m[a] = new(endpointPools)
+		}
+	}
+	t.pools.Store(&m)
 }
 
 // CloseIdleConnections closes the idle connections of every pool.

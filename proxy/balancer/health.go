@@ -184,6 +184,30 @@ func (h *Health) Retain(addrs []string) {
 	h.states.Store(&m)
 }
 
+// Update adds the addresses of added and forgets those of removed (see
+// InFlight.Update): Retain for a table that differs from the last one by
+// just those.
+func (h *Health) Update(added, removed []string) {
+	if len(added) == 0 && len(removed) == 0 {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	m := cloneMap(h.states.Load(), len(added))
+	for _, a := range removed {
+		if e := m[a]; e != nil {
+			h.forget(e)
+			delete(m, a)
+		}
+	}
+	for _, a := range added {
+		if m[a] == nil {
+			m[a] = new(endpointHealth)
+		}
+	}
+	h.states.Store(&m)
+}
+
 // Len returns the number of addresses known.
 func (h *Health) Len() int { return mapLen(h.states.Load()) }
 

@@ -198,6 +198,24 @@ func (r *Registry) Sync(t *route.Table) error {
 	return errors.Join(errs...)
 }
 
+// SyncPatch prepares the registry for table t, which t.Patch says differs
+// from the table of the last Sync or SyncPatch only in the endpoints of
+// some backends: added and removed are the endpoint addresses that come
+// and go with it. The balancers stay (they are keyed by backend key and
+// policy, which a patch keeps); InFlight and Health take the addresses.
+// It reports false, changing nothing, when the patch changes a backend's
+// key or policy; the caller then uses Sync.
+func (r *Registry) SyncPatch(p *route.Patch, added, removed []string) bool {
+	for ob, nb := range p.Backends {
+		if ob.Key != nb.Key || ob.Balancer != nb.Balancer {
+			return false
+		}
+	}
+	r.inflight.Update(added, removed)
+	r.health.Update(added, removed)
+	return true
+}
+
 // Len returns the number of balancers held.
 func (r *Registry) Len() int { return mapLen(r.m.Load()) }
 

@@ -1,5 +1,35 @@
 package route
 
+import (
+	"maps"
+	"sync/atomic"
+)
+
+// Patch records how WithBackends made a table from another one, so that
+// whoever keeps state for the other table's backends and routes (the
+// proxy: balancers, endpoint health, connection pools, metric children)
+// can carry it over for just what changed instead of walking every
+// endpoint again.
+type Patch struct {
+	// Base is the ID of the table that was patched.
+	Base uint64
+	// Backends maps each replaced backend of the base table to the backend
+	// replacing it; no other backend changed.
+	Backends map[*Backend]*Backend
+	// Routes maps each route of the base table that now points at a
+	// replacing backend to its copy; every other route is shared.
+	Routes map[*Route]*Route
+}
+
+// tableIDs numbers tables; 0 is never given out.
+var tableIDs atomic.Uint64
+
+// ID identifies t among the tables of this process.
+func (t *Table) ID() uint64 { return t.id }
+
+// Patch returns how WithBackends made t, or nil when t was built anew.
+func (t *Table) Patch() *Patch { return t.patch }
+
 // WithBackends returns a copy of t in which every route whose backend is a
 // key of replace uses replace's value instead. Virtual hosts without such
 // a route are shared with t, not copied, so the cost grows with the routes
@@ -11,6 +41,7 @@ func (t *Table) WithBackends(replace map[*Backend]*Backend) *Table {
 	if len(replace) == 0 {
 		return t
 	}
+	record := &Patch{Base: t.id, Backends: maps.Clone(replace), Routes: make(map[*Route]*Route)}
 	patch := func(r *Route) *Route {
 		if r == nil {
 			return nil
@@ -21,9 +52,12 @@ func (t *Table) WithBackends(replace map[*Backend]*Backend) *Table {
 		}
 		c := *r
 		c.Backend = nb
+		record.Routes[r] = &c
 		return &c
 	}
 	out := &Table{
+		id:                 tableIDs.Add(1),
+		patch:              record,
 		VirtualHosts:       make([]*VirtualHost, len(t.VirtualHosts)),
 		Default:            patch(t.Default),
 		TLS:                t.TLS,

@@ -265,6 +265,9 @@ type Table struct {
 	any         *VirtualHost            // rules without a host
 	tlsExact    map[string]*TLSHost     // by lower-case host
 	tlsWildcard map[string]*TLSHost     // by the suffix after "*."
+
+	id    uint64 // see ID
+	patch *Patch // see Patch; nil for a table built by NewTable
 }
 
 // NewTable returns a table serving hosts, with def (may be nil) for
@@ -272,6 +275,7 @@ type Table struct {
 // valid; when one appears twice the first wins.
 func NewTable(hosts []*VirtualHost, def *Route) *Table {
 	t := &Table{
+		id:           tableIDs.Add(1),
 		VirtualHosts: []*VirtualHost{},
 		Default:      def,
 		exact:        make(map[string]*VirtualHost),

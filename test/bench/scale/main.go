@@ -121,7 +121,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		fmt.Fprintln(out, "|---|---:|---:|")
 		fmt.Fprintf(out, "| controller.Build (full rebuild) | %s | %s |\n", ms(median(b)), ms(slices.Max(b)))
 		fmt.Fprintf(out, "| controller.Applier.Apply (incremental: diff, PatchEndpoints, and the proxy's Handler.Swap) | %s | %s |\n", ms(median(a)), ms(slices.Max(a)))
-		fmt.Fprintf(out, "| of which proxy.Handler.Swap (balancer, health, in-flight, pool and metrics bookkeeping over every endpoint) | %s | %s |\n", ms(median(sw)), ms(slices.Max(sw)))
+		fmt.Fprintf(out, "| of which proxy.Handler.Swap (balancer, health, in-flight, pool and metrics state carried over for the changed backends) | %s | %s |\n", ms(median(sw)), ms(slices.Max(sw)))
 	}
 
 	if c.readyAt > 0 {

@@ -1,0 +1,154 @@
+package proxy
+
+import (
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/postern-dev/postern/proxy/balancer"
+	"github.com/postern-dev/postern/proxy/route"
+)
+
+// TestSwapPatchMatchesFullSwap checks the incremental Swap (a table made
+// by WithBackends from the one served) against the full one: after every
+// patch in a random sequence, the handler that took the incremental path
+// holds exactly the addresses, pools, health and metric children that a
+// handler swapping the same routes in from scratch holds, and the state
+// of addresses that stayed is carried over, not recreated.
+func TestSwapPatchMatchesFullSwap(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewPCG(7, 11))
+	addrPool := make([]string, 10)
+	for i := range addrPool {
+		addrPool[i] = fmt.Sprintf("127.0.0.%d:80", i+1)
+	}
+	endpoints := func() []route.Endpoint {
+		var eps []route.Endpoint
+		for _, i := range rng.Perm(len(addrPool))[:rng.IntN(4)] {
+			eps = append(eps, route.Endpoint{Address: addrPool[i]})
+		}
+		return eps
+	}
+	var backends []*route.Backend
+	var hosts []*route.VirtualHost
+	for i := range 6 {
+		b := &route.Backend{Key: fmt.Sprintf("ns/svc%d:80", i), Namespace: "ns", Service: fmt.Sprintf("svc%d", i), Endpoints: endpoints()}
+		backends = append(backends, b)
+		// Two routes per backend, in two Ingresses, so that a backend is
+		// shared by routes of different metric label sets.
+		hosts = append(hosts, route.NewVirtualHost(fmt.Sprintf("h%d.test", i), []*route.Route{
+			{PathType: route.PathPrefix, Path: "/", Backend: b, Source: route.Source{Namespace: "ns", Name: "a"}},
+			{PathType: route.PathExact, Path: "/x", Backend: b, Source: route.Source{Namespace: "ns", Name: "b"}},
+		}))
+	}
+	table := route.NewTable(hosts, &route.Route{Backend: backends[0], Source: route.Source{Namespace: "ns", Name: "def"}})
+
+	health := &balancer.Health{Threshold: 1}
+	inc := New(Options{Metrics: NewMetrics(prometheus.NewRegistry()), Health: health})
+	full := New(Options{Metrics: NewMetrics(prometheus.NewRegistry())})
+	inc.Swap(table)
+	full.Swap(table)
+
+	patched := 0
+	for step := range 200 {
+		replace := make(map[*route.Backend]*route.Backend)
+		for _, b := range backends {
+			if rng.IntN(3) == 0 {
+				nb := *b
+				nb.Endpoints = endpoints()
+				replace[b] = &nb
+			}
+		}
+		for i, b := range backends {
+			if nb := replace[b]; nb != nil {
+				backends[i] = nb
+			}
+		}
+		before := maps.Clone(*inc.transport.pools.Load())
+		// An address known before the patch and ejected stays ejected if
+		// the patch keeps it.
+		ejected := addrPool[rng.IntN(len(addrPool))]
+		wasEjected := inc.addrRefs[ejected] > 0
+		if wasEjected {
+			health.Failure(ejected)
+		}
+
+		next := table.WithBackends(replace)
+		if len(replace) > 0 && next.Patch() == nil {
+			t.Fatal("WithBackends made a table without a Patch")
+		}
+		if len(replace) > 0 {
+			patched++
+		}
+		inc.Swap(next)
+		// The same routes, as a table built anew: the full pass.
+		full.Swap(route.NewTable(next.VirtualHosts, next.Default))
+		table = next
+
+		if !maps.Equal(inc.addrRefs, full.addrRefs) {
+			t.Fatalf("step %d: address counts %v, full swap %v", step, inc.addrRefs, full.addrRefs)
+		}
+		got, want := slices.Sorted(maps.Keys(*inc.transport.pools.Load())), slices.Sorted(maps.Keys(*full.transport.pools.Load()))
+		if !slices.Equal(got, want) {
+			t.Fatalf("step %d: pools for %v, full swap %v", step, got, want)
+		}
+		if inc.inflight.Len() != len(want) || inc.health.Len() != len(want) {
+			t.Fatalf("step %d: in-flight knows %d and health %d addresses, want %d", step, inc.inflight.Len(), inc.health.Len(), len(want))
+		}
+		for a, ep := range before {
+			now, kept := (*inc.transport.pools.Load())[a]
+			switch {
+			case kept && now != ep:
+				t.Fatalf("step %d: the pools of %s were recreated", step, a)
+			case !kept && !ep.removed.Load():
+				t.Fatalf("step %d: the pools of dropped %s were not drained", step, a)
+			}
+		}
+		if wasEjected && inc.addrRefs[ejected] > 0 && !health.Ejected(ejected) {
+			t.Fatalf("step %d: %s kept its address but lost its ejection", step, ejected)
+		}
+		health.Success(ejected)
+
+		routes := *inc.metrics.routes.Load()
+		n := 0
+		for rt := range next.Routes() {
+			n++
+			rm := routes[rt]
+			if rm == nil || rm.labels != labelsOf(rt) {
+				t.Fatalf("step %d: route %s %s has metric children %v", step, rt.Source, rt.Path, rm)
+			}
+		}
+		if len(routes) != n {
+			t.Fatalf("step %d: %d routes with metric children, the table has %d", step, len(routes), n)
+		}
+	}
+	if patched < 150 {
+		t.Fatalf("only %d of 200 steps patched anything", patched)
+	}
+}
+
+// TestSwapPatchOfAnotherTableTakesFullPath checks that a patch is applied
+// incrementally only on top of the table it was made from.
+func TestSwapPatchOfAnotherTableTakesFullPath(t *testing.T) {
+	t.Parallel()
+	b := &route.Backend{Key: "ns/a:80", Namespace: "ns", Service: "a", Endpoints: []route.Endpoint{{Address: "127.0.0.1:1"}}}
+	base := route.NewTable([]*route.VirtualHost{route.NewVirtualHost("a.test", []*route.Route{{PathType: route.PathPrefix, Path: "/", Backend: b}})}, nil)
+	nb := *b
+	nb.Endpoints = []route.Endpoint{{Address: "127.0.0.2:1"}}
+	next := base.WithBackends(map[*route.Backend]*route.Backend{b: &nb})
+
+	h := New(Options{})
+	other := route.NewTable(nil, &route.Route{Backend: &route.Backend{Key: "ns/b:80", Endpoints: []route.Endpoint{{Address: "127.0.0.3:1"}}}})
+	h.Swap(other)
+	h.Swap(next) // its base is not the table served: the full pass
+	if got := slices.Sorted(maps.Keys(*h.transport.pools.Load())); !slices.Equal(got, []string{"127.0.0.2:1"}) {
+		t.Fatalf("pools for %v, want just the patched table's endpoint", got)
+	}
+	if h.balancers.Len() != 1 {
+		t.Fatalf("%d balancers, want 1", h.balancers.Len())
+	}
+}
