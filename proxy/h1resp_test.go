@@ -1,0 +1,109 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"net/http"
+	"testing"
+)
+
+func TestParseH1Resp(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, head string
+		isHead     bool
+		ok         bool
+		status     int
+		body       h1Body
+		cl         int64
+		close      bool
+	}{
+		{"length", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false, true, 200, h1BodyLength, 5, false},
+		{"chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false, true, 200, h1BodyChunked, -1, false},
+		{"close-delimited", "HTTP/1.1 200 OK\r\n\r\n", false, true, 200, h1BodyClose, -1, true},
+		{"head", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true, true, 200, h1BodyNone, 5, false},
+		{"204", "HTTP/1.1 204 No Content\r\n\r\n", false, true, 204, h1BodyNone, -1, false},
+		{"304 with length", "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", false, true, 304, h1BodyNone, 9, false},
+		{"103", "HTTP/1.1 103 Early Hints\r\nLink: </s>\r\n\r\n", false, true, 103, h1BodyNone, -1, false},
+		{"no reason", "HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n", false, true, 200, h1BodyLength, 0, false},
+		{"http/1.0", "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false, true, 200, h1BodyLength, 1, true},
+		{"http/1.0 keep-alive", "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n", false, true, 200, h1BodyLength, 1, false},
+		{"connection close", "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n", false, true, 200, h1BodyLength, 1, true},
+
+		{"101", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n", false, false, 0, 0, 0, false},
+		{"cl and te", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", false, false, 0, 0, 0, false},
+		{"two lengths", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", false, false, 0, 0, 0, false},
+		{"gzip te", "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false, false, 0, 0, 0, false},
+		{"http/2", "HTTP/2.0 200 OK\r\n\r\n", false, false, 0, 0, 0, false},
+		{"short status", "HTTP/1.1 20 OK\r\n\r\n", false, false, 0, 0, 0, false},
+		{"obs-fold", "HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 0\r\n\r\n", false, false, 0, 0, 0, false},
+		{"nul", "HTTP/1.1 200 OK\r\nX: a\x00\r\nContent-Length: 0\r\n\r\n", false, false, 0, 0, 0, false},
+		{"connection names a field", "HTTP/1.1 200 OK\r\nConnection: x-a\r\nContent-Length: 0\r\n\r\n", false, false, 0, 0, 0, false},
+	}
+	var r h1Resp
+	for _, tc := range tests {
+		ok := parseH1Resp([]byte(tc.head), tc.isHead, &r)
+		if ok != tc.ok {
+			t.Errorf("%s: ok = %v, want %v", tc.name, ok, tc.ok)
+			continue
+		}
+		if ok && (r.status != tc.status || r.body != tc.body || r.contentLength != tc.cl || r.closeConn != tc.close) {
+			t.Errorf("%s: status %d body %d length %d close %v, want %d %d %d %v", tc.name, r.status, r.body, r.contentLength, r.closeConn, tc.status, tc.body, tc.cl, tc.close)
+		}
+	}
+}
+
+// FuzzH1Resp checks parseH1Resp against net/http's ReadResponse: a head the
+// fast path relays must be one net/http reads the same way (status,
+// framing, keep-alive).
+func FuzzH1Resp(f *testing.F) {
+	for _, s := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"HTTP/1.0 404 Not Found\r\n\r\n",
+		"HTTP/1.1 304 Not Modified\r\nConnection: close\r\n\r\n",
+	} {
+		f.Add([]byte(s), false)
+	}
+	f.Fuzz(func(t *testing.T, data []byte, isHead bool) {
+		end := h1HeadEnd(data)
+		if end < 0 {
+			return
+		}
+		head := data[:end]
+		var r h1Resp
+		if !parseH1Resp(head, isHead, &r) {
+			return
+		}
+		method := http.MethodGet
+		if isHead {
+			method = http.MethodHead
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(head)), &http.Request{Method: method})
+		if err != nil {
+			t.Fatalf("relayed by the fast path, refused by net/http (%v):\n%q", err, head)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != r.status {
+			t.Fatalf("status: net/http %d, fast path %d:\n%q", resp.StatusCode, r.status, head)
+		}
+		chunked := len(resp.TransferEncoding) == 1 && resp.TransferEncoding[0] == "chunked"
+		switch r.body {
+		case h1BodyChunked:
+			if !chunked {
+				t.Fatalf("fast path chunked, net/http %v:\n%q", resp.TransferEncoding, head)
+			}
+		case h1BodyLength:
+			if chunked || resp.ContentLength != r.contentLength {
+				t.Fatalf("fast path length %d, net/http %d (chunked %v):\n%q", r.contentLength, resp.ContentLength, chunked, head)
+			}
+		case h1BodyClose:
+			if chunked || resp.ContentLength != -1 || !resp.Close {
+				t.Fatalf("fast path close-delimited, net/http length %d chunked %v close %v:\n%q", resp.ContentLength, chunked, resp.Close, head)
+			}
+		}
+		if r.closeConn != resp.Close && r.body != h1BodyNone {
+			t.Fatalf("close: net/http %v, fast path %v:\n%q", resp.Close, r.closeConn, head)
+		}
+	})
+}
