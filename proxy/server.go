@@ -58,6 +58,11 @@ type ServerOptions struct {
 	// without a valid header is closed unanswered. False means no header
 	// is expected (one sent is a malformed request).
 	ProxyProtocol bool
+	// FastPath, when not nil, serves the HTTP/1.1 requests h1Engine takes
+	// with that Handler's table and balancers, bypassing net/http (work in
+	// progress: see h1engine.go). Nil means every request goes through
+	// net/http.
+	FastPath *Handler
 }
 
 // Server serves a handler on plain-HTTP listeners, with the framing guard
@@ -78,6 +83,7 @@ type Server struct {
 	metrics    *Metrics // nil: none
 	proxyProto bool     // connections start with a PROXY protocol header
 	readHeader time.Duration
+	fast       *h1Engine // nil: no fast path
 
 	mu       sync.Mutex
 	hijacked map[*conn]struct{} // connections handed over to a handler (WebSockets)
@@ -102,6 +108,15 @@ func NewServer(h http.Handler, opts ServerOptions) *Server {
 		maxHeader = DefaultMaxHeaderBytes
 	}
 	s.readHeader = readHeader
+	if opts.FastPath != nil {
+		s.fast = &h1Engine{
+			h:                 opts.FastPath,
+			pool:              &h1Pool{dialTimeout: DefaultDialTimeout, maxIdle: DefaultMaxIdleConnsPerHost},
+			readHeaderTimeout: readHeader,
+			idleTimeout:       idle,
+			maxHeaderBytes:    maxHeader,
+		}
+	}
 	s.srv = &http.Server{
 		Handler:           guard{next: h, log: s.logRejected},
 		ReadHeaderTimeout: readHeader,
@@ -137,6 +152,9 @@ func (s *Server) Serve(ln net.Listener) error {
 	inner := ln
 	if s.proxyProto {
 		inner = &proxyListener{Listener: ln, timeout: s.readHeader, log: s.log}
+	}
+	if s.fast != nil {
+		inner = s.fast.listen(inner)
 	}
 	err := s.srv.Serve(&listener{Listener: inner, onClose: s.untrack})
 	if errors.Is(err, http.ErrServerClosed) {

@@ -176,7 +176,13 @@ func serve(ctx context.Context, cfg *config, logger *zap.Logger) error {
 		acmeHTTP = acme.HTTPHandler(http.NotFoundHandler())
 	}
 	// Observe: redirects, ACME challenges and 421s are counted and logged too.
-	httpSrv := proxy.NewServer(handler.Observe(proxy.PlainHTTP(handler.Table, acmeHTTP, cfg.httpsPort, handler)), serverOpts("http"))
+	httpOpts := serverOpts("http")
+	if os.Getenv("POSTERN_FAST_PATH") == "1" {
+		// Experiment of the fastpath branch: plain HTTP/1.1 through
+		// h1Engine, without metrics or access log for the requests it takes.
+		httpOpts.FastPath = handler
+	}
+	httpSrv := proxy.NewServer(handler.Observe(proxy.PlainHTTP(handler.Table, acmeHTTP, cfg.httpsPort, handler)), httpOpts)
 	httpsSrv := proxy.NewServer(handler.Observe(proxy.SecureHTTP(handler.Table, store.Covers, handler)), serverOpts("https"))
 	adminSrv := &http.Server{
 		Handler:           proxy.NewAdminHandler(proxy.AdminOptions{Table: handler.Table, Ready: ready, Registry: reg, Pprof: cfg.enablePprof}),
