@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -122,7 +123,7 @@ func (e *h1Engine) route(head *h1Head) (*route.Route, *route.Endpoint) {
 // relays the response; keep reports whether the client connection can
 // serve another request.
 func (e *h1Engine) proxy(br *bufio.Reader, bw *bufio.Writer, n int, head *h1Head, resp *h1Resp, ep *route.Endpoint, clientIP string) (keep bool, err error) {
-	up, err := e.pool.get(ep.Address)
+	up, reused, err := e.pool.get(ep.Address)
 	if err != nil {
 		_, _ = br.Discard(n)
 		writeStatus(bw, 502, "Bad Gateway")
@@ -131,53 +132,51 @@ func (e *h1Engine) proxy(br *bufio.Reader, bw *bufio.Writer, n int, head *h1Head
 	inflight := e.h.inflight.Acquire(ep.Address)
 	defer inflight.Release()
 
-	w := up.bw
-	w.Write(head.method)
-	w.WriteByte(' ')
-	w.Write(head.target)
-	w.WriteString(" HTTP/1.1\r\n")
-	for _, f := range head.fields {
-		if hopByHop(f.name) || isForwardedField(f.name) {
-			continue
+	bodyless := !head.chunked && head.contentLength <= 0
+	writeRequestHead(up.bw, head, clientIP)
+	if !bodyless {
+		// The head's bytes are still in br (head's slices point there):
+		// only once they are written can they go, and the body follows.
+		_, _ = br.Discard(n)
+		switch {
+		case head.chunked:
+			_, err = h1CopyChunked(up.bw, br)
+		default:
+			_, err = io.CopyN(up.bw, br, head.contentLength)
 		}
-		w.Write(f.name)
-		w.WriteString(": ")
-		w.Write(f.value)
-		w.WriteString("\r\n")
-	}
-	if head.chunked {
-		w.WriteString("Transfer-Encoding: chunked\r\n")
-	}
-	w.WriteString("X-Forwarded-For: ")
-	w.WriteString(clientIP)
-	w.WriteString("\r\nX-Real-Ip: ")
-	w.WriteString(clientIP)
-	w.WriteString("\r\nX-Forwarded-Host: ")
-	w.Write(head.host)
-	w.WriteString("\r\nX-Forwarded-Proto: http\r\n\r\n")
-	// The head's bytes are still in br (head's slices point there): only
-	// now can they go.
-	_, _ = br.Discard(n)
-	switch {
-	case head.chunked:
-		if _, err := h1CopyChunked(w, br); err != nil {
-			up.c.Close()
-			return false, err
-		}
-	case head.contentLength > 0:
-		if _, err := io.CopyN(w, br, head.contentLength); err != nil {
+		if err != nil {
 			up.c.Close()
 			return false, err
 		}
 	}
-	if err := w.Flush(); err != nil {
+	err = up.bw.Flush()
+	var raw []byte
+	if err == nil {
+		raw, err = peekHead(up.br, 64<<10)
+	}
+	if err != nil && reused && bodyless && up.br.Buffered() == 0 {
+		// An idle connection the backend had closed: send the request
+		// again, once, on a new one (nothing of it can have been acted
+		// on: the backend read nothing before closing).
 		up.c.Close()
+		if up, err = e.pool.dial(ep.Address); err == nil {
+			writeRequestHead(up.bw, head, clientIP)
+			if err = up.bw.Flush(); err == nil {
+				raw, err = peekHead(up.br, 64<<10)
+			}
+		}
+	}
+	if bodyless {
+		_, _ = br.Discard(n)
+	}
+	if err != nil {
+		if up != nil {
+			up.c.Close()
+		}
 		writeStatus(bw, 502, "Bad Gateway")
 		return false, nil
 	}
-
-	raw, err := peekHead(up.br, 64<<10)
-	if err != nil || !parseH1Resp(raw, string(head.method) == "HEAD", resp) || resp.status < 200 {
+	if !parseH1Resp(raw, string(head.method) == "HEAD", resp) || resp.status < 200 {
 		// 1xx before the final response: left to the next step of the
 		// fast path; for now the client gets a 502, as from a broken
 		// backend.
@@ -185,29 +184,27 @@ func (e *h1Engine) proxy(br *bufio.Reader, bw *bufio.Writer, n int, head *h1Head
 		writeStatus(bw, 502, "Bad Gateway")
 		return false, nil
 	}
-	bw.Write(raw[:12])
+	o := out{bw}
+	o.bytes(raw[:12])
 	if len(resp.reason) > 0 {
-		bw.WriteByte(' ')
-		bw.Write(resp.reason)
+		o.str(" ")
+		o.bytes(resp.reason)
 	}
-	bw.WriteString("\r\n")
+	o.str("\r\n")
 	for _, f := range resp.fields {
 		if hopByHop(f.name) {
 			continue
 		}
-		bw.Write(f.name)
-		bw.WriteString(": ")
-		bw.Write(f.value)
-		bw.WriteString("\r\n")
+		o.field(f)
 	}
 	keep = !head.closeConn && resp.body != h1BodyClose
 	switch {
 	case resp.body == h1BodyChunked:
-		bw.WriteString("Transfer-Encoding: chunked\r\n")
+		o.str("Transfer-Encoding: chunked\r\n")
 	case !keep:
-		bw.WriteString("Connection: close\r\n")
+		o.str("Connection: close\r\n")
 	}
-	bw.WriteString("\r\n")
+	o.str("\r\n")
 	_, _ = up.br.Discard(len(raw))
 	switch resp.body {
 	case h1BodyLength:
@@ -224,6 +221,45 @@ func (e *h1Engine) proxy(br *bufio.Reader, bw *bufio.Writer, n int, head *h1Head
 		e.pool.put(ep.Address, up)
 	}
 	return keep && err == nil, err
+}
+
+// writeRequestHead writes the request line and fields of head to w, with
+// the hop-by-hop fields dropped and the forwarding fields set.
+func writeRequestHead(bw *bufio.Writer, head *h1Head, clientIP string) {
+	w := out{bw}
+	w.bytes(head.method)
+	w.str(" ")
+	w.bytes(head.target)
+	w.str(" HTTP/1.1\r\n")
+	for _, f := range head.fields {
+		if hopByHop(f.name) || isForwardedField(f.name) {
+			continue
+		}
+		w.field(f)
+	}
+	if head.chunked {
+		w.str("Transfer-Encoding: chunked\r\n")
+	}
+	w.str("X-Forwarded-For: ")
+	w.str(clientIP)
+	w.str("\r\nX-Real-Ip: ")
+	w.str(clientIP)
+	w.str("\r\nX-Forwarded-Host: ")
+	w.bytes(head.host)
+	w.str("\r\nX-Forwarded-Proto: http\r\n\r\n")
+}
+
+// out writes to a bufio.Writer, whose error is sticky: it is checked once,
+// at the Flush that follows.
+type out struct{ w *bufio.Writer }
+
+func (o out) str(s string)   { _, _ = o.w.WriteString(s) }
+func (o out) bytes(b []byte) { _, _ = o.w.Write(b) }
+func (o out) field(f h1Field) {
+	o.bytes(f.name)
+	o.str(": ")
+	o.bytes(f.value)
+	o.str("\r\n")
 }
 
 // peekHead returns the head at the start of br (still buffered), reading
@@ -280,15 +316,16 @@ func isForwardedField(name []byte) bool {
 }
 
 func writeStatus(bw *bufio.Writer, code int, text string) {
-	bw.WriteString("HTTP/1.1 ")
-	bw.WriteString(strconv.Itoa(code))
-	bw.WriteByte(' ')
-	bw.WriteString(text)
-	bw.WriteString("\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: ")
-	bw.WriteString(strconv.Itoa(len(text) + 1))
-	bw.WriteString("\r\n\r\n")
-	bw.WriteString(text)
-	bw.WriteByte('\n')
+	o := out{bw}
+	o.str("HTTP/1.1 ")
+	o.str(strconv.Itoa(code))
+	o.str(" ")
+	o.str(text)
+	o.str("\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: ")
+	o.str(strconv.Itoa(len(text) + 1))
+	o.str("\r\n\r\n")
+	o.str(text)
+	o.str("\n")
 }
 
 // replayConn is c with what br already read from it in front.
@@ -339,16 +376,24 @@ type h1UpConn struct {
 	bw *bufio.Writer
 }
 
-func (p *h1Pool) get(addr string) (*h1UpConn, error) {
+// get returns an idle connection to addr (reused true) or a new one.
+func (p *h1Pool) get(addr string) (u *h1UpConn, reused bool, err error) {
 	p.mu.Lock()
 	if list := p.idle[addr]; len(list) > 0 {
 		u := list[len(list)-1]
 		p.idle[addr] = list[:len(list)-1]
 		p.mu.Unlock()
-		return u, nil
+		return u, true, nil
 	}
 	p.mu.Unlock()
-	c, err := net.DialTimeout("tcp", addr, p.dialTimeout)
+	u, err = p.dial(addr)
+	return u, false, err
+}
+
+// dial opens a new connection to addr.
+func (p *h1Pool) dial(addr string) (*h1UpConn, error) {
+	d := net.Dialer{Timeout: p.dialTimeout}
+	c, err := d.DialContext(context.Background(), "tcp", addr)
 	if err != nil {
 		return nil, err
 	}

@@ -1,12 +1,14 @@
 package proxy
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/postern-dev/postern/proxy/route"
 )
@@ -32,9 +34,9 @@ func TestH1EngineProxies(t *testing.T) {
 		body, _ := io.ReadAll(r.Body)
 		switch r.URL.Path {
 		case "/chunked":
-			w.Write([]byte("one,"))
+			_, _ = w.Write([]byte("one,"))
 			w.(http.Flusher).Flush()
-			w.Write([]byte("two"))
+			_, _ = w.Write([]byte("two"))
 		default:
 			fmt.Fprintf(w, "%s %s body=%q xff=%s host=%s te=%v", r.Method, r.URL.RequestURI(), body,
 				r.Header.Get("X-Forwarded-For"), r.Host, r.TransferEncoding)
@@ -97,5 +99,51 @@ func TestH1EngineHandsOff(t *testing.T) {
 	}
 	if n := b.hits.Load(); n != 0 {
 		t.Errorf("the backend got %d requests, want none", n)
+	}
+}
+
+// A backend that closes each connection after one response, without
+// saying so: the engine's next request on that idle connection fails
+// before any response byte, and is sent again on a new connection.
+func TestH1EngineStaleConnection(t *testing.T) {
+	t.Parallel()
+	ln := listen(t)
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					if line == "\r\n" {
+						break
+					}
+				}
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			}()
+		}
+	}()
+	be := &route.Backend{Key: "ns/raw:80", Endpoints: []route.Endpoint{{Address: ln.Addr().String()}}}
+	addr := startFastProxy(t, route.NewTable([]*route.VirtualHost{vhost("app.example.com", prefix("/", be))}, nil))
+	c := rawConn(t, addr)
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for i := range 3 {
+		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: app.example.com\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resps := readResponses(t, br, 1)
+		if len(resps) != 1 || resps[0].StatusCode != http.StatusOK || resps[0].body != "ok" {
+			t.Fatalf("request %d: %+v, want 200 ok", i, resps)
+		}
+		time.Sleep(20 * time.Millisecond) // let the backend's close arrive
 	}
 }
