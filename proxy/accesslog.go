@@ -152,11 +152,7 @@ func (a *AccessLog) sampled() bool {
 // record queues the line of a finished request, or drops it when the
 // queue is full. It never blocks.
 func (a *AccessLog) record(ob *observation, code int, d time.Duration) {
-	if a == nil || (code < 500 && !a.sampled()) {
-		return
-	}
-	if a.closed.Load() {
-		a.dropped.Inc()
+	if !a.wants(code) {
 		return
 	}
 	r := ob.req
@@ -181,6 +177,22 @@ func (a *AccessLog) record(ob *observation, code int, d time.Duration) {
 	}
 	if ob.route != nil {
 		rec.labels = labelsOf(ob.route)
+	}
+	a.enqueue(rec)
+}
+
+// wants reports whether a request answered with code is logged: always
+// for 5xx, sampled below. A nil *AccessLog wants nothing.
+func (a *AccessLog) wants(code int) bool {
+	return a != nil && (code >= 500 || a.sampled())
+}
+
+// enqueue queues a line, or drops it (counted) when the queue is full or
+// the log closed. It never blocks.
+func (a *AccessLog) enqueue(rec accessRecord) {
+	if a.closed.Load() {
+		a.dropped.Inc()
+		return
 	}
 	select {
 	case a.queue <- rec:

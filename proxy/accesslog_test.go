@@ -60,7 +60,7 @@ func (b *syncBuffer) lines(t *testing.T) []map[string]any {
 func serveUntilDone(t *testing.T, h http.Handler) (string, func()) {
 	t.Helper()
 	ln := listen(t)
-	s := NewServer(h, ServerOptions{})
+	s := NewServer(h, withTestFastPath(h, ServerOptions{}))
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ln) }()
 	var once sync.Once

@@ -6,46 +6,108 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
+	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/postern-dev/postern/proxy/route"
 )
 
-// h1Engine is the HTTP/1.1 fast path (work in progress on this branch): it
-// reads requests off a client connection itself and proxies the ones
-// parseH1Head takes, on connections of its own to the endpoints, in the
-// connection's goroutine: no goroutine hand-offs, one write per request and
-// per response. The first request it does not take, and the rest of the
-// connection with it, goes to handoff (net/http, the framing guard and the
-// Handler, as without the fast path), with the bytes already read.
+// h1Engine is the HTTP/1.1 fast path of a plain-HTTP listener. It reads
+// requests off a client connection itself and proxies the ones it takes
+// on keep-alive connections of its own to the endpoints, in the client
+// connection's goroutine: no goroutine hand-offs, no http.Request, one
+// write per request and per response. A request costs about a fifth of the
+// CPU it costs through net/http and httputil.ReverseProxy (BENCHMARKS.md).
 //
-// Not yet on this branch (the Handler path still does these, which is why
-// the engine only takes requests that need none of them): metrics and the
-// access log, retries and passive health, per-route timeouts and body
-// limits, trusted proxies, backends other than plain HTTP, percent-encoded
-// paths.
+// It takes a request only when it can serve it exactly as the Handler
+// would: a head parseH1Head accepts (strict HTTP/1.1, origin-form, no
+// Upgrade, Expect or hop-by-hop options), a route to a plain-HTTP backend
+// without a body size limit, a Host not redirected to HTTPS or answering
+// an ACME challenge, a peer that is not a trusted proxy, an endpoint to
+// send it to. The first request it does not take, and the rest of the
+// connection with it, goes to handoff: net/http, the framing guard and the
+// Handler, with the bytes already read. Error answers it makes itself
+// (502, 504) are those of the Handler: same bodies, same headers.
+//
+// What it does for the requests it takes is the Handler's work, in the
+// same order: request ID, forwarding headers, in-flight count, passive
+// health, retries of failed attempts within the backend's budget,
+// connect, read and idle timeouts, metrics and the access log.
 type h1Engine struct {
 	h       *Handler
-	pool    *h1Pool
 	handoff func(net.Conn)
+	trusted *TrustedProxies // nil: no one
+	log     *zap.Logger
+	metrics *Metrics // the Server's: open connections
 	// readHeaderTimeout and idleTimeout bound the wait for a request head
 	// and for the next request on a kept-alive connection.
 	readHeaderTimeout, idleTimeout time.Duration
 	maxHeaderBytes                 int
+
+	served  atomic.Int64 // requests taken; tests read it
+	closing atomic.Bool
+	mu      sync.Mutex
+	conns   map[*h1ClientConn]struct{}
+}
+
+// h1ClientConn is a client connection the engine serves.
+type h1ClientConn struct {
+	net.Conn
+	idle atomic.Bool // waiting for a request head: Shutdown may close it
 }
 
 // errHandoff means: this request is net/http's.
 var errHandoff = errors.New("request handed to net/http")
 
+// h1Exchange is one request the engine serves, with what the metrics and
+// the access log record of it.
+type h1Exchange struct {
+	head *h1Head
+	// method, host and path are the head's, copied: a request body read
+	// into the client buffer may overwrite the head (path only when an
+	// access log wants it).
+	method, host, path string
+	methodIdx          int
+	headDone           bool // the head's bytes were consumed from the client buffer
+	headStale          bool // the client buffer was read while waiting: head's slices are not valid
+	resp               *h1Resp
+	start              time.Time
+	id                 string
+	route              *route.Route
+	ep                 *route.Endpoint // of the last attempt
+	code               int
+	bytesIn            int64
+	bytesOut           int64
+	upstream           time.Duration
+	tried              bool // an attempt reached the point of waiting for a response
+}
+
 // serve runs the connection until it ends or is handed off.
 func (e *h1Engine) serve(c net.Conn) {
+	cc := &h1ClientConn{Conn: c}
+	if !e.track(cc) {
+		c.Close()
+		return
+	}
+	defer e.untrack(cc)
 	br := bufio.NewReaderSize(c, max(e.maxHeaderBytes, 4096))
 	bw := bufio.NewWriterSize(c, 16<<10)
-	clientIP := ""
+	client := ""
 	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		clientIP = a.IP.String()
+		client = a.IP.String()
+	}
+	remote := c.RemoteAddr().String()
+	var trustedPeer bool
+	if e.trusted != nil {
+		if ap, err := netip.ParseAddrPort(remote); err == nil {
+			trustedPeer = e.trusted.Contains(ap.Addr().Unmap())
+		}
 	}
 	var head h1Head
 	var resp h1Resp
@@ -56,28 +118,39 @@ func (e *h1Engine) serve(c net.Conn) {
 			wait = e.readHeaderTimeout
 		}
 		first = false
+		cc.idle.Store(true)
+		if e.closing.Load() && br.Buffered() == 0 {
+			c.Close()
+			return
+		}
 		_ = c.SetReadDeadline(time.Now().Add(wait))
 		raw, err := peekHead(br, e.maxHeaderBytes)
+		cc.idle.Store(false)
 		if err != nil {
 			if errors.Is(err, errHandoff) {
-				e.handoff(replayConn(c, br))
+				e.handOff(c, br, bw)
 				return
 			}
 			c.Close()
 			return
 		}
 		_ = c.SetReadDeadline(time.Time{})
-		if !parseH1Head(raw, &head) {
-			e.handoff(replayConn(c, br))
+		if trustedPeer || !parseH1Head(raw, &head) {
+			e.handOff(c, br, bw)
 			return
 		}
-		rt, ep := e.route(&head)
-		if rt == nil {
-			e.handoff(replayConn(c, br))
+		x := h1Exchange{head: &head, resp: &resp}
+		if e.h.observing {
+			x.start = time.Now()
+		}
+		if !e.take(&x) {
+			e.handOff(c, br, bw)
 			return
 		}
-		keep, err := e.proxy(br, bw, len(raw), &head, &resp, ep, clientIP)
-		if err != nil || !keep {
+		e.served.Add(1)
+		keep := e.proxy(cc, br, bw, len(raw), &x, client)
+		e.record(&x, remote)
+		if !keep || e.closing.Load() {
 			_ = bw.Flush()
 			c.Close()
 			return
@@ -91,9 +164,20 @@ func (e *h1Engine) serve(c net.Conn) {
 	}
 }
 
-// route returns the route and endpoint for the request, or nil when the
-// engine leaves the request to net/http.
-func (e *h1Engine) route(head *h1Head) (*route.Route, *route.Endpoint) {
+// handOff gives the connection to net/http, after the responses the
+// engine still holds (pipelined requests) and with the bytes it read.
+func (e *h1Engine) handOff(c net.Conn, br *bufio.Reader, bw *bufio.Writer) {
+	if err := bw.Flush(); err != nil {
+		c.Close()
+		return
+	}
+	e.handoff(replayConn(c, br))
+}
+
+// take finds the route and endpoint of x's request; false leaves the
+// request to net/http.
+func (e *h1Engine) take(x *h1Exchange) bool {
+	head := x.head
 	path := head.target
 	for i, c := range path {
 		if c == '?' {
@@ -101,138 +185,494 @@ func (e *h1Engine) route(head *h1Head) (*route.Route, *route.Endpoint) {
 			break
 		}
 		if c == '%' {
-			return nil, nil // Lookup wants the decoded path: net/http decodes it
+			return false // Lookup wants the decoded path: net/http decodes it
 		}
 	}
 	t := e.h.table.Load()
 	if th := t.TLSHost(string(head.host)); th != nil && (th.Redirect || th.ACME) {
-		return nil, nil // PlainHTTP redirects it or answers the ACME challenge
+		return false // PlainHTTP redirects it or answers the ACME challenge
 	}
 	rt := t.Lookup(string(head.host), string(path))
-	if rt == nil || rt.Backend.Protocol != "" && rt.Backend.Protocol != route.ProtocolHTTP {
-		return nil, nil
+	if rt == nil {
+		return false // the Handler's 404
 	}
-	ep := e.h.balancers.Pick(rt.Backend, nil)
+	be := rt.Backend
+	if be.Protocol != "" && be.Protocol != route.ProtocolHTTP {
+		return false
+	}
+	if be.MaxBodySize > 0 && (head.chunked || head.contentLength > 0) {
+		return false // the Handler's 413 and counted body
+	}
+	ep := e.h.balancers.Pick(be, nil)
 	if ep == nil {
-		return nil, nil
+		return false // the Handler's 503
 	}
-	return rt, ep
+	x.route, x.ep = rt, ep
+	x.id = h1RequestID(head)
+	x.method = methodString(head.method)
+	x.methodIdx = methodIndex(x.method)
+	x.host = string(head.host)
+	if e.h.accessLog != nil {
+		x.path = string(path)
+	}
+	return true
 }
 
-// proxy sends the request whose head is the first n bytes of br to ep and
-// relays the response; keep reports whether the client connection can
-// serve another request.
-func (e *h1Engine) proxy(br *bufio.Reader, bw *bufio.Writer, n int, head *h1Head, resp *h1Resp, ep *route.Endpoint, clientIP string) (keep bool, err error) {
-	up, reused, err := e.pool.get(ep.Address)
-	if err != nil {
-		_, _ = br.Discard(n)
-		writeStatus(bw, 502, "Bad Gateway")
-		return false, nil
+// methodString returns method as a string, without allocating for the
+// methods of RFC 9110.
+func methodString(method []byte) string {
+	for _, m := range methods[:len(methods)-1] {
+		if string(method) == m {
+			return m
+		}
 	}
-	inflight := e.h.inflight.Acquire(ep.Address)
-	defer inflight.Release()
+	return string(method)
+}
 
+// h1RequestID returns the request's ID: the client's when it sent exactly
+// one valid X-Request-ID, a new one otherwise.
+func h1RequestID(head *h1Head) string {
+	var found []byte
+	n := 0
+	for _, f := range head.fields {
+		if asciiEqualFold(f.name, "x-request-id") {
+			found = f.value
+			n++
+		}
+	}
+	if n == 1 && validRequestIDBytes(found) {
+		return string(found)
+	}
+	return newRequestID()
+}
+
+func validRequestIDBytes(id []byte) bool {
+	if len(id) == 0 || len(id) > maxRequestIDLen {
+		return false
+	}
+	for _, c := range id {
+		if c <= ' ' || c > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// h1Failure is why an attempt to reach an endpoint failed.
+type h1Failure struct {
+	err      error
+	sentBody bool // some of the client's body was read (and so cannot be sent again)
+	client   bool // the client's side failed: its body or its connection
+}
+
+// proxy sends the request whose head is the first n bytes of br to x.ep,
+// retrying on other endpoints when that is safe, and relays the response;
+// keep reports whether the client connection can serve another request.
+func (e *h1Engine) proxy(cc *h1ClientConn, br *bufio.Reader, bw *bufio.Writer, n int, x *h1Exchange, client string) (keep bool) {
+	head, be := x.head, x.route.Backend
+	budget := be.RetryBudget()
+	var tried []string
+	for {
+		pools := e.h.transport.endpoint(x.ep.Address)
+		pools.active.Add(1)
+		counter := e.h.inflight.Acquire(x.ep.Address)
+		up, fail := e.attempt(cc, br, n, x, pools, client)
+		if fail == nil {
+			e.h.health.Success(x.ep.Address)
+			keep = e.relay(cc, br, bw, x, pools, up)
+			counter.Release()
+			pools.release()
+			return keep
+		}
+		counter.Release()
+		pools.release()
+		if fail.client {
+			// The client left, or its body broke off or was malformed:
+			// nothing to blame the endpoint for, and the connection
+			// cannot go on.
+			msg := "client went away"
+			x.code = StatusClientClosedRequest
+			if !errors.Is(fail.err, errClientGone) && !errors.Is(fail.err, io.EOF) && !clientGone(fail.err) {
+				x.code, msg = http.StatusBadRequest, "malformed request body"
+				e.writeError(bw, x, http.StatusBadRequest, false)
+			}
+			if ce := e.log.Check(zap.DebugLevel, msg); ce != nil {
+				ce.Write(zap.Int("status", x.code), zap.String("method", x.method), zap.String("host", x.host),
+					zap.String("backend", be.Key), zap.String("upstream", x.ep.Address), zap.Error(fail.err))
+			}
+			return false
+		}
+		e.h.endpointFailedAt(be, x.ep.Address, x.host)
+		if budget > 0 && e.retryable(x, fail) {
+			tried = append(tried, x.ep.Address)
+			if next := e.h.balancers.PickRetry(be, nil, tried); next != nil {
+				budget--
+				e.h.metrics.upstreamError(fail.err)
+				e.h.metrics.Retried()
+				if ce := e.log.Check(zap.DebugLevel, "retrying on another endpoint"); ce != nil {
+					ce.Write(zap.String("backend", be.Key), zap.String("upstream", x.ep.Address),
+						zap.String("next", next.Address), zap.Error(fail.err))
+				}
+				x.ep = next
+				continue
+			}
+		}
+		code := http.StatusBadGateway
+		var ne net.Error
+		if errors.As(fail.err, &ne) && ne.Timeout() {
+			code = http.StatusGatewayTimeout
+		}
+		e.h.metrics.upstreamError(fail.err)
+		if ce := e.log.Check(zap.WarnLevel, "upstream failed"); ce != nil {
+			ce.Write(zap.Int("status", code), zap.String("method", x.method), zap.String("host", x.host),
+				zap.String("backend", be.Key), zap.String("upstream", x.ep.Address), zap.Error(fail.err))
+		}
+		// The rest of a body that was not sent is not read: the
+		// connection ends after the answer.
+		bodyLeft := (head.chunked || head.contentLength > 0) && !fail.sentBody
+		if !x.headDone && !bodyLeft {
+			_, _ = br.Discard(n)
+			x.headDone = true
+		}
+		x.code = code
+		keep = !bodyLeft && !fail.sentBody && !head.closeConn
+		e.writeError(bw, x, code, keep)
+		return keep
+	}
+}
+
+// retryable reports whether the failed attempt may be sent again to
+// another endpoint: the rules of Handler.retry.
+func (e *h1Engine) retryable(x *h1Exchange, f *h1Failure) bool {
+	if f.sentBody {
+		return false
+	}
+	dial, ok := retryable(f.err)
+	if !ok {
+		return false
+	}
+	hasBody := x.head.chunked || x.head.contentLength > 0
+	return dial || hasBody || h1Idempotent(x.head)
+}
+
+func h1Idempotent(head *h1Head) bool {
+	switch methodString(head.method) {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	for _, f := range head.fields {
+		if asciiEqualFold(f.name, "idempotency-key") {
+			return true
+		}
+	}
+	return false
+}
+
+// attempt sends the request to x.ep and waits for the response head, which
+// it leaves parsed in x.resp and buffered in the returned connection.
+func (e *h1Engine) attempt(cc *h1ClientConn, br *bufio.Reader, n int, x *h1Exchange, pools *endpointPools, client string) (*h1UpConn, *h1Failure) {
+	head, be := x.head, x.route.Backend
 	bodyless := !head.chunked && head.contentLength <= 0
-	writeRequestHead(up.bw, head, clientIP)
+	// The attempt's time, for upstream_response_seconds and the access
+	// log, runs from before the dial, as the Transport's does.
+	start := time.Now()
+	defer func() { x.upstream, x.tried = time.Since(start), true }()
+	up, reused := pools.h1Get()
+	if up == nil {
+		var err error
+		if up, err = e.dial(x.ep.Address, be); err != nil {
+			return nil, &h1Failure{err: err}
+		}
+	} else if !bodyless && !up.alive() {
+		// A body cannot be sent twice: make sure the connection was not
+		// closed by the endpoint while idle before it goes out.
+		up.c.Close()
+		var err error
+		if up, err = e.dial(x.ep.Address, be); err != nil {
+			return nil, &h1Failure{err: err}
+		}
+		reused = false
+	}
+	e.writeRequestHead(up.bw, x, client)
 	if !bodyless {
 		// The head's bytes are still in br (head's slices point there):
 		// only once they are written can they go, and the body follows.
 		_, _ = br.Discard(n)
-		switch {
-		case head.chunked:
-			_, err = h1CopyChunked(up.bw, br)
-		default:
-			_, err = io.CopyN(up.bw, br, head.contentLength)
+		x.headDone = true
+		var err error
+		if head.chunked {
+			x.bytesIn, err = h1CopyChunked(up.bw, br)
+		} else {
+			x.bytesIn, err = io.CopyN(up.bw, br, head.contentLength)
 		}
 		if err != nil {
 			up.c.Close()
-			return false, err
+			if up.werr == nil {
+				return nil, &h1Failure{err: err, sentBody: true, client: true}
+			}
+			return nil, &h1Failure{err: up.werr, sentBody: true}
 		}
 	}
-	err = up.bw.Flush()
+	err := up.bw.Flush()
 	var raw []byte
 	if err == nil {
-		raw, err = peekHead(up.br, 64<<10)
+		raw, err = e.waitResponseHead(cc, br, up, be, x)
 	}
-	if err != nil && reused && bodyless && up.br.Buffered() == 0 {
-		// An idle connection the backend had closed: send the request
+	if err != nil && reused && bodyless && !x.headStale && up.br.Buffered() == 0 && !isTimeout(err) {
+		// An idle connection the endpoint had closed: send the request
 		// again, once, on a new one (nothing of it can have been acted
-		// on: the backend read nothing before closing).
+		// on: the endpoint read nothing before closing).
 		up.c.Close()
-		if up, err = e.pool.dial(ep.Address); err == nil {
-			writeRequestHead(up.bw, head, clientIP)
-			if err = up.bw.Flush(); err == nil {
-				raw, err = peekHead(up.br, 64<<10)
-			}
+		if up, err = e.dial(x.ep.Address, be); err != nil {
+			return nil, &h1Failure{err: err}
 		}
-	}
-	if bodyless {
-		_, _ = br.Discard(n)
+		e.writeRequestHead(up.bw, x, client)
+		if err = up.bw.Flush(); err == nil {
+			raw, err = e.waitResponseHead(cc, br, up, be, x)
+		}
 	}
 	if err != nil {
-		if up != nil {
-			up.c.Close()
-		}
-		writeStatus(bw, 502, "Bad Gateway")
-		return false, nil
-	}
-	if !parseH1Resp(raw, string(head.method) == "HEAD", resp) || resp.status < 200 {
-		// 1xx before the final response: left to the next step of the
-		// fast path; for now the client gets a 502, as from a broken
-		// backend.
 		up.c.Close()
-		writeStatus(bw, 502, "Bad Gateway")
-		return false, nil
-	}
-	o := out{bw}
-	o.bytes(raw[:12])
-	if len(resp.reason) > 0 {
-		o.str(" ")
-		o.bytes(resp.reason)
-	}
-	o.str("\r\n")
-	for _, f := range resp.fields {
-		if hopByHop(f.name) {
-			continue
+		if errors.Is(err, errClientGone) {
+			return nil, &h1Failure{err: err, sentBody: true, client: true}
 		}
-		o.field(f)
+		// After a wait the client was watched through, the head may be
+		// gone from the client buffer: no retry then.
+		return nil, &h1Failure{err: err, sentBody: !bodyless || x.headStale}
 	}
-	keep = !head.closeConn && resp.body != h1BodyClose
-	switch {
-	case resp.body == h1BodyChunked:
-		o.str("Transfer-Encoding: chunked\r\n")
-	case !keep:
-		o.str("Connection: close\r\n")
+	_ = raw
+	if !x.headDone {
+		_, _ = br.Discard(n)
+		x.headDone = true
 	}
-	o.str("\r\n")
-	_, _ = up.br.Discard(len(raw))
-	switch resp.body {
-	case h1BodyLength:
-		_, err = io.CopyN(bw, up.br, resp.contentLength)
-	case h1BodyChunked:
-		_, err = h1CopyChunked(bw, up.br)
-	case h1BodyClose:
-		_, err = io.Copy(bw, up.br)
-		resp.closeConn = true
-	}
-	if err != nil || resp.closeConn {
-		up.c.Close()
-	} else {
-		e.pool.put(ep.Address, up)
-	}
-	return keep && err == nil, err
+	return up, nil
 }
 
-// writeRequestHead writes the request line and fields of head to w, with
-// the hop-by-hop fields dropped and the forwarding fields set.
-func writeRequestHead(bw *bufio.Writer, head *h1Head, clientIP string) {
+// h1WatchAfter is how long the engine waits for a response head before
+// it starts watching the client connection too, to give up on the
+// endpoint when the client goes away (as net/http's background read
+// does for every request, at the cost of a goroutine and a wake-up).
+const h1WatchAfter = 50 * time.Millisecond
+
+// errClientGone is a wait for a response that the client ended by
+// closing its connection.
+var errClientGone = errors.New("client went away")
+
+// waitResponseHead is readResponseHead; when the endpoint is slow, it
+// watches the client meanwhile and gives up if the client leaves.
+func (e *h1Engine) waitResponseHead(cc *h1ClientConn, br *bufio.Reader, up *h1UpConn, be *route.Backend, x *h1Exchange) ([]byte, error) {
+	d := e.h.transport.respHdr
+	if be.ReadTimeout > 0 {
+		d = time.Duration(be.ReadTimeout)
+	}
+	deadline := time.Now().Add(d)
+	if d <= h1WatchAfter {
+		return e.readResponseHead(up, x, deadline)
+	}
+	raw, err := e.readResponseHead(up, x, time.Now().Add(h1WatchAfter))
+	if err == nil || !isTimeout(err) {
+		return raw, err
+	}
+	// Slow: watch the client until the head comes, by waiting for a byte
+	// past what br holds (the request's own head, pipelined requests). A
+	// read on the client may move the bytes of the request's head in br:
+	// from here on x.head's slices are not read again (headStale).
+	ahead := br.Buffered() + 1
+	if ahead > br.Size() {
+		return e.readResponseHead(up, x, deadline) // br is full: nothing to watch with
+	}
+	x.headStale = true
+	var gone atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if _, err := br.Peek(ahead); err != nil && !isTimeout(err) {
+			gone.Store(true)
+			_ = up.c.SetReadDeadline(time.Now()) // stop the wait for the endpoint
+		}
+	}()
+	raw, err = e.readResponseHead(up, x, deadline)
+	_ = cc.SetReadDeadline(time.Now()) // stop the watch
+	<-done
+	_ = cc.SetReadDeadline(time.Time{})
+	if gone.Load() {
+		return nil, errClientGone
+	}
+	return raw, err
+}
+
+// readResponseHead waits for the final response head, within the
+// backend's read timeout, relaying nothing yet; 1xx interim responses are
+// left in x.resp one at a time by relay. It returns the raw head.
+func (e *h1Engine) readResponseHead(up *h1UpConn, x *h1Exchange, deadline time.Time) ([]byte, error) {
+	_ = up.c.SetReadDeadline(deadline)
+	raw, err := peekHead(up.br, 64<<10)
+	if err != nil {
+		if errors.Is(err, errHandoff) {
+			return nil, errResponseHead
+		}
+		return nil, err
+	}
+	if !parseH1Resp(raw, x.method == http.MethodHead, x.resp) {
+		return nil, errResponseHead
+	}
+	up.head = len(raw)
+	return raw, nil
+}
+
+// errResponseHead is a response head the engine cannot relay: too large,
+// malformed, or a protocol switch no request asked for.
+var errResponseHead = errors.New("malformed or oversized response head from the endpoint")
+
+// relay writes the response whose head x.resp holds (and up buffers) to
+// the client, and its body, and puts up back in the pool when the
+// exchange left it clean. 1xx interim responses are passed on first.
+func (e *h1Engine) relay(cc *h1ClientConn, br *bufio.Reader, bw *bufio.Writer, x *h1Exchange, pools *endpointPools, up *h1UpConn) (keep bool) {
+	be := x.route.Backend
+	resp := x.resp
+	for resp.status < 200 {
+		// An interim response (103 Early Hints, an unasked-for 100):
+		// passed on as it is, then the next head.
+		e.writeResponseHead(bw, x, true)
+		_, _ = up.br.Discard(up.head)
+		if err := bw.Flush(); err != nil {
+			up.c.Close()
+			x.code = StatusClientClosedRequest
+			return false
+		}
+		if _, err := e.waitResponseHead(cc, br, up, be, x); err != nil {
+			// Too late for a clean answer: the client saw a 1xx.
+			up.c.Close()
+			e.h.metrics.upstreamError(err)
+			x.code = http.StatusBadGateway
+			return false
+		}
+	}
+	x.code = resp.status
+	keep = !x.head.closeConn && resp.body != h1BodyClose
+	e.writeResponseHead(bw, x, keep)
+	_, _ = up.br.Discard(up.head)
+
+	idle := time.Duration(be.IdleTimeout)
+	if idle > 0 {
+		up.readIdle = idle
+	} else {
+		_ = up.c.SetReadDeadline(time.Time{})
+	}
+	var err error
+	var n int64
+	switch resp.body {
+	case h1BodyLength:
+		n, err = copyBody(bw, up, resp.contentLength)
+	case h1BodyChunked:
+		n, err = h1CopyChunked(bw, up.br)
+	case h1BodyClose:
+		n, err = copyBody(bw, up, -1)
+		resp.closeConn = true
+	}
+	x.bytesOut = n
+	up.readIdle = 0
+	if err != nil {
+		up.c.Close()
+		if up.rerr != nil {
+			// The endpoint broke off, or went silent past the idle
+			// timeout: the response is cut, which the client sees as a
+			// closed connection short of the body's end.
+			if isTimeout(up.rerr) {
+				e.h.metrics.upstreamError(errIdleTimeout{})
+				if ce := e.log.Check(zap.WarnLevel, "upstream idle timeout, response cut"); ce != nil {
+					ce.Write(zap.String("backend", be.Key), zap.String("upstream", x.ep.Address), zap.Duration("idle_timeout", idle))
+				}
+			}
+		}
+		return false
+	}
+	if resp.closeConn || pools.removed.Load() {
+		up.c.Close()
+	} else {
+		pools.h1Put(up)
+	}
+	return keep
+}
+
+// copyBody relays n bytes of body (n < 0: until EOF) from up to the
+// client, flushing what it has whenever up has nothing buffered, so that
+// a stream reaches the client as it is produced.
+func copyBody(bw *bufio.Writer, up *h1UpConn, n int64) (int64, error) {
+	var done int64
+	for n < 0 || done < n {
+		if up.br.Buffered() == 0 {
+			if err := bw.Flush(); err != nil {
+				return done, err
+			}
+			if _, err := up.br.Peek(1); err != nil {
+				if n < 0 && errors.Is(err, io.EOF) {
+					return done, nil
+				}
+				return done, noEOF(err)
+			}
+		}
+		chunk := up.br.Buffered()
+		if n >= 0 {
+			chunk = int(min(int64(chunk), n-done))
+		}
+		b, _ := up.br.Peek(chunk)
+		w, err := bw.Write(b)
+		_, _ = up.br.Discard(w)
+		done += int64(w)
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+// record counts the exchange in the metrics and queues its access log line.
+func (e *h1Engine) record(x *h1Exchange, remote string) {
+	h := e.h
+	if !h.observing {
+		return
+	}
+	d := time.Since(x.start)
+	var upstream time.Duration
+	if x.tried {
+		upstream = x.upstream
+	}
+	h.metrics.observeRequest(x.route, x.methodIdx, x.code, d, upstream, x.tried, x.bytesIn, x.bytesOut)
+	if a := h.accessLog; a.wants(x.code) {
+		rec := accessRecord{
+			start:       x.start,
+			id:          x.id,
+			remote:      remote,
+			method:      x.method,
+			host:        x.host,
+			path:        x.path,
+			proto:       "HTTP/1.1",
+			status:      x.code,
+			bytesIn:     x.bytesIn,
+			bytesOut:    x.bytesOut,
+			duration:    d,
+			upstream:    x.ep.Address,
+			upstreamDur: upstream,
+			labels:      labelsOf(x.route),
+		}
+		a.enqueue(rec)
+	}
+}
+
+// writeRequestHead writes the request line and fields of x's request to
+// w, with the hop-by-hop fields dropped and the request ID and forwarding
+// fields set as Handler.rewrite sets them for a peer that is not a trusted
+// proxy.
+func (e *h1Engine) writeRequestHead(bw *bufio.Writer, x *h1Exchange, client string) {
+	head := x.head
 	w := out{bw}
 	w.bytes(head.method)
 	w.str(" ")
 	w.bytes(head.target)
 	w.str(" HTTP/1.1\r\n")
 	for _, f := range head.fields {
-		if hopByHop(f.name) || isForwardedField(f.name) {
+		if hopByHop(f.name) || isForwardedField(f.name) || asciiEqualFold(f.name, "x-request-id") {
 			continue
 		}
 		w.field(f)
@@ -240,13 +680,71 @@ func writeRequestHead(bw *bufio.Writer, head *h1Head, clientIP string) {
 	if head.chunked {
 		w.str("Transfer-Encoding: chunked\r\n")
 	}
-	w.str("X-Forwarded-For: ")
-	w.str(clientIP)
-	w.str("\r\nX-Real-Ip: ")
-	w.str(clientIP)
+	w.str("X-Request-Id: ")
+	w.str(x.id)
+	if client != "" {
+		w.str("\r\nX-Forwarded-For: ")
+		w.str(client)
+		w.str("\r\nX-Real-Ip: ")
+		w.str(client)
+	}
 	w.str("\r\nX-Forwarded-Host: ")
 	w.bytes(head.host)
 	w.str("\r\nX-Forwarded-Proto: http\r\n\r\n")
+}
+
+// writeResponseHead writes the status line and fields of x.resp to the
+// client, without the hop-by-hop fields, with the request ID, and the
+// framing the engine relays the body with.
+func (e *h1Engine) writeResponseHead(bw *bufio.Writer, x *h1Exchange, keep bool) {
+	resp := x.resp
+	o := out{bw}
+	o.str("HTTP/1.1 ")
+	o.str(strconv.Itoa(resp.status))
+	o.str(" ")
+	o.bytes(resp.reason)
+	o.str("\r\n")
+	for _, f := range resp.fields {
+		if hopByHop(f.name) || asciiEqualFold(f.name, "x-request-id") {
+			continue
+		}
+		o.field(f)
+	}
+	if resp.status >= 200 {
+		o.str("X-Request-Id: ")
+		o.str(x.id)
+		o.str("\r\n")
+		switch {
+		case resp.body == h1BodyChunked:
+			o.str("Transfer-Encoding: chunked\r\n")
+		case !keep:
+			o.str("Connection: close\r\n")
+		}
+	}
+	o.str("\r\n")
+}
+
+// writeError writes the proxy's own answer for code, as writeError does
+// for the Handler.
+func (e *h1Engine) writeError(bw *bufio.Writer, x *h1Exchange, code int, keep bool) {
+	body := errorBodies[code]
+	o := out{bw}
+	o.str("HTTP/1.1 ")
+	o.str(strconv.Itoa(code))
+	o.str(" ")
+	o.str(http.StatusText(code))
+	o.str("\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nX-Request-Id: ")
+	o.str(x.id)
+	o.str("\r\nDate: ")
+	o.str(time.Now().UTC().Format(http.TimeFormat))
+	if !keep {
+		o.str("\r\nConnection: close")
+	}
+	o.str("\r\nContent-Length: ")
+	o.str(strconv.Itoa(len(body)))
+	o.str("\r\n\r\n")
+	o.str(body)
+	x.bytesOut = int64(len(body))
 }
 
 // out writes to a bufio.Writer, whose error is sticky: it is checked once,
@@ -308,24 +806,16 @@ func hopByHop(name []byte) bool {
 }
 
 // isForwardedField reports the fields the engine sets itself: a client's
-// own values are dropped (no trusted proxies on this path yet).
+// own values are dropped (the engine serves no trusted proxy).
 func isForwardedField(name []byte) bool {
 	return asciiEqualFold(name, "x-forwarded-for") || asciiEqualFold(name, "x-real-ip") ||
 		asciiEqualFold(name, "x-forwarded-host") || asciiEqualFold(name, "x-forwarded-proto") ||
 		asciiEqualFold(name, "forwarded")
 }
 
-func writeStatus(bw *bufio.Writer, code int, text string) {
-	o := out{bw}
-	o.str("HTTP/1.1 ")
-	o.str(strconv.Itoa(code))
-	o.str(" ")
-	o.str(text)
-	o.str("\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: ")
-	o.str(strconv.Itoa(len(text) + 1))
-	o.str("\r\n\r\n")
-	o.str(text)
-	o.str("\n")
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // replayConn is c with what br already read from it in front.
@@ -362,55 +852,128 @@ type replayedConn struct {
 
 func (c *replayedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
-// h1Pool keeps idle connections to endpoints, by address.
-type h1Pool struct {
-	dialTimeout time.Duration
-	maxIdle     int
-	mu          sync.Mutex
-	idle        map[string][]*h1UpConn
-}
-
-type h1UpConn struct {
-	c  net.Conn
-	br *bufio.Reader
-	bw *bufio.Writer
-}
-
-// get returns an idle connection to addr (reused true) or a new one.
-func (p *h1Pool) get(addr string) (u *h1UpConn, reused bool, err error) {
-	p.mu.Lock()
-	if list := p.idle[addr]; len(list) > 0 {
-		u := list[len(list)-1]
-		p.idle[addr] = list[:len(list)-1]
-		p.mu.Unlock()
-		return u, true, nil
+// CloseWrite half-closes the connection, as net/http does before closing
+// one it answered with an error, so that the client reads the answer
+// rather than a reset.
+func (c *replayedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
 	}
-	p.mu.Unlock()
-	u, err = p.dial(addr)
-	return u, false, err
+	return c.Close()
 }
 
-// dial opens a new connection to addr.
-func (p *h1Pool) dial(addr string) (*h1UpConn, error) {
-	d := net.Dialer{Timeout: p.dialTimeout}
+// h1UpConn is a connection of the engine to an endpoint. It records the
+// first read and write errors, so that a failed copy can tell whose side
+// broke, and while readIdle is set every read must get something within
+// it (the backend's idle timeout).
+type h1UpConn struct {
+	c        net.Conn
+	br       *bufio.Reader
+	bw       *bufio.Writer
+	head     int           // length of the response head at the start of br
+	readIdle time.Duration // 0: no per-read deadline
+	rerr     error
+	werr     error
+	idleAt   time.Time // when it was put in the pool
+}
+
+type upSide struct{ u *h1UpConn }
+
+func (s upSide) Read(p []byte) (int, error) {
+	u := s.u
+	if u.readIdle > 0 {
+		_ = u.c.SetReadDeadline(time.Now().Add(u.readIdle))
+	}
+	n, err := u.c.Read(p)
+	if err != nil && u.rerr == nil {
+		u.rerr = err
+	}
+	return n, err
+}
+
+func (s upSide) Write(p []byte) (int, error) {
+	n, err := s.u.c.Write(p)
+	if err != nil && s.u.werr == nil {
+		s.u.werr = err
+	}
+	return n, err
+}
+
+// alive reports whether an idle connection is still open: a read that
+// would block means it is (the endpoint sends nothing unasked).
+func (u *h1UpConn) alive() bool {
+	_ = u.c.SetReadDeadline(time.Now())
+	_, err := u.br.Peek(1)
+	_ = u.c.SetReadDeadline(time.Time{})
+	if isTimeout(err) {
+		u.rerr = nil
+		return true
+	}
+	return false
+}
+
+// dial opens a connection to addr within the backend's connect timeout.
+func (e *h1Engine) dial(addr string, be *route.Backend) (*h1UpConn, error) {
+	d := net.Dialer{Timeout: e.h.transport.dial, KeepAlive: 30 * time.Second}
+	if be.ConnectTimeout > 0 {
+		d.Timeout = time.Duration(be.ConnectTimeout)
+	}
 	c, err := d.DialContext(context.Background(), "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	return &h1UpConn{c: c, br: bufio.NewReaderSize(c, 16<<10), bw: bufio.NewWriterSize(c, 4<<10)}, nil
+	u := &h1UpConn{c: c}
+	u.br = bufio.NewReaderSize(upSide{u}, 16<<10)
+	u.bw = bufio.NewWriterSize(upSide{u}, 4<<10)
+	return u, nil
 }
 
-func (p *h1Pool) put(addr string, u *h1UpConn) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.idle == nil {
-		p.idle = make(map[string][]*h1UpConn)
+// h1IdleTimeout is how long an idle engine connection to an endpoint is
+// kept, as the Transport's IdleConnTimeout.
+const h1IdleTimeout = 90 * time.Second
+
+// h1MaxIdle caps the idle engine connections kept per endpoint, as
+// DefaultMaxIdleConnsPerHost does for the Transport's.
+const h1MaxIdle = DefaultMaxIdleConnsPerHost
+
+// h1Get returns an idle engine connection of the endpoint, or nil.
+func (ep *endpointPools) h1Get() (*h1UpConn, bool) {
+	ep.h1mu.Lock()
+	defer ep.h1mu.Unlock()
+	for len(ep.h1idle) > 0 {
+		u := ep.h1idle[len(ep.h1idle)-1]
+		ep.h1idle = ep.h1idle[:len(ep.h1idle)-1]
+		if time.Since(u.idleAt) < h1IdleTimeout {
+			u.rerr, u.werr = nil, nil
+			return u, true
+		}
+		u.c.Close()
 	}
-	if len(p.idle[addr]) >= p.maxIdle {
+	return nil, false
+}
+
+// h1Put keeps u for the next request to the endpoint, or closes it when
+// the pool is full.
+func (ep *endpointPools) h1Put(u *h1UpConn) {
+	u.idleAt = time.Now()
+	ep.h1mu.Lock()
+	defer ep.h1mu.Unlock()
+	if len(ep.h1idle) >= h1MaxIdle || ep.removed.Load() {
 		u.c.Close()
 		return
 	}
-	p.idle[addr] = append(p.idle[addr], u)
+	ep.h1idle = append(ep.h1idle, u)
+}
+
+// h1CloseIdle closes the idle engine connections of the endpoint.
+func (ep *endpointPools) h1CloseIdle() {
+	ep.h1mu.Lock()
+	idle := ep.h1idle
+	ep.h1idle = nil
+	ep.h1mu.Unlock()
+	for _, u := range idle {
+		u.c.Close()
+	}
 }
 
 // listen runs the fast path on the connections of ln and returns the
@@ -435,6 +998,67 @@ func (e *h1Engine) listen(ln net.Listener) net.Listener {
 		}
 	}()
 	return hl
+}
+
+// track counts a new connection; false when the engine is shutting down.
+func (e *h1Engine) track(c *h1ClientConn) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closing.Load() {
+		return false
+	}
+	if e.conns == nil {
+		e.conns = make(map[*h1ClientConn]struct{})
+	}
+	e.conns[c] = struct{}{}
+	e.metrics.connState(http.StateNew)
+	return true
+}
+
+// untrack forgets a connection that was closed or handed to net/http
+// (which counts it from then on).
+func (e *h1Engine) untrack(c *h1ClientConn) {
+	e.mu.Lock()
+	delete(e.conns, c)
+	e.mu.Unlock()
+	e.metrics.connState(http.StateClosed)
+}
+
+// shutdown closes the idle connections and makes the busy ones close after
+// their current exchange, then waits until none is left or ctx is done,
+// when it closes the rest.
+func (e *h1Engine) shutdown(ctx context.Context) error {
+	e.closing.Store(true)
+	interval := time.Millisecond
+	for {
+		e.mu.Lock()
+		n := len(e.conns)
+		for c := range e.conns {
+			if c.idle.Load() {
+				c.Close()
+			}
+		}
+		e.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			e.closeAll()
+			return ctx.Err()
+		case <-time.After(interval):
+		}
+		interval = min(2*interval, 100*time.Millisecond)
+	}
+}
+
+func (e *h1Engine) closeAll() {
+	e.closing.Store(true)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for c := range e.conns {
+		c.Close()
+	}
 }
 
 // handoffListener gives net/http the connections the fast path hands off.

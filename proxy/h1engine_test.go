@@ -2,13 +2,19 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/postern-dev/postern/proxy/route"
 )
@@ -146,4 +152,278 @@ func TestH1EngineStaleConnection(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond) // let the backend's close arrive
 	}
+}
+
+// startFastServer serves h through a Server with the fast path on, and
+// returns the address and the Server.
+func startFastServer(t *testing.T, h *Handler, opts ServerOptions) (string, *Server) {
+	t.Helper()
+	opts.FastPath = h
+	return startServer(t, h, opts)
+}
+
+// TestH1EngineObserves checks that a request the engine serves is
+// counted, access-logged and given a request ID as the Handler does it.
+func TestH1EngineObserves(t *testing.T) {
+	t.Parallel()
+	var seenID []string
+	var mu sync.Mutex
+	b := newBackend(t, "api", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seenID = append(seenID, r.Header.Get(HeaderRequestID))
+		mu.Unlock()
+		w.Header().Set(HeaderRequestID, "from-backend") // replaced by the proxy's
+		_, _ = io.WriteString(w, "hello")
+	})
+	var logOut syncBuffer
+	al := NewAccessLog(AccessLogOptions{Output: &logOut, Sample: 1})
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	h := New(Options{Metrics: m, AccessLog: al})
+	h.Swap(route.NewTable([]*route.VirtualHost{vhost("shop.example.com", shopRoute("/api", backendOf("api", "", b)))}, nil))
+	t.Cleanup(h.CloseIdleConnections)
+	addr, s := startFastServer(t, h, ServerOptions{Metrics: m})
+
+	req := "GET /api/a?q=1 HTTP/1.1\r\nHost: shop.example.com\r\nX-Request-Id: client-id-1\r\n\r\n" +
+		"POST /api/b HTTP/1.1\r\nHost: shop.example.com\r\nContent-Length: 3\r\nX-Request-Id: bad id\r\n\r\nabc"
+	resps, c, _ := exchange(t, addr, req, 2)
+	c.Close()
+	if len(resps) != 2 {
+		t.Fatalf("%d responses, want 2", len(resps))
+	}
+	if s.fast.served.Load() != 2 {
+		t.Fatalf("the engine served %d requests, want 2", s.fast.served.Load())
+	}
+	gen := resps[1].Header.Get(HeaderRequestID)
+	if got := resps[0].Header.Get(HeaderRequestID); got != "client-id-1" {
+		t.Errorf("response 1 X-Request-Id %q, want the client's", got)
+	}
+	if len(gen) != 32 || gen == "bad id" {
+		t.Errorf("response 2 X-Request-Id %q, want a generated one", gen)
+	}
+	mu.Lock()
+	if len(seenID) != 2 || seenID[0] != "client-id-1" || seenID[1] != gen {
+		t.Errorf("the backend saw IDs %q, want [client-id-1 %s]", seenID, gen)
+	}
+	mu.Unlock()
+
+	if n := testutil.ToFloat64(m.requests.WithLabelValues("ns", "shop", "api", "GET", "200")); n != 1 {
+		t.Errorf("GET 200 counted %v times, want 1", n)
+	}
+	if n := testutil.ToFloat64(m.requests.WithLabelValues("ns", "shop", "api", "POST", "200")); n != 1 {
+		t.Errorf("POST 200 counted %v times, want 1", n)
+	}
+	closeLog(t, al)
+	lines := logOut.lines(t)
+	if len(lines) != 2 {
+		t.Fatalf("%d access log lines, want 2", len(lines))
+	}
+	want := map[string]any{"request_id": gen, "method": "POST", "host": "shop.example.com", "path": "/api/b",
+		"status": float64(200), "bytes_in": float64(3), "bytes_out": float64(5), "upstream": b.addr(), "ingress": "shop"}
+	for k, v := range want {
+		if lines[1][k] != v {
+			t.Errorf("access log %s = %v, want %v", k, lines[1][k], v)
+		}
+	}
+}
+
+// TestH1EngineRetriesDeadEndpoint checks retries and passive health on
+// the fast path: an endpoint that refuses connections costs no request.
+func TestH1EngineRetriesDeadEndpoint(t *testing.T) {
+	t.Parallel()
+	live := newBackend(t, "live", nil)
+	dead := listen(t)
+	deadAddr := dead.Addr().String()
+	dead.Close()
+	be := backendOf("svc", "", live)
+	be.Endpoints = append(be.Endpoints, route.Endpoint{Address: deadAddr})
+	m := NewMetrics(prometheus.NewRegistry())
+	h := New(Options{Metrics: m})
+	h.Swap(route.NewTable([]*route.VirtualHost{vhost("app.test", prefix("/", be))}, nil))
+	t.Cleanup(h.CloseIdleConnections)
+	addr, s := startFastServer(t, h, ServerOptions{})
+	var req strings.Builder
+	for range 10 {
+		req.WriteString("GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+	}
+	resps, c, _ := exchange(t, addr, req.String(), 10)
+	c.Close()
+	if len(resps) != 10 {
+		t.Fatalf("%d responses, want 10", len(resps))
+	}
+	for i, r := range resps {
+		if r.StatusCode != http.StatusOK {
+			t.Errorf("response %d: %d", i, r.StatusCode)
+		}
+	}
+	if s.fast.served.Load() != 10 {
+		t.Errorf("the engine served %d, want 10", s.fast.served.Load())
+	}
+	if n := testutil.ToFloat64(m.retries); n < 1 {
+		t.Errorf("retries = %v, want at least 1", n)
+	}
+	if !h.health.Ejected(deadAddr) {
+		t.Error("the dead endpoint is not ejected")
+	}
+}
+
+// TestH1EngineInterimResponses checks that 1xx responses before the final
+// one are passed on.
+func TestH1EngineInterimResponses(t *testing.T) {
+	t.Parallel()
+	ln := rawBackend(t, "HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"+
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	be := &route.Backend{Key: "ns/raw:80", Endpoints: []route.Endpoint{{Address: ln}}}
+	h := New(Options{})
+	h.Swap(route.NewTable([]*route.VirtualHost{vhost("app.test", prefix("/", be))}, nil))
+	t.Cleanup(h.CloseIdleConnections)
+	addr, s := startFastServer(t, h, ServerOptions{})
+	c := rawConn(t, addr)
+	defer c.Close()
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: app.test\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	status, err := br.ReadString('\n')
+	if err != nil || status != "HTTP/1.1 103 Early Hints\r\n" {
+		t.Fatalf("first line %q, %v; want the 103", status, err)
+	}
+	var hints []string
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if line == "\r\n" {
+			break
+		}
+		hints = append(hints, line)
+	}
+	if len(hints) != 1 || hints[0] != "Link: </s.css>; rel=preload\r\n" {
+		t.Errorf("103 fields %q, want the Link", hints)
+	}
+	resps := readResponses(t, br, 1)
+	if len(resps) != 1 || resps[0].StatusCode != http.StatusOK || resps[0].body != "ok" {
+		t.Fatalf("final response %+v, want 200 ok", resps)
+	}
+	if s.fast.served.Load() != 1 {
+		t.Errorf("the engine served %d, want 1", s.fast.served.Load())
+	}
+}
+
+// rawBackend answers every request on every connection with resp, and
+// returns its address.
+func rawBackend(t *testing.T, resp string) string {
+	t.Helper()
+	ln := listen(t)
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					_, _ = io.Copy(io.Discard, req.Body)
+					if _, err := io.WriteString(c, resp); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestH1EngineShutdownDrains checks that Shutdown lets a request the
+// engine is serving finish, closes the connection after it, and returns.
+func TestH1EngineShutdownDrains(t *testing.T) {
+	t.Parallel()
+	arrived := make(chan struct{})
+	b := newBackend(t, "slow", func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
+		time.Sleep(200 * time.Millisecond)
+		_, _ = io.WriteString(w, "done")
+	})
+	h := New(Options{})
+	h.Swap(route.NewTable(nil, &route.Route{Backend: backendOf("slow", "", b)}))
+	t.Cleanup(h.CloseIdleConnections)
+	ln := listen(t)
+	s := NewServer(h, ServerOptions{FastPath: h})
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln) }()
+	idle := rawConn(t, ln.Addr().String()) // no request: closed by Shutdown
+	defer idle.Close()
+	c := rawConn(t, ln.Addr().String())
+	defer c.Close()
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	<-arrived
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if err := <-served; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	br := bufio.NewReader(c)
+	resps := readResponses(t, br, 1)
+	if len(resps) != 1 || resps[0].StatusCode != http.StatusOK || resps[0].body != "done" {
+		t.Fatalf("the request in flight got %+v, want 200 done", resps)
+	}
+	if !closedByServer(c, br) {
+		t.Error("the busy connection was not closed after its response")
+	}
+	if !closedByServer(idle, bufio.NewReader(idle)) {
+		t.Error("the idle connection was not closed")
+	}
+}
+
+// TestH1EngineDrainsRemovedEndpoint checks that the engine's idle
+// connections to an endpoint the table drops are closed at the swap.
+func TestH1EngineDrainsRemovedEndpoint(t *testing.T) {
+	t.Parallel()
+	closed := make(chan struct{}, 10)
+	b := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("X-Backend", "old")
+	}))
+	b.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateClosed {
+			closed <- struct{}{}
+		}
+	}
+	b.Start()
+	t.Cleanup(b.Close)
+	other := newBackend(t, "new", nil)
+	h := New(Options{})
+	old := &route.Backend{Key: "ns/svc:80", Endpoints: []route.Endpoint{{Address: b.Listener.Addr().String()}}}
+	h.Swap(route.NewTable(nil, &route.Route{Backend: old}))
+	t.Cleanup(h.CloseIdleConnections)
+	addr, _ := startFastServer(t, h, ServerOptions{})
+	resps, c, _ := exchange(t, addr, "GET / HTTP/1.1\r\nHost: a\r\n\r\n", 1)
+	if len(resps) != 1 || resps[0].Header.Get("X-Backend") != "old" {
+		t.Fatalf("%+v, want a response of the old backend", resps)
+	}
+	h.Swap(route.NewTable(nil, &route.Route{Backend: backendOf("svc", "", other)}))
+	select {
+	case <-closed:
+	case <-time.After(testTimeout):
+		t.Fatal("the idle connection to the removed endpoint was not closed")
+	}
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if resps := readResponses(t, bufio.NewReader(c), 1); len(resps) != 1 || resps[0].Header.Get("X-Backend") != "new" {
+		t.Fatalf("%+v, want a response of the new backend on the same client connection", resps)
+	}
+	c.Close()
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -94,11 +95,26 @@ func vhost(host string, routes ...*route.Route) *route.VirtualHost {
 	return route.NewVirtualHost(host, routes)
 }
 
+// testFastPath runs every Server a test starts on a bare *Handler with
+// the HTTP/1.1 fast path (h1Engine) on: `make test` runs this package's
+// tests once with it and once without.
+var testFastPath = os.Getenv("POSTERN_TEST_FAST_PATH") == "1"
+
+// withTestFastPath sets opts.FastPath when testFastPath is on and h is a
+// bare *Handler.
+func withTestFastPath(h http.Handler, opts ServerOptions) ServerOptions {
+	if hh, ok := h.(*Handler); ok && testFastPath && opts.FastPath == nil {
+		opts.FastPath = hh
+	}
+	return opts
+}
+
 // startServer serves h through a Server on 127.0.0.1 and returns its
 // address; the server is shut down when the test ends.
 func startServer(t *testing.T, h http.Handler, opts ServerOptions) (string, *Server) {
 	t.Helper()
 	ln := listen(t)
+	opts = withTestFastPath(h, opts)
 	s := NewServer(h, opts)
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ln) }()

@@ -368,14 +368,23 @@ func (m *Metrics) observe(ob *observation, code int, d time.Duration) {
 	if m == nil {
 		return
 	}
-	rm := m.forRoute(ob.route).observers()
-	rm.counter(methodIndex(ob.req.Method), code).Inc()
-	rm.duration.Observe(d.Seconds())
-	if ob.st.attempted {
-		rm.upstreamObserver().Observe(ob.st.upstream.Seconds())
+	m.observeRequest(ob.route, methodIndex(ob.req.Method), code, d, ob.st.upstream, ob.st.attempted, ob.st.bodyBytes.Load(), ob.bytesOut)
+}
+
+// observeRequest records a finished request of route rt (nil: none
+// matched): the Handler's and the fast path's.
+func (m *Metrics) observeRequest(rt *route.Route, method, code int, d, upstream time.Duration, attempted bool, bytesIn, bytesOut int64) {
+	if m == nil {
+		return
 	}
-	rm.reqSize.Observe(float64(ob.st.bodyBytes.Load()))
-	rm.respSize.Observe(float64(ob.bytesOut))
+	rm := m.forRoute(rt).observers()
+	rm.counter(method, code).Inc()
+	rm.duration.Observe(d.Seconds())
+	if attempted {
+		rm.upstreamObserver().Observe(upstream.Seconds())
+	}
+	rm.reqSize.Observe(float64(bytesIn))
+	rm.respSize.Observe(float64(bytesOut))
 }
 
 // upstreamError counts a failed attempt to reach an endpoint.

@@ -72,13 +72,19 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // endpointFailed records a failed attempt to reach the current endpoint
 // in the passive health tracker, and logs an ejection.
 func (h *Handler) endpointFailed(req *http.Request, st *reqState) {
-	d := h.health.Failure(st.endpoint.Address)
+	h.endpointFailedAt(st.backend, st.endpoint.Address, req.Host)
+}
+
+// endpointFailedAt records a failed attempt to reach addr, an endpoint of
+// be, for a request to host.
+func (h *Handler) endpointFailedAt(be *route.Backend, addr, host string) {
+	d := h.health.Failure(addr)
 	if d == 0 {
 		return
 	}
 	if ce := h.log.Check(zap.WarnLevel, "endpoint ejected after consecutive failures"); ce != nil {
-		ce.Write(zap.String("backend", st.backend.Key), zap.String("upstream", st.endpoint.Address),
-			zap.String("host", req.Host), zap.Duration("ejected_for", d))
+		ce.Write(zap.String("backend", be.Key), zap.String("upstream", addr),
+			zap.String("host", host), zap.Duration("ejected_for", d))
 	}
 }
 

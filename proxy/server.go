@@ -58,10 +58,13 @@ type ServerOptions struct {
 	// without a valid header is closed unanswered. False means no header
 	// is expected (one sent is a malformed request).
 	ProxyProtocol bool
-	// FastPath, when not nil, serves the HTTP/1.1 requests h1Engine takes
-	// with that Handler's table and balancers, bypassing net/http (work in
-	// progress: see h1engine.go). Nil means every request goes through
-	// net/http.
+	// FastPath, when not nil, serves the plain HTTP/1.1 requests
+	// h1Engine takes with that Handler (its table, balancers, health,
+	// connection pools, metrics and access log) without net/http, at a
+	// fraction of the CPU; everything else still goes to the Server's
+	// handler. It must be the Handler that handler ends in. Ignored by
+	// ServeTLS, and for a Handler made with Options.Transport. Nil means
+	// every request goes through net/http.
 	FastPath *Handler
 }
 
@@ -108,10 +111,12 @@ func NewServer(h http.Handler, opts ServerOptions) *Server {
 		maxHeader = DefaultMaxHeaderBytes
 	}
 	s.readHeader = readHeader
-	if opts.FastPath != nil {
+	if opts.FastPath != nil && opts.FastPath.transport != nil {
 		s.fast = &h1Engine{
 			h:                 opts.FastPath,
-			pool:              &h1Pool{dialTimeout: DefaultDialTimeout, maxIdle: DefaultMaxIdleConnsPerHost},
+			trusted:           opts.TrustedProxies,
+			log:               opts.FastPath.log, // the Handler's: request logs are its
+			metrics:           opts.Metrics,
 			readHeaderTimeout: readHeader,
 			idleTimeout:       idle,
 			maxHeaderBytes:    maxHeader,
@@ -179,13 +184,28 @@ func (s *Server) ListenAndServe(addr string) error {
 // tunnels, which net/http stops tracking) to close, until ctx is done. Then
 // it closes whatever is left and returns ctx's error (wrapped).
 func (s *Server) Shutdown(ctx context.Context) error {
+	var fastErr error
+	fastDone := make(chan struct{})
+	go func() {
+		defer close(fastDone)
+		if s.fast != nil {
+			fastErr = s.fast.shutdown(ctx)
+		}
+	}()
 	err := s.srv.Shutdown(ctx)
 	if err == nil {
 		err = s.waitHijacked(ctx)
 	}
+	<-fastDone
+	if err == nil {
+		err = fastErr
+	}
 	if err != nil {
 		_ = s.srv.Close()
 		s.closeHijacked()
+		if s.fast != nil {
+			s.fast.closeAll()
+		}
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	return nil
@@ -196,6 +216,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) Close() error {
 	err := s.srv.Close()
 	s.closeHijacked()
+	if s.fast != nil {
+		s.fast.closeAll()
+	}
 	if err != nil {
 		return fmt.Errorf("close: %w", err)
 	}

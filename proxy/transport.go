@@ -45,6 +45,10 @@ type endpointPools struct {
 	mu      sync.Mutex             // serialises writers of list
 	active  atomic.Int64           // requests using, or that got a response from, one of them
 	removed atomic.Bool            // the table no longer has the address: drain
+
+	// The fast path's idle connections (h1Engine), under h1mu.
+	h1mu   sync.Mutex
+	h1idle []*h1UpConn
 }
 
 // pool is one transport of an endpoint, with the settings it was made for.
@@ -243,6 +247,7 @@ func (ep *endpointPools) release() {
 }
 
 func (ep *endpointPools) closeIdle() {
+	ep.h1CloseIdle()
 	if l := ep.list.Load(); l != nil {
 		for _, p := range *l {
 			p.tr.CloseIdleConnections()

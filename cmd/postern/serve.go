@@ -177,9 +177,7 @@ func serve(ctx context.Context, cfg *config, logger *zap.Logger) error {
 	}
 	// Observe: redirects, ACME challenges and 421s are counted and logged too.
 	httpOpts := serverOpts("http")
-	if os.Getenv("POSTERN_FAST_PATH") == "1" {
-		// Experiment of the fastpath branch: plain HTTP/1.1 through
-		// h1Engine, without metrics or access log for the requests it takes.
+	if cfg.fastPath {
 		httpOpts.FastPath = handler
 	}
 	httpSrv := proxy.NewServer(handler.Observe(proxy.PlainHTTP(handler.Table, acmeHTTP, cfg.httpsPort, handler)), httpOpts)
