@@ -549,7 +549,8 @@ func (e *h1Engine) relay(cc *h1ClientConn, br *bufio.Reader, bw *bufio.Writer, x
 		}
 	}
 	x.code = resp.status
-	keep = !x.head.closeConn && resp.body != h1BodyClose
+	// A server shutting down says so on the response, as net/http does.
+	keep = !x.head.closeConn && resp.body != h1BodyClose && !e.closing.Load()
 	e.writeResponseHead(bw, x, keep)
 	_, _ = up.br.Discard(up.head)
 

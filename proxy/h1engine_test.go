@@ -380,6 +380,9 @@ func TestH1EngineShutdownDrains(t *testing.T) {
 	if len(resps) != 1 || resps[0].StatusCode != http.StatusOK || resps[0].body != "done" {
 		t.Fatalf("the request in flight got %+v, want 200 done", resps)
 	}
+	if !resps[0].Close {
+		t.Error("the response during shutdown does not say Connection: close")
+	}
 	if !closedByServer(c, br) {
 		t.Error("the busy connection was not closed after its response")
 	}
