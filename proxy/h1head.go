@@ -2,7 +2,7 @@ package proxy
 
 import "bytes"
 
-// The HTTP/1.1 fast path (work in progress on this branch): requests whose
+// The HTTP/1.1 fast path (h1engine.go): requests whose
 // head is plain and unambiguous are proxied by a loop of Postern's own, one
 // goroutine per client connection; everything else goes to net/http as
 // today. parseH1Head decides which is which. It accepts a strict subset of
