@@ -18,7 +18,7 @@ import (
 	"github.com/postern-dev/postern/proxy/route"
 )
 
-// h1Engine is the HTTP/1.1 fast path of a plain-HTTP listener. It reads
+// h1Engine is the HTTP/1.1 fast path of a listener, plain or TLS. It reads
 // requests off a client connection itself and proxies the ones it takes
 // on keep-alive connections of its own to the endpoints, in the client
 // connection's goroutine: no goroutine hand-offs, no http.Request, one
@@ -29,8 +29,8 @@ import (
 // would: a head parseH1Head accepts (strict HTTP/1.1, origin-form, no
 // Upgrade, Expect or hop-by-hop options), a route to a plain-HTTP backend
 // without a body size limit, a Host not redirected to HTTPS or answering
-// an ACME challenge, a peer that is not a trusted proxy, an endpoint to
-// send it to. The first request it does not take, and the rest of the
+// an ACME challenge, on TLS a Host the connection's certificate covers, a
+// peer that is not a trusted proxy, an endpoint to send it to. The first request it does not take, and the rest of the
 // connection with it, goes to handoff: net/http, the framing guard and the
 // Handler, with the bytes already read. Error answers it makes itself
 // (502, 504) are those of the Handler: same bodies, same headers.
@@ -41,7 +41,6 @@ import (
 // connect, read and idle timeouts, metrics and the access log.
 type h1Engine struct {
 	h       *Handler
-	handoff func(net.Conn)
 	trusted *TrustedProxies // nil: no one
 	log     *zap.Logger
 	metrics *Metrics // the Server's: open connections
@@ -60,6 +59,14 @@ type h1Engine struct {
 type h1ClientConn struct {
 	net.Conn
 	idle atomic.Bool // waiting for a request head: Shutdown may close it
+	// handoff gives the connection, with the bytes read put back in
+	// front, to net/http.
+	handoff func(net.Conn)
+	// secure is set on a TLS connection (ServeTLS): serverName is its SNI
+	// and covers the check SecureHTTP makes (421 when it fails).
+	secure     bool
+	serverName string
+	covers     Covers
 }
 
 // errHandoff means: this request is net/http's.
@@ -74,8 +81,9 @@ type h1Exchange struct {
 	// access log wants it).
 	method, host, path string
 	methodIdx          int
-	headDone           bool // the head's bytes were consumed from the client buffer
-	headStale          bool // the client buffer was read while waiting: head's slices are not valid
+	headDone           bool   // the head's bytes were consumed from the client buffer
+	headStale          bool   // the client buffer was read while waiting: head's slices are not valid
+	hsts               string // the Strict-Transport-Security value of a TLS host, or ""
 	resp               *h1Resp
 	start              time.Time
 	id                 string
@@ -88,9 +96,9 @@ type h1Exchange struct {
 	tried              bool // an attempt reached the point of waiting for a response
 }
 
-// serve runs the connection until it ends or is handed off.
-func (e *h1Engine) serve(c net.Conn) {
-	cc := &h1ClientConn{Conn: c}
+// serve runs the connection until it ends or is handed off (cc.handoff).
+func (e *h1Engine) serve(cc *h1ClientConn) {
+	c := cc.Conn
 	if !e.track(cc) {
 		c.Close()
 		return
@@ -128,7 +136,7 @@ func (e *h1Engine) serve(c net.Conn) {
 		cc.idle.Store(false)
 		if err != nil {
 			if errors.Is(err, errHandoff) {
-				e.handOff(c, br, bw)
+				e.handOff(cc, br, bw)
 				return
 			}
 			c.Close()
@@ -136,15 +144,15 @@ func (e *h1Engine) serve(c net.Conn) {
 		}
 		_ = c.SetReadDeadline(time.Time{})
 		if trustedPeer || !parseH1Head(raw, &head) {
-			e.handOff(c, br, bw)
+			e.handOff(cc, br, bw)
 			return
 		}
 		x := h1Exchange{head: &head, resp: &resp}
 		if e.h.observing {
 			x.start = time.Now()
 		}
-		if !e.take(&x) {
-			e.handOff(c, br, bw)
+		if !e.take(cc, &x) {
+			e.handOff(cc, br, bw)
 			return
 		}
 		e.served.Add(1)
@@ -166,17 +174,17 @@ func (e *h1Engine) serve(c net.Conn) {
 
 // handOff gives the connection to net/http, after the responses the
 // engine still holds (pipelined requests) and with the bytes it read.
-func (e *h1Engine) handOff(c net.Conn, br *bufio.Reader, bw *bufio.Writer) {
+func (e *h1Engine) handOff(cc *h1ClientConn, br *bufio.Reader, bw *bufio.Writer) {
 	if err := bw.Flush(); err != nil {
-		c.Close()
+		cc.Close()
 		return
 	}
-	e.handoff(replayConn(c, br))
+	cc.handoff(replayConn(cc.Conn, br))
 }
 
 // take finds the route and endpoint of x's request; false leaves the
 // request to net/http.
-func (e *h1Engine) take(x *h1Exchange) bool {
+func (e *h1Engine) take(cc *h1ClientConn, x *h1Exchange) bool {
 	head := x.head
 	path := head.target
 	for i, c := range path {
@@ -189,8 +197,14 @@ func (e *h1Engine) take(x *h1Exchange) bool {
 		}
 	}
 	t := e.h.table.Load()
-	if th := t.TLSHost(string(head.host)); th != nil && (th.Redirect || th.ACME) {
+	th := t.TLSHost(string(head.host))
+	switch {
+	case !cc.secure && th != nil && (th.Redirect || th.ACME):
 		return false // PlainHTTP redirects it or answers the ACME challenge
+	case cc.secure && !cc.covers(cc.serverName, string(head.host)):
+		return false // SecureHTTP's 421
+	case cc.secure && th != nil:
+		x.hsts = th.HSTS
 	}
 	rt := t.Lookup(string(head.host), string(path))
 	if rt == nil {
@@ -393,7 +407,7 @@ func (e *h1Engine) attempt(cc *h1ClientConn, br *bufio.Reader, n int, x *h1Excha
 		}
 		reused = false
 	}
-	e.writeRequestHead(up.bw, x, client)
+	e.writeRequestHead(up.bw, x, client, cc.secure)
 	if !bodyless {
 		// The head's bytes are still in br (head's slices point there):
 		// only once they are written can they go, and the body follows.
@@ -426,7 +440,7 @@ func (e *h1Engine) attempt(cc *h1ClientConn, br *bufio.Reader, n int, x *h1Excha
 		if up, err = e.dial(x.ep.Address, be); err != nil {
 			return nil, &h1Failure{err: err}
 		}
-		e.writeRequestHead(up.bw, x, client)
+		e.writeRequestHead(up.bw, x, client, cc.secure)
 		if err = up.bw.Flush(); err == nil {
 			raw, err = e.waitResponseHead(cc, br, up, be, x)
 		}
@@ -665,7 +679,7 @@ func (e *h1Engine) record(x *h1Exchange, remote string) {
 // w, with the hop-by-hop fields dropped and the request ID and forwarding
 // fields set as Handler.rewrite sets them for a peer that is not a trusted
 // proxy.
-func (e *h1Engine) writeRequestHead(bw *bufio.Writer, x *h1Exchange, client string) {
+func (e *h1Engine) writeRequestHead(bw *bufio.Writer, x *h1Exchange, client string, secure bool) {
 	head := x.head
 	w := out{bw}
 	w.bytes(head.method)
@@ -691,7 +705,11 @@ func (e *h1Engine) writeRequestHead(bw *bufio.Writer, x *h1Exchange, client stri
 	}
 	w.str("\r\nX-Forwarded-Host: ")
 	w.bytes(head.host)
-	w.str("\r\nX-Forwarded-Proto: http\r\n\r\n")
+	if secure {
+		w.str("\r\nX-Forwarded-Proto: https\r\n\r\n")
+	} else {
+		w.str("\r\nX-Forwarded-Proto: http\r\n\r\n")
+	}
 }
 
 // writeResponseHead writes the status line and fields of x.resp to the
@@ -715,6 +733,11 @@ func (e *h1Engine) writeResponseHead(bw *bufio.Writer, x *h1Exchange, keep bool)
 		o.str("X-Request-Id: ")
 		o.str(x.id)
 		o.str("\r\n")
+		if x.hsts != "" {
+			o.str("Strict-Transport-Security: ")
+			o.str(x.hsts)
+			o.str("\r\n")
+		}
 		switch {
 		case resp.body == h1BodyChunked:
 			o.str("Transfer-Encoding: chunked\r\n")
@@ -736,6 +759,10 @@ func (e *h1Engine) writeError(bw *bufio.Writer, x *h1Exchange, code int, keep bo
 	o.str(http.StatusText(code))
 	o.str("\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nX-Request-Id: ")
 	o.str(x.id)
+	if x.hsts != "" {
+		o.str("\r\nStrict-Transport-Security: ")
+		o.str(x.hsts)
+	}
 	o.str("\r\nDate: ")
 	o.str(time.Now().UTC().Format(http.TimeFormat))
 	if !keep {
@@ -981,7 +1008,7 @@ func (ep *endpointPools) h1CloseIdle() {
 // listener net/http serves: the connections the engine hands off.
 func (e *h1Engine) listen(ln net.Listener) net.Listener {
 	hl := &handoffListener{Listener: ln, conns: make(chan net.Conn), done: make(chan struct{})}
-	e.handoff = func(c net.Conn) {
+	handoff := func(c net.Conn) {
 		select {
 		case hl.conns <- c:
 		case <-hl.done:
@@ -995,7 +1022,7 @@ func (e *h1Engine) listen(ln net.Listener) net.Listener {
 				hl.fail(err)
 				return
 			}
-			go e.serve(c)
+			go e.serve(&h1ClientConn{Conn: c, handoff: handoff})
 		}
 	}()
 	return hl

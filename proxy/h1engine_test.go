@@ -430,3 +430,96 @@ func TestH1EngineDrainsRemovedEndpoint(t *testing.T) {
 	}
 	c.Close()
 }
+
+// TestH1EngineTLS checks the fast path on HTTPS: HTTP/1.1 connections are
+// served by the engine with X-Forwarded-Proto https and the host's HSTS;
+// a Host the certificate does not cover gets SecureHTTP's 421; HTTP/2
+// connections go to net/http.
+func TestH1EngineTLS(t *testing.T) {
+	t.Parallel()
+	var protos []string
+	var mu sync.Mutex
+	b := newBackend(t, "b", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		protos = append(protos, r.Header.Get("X-Forwarded-Proto"))
+		mu.Unlock()
+		_, _ = io.WriteString(w, "ok")
+	})
+	pki := newTestPKI(t, "app.test", "other.test")
+	be := backendOf("b", "", b)
+	tbl := route.NewTable([]*route.VirtualHost{vhost("app.test", prefix("/", be)), vhost("other.test", prefix("/", be))}, nil).
+		WithTLS([]*route.TLSHost{{Host: "app.test", HSTS: "max-age=600"}, {Host: "other.test"}})
+	h := New(Options{})
+	h.Swap(tbl)
+	t.Cleanup(h.CloseIdleConnections)
+	covers := func(serverName, host string) bool { return serverName == host }
+	s := NewServer(h.Observe(SecureHTTP(h.Table, covers, h)), ServerOptions{FastPath: h})
+	ln := listen(t)
+	done := make(chan error, 1)
+	go func() { done <- s.ServeTLS(ln, TLSOptions{Config: pki.serverConfig(), Covers: covers}) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if err := <-done; err != nil {
+			t.Errorf("ServeTLS: %v", err)
+		}
+	})
+	addr := ln.Addr().String()
+
+	c := dialTo(tlsClient(pki.pool, false), addr)
+	get := func(c *http.Client) (*http.Response, error) {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "https://app.test/", nil)
+		return c.Do(req)
+	}
+	resp, err := get(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != "ok" || resp.ProtoMajor != 1 {
+		t.Fatalf("%s %d %q, want HTTP/1.1 200 ok", resp.Proto, resp.StatusCode, body)
+	}
+	if got := resp.Header.Get("Strict-Transport-Security"); got != "max-age=600" {
+		t.Errorf("Strict-Transport-Security %q, want the host's", got)
+	}
+	if s.fast.served.Load() != 1 {
+		t.Fatalf("the engine served %d requests, want 1", s.fast.served.Load())
+	}
+
+	// The same connection (SNI app.test) asked for other.test: 421 from
+	// SecureHTTP, after the hand-off.
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "https://app.test/", nil)
+	req.Host = "other.test"
+	resp, err = c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMisdirectedRequest {
+		t.Errorf("Host not covered: %d, want 421", resp.StatusCode)
+	}
+
+	h2 := dialTo(tlsClient(pki.pool, true), addr)
+	resp, err = get(h2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.ProtoMajor != 2 || resp.Header.Get("Strict-Transport-Security") != "max-age=600" {
+		t.Errorf("HTTP/2: %s %d HSTS %q, want HTTP/2 200 with HSTS", resp.Proto, resp.StatusCode, resp.Header.Get("Strict-Transport-Security"))
+	}
+	if s.fast.served.Load() != 1 {
+		t.Errorf("the engine served %d requests, want HTTP/2 left to net/http", s.fast.served.Load())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i, p := range protos {
+		if p != "https" {
+			t.Errorf("request %d: X-Forwarded-Proto %q, want https", i, p)
+		}
+	}
+}

@@ -30,6 +30,11 @@ type TLSOptions struct {
 	// MaxConcurrentStreams bounds the HTTP/2 streams a client may open at
 	// once on one connection. Zero means 250.
 	MaxConcurrentStreams int
+	// Covers is the check the Server's handler makes with SecureHTTP (the
+	// same function): the HTTP/1.1 fast path (ServerOptions.FastPath)
+	// serves TLS connections only when it is set, and leaves a request it
+	// fails to the handler's 421.
+	Covers Covers
 }
 
 // ServeTLS accepts connections on ln, a plain TCP listener, terminates TLS
@@ -75,6 +80,9 @@ func (s *Server) ServeTLS(ln net.Listener, opts TLSOptions) error {
 		proxyTO:  s.readHeader,
 		done:     make(chan struct{}),
 	}
+	if s.fast != nil && opts.Covers != nil {
+		tl.fast, tl.covers = s.fast, opts.Covers
+	}
 	err := s.srv.Serve(tl)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
@@ -105,6 +113,8 @@ type tlsListener struct {
 	log     *zap.Logger
 	proxy   bool          // a PROXY protocol header comes before the ClientHello
 	proxyTO time.Duration // bounds reading it
+	fast    *h1Engine     // serves HTTP/1.1 connections first; nil: none
+	covers  Covers        // for fast
 
 	ready     chan net.Conn // handshaken connections for Accept
 	done      chan struct{} // closed by Close
@@ -166,10 +176,24 @@ func (l *tlsListener) handshake(raw net.Conn) {
 		_ = raw.Close()
 		return
 	}
-	var c net.Conn = tc
-	if tc.ConnectionState().NegotiatedProtocol != "h2" {
-		c = &tlsConn{conn: newConn(tc, l.onClose), tc: tc}
+	state := tc.ConnectionState()
+	if state.NegotiatedProtocol == "h2" {
+		l.hand(tc)
+		return
 	}
+	if l.fast != nil {
+		// HTTP/1.1: the fast path serves it on this goroutine, and hands
+		// it (with what it read) to net/http when it meets a request it
+		// does not take.
+		l.fast.serve(&h1ClientConn{Conn: tc, secure: true, serverName: state.ServerName, covers: l.covers,
+			handoff: func(rc net.Conn) { l.hand(&tlsConn{conn: newConn(rc, l.onClose), tc: tc}) }})
+		return
+	}
+	l.hand(&tlsConn{conn: newConn(tc, l.onClose), tc: tc})
+}
+
+// hand gives net/http a connection whose handshake is done.
+func (l *tlsListener) hand(c net.Conn) {
 	select {
 	case l.ready <- c:
 	case <-l.done:

@@ -58,13 +58,14 @@ type ServerOptions struct {
 	// without a valid header is closed unanswered. False means no header
 	// is expected (one sent is a malformed request).
 	ProxyProtocol bool
-	// FastPath, when not nil, serves the plain HTTP/1.1 requests
-	// h1Engine takes with that Handler (its table, balancers, health,
-	// connection pools, metrics and access log) without net/http, at a
-	// fraction of the CPU; everything else still goes to the Server's
-	// handler. It must be the Handler that handler ends in. Ignored by
-	// ServeTLS, and for a Handler made with Options.Transport. Nil means
-	// every request goes through net/http.
+	// FastPath, when not nil, serves the HTTP/1.1 requests h1Engine
+	// takes with that Handler (its table, balancers, health, connection
+	// pools, metrics and access log) without net/http, at a fraction of
+	// the CPU; everything else still goes to the Server's handler. It must
+	// be the Handler that handler ends in: through PlainHTTP for Serve,
+	// through SecureHTTP for ServeTLS (which also needs TLSOptions.Covers;
+	// HTTP/2 always goes to net/http). Ignored for a Handler made with
+	// Options.Transport. Nil means every request goes through net/http.
 	FastPath *Handler
 }
 

@@ -181,7 +181,11 @@ func serve(ctx context.Context, cfg *config, logger *zap.Logger) error {
 		httpOpts.FastPath = handler
 	}
 	httpSrv := proxy.NewServer(handler.Observe(proxy.PlainHTTP(handler.Table, acmeHTTP, cfg.httpsPort, handler)), httpOpts)
-	httpsSrv := proxy.NewServer(handler.Observe(proxy.SecureHTTP(handler.Table, store.Covers, handler)), serverOpts("https"))
+	httpsOpts := serverOpts("https")
+	if cfg.fastPath {
+		httpsOpts.FastPath = handler
+	}
+	httpsSrv := proxy.NewServer(handler.Observe(proxy.SecureHTTP(handler.Table, store.Covers, handler)), httpsOpts)
 	adminSrv := &http.Server{
 		Handler:           proxy.NewAdminHandler(proxy.AdminOptions{Table: handler.Table, Ready: ready, Registry: reg, Pprof: cfg.enablePprof}),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -194,6 +198,7 @@ func serve(ctx context.Context, cfg *config, logger *zap.Logger) error {
 		errc <- serveErr("https", httpsSrv.ServeTLS(httpsLn, proxy.TLSOptions{
 			Config:           store.ServerConfig(),
 			ObserveHandshake: store.ObserveHandshake,
+			Covers:           store.Covers,
 		}))
 	}()
 	go func() { _ = store.Run(ctx) }()
