@@ -142,10 +142,15 @@ func (e *h1Engine) serve(cc *h1ClientConn) {
 			c.Close()
 			return
 		}
-		_ = c.SetReadDeadline(time.Time{})
 		if trustedPeer || !parseH1Head(raw, &head) {
 			e.handOff(cc, br, bw)
 			return
+		}
+		if head.chunked || head.contentLength > 0 {
+			// Bodies have no read timeout (uploads may be long). A
+			// body-less request leaves the deadline be: the next read
+			// of the connection is the next head, which sets its own.
+			_ = c.SetReadDeadline(time.Time{})
 		}
 		x := h1Exchange{head: &head, resp: &resp}
 		if e.h.observing {
@@ -496,6 +501,7 @@ func (e *h1Engine) waitResponseHead(cc *h1ClientConn, br *bufio.Reader, up *h1Up
 		return e.readResponseHead(up, x, deadline) // br is full: nothing to watch with
 	}
 	x.headStale = true
+	_ = cc.SetReadDeadline(time.Time{}) // the head's deadline must not end the watch
 	var gone atomic.Bool
 	done := make(chan struct{})
 	go func() {
@@ -569,9 +575,14 @@ func (e *h1Engine) relay(cc *h1ClientConn, br *bufio.Reader, bw *bufio.Writer, x
 	_, _ = up.br.Discard(up.head)
 
 	idle := time.Duration(be.IdleTimeout)
-	if idle > 0 {
+	switch {
+	case idle > 0:
 		up.readIdle = idle
-	} else {
+	case resp.body == h1BodyChunked || resp.body == h1BodyClose ||
+		resp.body == h1BodyLength && int64(up.br.Buffered()) < resp.contentLength:
+		// More is read: the response header deadline no longer applies.
+		// (A body that is all buffered already needs no read, and the
+		// next use of the connection sets a deadline of its own.)
 		_ = up.c.SetReadDeadline(time.Time{})
 	}
 	var err error
