@@ -69,6 +69,18 @@ type h1ClientConn struct {
 	covers     Covers
 }
 
+// h1ClientBufSize is the size of the read and the write buffer of a
+// client connection the engine serves: what an idle keep-alive connection
+// costs besides its goroutine. A request head that does not fit goes to
+// net/http, which takes up to --max-header-bytes.
+const h1ClientBufSize = 8 << 10
+
+// The buffers of client connections, reused across connections.
+var (
+	h1Readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, h1ClientBufSize) }}
+	h1Writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, h1ClientBufSize) }}
+)
+
 // errHandoff means: this request is net/http's.
 var errHandoff = errors.New("request handed to net/http")
 
@@ -104,8 +116,18 @@ func (e *h1Engine) serve(cc *h1ClientConn) {
 		return
 	}
 	defer e.untrack(cc)
-	br := bufio.NewReaderSize(c, max(e.maxHeaderBytes, 4096))
-	bw := bufio.NewWriterSize(c, 16<<10)
+	br := h1Readers.Get().(*bufio.Reader)
+	bw := h1Writers.Get().(*bufio.Writer)
+	br.Reset(c)
+	bw.Reset(c)
+	defer func() {
+		// Nothing refers to the buffers any more: a hand-off copied
+		// what br held, and the client watch has ended.
+		br.Reset(nil)
+		bw.Reset(nil)
+		h1Readers.Put(br)
+		h1Writers.Put(bw)
+	}()
 	client := ""
 	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		client = a.IP.String()
@@ -132,7 +154,7 @@ func (e *h1Engine) serve(cc *h1ClientConn) {
 			return
 		}
 		_ = c.SetReadDeadline(time.Now().Add(wait))
-		raw, err := peekHead(br, e.maxHeaderBytes)
+		raw, err := peekHead(br, min(e.maxHeaderBytes, h1ClientBufSize))
 		cc.idle.Store(false)
 		if err != nil {
 			if errors.Is(err, errHandoff) {
