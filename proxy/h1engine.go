@@ -95,6 +95,7 @@ type h1Exchange struct {
 	methodIdx          int
 	headDone           bool   // the head's bytes were consumed from the client buffer
 	headStale          bool   // the client buffer was read while waiting: head's slices are not valid
+	bodyCut            bool   // the endpoint answered before taking the whole body: both connections end
 	hsts               string // the Strict-Transport-Security value of a TLS host, or ""
 	resp               *h1Resp
 	start              time.Time
@@ -440,17 +441,36 @@ func (e *h1Engine) attempt(cc *h1ClientConn, br *bufio.Reader, n int, x *h1Excha
 		// only once they are written can they go, and the body follows.
 		_, _ = br.Discard(n)
 		x.headDone = true
+		// An endpoint that stops reading the body must not hold the
+		// request for ever: each write gets the response timeout.
+		up.writeIdle = e.h.transport.respHdr
+		if be.ReadTimeout > 0 {
+			up.writeIdle = time.Duration(be.ReadTimeout)
+		}
 		var err error
 		if head.chunked {
 			x.bytesIn, err = h1CopyChunked(up.bw, br)
 		} else {
 			x.bytesIn, err = io.CopyN(up.bw, br, head.contentLength)
 		}
+		if err == nil {
+			err = up.bw.Flush()
+		}
+		up.writeIdle = 0
+		_ = up.c.SetWriteDeadline(time.Time{})
 		if err != nil {
-			up.c.Close()
 			if up.werr == nil {
+				up.c.Close()
 				return nil, &h1Failure{err: err, sentBody: true, client: true}
 			}
+			// The endpoint stopped taking the body. It may have answered
+			// first (a 413, a 401): that answer is the client's, as
+			// net/http's Transport passes it on.
+			if _, rerr := e.readResponseHead(up, x, time.Now().Add(h1EarlyAnswerWait)); rerr == nil {
+				x.bodyCut = true
+				return up, nil
+			}
+			up.c.Close()
 			return nil, &h1Failure{err: up.werr, sentBody: true}
 		}
 	}
@@ -494,6 +514,10 @@ func (e *h1Engine) attempt(cc *h1ClientConn, br *bufio.Reader, n int, x *h1Excha
 // endpoint when the client goes away (as net/http's background read
 // does for every request, at the cost of a goroutine and a wake-up).
 const h1WatchAfter = 50 * time.Millisecond
+
+// h1EarlyAnswerWait bounds the look for an answer an endpoint sent
+// before it stopped reading the request body.
+const h1EarlyAnswerWait = 100 * time.Millisecond
 
 // errClientGone is a wait for a response that the client ended by
 // closing its connection.
@@ -592,7 +616,10 @@ func (e *h1Engine) relay(cc *h1ClientConn, br *bufio.Reader, bw *bufio.Writer, x
 	}
 	x.code = resp.status
 	// A server shutting down says so on the response, as net/http does.
-	keep = !x.head.closeConn && resp.body != h1BodyClose && !e.closing.Load()
+	keep = !x.head.closeConn && resp.body != h1BodyClose && !e.closing.Load() && !x.bodyCut
+	if x.bodyCut {
+		resp.closeConn = true // the endpoint's side is broken too
+	}
 	e.writeResponseHead(bw, x, keep)
 	_, _ = up.br.Discard(up.head)
 
@@ -933,9 +960,12 @@ type h1UpConn struct {
 	bw       *bufio.Writer
 	head     int           // length of the response head at the start of br
 	readIdle time.Duration // 0: no per-read deadline
-	rerr     error
-	werr     error
-	idleAt   time.Time // when it was put in the pool
+	// writeIdle, while set, bounds each write (a request body the
+	// endpoint stops reading).
+	writeIdle time.Duration
+	rerr      error
+	werr      error
+	idleAt    time.Time // when it was put in the pool
 }
 
 type upSide struct{ u *h1UpConn }
@@ -953,6 +983,9 @@ func (s upSide) Read(p []byte) (int, error) {
 }
 
 func (s upSide) Write(p []byte) (int, error) {
+	if s.u.writeIdle > 0 {
+		_ = s.u.c.SetWriteDeadline(time.Now().Add(s.u.writeIdle))
+	}
 	n, err := s.u.c.Write(p)
 	if err != nil && s.u.werr == nil {
 		s.u.werr = err

@@ -523,3 +523,104 @@ func TestH1EngineTLS(t *testing.T) {
 		}
 	}
 }
+
+// TestH1EngineEarlyAnswer checks that an endpoint's answer sent before it
+// stopped reading a large body (a 413 from the application, say) reaches
+// the client, as through net/http's Transport, and not a 502.
+func TestH1EngineEarlyAnswer(t *testing.T) {
+	t.Parallel()
+	ln := listen(t)
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil || line == "\r\n" {
+						break
+					}
+				}
+				_, _ = io.WriteString(c, "HTTP/1.1 413 Content Too Large\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbig\n")
+			}()
+		}
+	}()
+	be := &route.Backend{Key: "ns/early:80", Endpoints: []route.Endpoint{{Address: ln.Addr().String()}}}
+	h := New(Options{})
+	h.Swap(route.NewTable([]*route.VirtualHost{vhost("app.test", prefix("/", be))}, nil))
+	t.Cleanup(h.CloseIdleConnections)
+	addr, s := startFastServer(t, h, ServerOptions{})
+
+	const size = 32 << 20 // more than the socket buffers hold
+	c := rawConn(t, addr)
+	defer c.Close()
+	go func() {
+		_, _ = fmt.Fprintf(c, "POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: %d\r\n\r\n", size)
+		chunk := make([]byte, 64<<10)
+		for sent := 0; sent < size; sent += len(chunk) {
+			if _, err := c.Write(chunk); err != nil {
+				return // the proxy closed the connection after the answer
+			}
+		}
+	}()
+	resps := readResponses(t, bufio.NewReader(c), 1)
+	if len(resps) != 1 || resps[0].StatusCode != http.StatusRequestEntityTooLarge || resps[0].body != "big\n" {
+		t.Fatalf("%+v, want the endpoint's 413", resps)
+	}
+	if !resps[0].Close {
+		t.Error("the answer does not close the connection, whose body was not read")
+	}
+	if s.fast.served.Load() != 1 {
+		t.Errorf("the engine served %d, want 1", s.fast.served.Load())
+	}
+}
+
+// TestH1EngineStalledUpload checks that an endpoint that stops reading a
+// request body, and answers nothing, gets the request ended within the
+// backend's read timeout (504) instead of holding it for ever.
+func TestH1EngineStalledUpload(t *testing.T) {
+	t.Parallel()
+	ln := listen(t)
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release); ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				<-release // reads nothing, answers nothing
+			}()
+		}
+	}()
+	be := &route.Backend{Key: "ns/stall:80", Endpoints: []route.Endpoint{{Address: ln.Addr().String()}},
+		ReadTimeout: route.Duration(200 * time.Millisecond)}
+	h := New(Options{})
+	h.Swap(route.NewTable([]*route.VirtualHost{vhost("app.test", prefix("/", be))}, nil))
+	t.Cleanup(h.CloseIdleConnections)
+	addr, _ := startFastServer(t, h, ServerOptions{})
+
+	const size = 32 << 20
+	c := rawConn(t, addr)
+	defer c.Close()
+	go func() {
+		_, _ = fmt.Fprintf(c, "POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: %d\r\n\r\n", size)
+		chunk := make([]byte, 64<<10)
+		for sent := 0; sent < size; sent += len(chunk) {
+			if _, err := c.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	resps := readResponses(t, bufio.NewReader(c), 1)
+	if len(resps) != 1 || resps[0].StatusCode != http.StatusGatewayTimeout {
+		t.Fatalf("%+v, want 504", resps)
+	}
+}
