@@ -2,12 +2,12 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -129,17 +129,12 @@ func (e *h1Engine) serve(cc *h1ClientConn) {
 		h1Readers.Put(br)
 		h1Writers.Put(bw)
 	}()
-	client := ""
+	client, trustedPeer := "", false
 	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		client = a.IP.String()
+		trustedPeer = e.trusted != nil && e.trusted.Contains(a.AddrPort().Addr().Unmap())
 	}
 	remote := c.RemoteAddr().String()
-	var trustedPeer bool
-	if e.trusted != nil {
-		if ap, err := netip.ParseAddrPort(remote); err == nil {
-			trustedPeer = e.trusted.Contains(ap.Addr().Unmap())
-		}
-	}
 	var head h1Head
 	var resp h1Resp
 	first := true
@@ -224,17 +219,18 @@ func (e *h1Engine) take(cc *h1ClientConn, x *h1Exchange) bool {
 			return false // Lookup wants the decoded path: net/http decodes it
 		}
 	}
+	host := string(head.host)
 	t := e.h.table.Load()
-	th := t.TLSHost(string(head.host))
+	th := t.TLSHost(host)
 	switch {
 	case !cc.secure && th != nil && (th.Redirect || th.ACME):
 		return false // PlainHTTP redirects it or answers the ACME challenge
-	case cc.secure && !cc.covers(cc.serverName, string(head.host)):
+	case cc.secure && !cc.covers(cc.serverName, host):
 		return false // SecureHTTP's 421
 	case cc.secure && th != nil:
 		x.hsts = th.HSTS
 	}
-	rt := t.Lookup(string(head.host), string(path))
+	rt := t.Lookup(host, string(path))
 	if rt == nil {
 		return false // the Handler's 404
 	}
@@ -253,7 +249,7 @@ func (e *h1Engine) take(cc *h1ClientConn, x *h1Exchange) bool {
 	x.id = h1RequestID(head)
 	x.method = methodString(head.method)
 	x.methodIdx = methodIndex(x.method)
-	x.host = string(head.host)
+	x.host = host
 	if e.h.accessLog != nil {
 		x.path = string(path)
 	}
@@ -282,22 +278,10 @@ func h1RequestID(head *h1Head) string {
 			n++
 		}
 	}
-	if n == 1 && validRequestIDBytes(found) {
+	if n == 1 && validRequestID(found) {
 		return string(found)
 	}
 	return newRequestID()
-}
-
-func validRequestIDBytes(id []byte) bool {
-	if len(id) == 0 || len(id) > maxRequestIDLen {
-		return false
-	}
-	for _, c := range id {
-		if c <= ' ' || c > '~' {
-			return false
-		}
-	}
-	return true
 }
 
 // h1Failure is why an attempt to reach an endpoint failed.
@@ -360,8 +344,7 @@ func (e *h1Engine) proxy(cc *h1ClientConn, br *bufio.Reader, bw *bufio.Writer, n
 			}
 		}
 		code := http.StatusBadGateway
-		var ne net.Error
-		if errors.As(fail.err, &ne) && ne.Timeout() {
+		if isTimeout(fail.err) {
 			code = http.StatusGatewayTimeout
 		}
 		e.h.metrics.upstreamError(fail.err)
@@ -397,9 +380,9 @@ func (e *h1Engine) retryable(x *h1Exchange, f *h1Failure) bool {
 	return dial || hasBody || h1Idempotent(x.head)
 }
 
+// h1Idempotent is idempotent for a request the engine serves.
 func h1Idempotent(head *h1Head) bool {
-	switch methodString(head.method) {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+	if idempotentMethod(methodString(head.method)) {
 		return true
 	}
 	for _, f := range head.fields {
@@ -419,7 +402,8 @@ func (e *h1Engine) attempt(cc *h1ClientConn, br *bufio.Reader, n int, x *h1Excha
 	// log, runs from before the dial, as the Transport's does.
 	start := time.Now()
 	defer func() { x.upstream, x.tried = time.Since(start), true }()
-	up, reused := pools.h1Get()
+	up := pools.h1Get()
+	reused := up != nil
 	if up == nil {
 		var err error
 		if up, err = e.dial(x.ep.Address, be); err != nil {
@@ -443,10 +427,7 @@ func (e *h1Engine) attempt(cc *h1ClientConn, br *bufio.Reader, n int, x *h1Excha
 		x.headDone = true
 		// An endpoint that stops reading the body must not hold the
 		// request for ever: each write gets the response timeout.
-		up.writeIdle = e.h.transport.respHdr
-		if be.ReadTimeout > 0 {
-			up.writeIdle = time.Duration(be.ReadTimeout)
-		}
+		up.writeIdle = e.h.transport.readTimeout(be)
 		var err error
 		if head.chunked {
 			x.bytesIn, err = h1CopyChunked(up.bw, br)
@@ -466,7 +447,7 @@ func (e *h1Engine) attempt(cc *h1ClientConn, br *bufio.Reader, n int, x *h1Excha
 			// The endpoint stopped taking the body. It may have answered
 			// first (a 413, a 401): that answer is the client's, as
 			// net/http's Transport passes it on.
-			if _, rerr := e.readResponseHead(up, x, time.Now().Add(h1EarlyAnswerWait)); rerr == nil {
+			if e.readResponseHead(up, x, time.Now().Add(h1EarlyAnswerWait)) == nil {
 				x.bodyCut = true
 				return up, nil
 			}
@@ -475,9 +456,8 @@ func (e *h1Engine) attempt(cc *h1ClientConn, br *bufio.Reader, n int, x *h1Excha
 		}
 	}
 	err := up.bw.Flush()
-	var raw []byte
 	if err == nil {
-		raw, err = e.waitResponseHead(cc, br, up, be, x)
+		err = e.waitResponseHead(cc, br, up, be, x)
 	}
 	if err != nil && reused && bodyless && !x.headStale && up.br.Buffered() == 0 && !isTimeout(err) {
 		// An idle connection the endpoint had closed: send the request
@@ -489,7 +469,7 @@ func (e *h1Engine) attempt(cc *h1ClientConn, br *bufio.Reader, n int, x *h1Excha
 		}
 		e.writeRequestHead(up.bw, x, client, cc.secure)
 		if err = up.bw.Flush(); err == nil {
-			raw, err = e.waitResponseHead(cc, br, up, be, x)
+			err = e.waitResponseHead(cc, br, up, be, x)
 		}
 	}
 	if err != nil {
@@ -501,7 +481,6 @@ func (e *h1Engine) attempt(cc *h1ClientConn, br *bufio.Reader, n int, x *h1Excha
 		// gone from the client buffer: no retry then.
 		return nil, &h1Failure{err: err, sentBody: !bodyless || x.headStale}
 	}
-	_ = raw
 	if !x.headDone {
 		_, _ = br.Discard(n)
 		x.headDone = true
@@ -525,18 +504,15 @@ var errClientGone = errors.New("client went away")
 
 // waitResponseHead is readResponseHead; when the endpoint is slow, it
 // watches the client meanwhile and gives up if the client leaves.
-func (e *h1Engine) waitResponseHead(cc *h1ClientConn, br *bufio.Reader, up *h1UpConn, be *route.Backend, x *h1Exchange) ([]byte, error) {
-	d := e.h.transport.respHdr
-	if be.ReadTimeout > 0 {
-		d = time.Duration(be.ReadTimeout)
-	}
+func (e *h1Engine) waitResponseHead(cc *h1ClientConn, br *bufio.Reader, up *h1UpConn, be *route.Backend, x *h1Exchange) error {
+	d := e.h.transport.readTimeout(be)
 	deadline := time.Now().Add(d)
 	if d <= h1WatchAfter {
 		return e.readResponseHead(up, x, deadline)
 	}
-	raw, err := e.readResponseHead(up, x, time.Now().Add(h1WatchAfter))
+	err := e.readResponseHead(up, x, time.Now().Add(h1WatchAfter))
 	if err == nil || !isTimeout(err) {
-		return raw, err
+		return err
 	}
 	// Slow: watch the client until the head comes, by waiting for a byte
 	// past what br holds (the request's own head, pipelined requests). A
@@ -557,33 +533,34 @@ func (e *h1Engine) waitResponseHead(cc *h1ClientConn, br *bufio.Reader, up *h1Up
 			_ = up.c.SetReadDeadline(time.Now()) // stop the wait for the endpoint
 		}
 	}()
-	raw, err = e.readResponseHead(up, x, deadline)
+	err = e.readResponseHead(up, x, deadline)
 	_ = cc.SetReadDeadline(time.Now()) // stop the watch
 	<-done
 	_ = cc.SetReadDeadline(time.Time{})
 	if gone.Load() {
-		return nil, errClientGone
+		return errClientGone
 	}
-	return raw, err
+	return err
 }
 
 // readResponseHead waits for the final response head, within the
-// backend's read timeout, relaying nothing yet; 1xx interim responses are
-// left in x.resp one at a time by relay. It returns the raw head.
-func (e *h1Engine) readResponseHead(up *h1UpConn, x *h1Exchange, deadline time.Time) ([]byte, error) {
+// backend's read timeout, relaying nothing yet: it is left parsed in
+// x.resp and buffered in up (its length in up.head). 1xx interim
+// responses come one at a time, each passed on by relay.
+func (e *h1Engine) readResponseHead(up *h1UpConn, x *h1Exchange, deadline time.Time) error {
 	_ = up.c.SetReadDeadline(deadline)
 	raw, err := peekHead(up.br, 64<<10)
 	if err != nil {
 		if errors.Is(err, errHandoff) {
-			return nil, errResponseHead
+			return errResponseHead
 		}
-		return nil, err
+		return err
 	}
 	if !parseH1Resp(raw, x.method == http.MethodHead, x.resp) {
-		return nil, errResponseHead
+		return errResponseHead
 	}
 	up.head = len(raw)
-	return raw, nil
+	return nil
 }
 
 // errResponseHead is a response head the engine cannot relay: too large,
@@ -606,7 +583,7 @@ func (e *h1Engine) relay(cc *h1ClientConn, br *bufio.Reader, bw *bufio.Writer, x
 			x.code = StatusClientClosedRequest
 			return false
 		}
-		if _, err := e.waitResponseHead(cc, br, up, be, x); err != nil {
+		if err := e.waitResponseHead(cc, br, up, be, x); err != nil {
 			// Too late for a clean answer: the client saw a 1xx.
 			up.c.Close()
 			e.h.metrics.upstreamError(err)
@@ -654,10 +631,7 @@ func (e *h1Engine) relay(cc *h1ClientConn, br *bufio.Reader, bw *bufio.Writer, x
 			// timeout: the response is cut, which the client sees as a
 			// closed connection short of the body's end.
 			if isTimeout(up.rerr) {
-				e.h.metrics.upstreamError(errIdleTimeout{})
-				if ce := e.log.Check(zap.WarnLevel, "upstream idle timeout, response cut"); ce != nil {
-					ce.Write(zap.String("backend", be.Key), zap.String("upstream", x.ep.Address), zap.Duration("idle_timeout", idle))
-				}
+				e.h.idleTimedOut(be, x.ep.Address, idle)
 			}
 		}
 		return false
@@ -709,11 +683,7 @@ func (e *h1Engine) record(x *h1Exchange, remote string) {
 		return
 	}
 	d := time.Since(x.start)
-	var upstream time.Duration
-	if x.tried {
-		upstream = x.upstream
-	}
-	h.metrics.observeRequest(x.route, x.methodIdx, x.code, d, upstream, x.tried, x.bytesIn, x.bytesOut)
+	h.metrics.observeRequest(x.route, x.methodIdx, x.code, d, x.upstream, x.tried, x.bytesIn, x.bytesOut)
 	if a := h.accessLog; a.wants(x.code) {
 		rec := accessRecord{
 			start:       x.start,
@@ -728,7 +698,7 @@ func (e *h1Engine) record(x *h1Exchange, remote string) {
 			bytesOut:    x.bytesOut,
 			duration:    d,
 			upstream:    x.ep.Address,
-			upstreamDur: upstream,
+			upstreamDur: x.upstream,
 			labels:      labelsOf(x.route),
 		}
 		a.enqueue(rec)
@@ -860,10 +830,7 @@ func peekHead(br *bufio.Reader, limit int) ([]byte, error) {
 			return nil, errHandoff
 		}
 		if _, err := br.Peek(len(buf) + 1); err != nil {
-			if len(buf) > 0 && !errors.Is(err, io.EOF) {
-				return nil, err
-			}
-			if len(buf) > 0 {
+			if len(buf) > 0 && errors.Is(err, io.EOF) {
 				return nil, errHandoff // a partial head, then EOF: net/http answers it
 			}
 			return nil, err
@@ -913,24 +880,7 @@ func replayConn(c net.Conn, br *bufio.Reader) net.Conn {
 		return c
 	}
 	b, _ := br.Peek(n)
-	return &replayedConn{Conn: c, r: io.MultiReader(bufferedCopy(b), c)}
-}
-
-func bufferedCopy(b []byte) io.Reader {
-	c := make([]byte, len(b))
-	copy(c, b)
-	return &byteReader{b: c}
-}
-
-type byteReader struct{ b []byte }
-
-func (r *byteReader) Read(p []byte) (int, error) {
-	if len(r.b) == 0 {
-		return 0, io.EOF
-	}
-	n := copy(p, r.b)
-	r.b = r.b[n:]
-	return n, nil
+	return &replayedConn{Conn: c, r: io.MultiReader(bytes.NewReader(bytes.Clone(b)), c)}
 }
 
 type replayedConn struct {
@@ -1008,10 +958,7 @@ func (u *h1UpConn) alive() bool {
 
 // dial opens a connection to addr within the backend's connect timeout.
 func (e *h1Engine) dial(addr string, be *route.Backend) (*h1UpConn, error) {
-	d := net.Dialer{Timeout: e.h.transport.dial, KeepAlive: 30 * time.Second}
-	if be.ConnectTimeout > 0 {
-		d.Timeout = time.Duration(be.ConnectTimeout)
-	}
+	d := net.Dialer{Timeout: e.h.transport.connectTimeout(be), KeepAlive: 30 * time.Second}
 	c, err := d.DialContext(context.Background(), "tcp", addr)
 	if err != nil {
 		return nil, err
@@ -1031,7 +978,7 @@ const h1IdleTimeout = 90 * time.Second
 const h1MaxIdle = DefaultMaxIdleConnsPerHost
 
 // h1Get returns an idle engine connection of the endpoint, or nil.
-func (ep *endpointPools) h1Get() (*h1UpConn, bool) {
+func (ep *endpointPools) h1Get() *h1UpConn {
 	ep.h1mu.Lock()
 	defer ep.h1mu.Unlock()
 	for len(ep.h1idle) > 0 {
@@ -1039,11 +986,11 @@ func (ep *endpointPools) h1Get() (*h1UpConn, bool) {
 		ep.h1idle = ep.h1idle[:len(ep.h1idle)-1]
 		if time.Since(u.idleAt) < h1IdleTimeout {
 			u.rerr, u.werr = nil, nil
-			return u, true
+			return u
 		}
 		u.c.Close()
 	}
-	return nil, false
+	return nil
 }
 
 // h1Put keeps u for the next request to the endpoint, or closes it when
@@ -1083,7 +1030,7 @@ func (e *h1Engine) listen(ln net.Listener) net.Listener {
 	}
 	go func() {
 		for {
-			c, err := ln.Accept()
+			c, err := acceptRetrying(ln, hl.done)
 			if err != nil {
 				hl.fail(err)
 				return

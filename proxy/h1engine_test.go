@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -113,31 +114,7 @@ func TestH1EngineHandsOff(t *testing.T) {
 // before any response byte, and is sent again on a new connection.
 func TestH1EngineStaleConnection(t *testing.T) {
 	t.Parallel()
-	ln := listen(t)
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					line, err := br.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if line == "\r\n" {
-						break
-					}
-				}
-				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-			}()
-		}
-	}()
-	be := &route.Backend{Key: "ns/raw:80", Endpoints: []route.Endpoint{{Address: ln.Addr().String()}}}
+	be := &route.Backend{Key: "ns/raw:80", Endpoints: []route.Endpoint{{Address: oneShotEndpoint(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")}}}
 	addr := startFastProxy(t, route.NewTable([]*route.VirtualHost{vhost("app.example.com", prefix("/", be))}, nil))
 	c := rawConn(t, addr)
 	defer c.Close()
@@ -315,31 +292,39 @@ func TestH1EngineInterimResponses(t *testing.T) {
 // returns its address.
 func rawBackend(t *testing.T, resp string) string {
 	t.Helper()
-	ln := listen(t)
-	t.Cleanup(func() { ln.Close() })
-	go func() {
+	return rawEndpoint(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					_, _ = io.Copy(io.Discard, req.Body)
-					if _, err := io.WriteString(c, resp); err != nil {
-						return
-					}
-				}
-			}()
+			_, _ = io.Copy(io.Discard, req.Body)
+			if _, err := io.WriteString(c, resp); err != nil {
+				return
+			}
 		}
-	}()
-	return ln.Addr().String()
+	})
+}
+
+// oneShotEndpoint answers the first request head of every connection with
+// resp, without reading any body, and closes the connection without
+// saying so in resp.
+func oneShotEndpoint(t *testing.T, resp string) string {
+	t.Helper()
+	return rawEndpoint(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if line == "\r\n" {
+				break
+			}
+		}
+		_, _ = io.WriteString(c, resp)
+	})
 }
 
 // TestH1EngineShutdownDrains checks that Shutdown lets a request the
@@ -455,18 +440,7 @@ func TestH1EngineTLS(t *testing.T) {
 	covers := func(serverName, host string) bool { return serverName == host }
 	s := NewServer(h.Observe(SecureHTTP(h.Table, covers, h)), ServerOptions{FastPath: h})
 	ln := listen(t)
-	done := make(chan error, 1)
-	go func() { done <- s.ServeTLS(ln, TLSOptions{Config: pki.serverConfig(), Covers: covers}) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-		defer cancel()
-		if err := s.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		if err := <-done; err != nil {
-			t.Errorf("ServeTLS: %v", err)
-		}
-	})
+	runServer(t, s, func() error { return s.ServeTLS(ln, TLSOptions{Config: pki.serverConfig(), Covers: covers}) })
 	addr := ln.Addr().String()
 
 	c := dialTo(tlsClient(pki.pool, false), addr)
@@ -529,28 +503,8 @@ func TestH1EngineTLS(t *testing.T) {
 // the client, as through net/http's Transport, and not a 502.
 func TestH1EngineEarlyAnswer(t *testing.T) {
 	t.Parallel()
-	ln := listen(t)
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					line, err := br.ReadString('\n')
-					if err != nil || line == "\r\n" {
-						break
-					}
-				}
-				_, _ = io.WriteString(c, "HTTP/1.1 413 Content Too Large\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbig\n")
-			}()
-		}
-	}()
-	be := &route.Backend{Key: "ns/early:80", Endpoints: []route.Endpoint{{Address: ln.Addr().String()}}}
+	early := oneShotEndpoint(t, "HTTP/1.1 413 Content Too Large\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbig\n")
+	be := &route.Backend{Key: "ns/early:80", Endpoints: []route.Endpoint{{Address: early}}}
 	h := New(Options{})
 	h.Swap(route.NewTable([]*route.VirtualHost{vhost("app.test", prefix("/", be))}, nil))
 	t.Cleanup(h.CloseIdleConnections)
@@ -585,22 +539,10 @@ func TestH1EngineEarlyAnswer(t *testing.T) {
 // backend's read timeout (504) instead of holding it for ever.
 func TestH1EngineStalledUpload(t *testing.T) {
 	t.Parallel()
-	ln := listen(t)
 	release := make(chan struct{})
-	t.Cleanup(func() { close(release); ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				<-release // reads nothing, answers nothing
-			}()
-		}
-	}()
-	be := &route.Backend{Key: "ns/stall:80", Endpoints: []route.Endpoint{{Address: ln.Addr().String()}},
+	t.Cleanup(func() { close(release) })
+	stall := rawEndpoint(t, func(net.Conn) { <-release }) // reads nothing, answers nothing
+	be := &route.Backend{Key: "ns/stall:80", Endpoints: []route.Endpoint{{Address: stall}},
 		ReadTimeout: route.Duration(200 * time.Millisecond)}
 	h := New(Options{})
 	h.Swap(route.NewTable([]*route.VirtualHost{vhost("app.test", prefix("/", be))}, nil))
@@ -622,5 +564,42 @@ func TestH1EngineStalledUpload(t *testing.T) {
 	resps := readResponses(t, bufio.NewReader(c), 1)
 	if len(resps) != 1 || resps[0].StatusCode != http.StatusGatewayTimeout {
 		t.Fatalf("%+v, want 504", resps)
+	}
+}
+
+// flakyListener fails its first n Accepts with an error that says to try
+// again, as a listener out of file descriptors does.
+type flakyListener struct {
+	net.Listener
+	n atomic.Int32
+}
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	if l.n.Add(-1) >= 0 {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: timeoutErr{}}
+	}
+	return l.Listener.Accept()
+}
+
+// TestH1EngineAcceptRetries checks that the fast path's listener waits
+// out accept errors that say to try again (EMFILE) instead of ending the
+// listener, as net/http and the TLS listener do.
+func TestH1EngineAcceptRetries(t *testing.T) {
+	t.Parallel()
+	b := newBackend(t, "b", nil)
+	h := New(Options{})
+	h.Swap(route.NewTable(nil, &route.Route{Backend: backendOf("b", "", b)}))
+	t.Cleanup(h.CloseIdleConnections)
+	ln := &flakyListener{Listener: listen(t)}
+	ln.n.Store(3)
+	s := NewServer(h, ServerOptions{FastPath: h})
+	runServer(t, s, func() error { return s.Serve(ln) })
+	resps, c, _ := exchange(t, ln.Addr().String(), "GET / HTTP/1.1\r\nHost: a\r\n\r\n", 1)
+	c.Close()
+	if len(resps) != 1 || resps[0].StatusCode != http.StatusOK {
+		t.Fatalf("%+v, want 200 after the accept errors", resps)
+	}
+	if s.fast.served.Load() != 1 {
+		t.Errorf("the engine served %d, want 1", s.fast.served.Load())
 	}
 }

@@ -101,22 +101,8 @@ func parseH1Head(head []byte, h *h1Head) bool {
 		if len(h.fields) == h1MaxFields {
 			return false
 		}
-		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 {
-			return false // obs-fold starts with SP or HTAB: no name
-		}
-		name, value := line[:colon], trimOWS(line[colon+1:])
-		for _, c := range name {
-			if !isTokenChar(c) {
-				return false
-			}
-		}
-		for _, c := range value {
-			if (c < ' ' && c != '\t') || c == 0x7f {
-				return false
-			}
-		}
-		if !h.field(name, value) {
+		name, value, ok := cutField(line)
+		if !ok || !h.field(name, value) {
 			return false
 		}
 		h.fields = append(h.fields, h1Field{name, value})
@@ -157,6 +143,36 @@ func (h *h1Head) field(name, value []byte) bool {
 	case asciiEqualFold(name, "upgrade"), asciiEqualFold(name, "expect"),
 		asciiEqualFold(name, "te"), asciiEqualFold(name, "trailer"):
 		return false
+	}
+	return true
+}
+
+// cutField splits a header field line into its name and its value,
+// without the whitespace around it. It reports false for a line RFC 9110
+// §5.5 does not allow: no colon, an empty name (obs-fold starts with SP
+// or HTAB), a byte in the name that is not a token character, a control
+// character other than HTAB in the value.
+func cutField(line []byte) (name, value []byte, ok bool) {
+	colon := bytes.IndexByte(line, ':')
+	if colon <= 0 {
+		return nil, nil, false
+	}
+	name, value = line[:colon], trimOWS(line[colon+1:])
+	for _, c := range name {
+		if !isTokenChar(c) {
+			return nil, nil, false
+		}
+	}
+	return name, value, fieldText(value)
+}
+
+// fieldText reports whether b holds no control character other than HTAB:
+// a valid field value or reason phrase.
+func fieldText(b []byte) bool {
+	for _, c := range b {
+		if (c < ' ' && c != '\t') || c == 0x7f {
+			return false
+		}
 	}
 	return true
 }

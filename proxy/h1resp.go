@@ -61,10 +61,8 @@ func parseH1Resp(head []byte, isHead bool, r *h1Resp) bool {
 	if len(line) > 13 {
 		r.reason = line[13:]
 	}
-	for _, c := range r.reason {
-		if (c < ' ' && c != '\t') || c == 0x7f {
-			return false
-		}
+	if !fieldText(r.reason) {
+		return false
 	}
 	chunked := false
 	keepAlive := false
@@ -79,20 +77,9 @@ func parseH1Resp(head []byte, isHead bool, r *h1Resp) bool {
 			}
 			break
 		}
-		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 {
+		name, value, ok := cutField(line)
+		if !ok {
 			return false
-		}
-		name, value := line[:colon], trimOWS(line[colon+1:])
-		for _, c := range name {
-			if !isTokenChar(c) {
-				return false
-			}
-		}
-		for _, c := range value {
-			if (c < ' ' && c != '\t') || c == 0x7f {
-				return false
-			}
 		}
 		switch {
 		case asciiEqualFold(name, "content-length"):

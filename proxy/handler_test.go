@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -433,20 +432,8 @@ func TestClientGoneIsLoggedNotAnswered(t *testing.T) {
 func TestBackendFailureIsLoggedWithUpstream(t *testing.T) {
 	t.Parallel()
 	core, logs := observer.New(zapcore.InfoLevel)
-	ln := listen(t)
-	// A backend that accepts and hangs up without answering.
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			_, _ = bufio.NewReader(c).ReadString('\n')
-			c.Close()
-		}
-	}()
-	t.Cleanup(func() { ln.Close() })
-	be := &route.Backend{Key: "ns/hangup:80", Endpoints: []route.Endpoint{{Address: ln.Addr().String()}}}
+	hangup := hangupAddr(t) // accepts and hangs up without answering
+	be := &route.Backend{Key: "ns/hangup:80", Endpoints: []route.Endpoint{{Address: hangup}}}
 	h := New(Options{Logger: zap.New(core)})
 	h.Swap(route.NewTable(nil, &route.Route{Backend: be}))
 	rec := httptest.NewRecorder()
@@ -454,9 +441,9 @@ func TestBackendFailureIsLoggedWithUpstream(t *testing.T) {
 	if rec.Code != http.StatusBadGateway {
 		t.Fatalf("status %d, want 502", rec.Code)
 	}
-	checkErrorBody(t, rec.Header(), rec.Body.String(), http.StatusBadGateway, ln.Addr().String())
+	checkErrorBody(t, rec.Header(), rec.Body.String(), http.StatusBadGateway, hangup)
 	entries := logs.FilterMessage("upstream failed").All()
-	if len(entries) != 1 || entries[0].Level != zapcore.WarnLevel || entries[0].ContextMap()["upstream"] != ln.Addr().String() {
+	if len(entries) != 1 || entries[0].Level != zapcore.WarnLevel || entries[0].ContextMap()["upstream"] != hangup {
 		t.Errorf("logs = %v, want one warning naming the upstream", logs.All())
 	}
 }

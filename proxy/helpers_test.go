@@ -100,6 +100,48 @@ func vhost(host string, routes ...*route.Route) *route.VirtualHost {
 // tests once with it and once without.
 var testFastPath = os.Getenv("POSTERN_TEST_FAST_PATH") == "1"
 
+// rawEndpoint serves every connection made to a new loopback listener
+// with serve, each on a goroutine of its own, closing the connection when
+// serve returns, and returns the listener's address: an endpoint that
+// speaks (or does not speak) HTTP exactly as a test needs. The listener
+// is closed when the test ends.
+func rawEndpoint(t testing.TB, serve func(c net.Conn)) string {
+	t.Helper()
+	ln := listen(t)
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				serve(c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// runServer runs serve (s.Serve or s.ServeTLS on a listener) until the
+// test ends; then it shuts s down and checks that both went well.
+func runServer(t *testing.T, s *Server, serve func() error) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- serve() }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+}
+
 // withTestFastPath sets opts.FastPath when testFastPath is on and h is a
 // bare *Handler.
 func withTestFastPath(h http.Handler, opts ServerOptions) ServerOptions {
@@ -114,20 +156,8 @@ func withTestFastPath(h http.Handler, opts ServerOptions) ServerOptions {
 func startServer(t *testing.T, h http.Handler, opts ServerOptions) (string, *Server) {
 	t.Helper()
 	ln := listen(t)
-	opts = withTestFastPath(h, opts)
-	s := NewServer(h, opts)
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-		defer cancel()
-		if err := s.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	s := NewServer(h, withTestFastPath(h, opts))
+	runServer(t, s, func() error { return s.Serve(ln) })
 	return ln.Addr().String(), s
 }
 

@@ -125,30 +125,37 @@ type tlsListener struct {
 }
 
 func (l *tlsListener) acceptLoop() {
-	var delay time.Duration
 	for {
-		c, err := l.Listener.Accept()
+		c, err := acceptRetrying(l.Listener, l.done)
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				// Out of file descriptors and the like: back off like
-				// net/http does, then try again.
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				select {
-				case <-time.After(delay):
-					continue
-				case <-l.done:
-					return
-				}
-			}
 			l.errMu.Lock()
 			l.err = err
 			l.errMu.Unlock()
 			l.Close()
 			return
 		}
-		delay = 0
 		go l.handshake(c)
+	}
+}
+
+// acceptRetrying returns the next connection of ln. An error that says to
+// try again (out of file descriptors and the like: a net.Error whose
+// Timeout is true) is waited out with a growing pause, as net/http does,
+// until done is closed (net.ErrClosed); any other error is returned.
+func acceptRetrying(ln net.Listener, done <-chan struct{}) (net.Conn, error) {
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		var ne net.Error
+		if err == nil || !errors.As(err, &ne) || !ne.Timeout() {
+			return c, err
+		}
+		delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+		select {
+		case <-time.After(delay):
+		case <-done:
+			return nil, net.ErrClosed
+		}
 	}
 }
 

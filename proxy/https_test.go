@@ -94,25 +94,14 @@ func startTLSServer(t *testing.T, h http.Handler, cfg *tls.Config) (addr string,
 	ln := listen(t)
 	s := NewServer(h, ServerOptions{})
 	ok, failed = new(atomic.Int64), new(atomic.Int64)
-	done := make(chan error, 1)
-	go func() {
-		done <- s.ServeTLS(ln, TLSOptions{Config: cfg, HandshakeTimeout: time.Second, ObserveHandshake: func(_ tls.ConnectionState, err error) {
+	runServer(t, s, func() error {
+		return s.ServeTLS(ln, TLSOptions{Config: cfg, HandshakeTimeout: time.Second, ObserveHandshake: func(_ tls.ConnectionState, err error) {
 			if err != nil {
 				failed.Add(1)
 			} else {
 				ok.Add(1)
 			}
 		}})
-	}()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-		defer cancel()
-		if err := s.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		if err := <-done; err != nil {
-			t.Errorf("ServeTLS: %v", err)
-		}
 	})
 	return ln.Addr().String(), ok, failed
 }

@@ -287,24 +287,13 @@ func TestMetricsUpstreamErrorsFromRealFailures(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)
 	slow := newBackend(t, "slow", func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
-	hangup := listen(t)
-	go func() {
-		for {
-			c, err := hangup.Accept()
-			if err != nil {
-				return
-			}
-			_, _ = c.Read(make([]byte, 1024))
-			c.Close()
-		}
-	}()
-	t.Cleanup(func() { hangup.Close() })
+	hangup := hangupAddr(t)
 	tlsBe := backendOf("plain", "", newBackend(t, "plain", nil)) // speaks HTTP, not TLS
 	tlsBe.Protocol = route.ProtocolHTTPS
 	deadBe := backendOf("dead", "")
 	deadBe.Endpoints = []route.Endpoint{{Address: deadAddr(t)}}
 	hangupBe := backendOf("hangup", "")
-	hangupBe.Endpoints = []route.Endpoint{{Address: hangup.Addr().String()}}
+	hangupBe.Endpoints = []route.Endpoint{{Address: hangup}}
 	h := New(Options{Metrics: m, ResponseHeaderTimeout: 50 * time.Millisecond})
 	t.Cleanup(h.CloseIdleConnections)
 	h.Swap(route.NewTable([]*route.VirtualHost{vhost("app.test",

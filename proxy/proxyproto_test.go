@@ -398,18 +398,7 @@ func startTLSServerOpts(t *testing.T, h http.Handler, cfg *tls.Config, opts Serv
 	t.Helper()
 	ln := listen(t)
 	s := NewServer(h, opts)
-	done := make(chan error, 1)
-	go func() { done <- s.ServeTLS(ln, TLSOptions{Config: cfg, HandshakeTimeout: testTimeout}) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-		defer cancel()
-		if err := s.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		if err := <-done; err != nil {
-			t.Errorf("ServeTLS: %v", err)
-		}
-	})
+	runServer(t, s, func() error { return s.ServeTLS(ln, TLSOptions{Config: cfg, HandshakeTimeout: testTimeout}) })
 	return ln.Addr().String()
 }
 

@@ -18,8 +18,9 @@ const maxRequestIDLen = 200
 // validRequestID reports whether id, sent by a client, may be kept: 1 to
 // maxRequestIDLen printable ASCII characters, no spaces. Anything else
 // (control characters, which could forge log lines, or non-ASCII) is
-// replaced by a generated ID.
-func validRequestID(id string) bool {
+// replaced by a generated ID. It takes the bytes of a head the fast path
+// read as well as a header value.
+func validRequestID[T string | []byte](id T) bool {
 	if len(id) == 0 || len(id) > maxRequestIDLen {
 		return false
 	}

@@ -29,19 +29,7 @@ import (
 // on the request.
 func hangupAddr(t *testing.T) string {
 	t.Helper()
-	ln := listen(t)
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			_, _ = c.Read(make([]byte, 64<<10))
-			c.Close()
-		}
-	}()
-	return ln.Addr().String()
+	return rawEndpoint(t, func(c net.Conn) { _, _ = c.Read(make([]byte, 64<<10)) })
 }
 
 // fullBacklogAddr returns the address of a listener that never accepts

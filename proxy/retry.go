@@ -167,12 +167,21 @@ func retryable(err error) (dial, ok bool) {
 // once: its method says so (RFC 9110 §9.2.2), or it carries an
 // Idempotency-Key (draft-ietf-httpapi-idempotency-key-header).
 func idempotent(r *http.Request) bool {
-	switch r.Method {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+	if idempotentMethod(r.Method) {
 		return true
 	}
 	_, ok := r.Header["Idempotency-Key"]
 	return ok
+}
+
+// idempotentMethod reports the methods RFC 9110 §9.2.2 defines as
+// idempotent.
+func idempotentMethod(m string) bool {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
 }
 
 // limitIdle makes resp's body end with an error when the endpoint stays
@@ -239,10 +248,15 @@ func (b *idleBody) expire() {
 	// endpoint observe, so anything that reacts to it (a test reading the
 	// metric, an operator correlating the cut) finds the record in place.
 	b.fired.Store(true)
-	b.h.metrics.upstreamError(errIdleTimeout{})
-	if ce := b.h.log.Check(zap.WarnLevel, "upstream idle timeout, response cut"); ce != nil {
-		ce.Write(zap.String("backend", b.backend.Key), zap.String("upstream", b.upstream),
-			zap.Duration("idle_timeout", b.timeout))
-	}
+	b.h.idleTimedOut(b.backend, b.upstream, b.timeout)
 	_ = b.ReadCloser.Close()
+}
+
+// idleTimedOut counts and logs a response cut because the endpoint at
+// addr stayed silent for longer than its backend's idle timeout d.
+func (h *Handler) idleTimedOut(be *route.Backend, addr string, d time.Duration) {
+	h.metrics.upstreamError(errIdleTimeout{})
+	if ce := h.log.Check(zap.WarnLevel, "upstream idle timeout, response cut"); ce != nil {
+		ce.Write(zap.String("backend", be.Key), zap.String("upstream", addr), zap.Duration("idle_timeout", d))
+	}
 }

@@ -109,12 +109,7 @@ func (t *transports) RoundTrip(req *http.Request) (*http.Response, error) {
 	if st != nil {
 		be := st.backend
 		key.kind = kindOf(be.Protocol)
-		if be.ConnectTimeout > 0 {
-			key.connect = time.Duration(be.ConnectTimeout)
-		}
-		if be.ReadTimeout > 0 {
-			key.respHdr = time.Duration(be.ReadTimeout)
-		}
+		key.connect, key.respHdr = t.connectTimeout(be), t.readTimeout(be)
 	}
 	ep := t.endpoint(req.URL.Host)
 	tr := ep.transport(key, t.perHost)
@@ -126,6 +121,24 @@ func (t *transports) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	st.pools = ep
 	return resp, nil
+}
+
+// connectTimeout is how long connecting to an endpoint of be may take:
+// postern.dev/timeout-connect, else --upstream-connect-timeout.
+func (t *transports) connectTimeout(be *route.Backend) time.Duration {
+	if be.ConnectTimeout > 0 {
+		return time.Duration(be.ConnectTimeout)
+	}
+	return t.dial
+}
+
+// readTimeout is how long an endpoint of be may take to start its
+// response: postern.dev/timeout-read, else --upstream-response-timeout.
+func (t *transports) readTimeout(be *route.Backend) time.Duration {
+	if be.ReadTimeout > 0 {
+		return time.Duration(be.ReadTimeout)
+	}
+	return t.respHdr
 }
 
 // endpoint returns the pools of addr. An address the table no longer has
@@ -185,9 +198,11 @@ func (t *transports) update(added, removed []string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	old := t.pools.Load()
-	m := make(map[string]*endpointPools, len(added))
+	var m map[string]*endpointPools
 	if old != nil {
-		m = maps.Clone(*old) // see balancer's cloneMap
+		m = maps.Clone(*old) // no re-hashing: see balancer.updated
+	} else {
+		m = make(map[string]*endpointPools, len(added))
 	}
 	for _, a := range removed {
 		if ep := m[a]; ep != nil {

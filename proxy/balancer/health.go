@@ -193,18 +193,7 @@ func (h *Health) Update(added, removed []string) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	m := cloneMap(h.states.Load(), len(added))
-	for _, a := range removed {
-		if e := m[a]; e != nil {
-			h.forget(e)
-			delete(m, a)
-		}
-	}
-	for _, a := range added {
-		if m[a] == nil {
-			m[a] = new(endpointHealth)
-		}
-	}
+	m := updated(h.states.Load(), added, removed, func() *endpointHealth { return new(endpointHealth) }, h.forget)
 	h.states.Store(&m)
 }
 

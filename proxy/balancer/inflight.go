@@ -118,27 +118,35 @@ func (f *InFlight) Update(added, removed []string) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	m := cloneMap(f.counters.Load(), len(added))
-	for _, a := range removed {
-		delete(m, a)
-	}
-	for _, a := range added {
-		if m[a] == nil {
-			m[a] = new(Counter)
-		}
-	}
+	m := updated(f.counters.Load(), added, removed, func() *Counter { return new(Counter) }, nil)
 	f.counters.Store(&m)
 }
 
-// cloneMap returns a copy of *m (an empty map when m is nil). maps.Clone
-// copies the map's memory as it is, without hashing every key again: about
-// five times faster than inserting each entry into a new map, which is what
+// updated returns a copy of *m (nil: empty) without the addresses of
+// removed, each passed to drop first when drop is set, and with those of
+// added, made by mk when missing. The copy is maps.Clone's, which copies
+// the map's memory as it is without hashing every key again: about five
+// times faster than inserting each entry into a new map, which is what
 // makes an endpoint change cheap in a table of 50,000 endpoints.
-func cloneMap[K comparable, V any](m *map[K]V, extra int) map[K]V {
-	if m == nil {
-		return make(map[K]V, extra)
+func updated[V any](m *map[string]V, added, removed []string, mk func() V, drop func(V)) map[string]V {
+	c := map[string]V{}
+	if m != nil {
+		c = maps.Clone(*m)
 	}
-	return maps.Clone(*m)
+	for _, a := range removed {
+		if v, ok := c[a]; ok {
+			if drop != nil {
+				drop(v)
+			}
+			delete(c, a)
+		}
+	}
+	for _, a := range added {
+		if _, ok := c[a]; !ok {
+			c[a] = mk()
+		}
+	}
+	return c
 }
 
 // Len returns the number of addresses known.
