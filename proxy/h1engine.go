@@ -524,6 +524,9 @@ func (e *h1Engine) waitResponseHead(cc *h1ClientConn, br *bufio.Reader, up *h1Up
 	}
 	x.headStale = true
 	_ = cc.SetReadDeadline(time.Time{}) // the head's deadline must not end the watch
+	// The endpoint's deadline is set before the watch starts: a watch
+	// that stops the wait (below) must not be undone by setting it.
+	_ = up.c.SetReadDeadline(deadline)
 	var gone atomic.Bool
 	done := make(chan struct{})
 	go func() {
@@ -533,7 +536,7 @@ func (e *h1Engine) waitResponseHead(cc *h1ClientConn, br *bufio.Reader, up *h1Up
 			_ = up.c.SetReadDeadline(time.Now()) // stop the wait for the endpoint
 		}
 	}()
-	err = e.readResponseHead(up, x, deadline)
+	err = e.nextResponseHead(up, x)
 	_ = cc.SetReadDeadline(time.Now()) // stop the watch
 	<-done
 	_ = cc.SetReadDeadline(time.Time{})
@@ -549,6 +552,11 @@ func (e *h1Engine) waitResponseHead(cc *h1ClientConn, br *bufio.Reader, up *h1Up
 // responses come one at a time, each passed on by relay.
 func (e *h1Engine) readResponseHead(up *h1UpConn, x *h1Exchange, deadline time.Time) error {
 	_ = up.c.SetReadDeadline(deadline)
+	return e.nextResponseHead(up, x)
+}
+
+// nextResponseHead is readResponseHead within the deadline already set.
+func (e *h1Engine) nextResponseHead(up *h1UpConn, x *h1Exchange) error {
 	raw, err := peekHead(up.br, 64<<10)
 	if err != nil {
 		if errors.Is(err, errHandoff) {
