@@ -28,7 +28,7 @@ type conn struct {
 }
 
 func newConn(c net.Conn, onClose func(*conn)) *conn {
-	return &conn{Conn: c, onClose: onClose}
+	return &conn{Conn: sysConnOf(c), onClose: onClose}
 }
 
 // framedConn is a connection read through a framing parser: a *conn, or a

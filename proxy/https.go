@@ -160,9 +160,9 @@ func acceptRetrying(ln net.Listener, done <-chan struct{}) (net.Conn, error) {
 }
 
 func (l *tlsListener) handshake(raw net.Conn) {
-	in := raw
+	in := sysConnOf(raw)
 	if l.proxy {
-		pc := newProxyConn(raw, l.proxyTO, l.log)
+		pc := newProxyConn(in, l.proxyTO, l.log)
 		if pc.handshake() != nil { // logged by the proxyConn
 			_ = raw.Close()
 			return

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"crypto/tls"
 	"maps"
 	"net"
@@ -290,14 +291,18 @@ func newTransport(k poolKey, perHost int) *http.Transport {
 	case kindH2TLS:
 		protocols.SetHTTP2(true)
 	}
+	dialer := &net.Dialer{Timeout: k.connect, KeepAlive: 30 * time.Second}
 	tr := &http.Transport{
 		// Never send traffic through HTTP_PROXY & co. of the proxy's own
 		// environment.
 		Proxy: nil,
-		DialContext: (&net.Dialer{
-			Timeout:   k.connect,
-			KeepAlive: 30 * time.Second,
-		}).DialContext,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return sysConnOf(c), nil
+		},
 		MaxIdleConns:          perHost,
 		MaxIdleConnsPerHost:   perHost,
 		IdleConnTimeout:       90 * time.Second,
