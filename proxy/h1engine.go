@@ -780,7 +780,12 @@ func (e *h1Engine) writeResponseHead(bw *bufio.Writer, x *h1Exchange, keep bool)
 	o.str("\r\n")
 	for _, f := range resp.fields {
 		if hopByHop(f.name) || asciiEqualFold(f.name, "x-request-id") {
-			continue
+			// The Trailer announcement stays with a chunked body, whose
+			// trailer section is relayed as it is (net/http's
+			// ReverseProxy announces the trailers it passes on too).
+			if resp.body != h1BodyChunked || !asciiEqualFold(f.name, "trailer") {
+				continue
+			}
 		}
 		o.field(f)
 	}

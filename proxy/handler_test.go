@@ -252,6 +252,42 @@ Connection: close
 	}
 }
 
+// A response's trailer fields reach the client, announced in its head as
+// the endpoint announced them (the Trailer field is hop-by-hop only in
+// name: it describes the chunked body that is relayed).
+func TestTrailersRelayed(t *testing.T) {
+	t.Parallel()
+	b := newBackend(t, "b", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Checksum")
+		fmt.Fprint(w, "part one,")
+		w.(http.Flusher).Flush()
+		fmt.Fprint(w, "part two")
+		w.Header().Set("X-Checksum", "42")
+	})
+	addr, _ := startProxy(t, route.NewTable(nil, &route.Route{Backend: backendOf("b", "", b)}), Options{})
+	c := newClient(t)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+addr+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = "app.test"
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if _, ok := resp.Trailer["X-Checksum"]; !ok {
+		t.Errorf("the response head announced trailers %v, want X-Checksum", resp.Trailer)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || string(body) != "part one,part two" {
+		t.Fatalf("body %q, %v", body, err)
+	}
+	if got := resp.Trailer.Get("X-Checksum"); got != "42" {
+		t.Errorf("trailer X-Checksum = %q, want 42", got)
+	}
+}
+
 func TestRoundRobinAcrossBackends(t *testing.T) {
 	t.Parallel()
 	bs := []*testBackend{newBackend(t, "a", nil), newBackend(t, "b", nil), newBackend(t, "c", nil)}
