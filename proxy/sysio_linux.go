@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"unsafe"
 )
@@ -29,8 +30,12 @@ type sysIO struct {
 	readFn  func(fd uintptr) bool
 	writeFn func(fd uintptr) bool
 	// A read and a write may run at once (the client watch reads while
-	// a response is written): each has its own state.
-	r, w sysCall
+	// a response is written): each has its own state. Two reads or two
+	// writes may be called at once too (a WebSocket tunnel's copier and
+	// the Transport's write loop), as net.Conn allows: each waits for the
+	// other, and the bytes of one Write stay together.
+	rmu, wmu sync.Mutex
+	r, w     sysCall
 	// For errors, shaped as net.Conn's.
 	local, remote net.Addr
 }
@@ -77,6 +82,8 @@ func (s *sysIO) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
 	s.r = sysCall{p: p}
 	err := s.rc.Read(s.readFn)
 	s.r.p = nil
@@ -113,6 +120,8 @@ func (s *sysIO) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	s.w = sysCall{p: p}
 	err := s.rc.Write(s.writeFn)
 	s.w.p = nil

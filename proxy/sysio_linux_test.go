@@ -90,6 +90,47 @@ func TestSysIOLargeTransfersBothWays(t *testing.T) {
 	}
 }
 
+// Writes from several goroutines at once, as net.Conn allows them (a
+// WebSocket tunnel's copier beside the Transport's write loop): every
+// Write's bytes arrive whole and together.
+func TestSysIOConcurrentWrites(t *testing.T) {
+	a, b := tcpPair(t)
+	_ = a.SetWriteBuffer(16 << 10)
+	w := connIO(a)
+	const writers, writes, size = 8, 200, 1024
+	var wg sync.WaitGroup
+	for g := range writers {
+		wg.Go(func() {
+			block := bytes.Repeat([]byte{byte('a' + g)}, size)
+			for range writes {
+				if _, err := w.Write(block); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	got := make([]byte, writers*writes*size)
+	_ = b.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.ReadFull(connIO(b), got); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	count := map[byte]int{}
+	for i := 0; i < len(got); i += size {
+		block := got[i : i+size]
+		if !bytes.Equal(block, bytes.Repeat(block[:1], size)) {
+			t.Fatalf("the block at %d mixes two writes", i)
+		}
+		count[block[0]]++
+	}
+	for g := range writers {
+		if n := count[byte('a'+g)]; n != writes {
+			t.Errorf("writer %d: %d blocks arrived, want %d", g, n, writes)
+		}
+	}
+}
+
 // End of stream, a deadline, a reset and a close give the errors
 // net.Conn's Read gives, so that callers that test them (isTimeout,
 // errors.Is) behave the same.
