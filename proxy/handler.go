@@ -254,6 +254,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// make every backend an open proxy.
 		h.fail(w, r, http.StatusMethodNotAllowed, "CONNECT", nil, nil)
 		return
+	case r.ProtoMajor >= 2 && !hostMatchesAuthority(r):
+		// RFC 9113 §8.3.1: a Host field that names another authority
+		// than :authority makes the request malformed. Routing, the
+		// access log and any rule keyed on the host must not disagree
+		// on which host a request is for.
+		h.fail(w, r, http.StatusBadRequest, "Host differs from :authority", nil, nil)
+		return
 	}
 
 	rt := h.table.Load().Lookup(r.Host, r.URL.Path)
@@ -408,4 +415,19 @@ func (s *reqState) claimBody(attempt int32) bool {
 			return false
 		}
 	}
+}
+
+// hostMatchesAuthority reports whether an HTTP/2 or HTTP/3 request's Host
+// fields, if it has any, name the host of its :authority (which net/http
+// puts in r.Host): one field, the same host once normalized as routing
+// normalizes it.
+func hostMatchesAuthority(r *http.Request) bool {
+	hosts := r.Header.Values("Host")
+	switch len(hosts) {
+	case 0:
+		return true
+	case 1:
+		return route.NormalizeHost(hosts[0]) == route.NormalizeHost(r.Host)
+	}
+	return false
 }

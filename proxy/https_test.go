@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -14,12 +15,15 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/postern-dev/postern/proxy/route"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // testPKI is a CA and server certificates it signed, by host name.
@@ -345,6 +349,115 @@ func TestBackendProtocols(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusOK || !strings.HasPrefix(string(body), want) {
 			t.Errorf("%s: %d %q, want 200 %q", host, resp.StatusCode, body, want)
+		}
+	}
+}
+
+// An HTTP/2 request whose Host field names another host than its
+// :authority is malformed (RFC 9113 §8.3.1): 400, and no backend sees it.
+// The same host in another case, or with a port, is the same host.
+func TestHTTP2HostMustMatchAuthority(t *testing.T) {
+	t.Parallel()
+	b := newBackend(t, "b", nil)
+	other := newBackend(t, "other", nil)
+	h := New(Options{})
+	h.Swap(route.NewTable([]*route.VirtualHost{
+		vhost("app.test", prefix("/", backendOf("b", "", b))),
+		vhost("other.test", prefix("/", backendOf("other", "", other))),
+	}, nil))
+	t.Cleanup(h.CloseIdleConnections)
+	pki := newTestPKI(t, "app.test")
+	addr, _, _ := startTLSServer(t, h, pki.serverConfig())
+	for _, tc := range []struct {
+		hosts []string
+		code  int
+	}{
+		{nil, http.StatusOK},
+		{[]string{"APP.test"}, http.StatusOK},
+		{[]string{"app.test:443"}, http.StatusOK},
+		{[]string{"other.test"}, http.StatusBadRequest},
+		{[]string{"app.test", "other.test"}, http.StatusBadRequest},
+	} {
+		if got := h2Status(t, addr, pki, "app.test", tc.hosts); got != tc.code {
+			t.Errorf("Host %q with :authority app.test: status %d, want %d", tc.hosts, got, tc.code)
+		}
+	}
+	if n := other.hits.Load(); n != 0 {
+		t.Errorf("the other host's backend got %d requests, want none", n)
+	}
+	if n := b.hits.Load(); n != 3 {
+		t.Errorf("app.test's backend got %d requests, want 3", n)
+	}
+}
+
+// h2Status sends one GET over a new HTTP/2 connection, with the Host
+// fields given beside :authority (which net/http's client never sends),
+// and returns the response's status.
+func h2Status(t *testing.T, addr string, pki *testPKI, authority string, hosts []string) int {
+	t.Helper()
+	cfg := &tls.Config{RootCAs: pki.pool, ServerName: authority, NextProtos: []string{"h2"}, MinVersion: tls.VersionTLS12}
+	c, err := (&tls.Dialer{Config: cfg}).DialContext(t.Context(), "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(testTimeout))
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	fields := []hpack.HeaderField{
+		{Name: ":method", Value: "GET"}, {Name: ":scheme", Value: "https"},
+		{Name: ":authority", Value: authority}, {Name: ":path", Value: "/"},
+	}
+	for _, h := range hosts {
+		fields = append(fields, hpack.HeaderField{Name: "host", Value: h})
+	}
+	for _, f := range fields {
+		if err := enc.WriteField(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	dec := hpack.NewDecoder(4096, nil)
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("reading the response: %v", err)
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				if err := fr.WriteSettingsAck(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		case *http2.HeadersFrame:
+			if f.StreamID != 1 {
+				continue
+			}
+			got, err := dec.DecodeFull(f.HeaderBlockFragment())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, hf := range got {
+				if hf.Name == ":status" {
+					code, _ := strconv.Atoi(hf.Value)
+					return code
+				}
+			}
+			t.Fatalf("response head without :status: %v", got)
+		case *http2.RSTStreamFrame:
+			t.Fatalf("stream reset: %v", f.ErrCode)
+		case *http2.GoAwayFrame:
+			t.Fatalf("connection ended: %v", f.ErrCode)
 		}
 	}
 }
