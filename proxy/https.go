@@ -69,16 +69,17 @@ func (s *Server) ServeTLS(ln net.Listener, opts TLSOptions) error {
 		MaxReceiveBufferPerStream:     1 << 20,
 	}
 	tl := &tlsListener{
-		Listener: ln,
-		config:   opts.Config,
-		timeout:  to,
-		observe:  opts.ObserveHandshake,
-		onClose:  s.untrack,
-		log:      s.log,
-		ready:    make(chan net.Conn),
-		proxy:    s.proxyProto,
-		proxyTO:  s.readHeader,
-		done:     make(chan struct{}),
+		Listener:  ln,
+		config:    opts.Config,
+		timeout:   to,
+		observe:   opts.ObserveHandshake,
+		onClose:   s.untrack,
+		log:       s.log,
+		ready:     make(chan net.Conn),
+		proxy:     s.proxyProto,
+		proxyFrom: s.proxyFrom,
+		proxyTO:   s.readHeader,
+		done:      make(chan struct{}),
 	}
 	if s.fast != nil && opts.Covers != nil {
 		tl.fast, tl.covers = s.fast, opts.Covers
@@ -106,15 +107,16 @@ func (s *Server) ListenAndServeTLS(addr string, opts TLSOptions) error {
 // server) and a *tlsConn, read through the framing parser, for HTTP/1.1.
 type tlsListener struct {
 	net.Listener
-	config  *tls.Config
-	timeout time.Duration
-	observe func(tls.ConnectionState, error)
-	onClose func(*conn)
-	log     *zap.Logger
-	proxy   bool          // a PROXY protocol header comes before the ClientHello
-	proxyTO time.Duration // bounds reading it
-	fast    *h1Engine     // serves HTTP/1.1 connections first; nil: none
-	covers  Covers        // for fast
+	config    *tls.Config
+	timeout   time.Duration
+	observe   func(tls.ConnectionState, error)
+	onClose   func(*conn)
+	log       *zap.Logger
+	proxy     bool            // a PROXY protocol header comes before the ClientHello
+	proxyFrom *TrustedProxies // narrows proxy to these peers (sendsProxyHeader)
+	proxyTO   time.Duration   // bounds reading it
+	fast      *h1Engine       // serves HTTP/1.1 connections first; nil: none
+	covers    Covers          // for fast
 
 	ready     chan net.Conn // handshaken connections for Accept
 	done      chan struct{} // closed by Close
@@ -161,7 +163,7 @@ func acceptRetrying(ln net.Listener, done <-chan struct{}) (net.Conn, error) {
 
 func (l *tlsListener) handshake(raw net.Conn) {
 	in := sysConnOf(raw)
-	if l.proxy {
+	if l.proxy && sendsProxyHeader(raw, l.proxyFrom) {
 		pc := newProxyConn(in, l.proxyTO, l.log)
 		if pc.handshake() != nil { // logged by the proxyConn
 			_ = raw.Close()

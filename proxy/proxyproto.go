@@ -239,6 +239,7 @@ type proxyListener struct {
 	net.Listener
 	timeout time.Duration
 	log     *zap.Logger
+	from    *TrustedProxies // narrows the requirement to these peers (sendsProxyHeader)
 }
 
 func (l *proxyListener) Accept() (net.Conn, error) {
@@ -246,7 +247,21 @@ func (l *proxyListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !sendsProxyHeader(c, l.from) {
+		return c, nil
+	}
 	return newProxyConn(c, l.timeout, l.log), nil
+}
+
+// sendsProxyHeader reports whether c must start with a PROXY protocol
+// header: every connection when from is empty, else those whose peer is
+// in from (ServerOptions.ProxyProtocolFrom).
+func sendsProxyHeader(c net.Conn, from *TrustedProxies) bool {
+	if from.empty() {
+		return true
+	}
+	a, ok := c.RemoteAddr().(*net.TCPAddr)
+	return ok && from.Contains(a.AddrPort().Addr().Unmap())
 }
 
 // proxyConn is a connection that starts with a PROXY protocol header. The

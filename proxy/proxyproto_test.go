@@ -320,7 +320,9 @@ func TestProxyProtocolHTTP(t *testing.T) {
 		name    string
 		header  []byte
 		trusted []string
-		want    string // the backend's echo; "" means closed unanswered
+		from    []string // ProxyProtocolFrom; the test client is 127.0.0.1
+		code    int      // the status when not 200 (want is then unused)
+		want    string   // the backend's echo; "" means closed unanswered
 	}{
 		{name: "v1", header: []byte("PROXY TCP4 203.0.113.7 192.0.2.1 5555 80\r\n"), want: "203.0.113.7|203.0.113.7|http"},
 		{name: "v2 with TLVs", header: v2(1, 0x11, inet4, []byte{4, 0, 2, 0, 0}), want: "203.0.113.7|203.0.113.7|http"},
@@ -335,6 +337,14 @@ func TestProxyProtocolHTTP(t *testing.T) {
 		{name: "no header", header: nil},
 		{name: "bad header", header: []byte("PROXY TCP4 203.0.113.7 192.0.2.1 5555\r\n")},
 		{name: "v2 DGRAM", header: v2(1, 0x12, inet4, nil)},
+		// With ProxyProtocolFrom, only the balancers send the header.
+		{name: "from the balancer", header: []byte("PROXY TCP4 203.0.113.7 192.0.2.1 5555 80\r\n"), from: []string{"127.0.0.0/8"},
+			want: "203.0.113.7|203.0.113.7|http"},
+		{name: "from the balancer, no header", header: nil, from: []string{"127.0.0.1"}},
+		{name: "not from the balancer, served as it is", header: nil, from: []string{"10.0.0.0/8"},
+			want: "127.0.0.1|127.0.0.1|http"},
+		{name: "not from the balancer, header not believed", header: []byte("PROXY TCP4 203.0.113.7 192.0.2.1 5555 80\r\n"),
+			from: []string{"10.0.0.0/8"}, code: http.StatusBadRequest},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -347,8 +357,21 @@ func TestProxyProtocolHTTP(t *testing.T) {
 				}
 				opts.TrustedProxies = tp
 			}
+			if tt.from != nil {
+				from, err := ParseTrustedProxies(tt.from)
+				if err != nil {
+					t.Fatal(err)
+				}
+				opts.ProxyProtocolFrom = from
+			}
 			addr, b := proxyServer(t, opts)
 			resps, c, br := exchange(t, addr, string(tt.header)+req, 1)
+			if tt.code != 0 {
+				if len(resps) != 1 || resps[0].StatusCode != tt.code || b.hits.Load() != 0 {
+					t.Fatalf("responses %v (backend reached %d times), want one %d and no backend", resps, b.hits.Load(), tt.code)
+				}
+				return
+			}
 			if tt.want == "" {
 				if len(resps) != 0 || !closedByServer(c, br) {
 					t.Fatalf("got %d responses, want the connection closed unanswered", len(resps))
@@ -454,5 +477,18 @@ func TestProxyProtocolHTTPS(t *testing.T) {
 	if tc, err := (&tls.Dialer{Config: &tls.Config{RootCAs: pki.pool, ServerName: "default", MinVersion: tls.VersionTLS12}}).DialContext(t.Context(), "tcp", addr); err == nil {
 		tc.Close()
 		t.Error("a TLS handshake without a PROXY header succeeded")
+	}
+
+	// With ProxyProtocolFrom not naming this client, it is served without
+	// a header, as the client it is.
+	from, err := ParseTrustedProxies([]string{"10.0.0.0/8"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct := startTLSServerOpts(t, h, pki.serverConfig(), ServerOptions{ProxyProtocol: true, ProxyProtocolFrom: from})
+	c := dialTo(tlsClient(pki.pool, false), direct)
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "https://default/", nil)
+	if resp, body := do(t, c, req); resp.StatusCode != http.StatusOK || body != "127.0.0.1|https" {
+		t.Errorf("a direct client outside ProxyProtocolFrom: %d %q, want 200 \"127.0.0.1|https\"", resp.StatusCode, body)
 	}
 }

@@ -58,6 +58,13 @@ type ServerOptions struct {
 	// without a valid header is closed unanswered. False means no header
 	// is expected (one sent is a malformed request).
 	ProxyProtocol bool
+	// ProxyProtocolFrom, when not empty, narrows ProxyProtocol to the
+	// connections from these addresses (the load balancers): only they
+	// must, and may, send the header. A connection from anywhere else is
+	// served as it is, its TCP peer the client, so it can neither name
+	// another client address nor is it refused (in-cluster clients that
+	// reach the Service directly).
+	ProxyProtocolFrom *TrustedProxies
 	// FastPath, when not nil, serves the HTTP/1.1 requests h1Engine
 	// takes with that Handler (its table, balancers, health, connection
 	// pools, metrics and access log) without net/http, at a fraction of
@@ -86,6 +93,8 @@ type Server struct {
 	log        *zap.Logger
 	metrics    *Metrics // nil: none
 	proxyProto bool     // connections start with a PROXY protocol header
+	// proxyFrom narrows proxyProto to these peers; empty: every peer.
+	proxyFrom  *TrustedProxies
 	readHeader time.Duration
 	fast       *h1Engine // nil: no fast path
 
@@ -95,7 +104,7 @@ type Server struct {
 
 // NewServer returns a Server for h.
 func NewServer(h http.Handler, opts ServerOptions) *Server {
-	s := &Server{log: opts.Logger, metrics: opts.Metrics, proxyProto: opts.ProxyProtocol, hijacked: make(map[*conn]struct{})}
+	s := &Server{log: opts.Logger, metrics: opts.Metrics, proxyProto: opts.ProxyProtocol, proxyFrom: opts.ProxyProtocolFrom, hijacked: make(map[*conn]struct{})}
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
@@ -157,7 +166,7 @@ func NewServer(h http.Handler, opts ServerOptions) *Server {
 func (s *Server) Serve(ln net.Listener) error {
 	inner := ln
 	if s.proxyProto {
-		inner = &proxyListener{Listener: ln, timeout: s.readHeader, log: s.log}
+		inner = &proxyListener{Listener: ln, timeout: s.readHeader, log: s.log, from: s.proxyFrom}
 	}
 	if s.fast != nil {
 		inner = s.fast.listen(inner)

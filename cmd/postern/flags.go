@@ -50,8 +50,10 @@ type config struct {
 	responseTimeout time.Duration
 	trustedProxies  *proxy.TrustedProxies
 	proxyProtocol   bool
-	fastPath        bool
-	showVersion     bool
+	// proxyProtocolFrom narrows proxyProtocol to these peers.
+	proxyProtocolFrom *proxy.TrustedProxies
+	fastPath          bool
+	showVersion       bool
 }
 
 // errHelp is returned when the user asked for --help; usage went to stdout.
@@ -100,14 +102,8 @@ func parseFlags(args []string, getenv func(string) string, stdout io.Writer) (*c
 	fs.DurationVar(&c.idle, "idle-timeout", 75*time.Second, "how long an idle client keep-alive connection is kept")
 	fs.DurationVar(&c.dialTimeout, "upstream-connect-timeout", 5*time.Second, "time to connect to a backend before answering 502")
 	fs.DurationVar(&c.responseTimeout, "upstream-response-timeout", 60*time.Second, "time a backend has to start its response before answering 504")
-	fs.Func("trusted-proxies", "comma-separated CIDRs or addresses of proxies in front whose X-Forwarded-*, X-Real-IP and Forwarded headers are believed (default: none; a client's own are replaced)", func(v string) error {
-		t, err := proxy.ParseTrustedProxies(splitList(v))
-		if err != nil {
-			return err
-		}
-		c.trustedProxies = t
-		return nil
-	})
+	fs.Func("trusted-proxies", "comma-separated CIDRs or addresses of proxies in front whose X-Forwarded-*, X-Real-IP and Forwarded headers are believed (default: none; a client's own are replaced)", addressList(&c.trustedProxies))
+	fs.Func("proxy-protocol-from", "with --proxy-protocol: comma-separated CIDRs or addresses of the load balancers that send the header; only they must and may, and other peers are served as they are, their own address the client's (default: every peer must send it)", addressList(&c.proxyProtocolFrom))
 	fs.BoolVar(&c.proxyProtocol, "proxy-protocol", false, "require a PROXY protocol (v1 or v2) header on every connection to --http-addr and --https-addr, as an L4 load balancer in front sends; its source address is the client's")
 	fs.BoolVar(&c.fastPath, "http1-fast-path", true, "serve plain HTTP/1.1 requests with Postern's own HTTP/1.1 engine (a fifth of the CPU per request); false sends every request through Go's net/http")
 	fs.BoolVar(&c.showVersion, "version", false, "print the version and exit")
@@ -156,6 +152,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("invalid value %s for --shutdown-grace: want a positive duration", c.shutdownGrace)
 	case c.shutdownDelay < 0:
 		return fmt.Errorf("invalid value %s for --shutdown-delay: want zero or a positive duration", c.shutdownDelay)
+	case c.proxyProtocolFrom.String() != "" && !c.proxyProtocol:
+		return errors.New("--proxy-protocol-from needs --proxy-protocol")
 	case c.ingressClass == "":
 		return errors.New("--ingress-class must not be empty")
 	case c.controllerClass == "":
@@ -219,4 +217,16 @@ func splitList(v string) []string {
 		}
 	}
 	return out
+}
+
+// addressList parses a flag's comma-separated CIDRs and addresses into dst.
+func addressList(dst **proxy.TrustedProxies) func(string) error {
+	return func(v string) error {
+		t, err := proxy.ParseTrustedProxies(splitList(v))
+		if err != nil {
+			return err
+		}
+		*dst = t
+		return nil
+	}
 }

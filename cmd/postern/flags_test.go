@@ -107,6 +107,8 @@ func TestBadFlagsAreOneClearLine(t *testing.T) {
 		{[]string{"--trusted-proxies", "10.0.0.0/8,proxy.example"}, nil, `invalid value "10.0.0.0/8,proxy.example" for flag -trusted-proxies: trusted proxy "proxy.example"`},
 		{[]string{"--trusted-proxies", "10.0.0.0/33"}, nil, `for flag -trusted-proxies: trusted proxy "10.0.0.0/33"`},
 		{[]string{"--trusted-proxies", "fe80::1%eth0"}, nil, "zones are not allowed"},
+		{[]string{"--proxy-protocol-from", "10.0.0.0/8"}, nil, "--proxy-protocol-from needs --proxy-protocol"},
+		{[]string{"--proxy-protocol", "--proxy-protocol-from", "lb.example"}, nil, `invalid value "lb.example" for flag -proxy-protocol-from`},
 		{nil, map[string]string{"POSTERN_TRUSTED_PROXIES": "10.0.0.1/x"}, `invalid value "10.0.0.1/x" for POSTERN_TRUSTED_PROXIES`},
 		{nil, map[string]string{"POSTERN_PROXY_PROTOCOL": "yes"}, `invalid value "yes" for POSTERN_PROXY_PROTOCOL`},
 	}
@@ -138,5 +140,23 @@ func TestHelpAndVersion(t *testing.T) {
 	out.Reset()
 	if err := run(context.Background(), []string{"--version"}, env(nil), &out); err != nil || out.String() != "postern dev\n" {
 		t.Errorf("--version: err %v, output %q", err, out.String())
+	}
+}
+
+func TestProxyProtocolFromFlag(t *testing.T) {
+	t.Parallel()
+	c, err := parseFlags([]string{"--proxy-protocol", "--proxy-protocol-from", "10.1.2.3/8, 192.0.2.7"}, env(nil), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.proxyProtocolFrom.String(); got != "10.0.0.0/8,192.0.2.7/32" {
+		t.Errorf("--proxy-protocol-from = %q, want 10.0.0.0/8,192.0.2.7/32", got)
+	}
+	c, err = parseFlags(nil, env(map[string]string{"POSTERN_PROXY_PROTOCOL": "true", "POSTERN_PROXY_PROTOCOL_FROM": "2001:db8::/32"}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.proxyProtocolFrom.String(); got != "2001:db8::/32" {
+		t.Errorf("POSTERN_PROXY_PROTOCOL_FROM = %q, want 2001:db8::/32", got)
 	}
 }

@@ -174,6 +174,7 @@ func serve(ctx context.Context, cfg *config, logger *zap.Logger) error {
 			Metrics:           proxyMetrics,
 			TrustedProxies:    cfg.trustedProxies,
 			ProxyProtocol:     cfg.proxyProtocol,
+			ProxyProtocolFrom: cfg.proxyProtocolFrom,
 		}
 	}
 	var acmeHTTP http.Handler
@@ -225,6 +226,7 @@ func serve(ctx context.Context, cfg *config, logger *zap.Logger) error {
 	logger.Info("postern started", zap.String("version", version), zap.String("manifests", cfg.manifests),
 		zap.String("http_addr", httpLn.Addr().String()), zap.String("https_addr", httpsLn.Addr().String()),
 		zap.String("metrics_addr", adminLn.Addr().String()), zap.Bool("proxy_protocol", cfg.proxyProtocol),
+		zap.String("proxy_protocol_from", cfg.proxyProtocolFrom.String()),
 		zap.String("trusted_proxies", cfg.trustedProxies.String()))
 
 	var runErr error

@@ -189,3 +189,63 @@ func TestShutdownDelay(t *testing.T) {
 		t.Errorf("a request after shutdown = %d, want a refused connection", code)
 	}
 }
+
+// TestStandaloneProxyProtocolFrom: --proxy-protocol-from reaches the
+// listeners. A peer it lists must send a PROXY header, whose source is
+// then the client; a peer it does not list is served without one.
+func TestStandaloneProxyProtocolFrom(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "client %s", r.Header.Get("X-Forwarded-For"))
+	}))
+	defer backend.Close()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "app.yaml"), []byte(manifest(backend.Listener.Addr().String(), "/")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start := func(from string) string {
+		httpAddr, adminAddr := freeAddr(t), freeAddr(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			done <- run(ctx, []string{"--manifests", dir, "--http-addr", httpAddr, "--https-addr", freeAddr(t), "--metrics-addr", adminAddr,
+				"--log-level", "warn", "--proxy-protocol", "--proxy-protocol-from", from}, env(nil), io.Discard)
+		}()
+		t.Cleanup(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("run returned %v", err)
+			}
+		})
+		eventually(t, "/readyz 200", func() bool { code, _ := get(t, adminAddr, "", "/readyz"); return code == 200 })
+		return httpAddr
+	}
+	withHeader := func(addr string) string {
+		c, err := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(t.Context(), "tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, "PROXY TCP4 203.0.113.7 127.0.0.1 5555 80\r\nGET /x HTTP/1.1\r\nHost: web.example.com\r\nConnection: close\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(c)
+		return string(b)
+	}
+
+	balancer := start("127.0.0.1")
+	if got := withHeader(balancer); !strings.HasPrefix(got, "HTTP/1.1 200") || !strings.HasSuffix(got, "client 203.0.113.7") {
+		t.Errorf("through the listed balancer: %q, want 200 for client 203.0.113.7", got)
+	}
+	if code, _ := get(t, balancer, "web.example.com", "/x"); code != 0 {
+		t.Errorf("a listed balancer without a header: %d, want the connection closed", code)
+	}
+
+	direct := start("10.0.0.0/8")
+	if code, body := get(t, direct, "web.example.com", "/x"); code != 200 || body != "client 127.0.0.1" {
+		t.Errorf("a peer not listed, no header: %d %q, want 200 for client 127.0.0.1", code, body)
+	}
+	if got := withHeader(direct); !strings.HasPrefix(got, "HTTP/1.1 400") {
+		t.Errorf("a peer not listed, with a header: %q, want 400", got)
+	}
+}
