@@ -8,8 +8,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,14 +32,15 @@ import (
 // would: a head parseH1Head accepts (strict HTTP/1.1, origin-form, no
 // Upgrade, Expect or hop-by-hop options), a route to a plain-HTTP backend
 // without a body size limit, a Host not redirected to HTTPS or answering
-// an ACME challenge, on TLS a Host the connection's certificate covers, a
-// peer that is not a trusted proxy, an endpoint to send it to. The first request it does not take, and the rest of the
-// connection with it, goes to handoff: net/http, the framing guard and the
+// an ACME challenge, on TLS a Host the connection's certificate covers, an
+// endpoint to send it to. The first request it does not take, and the
+// rest of the connection with it, goes to handoff: net/http, the framing guard and the
 // Handler, with the bytes already read. Error answers it makes itself
 // (502, 504) are those of the Handler: same bodies, same headers.
 //
 // What it does for the requests it takes is the Handler's work, in the
-// same order: request ID, forwarding headers, in-flight count, passive
+// same order: request ID, forwarding headers (a trusted proxy's passed
+// on, as forwardTrusted does), in-flight count, passive
 // health, retries of failed attempts within the backend's budget,
 // connect, read and idle timeouts, metrics and the access log.
 type h1Engine struct {
@@ -107,7 +110,49 @@ type h1Exchange struct {
 	bytesIn            int64
 	bytesOut           int64
 	upstream           time.Duration
-	tried              bool // an attempt reached the point of waiting for a response
+	tried              bool       // an attempt reached the point of waiting for a response
+	fwd                *h1Forward // the peer is a trusted proxy; nil otherwise
+}
+
+// h1Forward is what the engine sends on for a request from a trusted
+// proxy, as forwardTrusted does for the Handler: the X-Forwarded-For it
+// sent with the peer appended, the real client as X-Real-IP, and its
+// X-Forwarded-Host, X-Forwarded-Proto and Forwarded as they are.
+type h1Forward struct {
+	xff, realIP string
+	host, proto bool // the proxy sent X-Forwarded-Host, X-Forwarded-Proto
+}
+
+// trustedForward reads the forwarding fields of a trusted proxy's request.
+func trustedForward(t *TrustedProxies, head *h1Head, peer netip.Addr, client string) *h1Forward {
+	f := &h1Forward{}
+	var sent http.Header
+	for _, fl := range head.fields {
+		switch {
+		case asciiEqualFold(fl.name, "x-forwarded-for"):
+			sent = addField(sent, "X-Forwarded-For", fl.value)
+		case asciiEqualFold(fl.name, "x-real-ip"):
+			sent = addField(sent, "X-Real-Ip", fl.value)
+		case asciiEqualFold(fl.name, "x-forwarded-host"):
+			f.host = true
+		case asciiEqualFold(fl.name, "x-forwarded-proto"):
+			f.proto = true
+		}
+	}
+	f.xff = client
+	if prior := sent["X-Forwarded-For"]; len(prior) > 0 {
+		f.xff = strings.Join(prior, ", ") + ", " + client
+	}
+	f.realIP = realClient(t, sent, peer)
+	return f
+}
+
+func addField(h http.Header, name string, value []byte) http.Header {
+	if h == nil {
+		h = make(http.Header, 2)
+	}
+	h[name] = append(h[name], string(value))
+	return h
 }
 
 // serve runs the connection until it ends or is handed off (cc.handoff).
@@ -131,10 +176,15 @@ func (e *h1Engine) serve(cc *h1ClientConn) {
 		h1Readers.Put(br)
 		h1Writers.Put(bw)
 	}()
-	client, trustedPeer := "", false
+	client := ""
+	var peer netip.Addr
+	var trusted *TrustedProxies // the peer is a trusted proxy: its forwarding fields go on
 	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		client = a.IP.String()
-		trustedPeer = e.trusted != nil && e.trusted.Contains(a.AddrPort().Addr().Unmap())
+		peer = a.AddrPort().Addr().Unmap()
+		if e.trusted.Contains(peer) {
+			trusted = e.trusted
+		}
 	}
 	remote := c.RemoteAddr().String()
 	var head h1Head
@@ -165,7 +215,7 @@ func (e *h1Engine) serve(cc *h1ClientConn) {
 			c.Close()
 			return
 		}
-		if trustedPeer || !parseH1Head(raw, &head) {
+		if !parseH1Head(raw, &head) {
 			e.handOff(cc, br, bw)
 			return
 		}
@@ -183,9 +233,16 @@ func (e *h1Engine) serve(cc *h1ClientConn) {
 			e.handOff(cc, br, bw)
 			return
 		}
+		if trusted != nil {
+			x.fwd = trustedForward(trusted, &head, peer, client)
+		}
 		e.served.Add(1)
 		keep := e.proxy(cc, br, bw, len(raw), &x, client)
-		e.record(&x, remote)
+		if x.fwd != nil {
+			e.record(&x, x.fwd.realIP) // the client the proxy's fields name, as clientAddr
+		} else {
+			e.record(&x, remote)
+		}
 		if !keep || e.closing.Load() {
 			_ = bw.Flush()
 			c.Close()
@@ -732,8 +789,7 @@ func (e *h1Engine) record(x *h1Exchange, remote string) {
 
 // writeRequestHead writes the request line and fields of x's request to
 // w, with the hop-by-hop fields dropped and the request ID and forwarding
-// fields set as Handler.rewrite sets them for a peer that is not a trusted
-// proxy.
+// fields set as Handler.rewrite sets them (x.fwd for a trusted proxy).
 func (e *h1Engine) writeRequestHead(bw *bufio.Writer, x *h1Exchange, client string, secure bool) {
 	head := x.head
 	w := out{bw}
@@ -741,8 +797,12 @@ func (e *h1Engine) writeRequestHead(bw *bufio.Writer, x *h1Exchange, client stri
 	w.str(" ")
 	w.bytes(head.target)
 	w.str(" HTTP/1.1\r\n")
+	fwd := x.fwd
 	for _, f := range head.fields {
-		if hopByHop(f.name) || isForwardedField(f.name) || asciiEqualFold(f.name, "x-request-id") {
+		if hopByHop(f.name) || asciiEqualFold(f.name, "x-request-id") {
+			continue
+		}
+		if isForwardedField(f.name) && (fwd == nil || !passedOn(f.name)) {
 			continue
 		}
 		w.field(f)
@@ -752,6 +812,22 @@ func (e *h1Engine) writeRequestHead(bw *bufio.Writer, x *h1Exchange, client stri
 	}
 	w.str("X-Request-Id: ")
 	w.str(x.id)
+	if fwd != nil {
+		w.str("\r\nX-Forwarded-For: ")
+		w.str(fwd.xff)
+		w.str("\r\nX-Real-Ip: ")
+		w.str(fwd.realIP)
+		if !fwd.host {
+			w.str("\r\nX-Forwarded-Host: ")
+			w.bytes(head.host)
+		}
+		if !fwd.proto {
+			w.str("\r\nX-Forwarded-Proto: ")
+			w.str(schemeOf(secure))
+		}
+		w.str("\r\n\r\n")
+		return
+	}
 	if client != "" {
 		w.str("\r\nX-Forwarded-For: ")
 		w.str(client)
@@ -760,11 +836,23 @@ func (e *h1Engine) writeRequestHead(bw *bufio.Writer, x *h1Exchange, client stri
 	}
 	w.str("\r\nX-Forwarded-Host: ")
 	w.bytes(head.host)
+	w.str("\r\nX-Forwarded-Proto: ")
+	w.str(schemeOf(secure))
+	w.str("\r\n\r\n")
+}
+
+func schemeOf(secure bool) string {
 	if secure {
-		w.str("\r\nX-Forwarded-Proto: https\r\n\r\n")
-	} else {
-		w.str("\r\nX-Forwarded-Proto: http\r\n\r\n")
+		return protoHTTPS
 	}
+	return protoHTTP
+}
+
+// passedOn reports the forwarding fields a trusted proxy's request keeps
+// as it sent them (X-Forwarded-For and X-Real-IP are written anew).
+func passedOn(name []byte) bool {
+	return asciiEqualFold(name, "x-forwarded-host") || asciiEqualFold(name, "x-forwarded-proto") ||
+		asciiEqualFold(name, "forwarded")
 }
 
 // writeResponseHead writes the status line and fields of x.resp to the
@@ -890,8 +978,9 @@ func hopByHop(name []byte) bool {
 	return false
 }
 
-// isForwardedField reports the fields the engine sets itself: a client's
-// own values are dropped (the engine serves no trusted proxy).
+// isForwardedField reports the forwarding fields the engine sets itself:
+// a client's own are dropped, a trusted proxy's are passed on (passedOn)
+// or written anew (h1Forward).
 func isForwardedField(name []byte) bool {
 	return asciiEqualFold(name, "x-forwarded-for") || asciiEqualFold(name, "x-real-ip") ||
 		asciiEqualFold(name, "x-forwarded-host") || asciiEqualFold(name, "x-forwarded-proto") ||

@@ -172,7 +172,7 @@ func TestTrustedForwardedHeaders(t *testing.T) {
 				}
 				opts.TrustedProxies = tp
 			}
-			addr, _ := startServer(t, h, opts)
+			addr, s := startServer(t, h, opts)
 
 			req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+addr+"/x", nil)
 			req.Host = "app.example.com"
@@ -184,6 +184,11 @@ func TestTrustedForwardedHeaders(t *testing.T) {
 			req.Header.Set("Forwarded", "for=203.0.113.7;proto=https")
 			if resp, body := do(t, newClient(t), req); resp.StatusCode != http.StatusOK {
 				t.Fatalf("status %d %q", resp.StatusCode, body)
+			}
+			if testFastPath && s.fast.served.Load() != 1 {
+				// The same expectations hold for both paths: with the
+				// fast path on, it must be the one that served.
+				t.Errorf("the fast path served %d requests, want 1", s.fast.served.Load())
 			}
 			r := b.lastRequest()
 			for k, v := range tt.want {
