@@ -165,9 +165,8 @@ func (e *h1Engine) serve(cc *h1ClientConn) {
 	defer e.untrack(cc)
 	br := h1Readers.Get().(*bufio.Reader)
 	bw := h1Writers.Get().(*bufio.Writer)
-	rw := connIO(c)
-	br.Reset(rw)
-	bw.Reset(rw)
+	br.Reset(c)
+	bw.Reset(c)
 	defer func() {
 		// Nothing refers to the buffers any more: a hand-off copied
 		// what br held, and the client watch has ended.
@@ -264,6 +263,9 @@ func (e *h1Engine) handOff(cc *h1ClientConn, br *bufio.Reader, bw *bufio.Writer)
 		cc.Close()
 		return
 	}
+	// Uncounted before net/http counts it: never two at once in
+	// open_connections.
+	e.untrack(cc)
 	cc.handoff(replayConn(cc.Conn, br))
 }
 
@@ -1025,7 +1027,6 @@ func (c *replayedConn) CloseWrite() error {
 // it (the backend's idle timeout).
 type h1UpConn struct {
 	c        net.Conn
-	io       io.ReadWriter // c's reads and writes (connIO)
 	br       *bufio.Reader
 	bw       *bufio.Writer
 	head     int           // length of the response head at the start of br
@@ -1045,7 +1046,7 @@ func (s upSide) Read(p []byte) (int, error) {
 	if u.readIdle > 0 {
 		_ = u.c.SetReadDeadline(time.Now().Add(u.readIdle))
 	}
-	n, err := u.io.Read(p)
+	n, err := u.c.Read(p)
 	if err != nil && u.rerr == nil {
 		u.rerr = err
 	}
@@ -1056,7 +1057,7 @@ func (s upSide) Write(p []byte) (int, error) {
 	if s.u.writeIdle > 0 {
 		_ = s.u.c.SetWriteDeadline(time.Now().Add(s.u.writeIdle))
 	}
-	n, err := s.u.io.Write(p)
+	n, err := s.u.c.Write(p)
 	if err != nil && s.u.werr == nil {
 		s.u.werr = err
 	}
@@ -1083,7 +1084,7 @@ func (e *h1Engine) dial(addr string, be *route.Backend) (*h1UpConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	u := &h1UpConn{c: c, io: connIO(c)}
+	u := &h1UpConn{c: sysConnOf(c)}
 	u.br = bufio.NewReaderSize(upSide{u}, 16<<10)
 	u.bw = bufio.NewWriterSize(upSide{u}, 4<<10)
 	return u, nil
@@ -1177,12 +1178,15 @@ func (e *h1Engine) track(c *h1ClientConn) bool {
 }
 
 // untrack forgets a connection that was closed or handed to net/http
-// (which counts it from then on).
+// (which counts it from then on); once, however often it is called.
 func (e *h1Engine) untrack(c *h1ClientConn) {
 	e.mu.Lock()
+	_, ok := e.conns[c]
 	delete(e.conns, c)
 	e.mu.Unlock()
-	e.metrics.connState(http.StateClosed)
+	if ok {
+		e.metrics.connState(http.StateClosed)
+	}
 }
 
 // shutdown closes the idle connections and makes the busy ones close after

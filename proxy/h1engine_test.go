@@ -513,15 +513,7 @@ func TestH1EngineEarlyAnswer(t *testing.T) {
 	const size = 32 << 20 // more than the socket buffers hold
 	c := rawConn(t, addr)
 	defer c.Close()
-	go func() {
-		_, _ = fmt.Fprintf(c, "POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: %d\r\n\r\n", size)
-		chunk := make([]byte, 64<<10)
-		for sent := 0; sent < size; sent += len(chunk) {
-			if _, err := c.Write(chunk); err != nil {
-				return // the proxy closed the connection after the answer
-			}
-		}
-	}()
+	go upload(c, size)
 	resps := readResponses(t, bufio.NewReader(c), 1)
 	if len(resps) != 1 || resps[0].StatusCode != http.StatusRequestEntityTooLarge || resps[0].body != "big\n" {
 		t.Fatalf("%+v, want the endpoint's 413", resps)
@@ -552,15 +544,7 @@ func TestH1EngineStalledUpload(t *testing.T) {
 	const size = 32 << 20
 	c := rawConn(t, addr)
 	defer c.Close()
-	go func() {
-		_, _ = fmt.Fprintf(c, "POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: %d\r\n\r\n", size)
-		chunk := make([]byte, 64<<10)
-		for sent := 0; sent < size; sent += len(chunk) {
-			if _, err := c.Write(chunk); err != nil {
-				return
-			}
-		}
-	}()
+	go upload(c, size)
 	resps := readResponses(t, bufio.NewReader(c), 1)
 	if len(resps) != 1 || resps[0].StatusCode != http.StatusGatewayTimeout {
 		t.Fatalf("%+v, want 504", resps)
@@ -601,5 +585,17 @@ func TestH1EngineAcceptRetries(t *testing.T) {
 	}
 	if s.fast.served.Load() != 1 {
 		t.Errorf("the engine served %d, want 1", s.fast.served.Load())
+	}
+}
+
+// upload sends a POST to app.test with a body of size zero bytes, until
+// the proxy closes the connection (after an answer) or all is sent.
+func upload(c net.Conn, size int) {
+	_, _ = fmt.Fprintf(c, "POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: %d\r\n\r\n", size)
+	chunk := make([]byte, 64<<10)
+	for sent := 0; sent < size; sent += len(chunk) {
+		if _, err := c.Write(chunk); err != nil {
+			return
+		}
 	}
 }

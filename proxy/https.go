@@ -69,7 +69,7 @@ func (s *Server) ServeTLS(ln net.Listener, opts TLSOptions) error {
 		MaxReceiveBufferPerStream:     1 << 20,
 	}
 	tl := &tlsListener{
-		Listener:  ln,
+		Listener:  sysListener{ln},
 		config:    opts.Config,
 		timeout:   to,
 		observe:   opts.ObserveHandshake,
@@ -162,7 +162,7 @@ func acceptRetrying(ln net.Listener, done <-chan struct{}) (net.Conn, error) {
 }
 
 func (l *tlsListener) handshake(raw net.Conn) {
-	in := sysConnOf(raw)
+	in := raw
 	if l.proxy && sendsProxyHeader(raw, l.proxyFrom) {
 		pc := newProxyConn(in, l.proxyTO, l.log)
 		if pc.handshake() != nil { // logged by the proxyConn

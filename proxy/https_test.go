@@ -110,6 +110,19 @@ func startTLSServer(t *testing.T, h http.Handler, cfg *tls.Config) (addr string,
 	return ln.Addr().String(), ok, failed
 }
 
+// dialTLS opens a TLS connection to addr with cfg, closed when the test
+// ends, its reads and writes bounded by testTimeout.
+func dialTLS(t *testing.T, addr string, cfg *tls.Config) *tls.Conn {
+	t.Helper()
+	c, err := (&tls.Dialer{Config: cfg}).DialContext(t.Context(), "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(testTimeout))
+	return c.(*tls.Conn)
+}
+
 func tlsClient(pool *x509.CertPool, h2 bool) *http.Client {
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, ForceAttemptHTTP2: h2}
 	if !h2 {
@@ -178,12 +191,7 @@ func TestServeTLSFramingGuard(t *testing.T) {
 	h.Swap(route.NewTable(nil, &route.Route{Backend: backendOf("b", "", b)}))
 	addr, _, _ := startTLSServer(t, h, pki.serverConfig())
 
-	c, err := (&tls.Dialer{Config: &tls.Config{RootCAs: pki.pool, ServerName: "default", NextProtos: []string{"http/1.1"}}}).DialContext(t.Context(), "tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(testTimeout))
+	c := dialTLS(t, addr, &tls.Config{RootCAs: pki.pool, ServerName: "default", NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12})
 	_, _ = io.WriteString(c, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n")
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
@@ -396,12 +404,7 @@ func TestHTTP2HostMustMatchAuthority(t *testing.T) {
 func h2Status(t *testing.T, addr string, pki *testPKI, authority string, hosts []string) int {
 	t.Helper()
 	cfg := &tls.Config{RootCAs: pki.pool, ServerName: authority, NextProtos: []string{"h2"}, MinVersion: tls.VersionTLS12}
-	c, err := (&tls.Dialer{Config: cfg}).DialContext(t.Context(), "tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(testTimeout))
+	c := dialTLS(t, addr, cfg)
 	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
 		t.Fatal(err)
 	}

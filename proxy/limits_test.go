@@ -90,13 +90,8 @@ func http2Settings(t *testing.T, addr string, base *tls.Config) map[uint16]uint3
 	t.Helper()
 	cfg := base.Clone()
 	cfg.NextProtos = []string{"h2"}
-	c, err := (&tls.Dialer{Config: cfg}).DialContext(t.Context(), "tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(testTimeout))
-	if p := c.(*tls.Conn).ConnectionState().NegotiatedProtocol; p != "h2" {
+	c := dialTLS(t, addr, cfg)
+	if p := c.ConnectionState().NegotiatedProtocol; p != "h2" {
 		t.Fatalf("negotiated %q, want h2", p)
 	}
 	// The client preface and an empty SETTINGS frame.

@@ -164,7 +164,7 @@ func NewServer(h http.Handler, opts ServerOptions) *Server {
 // Serve accepts connections on ln until Shutdown or Close, and closes ln.
 // It returns nil after Shutdown or Close, otherwise the accept error.
 func (s *Server) Serve(ln net.Listener) error {
-	inner := ln
+	var inner net.Listener = sysListener{ln}
 	if s.proxyProto {
 		inner = &proxyListener{Listener: ln, timeout: s.readHeader, log: s.log, from: s.proxyFrom}
 	}

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/postern-dev/postern/proxy/route"
 )
@@ -304,12 +303,7 @@ func TestSmugglingOverTLS(t *testing.T) {
 			t.Cleanup(h.CloseIdleConnections)
 			h.Swap(route.NewTable(nil, &route.Route{Backend: backendOf("b", "", e.testBackend)}))
 			addr, _, _ := startTLSServer(t, h, pki.serverConfig())
-			c, err := (&tls.Dialer{Config: &tls.Config{RootCAs: pki.pool, ServerName: "default", NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12}}).DialContext(t.Context(), "tcp", addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(testTimeout))
+			c := dialTLS(t, addr, &tls.Config{RootCAs: pki.pool, ServerName: "default", NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12})
 			if _, err := io.WriteString(c, tt.req); err != nil {
 				t.Fatal(err)
 			}

@@ -10,8 +10,7 @@ import (
 	"unsafe"
 )
 
-// sysIO is the reader and writer the fast path uses on a TCP connection:
-// read(2) and write(2) on its non-blocking socket as raw system calls,
+// sysIO reads and writes a TCP connection (sysConn): read(2) and write(2) on its non-blocking socket as raw system calls,
 // waiting in the runtime's poller (with the connection's deadlines) when
 // the socket is not ready, exactly as net.Conn's Read and Write do.
 //
@@ -45,23 +44,6 @@ type sysCall struct {
 	p     []byte
 	n     int
 	errno syscall.Errno
-}
-
-// connIO returns what the fast path reads c with and writes c with: a
-// sysIO when c is a TCP connection, else c.
-func connIO(c net.Conn) io.ReadWriter {
-	tc, ok := c.(*net.TCPConn)
-	if !ok {
-		return c
-	}
-	rc, err := tc.SyscallConn()
-	if err != nil {
-		return c
-	}
-	s := &sysIO{rc: rc, local: tc.LocalAddr(), remote: tc.RemoteAddr()}
-	s.readFn = s.read
-	s.writeFn = s.write
-	return s
 }
 
 func (s *sysIO) read(fd uintptr) bool {
@@ -144,8 +126,9 @@ func (s *sysIO) opError(op string, err error) error {
 	return &net.OpError{Op: op, Net: "tcp", Source: s.local, Addr: s.remote, Err: err}
 }
 
-// sysConn is a TCP connection whose reads and writes go through sysIO,
-// for the layers that take a net.Conn (TLS's record layer).
+// sysConn is a TCP connection whose reads and writes go through sysIO.
+// Every TCP connection the proxy accepts (sysListener) or dials (the fast
+// path's and the Transport's) is one.
 type sysConn struct {
 	*net.TCPConn
 	io *sysIO
@@ -157,10 +140,13 @@ func sysConnOf(c net.Conn) net.Conn {
 	if !ok {
 		return c
 	}
-	s, ok := connIO(c).(*sysIO)
-	if !ok {
+	rc, err := tc.SyscallConn()
+	if err != nil {
 		return c
 	}
+	s := &sysIO{rc: rc, local: tc.LocalAddr(), remote: tc.RemoteAddr()}
+	s.readFn = s.read
+	s.writeFn = s.write
 	return &sysConn{TCPConn: tc, io: s}
 }
 

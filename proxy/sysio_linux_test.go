@@ -44,9 +44,9 @@ func TestSysIOLargeTransfersBothWays(t *testing.T) {
 		_ = c.SetWriteBuffer(16 << 10)
 		_ = c.SetReadBuffer(16 << 10)
 	}
-	sa, sb := connIO(a), connIO(b)
-	if _, ok := sa.(*sysIO); !ok {
-		t.Fatalf("connIO of a TCP connection = %T, want *sysIO", sa)
+	sa, sb := sysConnOf(a), sysConnOf(b)
+	if _, ok := sa.(*sysConn); !ok {
+		t.Fatalf("sysConnOf(a TCP connection) = %T, want *sysConn", sa)
 	}
 	payload := func(seed byte) []byte {
 		p := make([]byte, 8<<20)
@@ -96,7 +96,7 @@ func TestSysIOLargeTransfersBothWays(t *testing.T) {
 func TestSysIOConcurrentWrites(t *testing.T) {
 	a, b := tcpPair(t)
 	_ = a.SetWriteBuffer(16 << 10)
-	w := connIO(a)
+	w := sysConnOf(a)
 	const writers, writes, size = 8, 200, 1024
 	var wg sync.WaitGroup
 	for g := range writers {
@@ -112,7 +112,7 @@ func TestSysIOConcurrentWrites(t *testing.T) {
 	}
 	got := make([]byte, writers*writes*size)
 	_ = b.SetReadDeadline(time.Now().Add(30 * time.Second))
-	if _, err := io.ReadFull(connIO(b), got); err != nil {
+	if _, err := io.ReadFull(sysConnOf(b), got); err != nil {
 		t.Fatal(err)
 	}
 	wg.Wait()
@@ -141,18 +141,18 @@ func TestSysIOErrorsAsNetConn(t *testing.T) {
 			t.Fatal(err)
 		}
 		b.Close()
-		got, err := io.ReadAll(connIO(a))
+		got, err := io.ReadAll(sysConnOf(a))
 		if err != nil || string(got) != "bye" {
 			t.Fatalf("ReadAll = %q, %v; want \"bye\", nil", got, err)
 		}
-		if n, err := connIO(a).Read(make([]byte, 1)); n != 0 || err != io.EOF { //nolint:errorlint // Read returns io.EOF itself, unwrapped
+		if n, err := sysConnOf(a).Read(make([]byte, 1)); n != 0 || err != io.EOF { //nolint:errorlint // Read returns io.EOF itself, unwrapped
 			t.Fatalf("Read after the end = %d, %v; want 0, io.EOF", n, err)
 		}
 	})
 	t.Run("deadline", func(t *testing.T) {
 		a, _ := tcpPair(t)
 		_ = a.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
-		_, err := connIO(a).Read(make([]byte, 1))
+		_, err := sysConnOf(a).Read(make([]byte, 1))
 		var oe *net.OpError
 		if !errors.As(err, &oe) || oe.Op != "read" || !isTimeout(err) || !errors.Is(err, os.ErrDeadlineExceeded) {
 			t.Fatalf("Read past the deadline = %v; want a timeout *net.OpError of op read", err)
@@ -163,12 +163,12 @@ func TestSysIOErrorsAsNetConn(t *testing.T) {
 		_ = b.SetLinger(0)
 		b.Close()
 		_ = a.SetReadDeadline(time.Now().Add(5 * time.Second))
-		_, err := connIO(a).Read(make([]byte, 1))
+		_, err := sysConnOf(a).Read(make([]byte, 1))
 		var oe *net.OpError
 		if !errors.As(err, &oe) || oe.Op != "read" || !errors.Is(err, syscall.ECONNRESET) {
 			t.Fatalf("Read of a reset connection = %v; want a *net.OpError of op read with ECONNRESET", err)
 		}
-		_, err = connIO(a).Write([]byte("x"))
+		_, err = sysConnOf(a).Write([]byte("x"))
 		if !errors.As(err, &oe) || oe.Op != "write" || !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) {
 			t.Fatalf("Write to a reset connection = %v; want a *net.OpError of op write with EPIPE or ECONNRESET", err)
 		}
@@ -177,7 +177,7 @@ func TestSysIOErrorsAsNetConn(t *testing.T) {
 		a, _ := tcpPair(t)
 		done := make(chan error, 1)
 		go func() {
-			_, err := connIO(a).Read(make([]byte, 1))
+			_, err := sysConnOf(a).Read(make([]byte, 1))
 			done <- err
 		}()
 		time.Sleep(20 * time.Millisecond)
@@ -216,5 +216,31 @@ func TestSysConnOf(t *testing.T) {
 	got, err := io.ReadAll(b)
 	if err != nil || string(got) != "ping" {
 		t.Fatalf("peer read %q, %v; want \"ping\" then the end", got, err)
+	}
+}
+
+// sysListener, which Serve and ServeTLS put in front of everything, hands
+// out TCP connections as sysConns.
+func TestSysListener(t *testing.T) {
+	ln := sysListener{listen(t)}
+	defer ln.Close()
+	go func() {
+		c, err := (&net.Dialer{}).DialContext(t.Context(), "tcp", ln.Addr().String())
+		if err == nil {
+			defer c.Close()
+			_, _ = c.Write([]byte("hi"))
+		}
+	}()
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, ok := c.(*sysConn); !ok {
+		t.Fatalf("Accept = %T, want *sysConn", c)
+	}
+	buf := make([]byte, 2)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "hi" {
+		t.Fatalf("read %q, %v", buf, err)
 	}
 }

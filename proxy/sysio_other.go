@@ -2,14 +2,7 @@
 
 package proxy
 
-import (
-	"io"
-	"net"
-)
+import "net"
 
-// connIO returns what the fast path reads c with and writes c with
-// (sysio_linux.go has the reason for the Linux one).
-func connIO(c net.Conn) io.ReadWriter { return c }
-
-// sysConnOf returns c.
+// sysConnOf returns c: the raw system calls of sysio_linux.go are Linux's.
 func sysConnOf(c net.Conn) net.Conn { return c }
