@@ -73,53 +73,97 @@ const (
 	balancerLeastRequest = "least-request"
 )
 
-// ingressConfig is what the postern.dev annotations of one Ingress ask for.
-// The zero value is the defaults.
+// ingressConfig is what the postern.dev annotations of one Ingress ask
+// for, in the table builder's terms: the settings of the Ingress's
+// backends and of its TLS hosts. The rows of ingressAnnotations fill it.
 type ingressConfig struct {
-	// balancer is the route.Backend.Balancer of the Ingress's backends;
-	// empty means the default policy.
-	balancer string
-	// noSSLRedirect turns off the HTTP to HTTPS redirect of the TLS hosts.
-	noSSLRedirect bool
-	// hsts is the Strict-Transport-Security value; empty sends none.
-	hsts string
-	// protocol is the route.Backend.Protocol; empty means HTTP.
-	protocol route.Protocol
-	// acme gets the TLS hosts' certificates from the ACME issuer.
-	acme bool
-	// backend are the settings the Ingress's backends get.
 	backend backendSettings
+	tls     tlsSettings
 }
 
-// backendSettings are the route.Backend fields of the same names that the
-// annotations set, with their zero value meaning the same. They are part of
-// a backend's identity: Ingresses that set them differently for one
-// Service port get backends of their own.
-type backendSettings struct {
-	retries                                  int
-	connectTimeout, readTimeout, idleTimeout route.Duration
-	maxBodySize                              int64
+// annotationRow is one postern.dev annotation and all that Postern does
+// with it: adding a feature is adding a row (and its parse function).
+type annotationRow struct {
+	// key is the annotation, one of the Annotation constants.
+	key string
+	// read reads the annotation from an object's annotations, validates
+	// it, and returns cfg with what it asks for applied, or the default
+	// when it is not set or invalid; an invalid value also returns a
+	// problem message. (cfg goes by value: a pointer given to a function
+	// value escapes, and would cost an allocation for every Ingress.)
+	read func(annotations map[string]string, cfg ingressConfig) (ingressConfig, []string)
+	// readUnset is true when read changes cfg even without the
+	// annotation, because its default is not the zero value (see row).
+	// Other rows are read only when their annotation is set.
+	readUnset bool
 }
 
-// parseIngressConfig reads the postern.dev annotations of an Ingress. An
-// invalid value never stops the Ingress from being served: the default is
-// used and a problem message says so.
+// row returns the row of annotation key. Its read parses the value with
+// parse, or takes def when the annotation is not set or invalid (defText
+// is how the message names def, see annotation), and gives it to apply
+// unless it is T's zero value, which is what the config holds already. So
+// parse returns the zero value for a value that asks for nothing
+// (round-robin, HTTP, one retry), and a backend setting changes a
+// backend's Key only when it changes something.
+func row[T comparable](key string, def T, defText string, parse func(string) (T, error), apply func(*ingressConfig, T)) annotationRow {
+	var zero T
+	return annotationRow{key: key, readUnset: def != zero, read: func(annotations map[string]string, cfg ingressConfig) (ingressConfig, []string) {
+		var problems []string
+		if v := annotation(annotations, key, def, defText, parse, &problems); v != zero {
+			apply(&cfg, v)
+		}
+		return cfg, problems
+	}}
+}
+
+// ingressAnnotations are the postern.dev annotations of an Ingress, one row
+// a feature. They are read in this order, which is also the order of
+// their parts in a backend's Key ("ns/svc:80|least-request|retries=3").
+var ingressAnnotations = []annotationRow{
+	row(AnnotationLoadBalance, "", balancerRoundRobin, parseBalancer, func(c *ingressConfig, v string) {
+		c.backend.set(v, func(be *route.Backend) { be.Balancer = v })
+	}),
+	row(AnnotationBackendProtocol, "", "HTTP", parseProtocol, func(c *ingressConfig, p route.Protocol) {
+		c.backend.set(string(p), func(be *route.Backend) { be.Protocol = p })
+	}),
+	row(AnnotationRetries, 0, strconv.Itoa(route.DefaultRetries), parseRetries, func(c *ingressConfig, n int) {
+		c.backend.set("retries="+strconv.Itoa(max(n, 0)), func(be *route.Backend) { be.Retries = n })
+	}),
+	row(AnnotationTimeoutConnect, 0, "the default", parseTimeout, func(c *ingressConfig, d route.Duration) {
+		c.backend.set("connect-timeout="+time.Duration(d).String(), func(be *route.Backend) { be.ConnectTimeout = d })
+	}),
+	row(AnnotationTimeoutRead, 0, "the default", parseTimeout, func(c *ingressConfig, d route.Duration) {
+		c.backend.set("read-timeout="+time.Duration(d).String(), func(be *route.Backend) { be.ReadTimeout = d })
+	}),
+	row(AnnotationTimeoutIdle, 0, "no idle timeout", parseTimeout, func(c *ingressConfig, d route.Duration) {
+		c.backend.set("idle-timeout="+time.Duration(d).String(), func(be *route.Backend) { be.IdleTimeout = d })
+	}),
+	row(AnnotationMaxBodySize, 0, "no limit", parseSize, func(c *ingressConfig, n int64) {
+		c.backend.set("max-body-size="+strconv.FormatInt(n, 10), func(be *route.Backend) { be.MaxBodySize = n })
+	}),
+	// The hosts of spec.tls redirect plain HTTP to HTTPS unless this turns
+	// it off.
+	row(AnnotationSSLRedirect, true, "true", strconv.ParseBool, func(c *ingressConfig, on bool) { c.tls.host.Redirect = on }),
+	row(AnnotationHSTS, "", "no HSTS", parseHSTS, func(c *ingressConfig, v string) { c.tls.host.HSTS = v }),
+	row(AnnotationACME, false, "false", strconv.ParseBool, func(c *ingressConfig, on bool) { c.tls.acme = on }),
+}
+
+// parseIngressConfig reads the postern.dev annotations of an Ingress
+// through the rows of ingressAnnotations. An invalid value never stops the
+// Ingress from being served: the default is used and a problem message
+// says so.
 func parseIngressConfig(annotations map[string]string) (ingressConfig, []string) {
 	var (
 		cfg      ingressConfig
 		problems []string
 	)
-	cfg.balancer = annotation(annotations, AnnotationLoadBalance, "", balancerRoundRobin, parseBalancer, &problems)
-	cfg.noSSLRedirect = !annotation(annotations, AnnotationSSLRedirect, true, "true", strconv.ParseBool, &problems)
-	cfg.hsts = annotation(annotations, AnnotationHSTS, "", "no HSTS", parseHSTS, &problems)
-	cfg.protocol = annotation(annotations, AnnotationBackendProtocol, "", "HTTP", parseProtocol, &problems)
-	cfg.acme = annotation(annotations, AnnotationACME, false, "false", strconv.ParseBool, &problems)
-	cfg.backend = backendSettings{
-		retries:        annotation(annotations, AnnotationRetries, 0, strconv.Itoa(route.DefaultRetries), parseRetries, &problems),
-		connectTimeout: annotation(annotations, AnnotationTimeoutConnect, 0, "the default", parseTimeout, &problems),
-		readTimeout:    annotation(annotations, AnnotationTimeoutRead, 0, "the default", parseTimeout, &problems),
-		idleTimeout:    annotation(annotations, AnnotationTimeoutIdle, 0, "no idle timeout", parseTimeout, &problems),
-		maxBodySize:    annotation(annotations, AnnotationMaxBodySize, 0, "no limit", parseSize, &problems),
+	for _, r := range ingressAnnotations {
+		if _, set := annotations[r.key]; !set && !r.readUnset {
+			continue
+		}
+		var msgs []string
+		cfg, msgs = r.read(annotations, cfg)
+		problems = append(problems, msgs...)
 	}
 	return cfg, problems
 }

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -35,8 +36,8 @@ func TestParseIngressConfig(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			cfg, problems := parseIngressConfig(tt.annotations)
-			if cfg.balancer != tt.balancer {
-				t.Errorf("balancer = %q, want %q", cfg.balancer, tt.balancer)
+			if got := cfg.backend.fields.Balancer; got != tt.balancer {
+				t.Errorf("balancer = %q, want %q", got, tt.balancer)
 			}
 			switch {
 			case tt.problem == "" && len(problems) != 0:
@@ -55,48 +56,48 @@ func TestParseBackendSettings(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		key, value string
-		want       backendSettings
-		problem    string // a part of the one problem message, or "" for none
+		want       route.Backend // the settings
+		problem    string        // a part of the one problem message, or "" for none
 	}{
-		{AnnotationRetries, "0", backendSettings{retries: -1}, ""},
-		{AnnotationRetries, "1", backendSettings{}, ""},
-		{AnnotationRetries, "5", backendSettings{retries: 5}, ""},
-		{AnnotationRetries, "6", backendSettings{}, `"6" (want a number of retries from 0 to 5); using 1`},
-		{AnnotationRetries, "-1", backendSettings{}, `"-1"`},
-		{AnnotationRetries, "+2", backendSettings{}, `"+2"`},
-		{AnnotationRetries, "18446744073709551617", backendSettings{}, "from 0 to 5"},
-		{AnnotationTimeoutConnect, "5s", backendSettings{connectTimeout: route.Duration(5 * time.Second)}, ""},
-		{AnnotationTimeoutConnect, "250ms", backendSettings{connectTimeout: route.Duration(250 * time.Millisecond)}, ""},
-		{AnnotationTimeoutRead, "90", backendSettings{readTimeout: route.Duration(90 * time.Second)}, ""},
-		{AnnotationTimeoutRead, "1m30s", backendSettings{readTimeout: route.Duration(90 * time.Second)}, ""},
-		{AnnotationTimeoutRead, "86400", backendSettings{readTimeout: route.Duration(24 * time.Hour)}, ""},
-		{AnnotationTimeoutIdle, "24h", backendSettings{idleTimeout: route.Duration(24 * time.Hour)}, ""},
-		{AnnotationTimeoutIdle, "86401", backendSettings{}, "(want at most 24h0m0s); using no idle timeout"},
-		{AnnotationTimeoutIdle, "24h0m1s", backendSettings{}, "want at most 24h0m0s"},
-		{AnnotationTimeoutConnect, "0", backendSettings{}, "(want a positive duration); using the default"},
-		{AnnotationTimeoutConnect, "-1s", backendSettings{}, "want a positive duration"},
-		{AnnotationTimeoutConnect, "5 s", backendSettings{}, `want a duration like "5s"`},
-		{AnnotationTimeoutConnect, "1.5", backendSettings{}, `want a duration like "5s"`},
-		{AnnotationTimeoutConnect, "99999999999999999999", backendSettings{}, "want at most 24h0m0s"},
-		{AnnotationMaxBodySize, "0", backendSettings{}, ""},
-		{AnnotationMaxBodySize, "1024", backendSettings{maxBodySize: 1024}, ""},
-		{AnnotationMaxBodySize, "512k", backendSettings{maxBodySize: 512 << 10}, ""},
-		{AnnotationMaxBodySize, "8M", backendSettings{maxBodySize: 8 << 20}, ""},
-		{AnnotationMaxBodySize, "1g", backendSettings{maxBodySize: 1 << 30}, ""},
-		{AnnotationMaxBodySize, "8589934591g", backendSettings{maxBodySize: 8589934591 << 30}, ""},
-		{AnnotationMaxBodySize, "8589934592g", backendSettings{}, "(too large); using no limit"},
-		{AnnotationMaxBodySize, "9223372036854775808", backendSettings{}, "too large"},
-		{AnnotationMaxBodySize, "8mb", backendSettings{}, `want a size like "8m"`},
-		{AnnotationMaxBodySize, "m", backendSettings{}, `want a size like "8m"`},
-		{AnnotationMaxBodySize, "-1", backendSettings{}, `want a size like "8m"`},
-		{AnnotationMaxBodySize, "1.5m", backendSettings{}, `want a size like "8m"`},
+		{AnnotationRetries, "0", route.Backend{Retries: -1}, ""},
+		{AnnotationRetries, "1", route.Backend{}, ""},
+		{AnnotationRetries, "5", route.Backend{Retries: 5}, ""},
+		{AnnotationRetries, "6", route.Backend{}, `"6" (want a number of retries from 0 to 5); using 1`},
+		{AnnotationRetries, "-1", route.Backend{}, `"-1"`},
+		{AnnotationRetries, "+2", route.Backend{}, `"+2"`},
+		{AnnotationRetries, "18446744073709551617", route.Backend{}, "from 0 to 5"},
+		{AnnotationTimeoutConnect, "5s", route.Backend{ConnectTimeout: route.Duration(5 * time.Second)}, ""},
+		{AnnotationTimeoutConnect, "250ms", route.Backend{ConnectTimeout: route.Duration(250 * time.Millisecond)}, ""},
+		{AnnotationTimeoutRead, "90", route.Backend{ReadTimeout: route.Duration(90 * time.Second)}, ""},
+		{AnnotationTimeoutRead, "1m30s", route.Backend{ReadTimeout: route.Duration(90 * time.Second)}, ""},
+		{AnnotationTimeoutRead, "86400", route.Backend{ReadTimeout: route.Duration(24 * time.Hour)}, ""},
+		{AnnotationTimeoutIdle, "24h", route.Backend{IdleTimeout: route.Duration(24 * time.Hour)}, ""},
+		{AnnotationTimeoutIdle, "86401", route.Backend{}, "(want at most 24h0m0s); using no idle timeout"},
+		{AnnotationTimeoutIdle, "24h0m1s", route.Backend{}, "want at most 24h0m0s"},
+		{AnnotationTimeoutConnect, "0", route.Backend{}, "(want a positive duration); using the default"},
+		{AnnotationTimeoutConnect, "-1s", route.Backend{}, "want a positive duration"},
+		{AnnotationTimeoutConnect, "5 s", route.Backend{}, `want a duration like "5s"`},
+		{AnnotationTimeoutConnect, "1.5", route.Backend{}, `want a duration like "5s"`},
+		{AnnotationTimeoutConnect, "99999999999999999999", route.Backend{}, "want at most 24h0m0s"},
+		{AnnotationMaxBodySize, "0", route.Backend{}, ""},
+		{AnnotationMaxBodySize, "1024", route.Backend{MaxBodySize: 1024}, ""},
+		{AnnotationMaxBodySize, "512k", route.Backend{MaxBodySize: 512 << 10}, ""},
+		{AnnotationMaxBodySize, "8M", route.Backend{MaxBodySize: 8 << 20}, ""},
+		{AnnotationMaxBodySize, "1g", route.Backend{MaxBodySize: 1 << 30}, ""},
+		{AnnotationMaxBodySize, "8589934591g", route.Backend{MaxBodySize: 8589934591 << 30}, ""},
+		{AnnotationMaxBodySize, "8589934592g", route.Backend{}, "(too large); using no limit"},
+		{AnnotationMaxBodySize, "9223372036854775808", route.Backend{}, "too large"},
+		{AnnotationMaxBodySize, "8mb", route.Backend{}, `want a size like "8m"`},
+		{AnnotationMaxBodySize, "m", route.Backend{}, `want a size like "8m"`},
+		{AnnotationMaxBodySize, "-1", route.Backend{}, `want a size like "8m"`},
+		{AnnotationMaxBodySize, "1.5m", route.Backend{}, `want a size like "8m"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.key+"="+tt.value, func(t *testing.T) {
 			t.Parallel()
 			cfg, problems := parseIngressConfig(map[string]string{tt.key: tt.value})
-			if cfg.backend != tt.want {
-				t.Errorf("settings = %+v, want %+v", cfg.backend, tt.want)
+			if got := cfg.backend.fields; !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("settings = %+v, want %+v", got, tt.want)
 			}
 			switch {
 			case tt.problem == "" && len(problems) != 0:
@@ -108,6 +109,61 @@ func TestParseBackendSettings(t *testing.T) {
 				checkMessage(t, p)
 			}
 		})
+	}
+}
+
+// TestAnnotationRows checks that every postern.dev annotation has exactly
+// one row.
+func TestAnnotationRows(t *testing.T) {
+	t.Parallel()
+	want := []string{
+		AnnotationLoadBalance, AnnotationSSLRedirect, AnnotationHSTS, AnnotationBackendProtocol, AnnotationACME,
+		AnnotationRetries, AnnotationTimeoutConnect, AnnotationTimeoutRead, AnnotationTimeoutIdle, AnnotationMaxBodySize,
+	}
+	rows := make(map[string]int)
+	for _, r := range ingressAnnotations {
+		rows[r.key]++
+	}
+	for _, k := range want {
+		if rows[k] != 1 {
+			t.Errorf("annotation %s has %d rows, want 1", k, rows[k])
+		}
+		delete(rows, k)
+	}
+	for k := range rows {
+		t.Errorf("row %s is not in this test's list", k)
+	}
+}
+
+// TestBackendSettingsID checks what the backend rows put in a backend's
+// Key: every setting changed, in the rows' order, and nothing for values
+// that ask for the default, so that those backends are shared with the
+// backends of Ingresses without annotations.
+func TestBackendSettingsID(t *testing.T) {
+	t.Parallel()
+	cfg, problems := parseIngressConfig(map[string]string{
+		AnnotationMaxBodySize: "8m", AnnotationTimeoutIdle: "24h", AnnotationTimeoutRead: "90",
+		AnnotationTimeoutConnect: "5s", AnnotationRetries: "0", AnnotationBackendProtocol: "grpc",
+		AnnotationLoadBalance: "least-request",
+	})
+	if len(problems) != 0 {
+		t.Fatalf("problems: %q", problems)
+	}
+	const want = "|least-request|GRPC|retries=0|connect-timeout=5s|read-timeout=1m30s|idle-timeout=24h0m0s|max-body-size=8388608"
+	if cfg.backend.id != want {
+		t.Errorf("id = %q, want %q", cfg.backend.id, want)
+	}
+	defaults, problems := parseIngressConfig(map[string]string{
+		AnnotationLoadBalance: "round-robin", AnnotationBackendProtocol: "HTTP", AnnotationRetries: "1", AnnotationMaxBodySize: "0",
+	})
+	if none, _ := parseIngressConfig(nil); len(problems) != 0 || !reflect.DeepEqual(defaults, none) || defaults.backend.id != "" {
+		t.Errorf("default values give %+v (problems %q), want %+v", defaults, problems, none)
+	}
+	if !defaults.tls.host.Redirect {
+		t.Error("spec.tls hosts do not redirect by default")
+	}
+	if off, _ := parseIngressConfig(map[string]string{AnnotationSSLRedirect: "false"}); off.tls.host.Redirect {
+		t.Errorf("%s: false still redirects", AnnotationSSLRedirect)
 	}
 }
 
@@ -178,10 +234,10 @@ func FuzzAnnotations(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, v string) {
 		cfg, problems := parseIngressConfig(map[string]string{AnnotationLoadBalance: v, "other": v})
-		switch cfg.balancer {
+		switch b := cfg.backend.fields.Balancer; b {
 		case "", balancerLeastRequest:
 		default:
-			t.Fatalf("balancer %q for value %q", cfg.balancer, v)
+			t.Fatalf("balancer %q for value %q", b, v)
 		}
 		valid := v == balancerRoundRobin || v == balancerLeastRequest
 		if valid != (len(problems) == 0) || len(problems) > 1 {
@@ -199,11 +255,11 @@ func FuzzAnnotations(f *testing.F) {
 		for _, p := range problems {
 			checkMessage(t, p)
 		}
-		set := cfg.backend
-		if set.retries < -1 || set.retries > route.MaxRetries || set.maxBodySize < 0 {
+		set := cfg.backend.fields
+		if set.Retries < -1 || set.Retries > route.MaxRetries || set.MaxBodySize < 0 {
 			t.Fatalf("value %q: settings %+v out of range", v, set)
 		}
-		for _, d := range []route.Duration{set.connectTimeout, set.readTimeout, set.idleTimeout} {
+		for _, d := range []route.Duration{set.ConnectTimeout, set.ReadTimeout, set.IdleTimeout} {
 			if d < 0 || time.Duration(d) > maxTimeout {
 				t.Fatalf("value %q: timeout %s out of range", v, time.Duration(d))
 			}

@@ -7,11 +7,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/postern-dev/postern/proxy/route"
@@ -52,151 +50,138 @@ func indexEndpointSlices(list []*discoveryv1.EndpointSlice) map[types.Namespaced
 	return m
 }
 
+// backendSettings are how a front end wants the proxy to talk to the
+// Service ports of its routes: the route.Backend fields that are not the
+// builder's. The zero value is the defaults; backends with different
+// settings are backends of their own, even for one Service port.
+type backendSettings struct {
+	// fields holds the settings in the route.Backend fields of their names
+	// (Balancer, Protocol, Retries, the timeouts, MaxBodySize). The fields
+	// that name the Service port, and Endpoints and Unavailable, are the
+	// builder's: it overwrites them.
+	fields route.Backend
+	// id names each setting changed from its default, in the order they
+	// were set ("|least-request|retries=3"); it ends the Key of the
+	// backends with these settings, and tells them apart.
+	id string
+}
+
+// set changes one setting from its default: apply sets it in the fields,
+// and part names it, one value to one part ("retries=3"), in the Key of
+// the backends that get it.
+func (s *backendSettings) set(part string, apply func(*route.Backend)) {
+	apply(&s.fields)
+	s.id += "|" + part
+}
+
+// servicePort names a port of a Service: by number, or when number is 0
+// by name.
+type servicePort struct {
+	number int32
+	name   string
+}
+
+// String returns the number, or the name when there is no number.
+func (p servicePort) String() string {
+	if p.number != 0 {
+		return strconv.Itoa(int(p.number))
+	}
+	return p.name
+}
+
 // backendID identifies a backend within one Build; unlike Backend.Key it
 // cannot be ambiguous, whatever names a folder of manifests uses.
 type backendID struct {
-	namespace, service, port, balancer string
-	protocol                           route.Protocol
-	settings                           backendSettings
-	other                              string // for backends that are not a Service port
+	namespace, service, port string
+	settings                 string // backendSettings.id
+	other                    string // for backends that are not a Service port
 }
 
-// backend resolves an Ingress backend in namespace ns. It always returns a
-// backend, shared by every route with the same Service, port and
-// annotation settings (balancer, protocol, retries, timeouts, body limit);
-// when the backend cannot be served it is Unavailable (the route answers
-// 503), and reason and what say why, for a Problem.
-func (b *builder) backend(ns string, ib *networkingv1.IngressBackend, cfg ingressConfig) (be *route.Backend, reason, what string) {
-	switch {
-	case ib.Service != nil && ib.Resource != nil:
-		return b.unavailable(backendID{namespace: ns, other: "(service and resource)"}, "invalid backend"),
-			ReasonUnsupportedBackend, "the backend sets both a service and a resource"
-	case ib.Resource != nil:
-		kind := ib.Resource.Kind
-		if g := ib.Resource.APIGroup; g != nil && *g != "" {
-			kind += "." + *g
-		}
-		return b.unavailable(backendID{namespace: ns, other: "resource:" + kind + "/" + ib.Resource.Name}, "resource backends are not supported"),
-			ReasonUnsupportedBackend, fmt.Sprintf("the backend is resource %s of kind %s, and resource backends are not supported", quoteShort(ib.Resource.Name), quoteShort(kind))
-	case ib.Service == nil:
-		return b.unavailable(backendID{namespace: ns, other: "(none)"}, "no backend"),
-			ReasonNoBackend, "the backend sets neither a service nor a resource"
-	case ib.Service.Name == "":
-		return b.unavailable(backendID{namespace: ns, other: "(none)"}, "no backend"),
-			ReasonNoBackend, "the backend names no service"
-	}
-	name, sbp := ib.Service.Name, ib.Service.Port
-	// The API server refuses a port with both a name and a number; the
-	// number is what such a manifest gets.
-	port := sbp.Name
-	if sbp.Number != 0 {
-		port = strconv.Itoa(int(sbp.Number))
-	}
-	id := backendID{namespace: ns, service: name, port: port, balancer: cfg.balancer, protocol: cfg.protocol, settings: cfg.backend}
+// serviceBackend returns the backend for port of Service name in namespace
+// ns with settings set, shared by every route that asks for the same. It
+// always returns a backend; when that cannot be served it is Unavailable
+// (the route answers 503), and reason and what say why, for a Problem.
+func (b *builder) serviceBackend(ns, name string, port servicePort, set backendSettings) (be *route.Backend, reason, what string) {
+	id := backendID{namespace: ns, service: name, port: port.String(), settings: set.id}
 	svc := b.services[types.NamespacedName{Namespace: ns, Name: name}]
 	switch {
 	case svc == nil:
-		return b.unavailable(id, "service not found"),
+		return b.unavailable(id, set, "service not found"),
 			ReasonServiceNotFound, fmt.Sprintf("service %s not found in namespace %s", quoteShort(name), quoteShort(ns))
 	case svc.Spec.Type == corev1.ServiceTypeExternalName:
-		return b.unavailable(id, "ExternalName services are not supported yet"),
+		return b.unavailable(id, set, "ExternalName services are not supported yet"),
 			ReasonUnsupportedBackend, fmt.Sprintf("service %s in namespace %s is of type ExternalName, which is not supported yet", quoteShort(name), quoteShort(ns))
-	case port == "":
-		return b.unavailable(id, "no port"),
+	case id.port == "":
+		return b.unavailable(id, set, "no port"),
 			ReasonPortNotFound, fmt.Sprintf("the backend names no port of service %s", quoteShort(name))
 	}
-	sp := findServicePort(svc, sbp)
+	sp := findServicePort(svc, port)
 	if sp == nil {
-		what := fmt.Sprintf("service %s in namespace %s has no port %s", quoteShort(name), quoteShort(ns), port)
-		if sbp.Number == 0 {
-			what = fmt.Sprintf("service %s in namespace %s has no port named %s", quoteShort(name), quoteShort(ns), quoteShort(port))
+		what := fmt.Sprintf("service %s in namespace %s has no port %s", quoteShort(name), quoteShort(ns), id.port)
+		if port.number == 0 {
+			what = fmt.Sprintf("service %s in namespace %s has no port named %s", quoteShort(name), quoteShort(ns), quoteShort(id.port))
 		}
-		return b.unavailable(id, "port not found"), ReasonPortNotFound, what
+		return b.unavailable(id, set, "port not found"), ReasonPortNotFound, what
 	}
 	if be := b.backends[id]; be != nil {
 		return be, "", ""
 	}
-	be = newBackend(id)
+	be = newBackend(id, set)
 	be.Endpoints = b.endpoints(ns, name, sp.Name)
 	b.backends[id] = be
 	return be, "", ""
 }
 
-// unavailable returns the shared backend for id that answers 503 because
-// of why.
-func (b *builder) unavailable(id backendID, why string) *route.Backend {
+// unavailableBackend returns the backend, shared within namespace ns, for
+// what a front end cannot resolve to a Service port: what names it in its
+// Key ("ns/what"), and why says why it answers 503. It has the default
+// settings.
+func (b *builder) unavailableBackend(ns, what, why string) *route.Backend {
+	return b.unavailable(backendID{namespace: ns, other: what}, backendSettings{}, why)
+}
+
+// unavailable returns the shared backend for id, with settings set, that
+// answers 503 because of why.
+func (b *builder) unavailable(id backendID, set backendSettings, why string) *route.Backend {
 	if be := b.backends[id]; be != nil {
 		return be
 	}
-	be := newBackend(id)
+	be := newBackend(id, set)
 	be.Unavailable = why
 	b.backends[id] = be
 	return be
 }
 
-// newBackend returns a backend without endpoints for id. Its Key is
-// "namespace/service:port", with "|balancer" when the Ingress chose a
-// policy, "|protocol" when it chose one, and "|name=value" for each other
-// setting it changed from the default ("|retries=3", "|read-timeout=2m0s"),
-// so that Ingresses with different settings for one Service port get
-// backends of their own.
-func newBackend(id backendID) *route.Backend {
-	key := id.namespace + "/" + id.service + ":" + id.port
+// newBackend returns a backend without endpoints for id, with settings
+// set. Its Key is "namespace/service:port" and the settings' id, so that
+// routes with different settings for one Service port get backends of
+// their own.
+func newBackend(id backendID, set backendSettings) *route.Backend {
+	be := set.fields
+	be.Key = id.namespace + "/" + id.service + ":" + id.port + id.settings
 	if id.other != "" {
-		key = id.namespace + "/" + id.other
+		be.Key = id.namespace + "/" + id.other + id.settings
 	}
-	if id.balancer != "" {
-		key += "|" + id.balancer
-	}
-	if id.protocol != "" {
-		key += "|" + string(id.protocol)
-	}
-	set := id.settings
-	if set.retries != 0 {
-		key += "|retries=" + strconv.Itoa(max(set.retries, 0))
-	}
-	for _, t := range []struct {
-		name string
-		d    route.Duration
-	}{{"connect-timeout", set.connectTimeout}, {"read-timeout", set.readTimeout}, {"idle-timeout", set.idleTimeout}} {
-		if t.d != 0 {
-			key += "|" + t.name + "=" + time.Duration(t.d).String()
-		}
-	}
-	if set.maxBodySize != 0 {
-		key += "|max-body-size=" + strconv.FormatInt(set.maxBodySize, 10)
-	}
-	return &route.Backend{
-		Key:            key,
-		Namespace:      id.namespace,
-		Service:        id.service,
-		Port:           id.port,
-		Balancer:       id.balancer,
-		Protocol:       id.protocol,
-		Endpoints:      []route.Endpoint{},
-		Retries:        set.retries,
-		ConnectTimeout: set.connectTimeout,
-		ReadTimeout:    set.readTimeout,
-		IdleTimeout:    set.idleTimeout,
-		MaxBodySize:    set.maxBodySize,
-	}
+	be.Namespace, be.Service, be.Port = id.namespace, id.service, id.port
+	be.Endpoints, be.Unavailable = []route.Endpoint{}, ""
+	return &be
 }
 
-// findServicePort finds the Service port an Ingress backend names, by number
-// (preferring TCP when a number is there for several protocols) or by name.
-func findServicePort(svc *corev1.Service, p networkingv1.ServiceBackendPort) *corev1.ServicePort {
+// findServicePort finds the Service port p names, by number (preferring
+// TCP when a number is there for several protocols) or by name.
+func findServicePort(svc *corev1.Service, p servicePort) *corev1.ServicePort {
 	var found *corev1.ServicePort
 	for i := range svc.Spec.Ports {
 		sp := &svc.Spec.Ports[i]
 		switch {
-		case p.Number != 0 && sp.Port == p.Number:
+		case p.number != 0 && sp.Port == p.number:
 			if sp.Protocol == "" || sp.Protocol == corev1.ProtocolTCP {
 				return sp
 			}
 			if found == nil {
 				found = sp
 			}
-		case p.Number == 0 && sp.Name == p.Name:
+		case p.number == 0 && sp.Name == p.name:
 			return sp
 		}
 	}

@@ -4,14 +4,11 @@ import (
 	"fmt"
 	"strings"
 
-	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	netutils "k8s.io/utils/net"
-
-	"github.com/postern-dev/postern/proxy/route"
 )
 
-// maxPathLength bounds an Ingress path. The API server sets no limit, but
+// maxPathLength bounds a route path. The API server sets no limit, but
 // no sane route is longer, and the proxy's request line limits are far
 // below it.
 const maxPathLength = 4096
@@ -25,10 +22,11 @@ var (
 	invalidPathSuffixes  = []string{"/..", "/."}
 )
 
-// normalizeHost returns the virtual host name for an Ingress rule's host:
-// lower case, without a trailing dot, "" for a rule without a host. When the
-// host cannot be served it returns a problem message instead, and the rule
-// is skipped; the checks are the API server's.
+// normalizeHost returns the virtual host name for a host an object names
+// (an Ingress rule's host, say): lower case, without a trailing dot, "" for
+// a rule without a host. When the host cannot be served it returns a
+// problem message instead, and the rule is skipped; the checks are the API
+// server's.
 func normalizeHost(raw string) (host, problem string) {
 	if raw == "" {
 		return "", ""
@@ -71,55 +69,6 @@ func asciiLower(s string) string {
 		}
 	}
 	return s
-}
-
-// routePath is an Ingress path translated to a route, or why it cannot be.
-type routePath struct {
-	pathType route.PathType // the route's type
-	path     string         // the route's path, Prefix paths normalised
-	declared string         // the Ingress's pathType, for messages
-	shown    string         // the path as messages show it
-	reason   string         // non-empty when the path is skipped
-	msg      string         // what is wrong, following the path's description
-}
-
-// normalizePath translates an Ingress path. A nil pathType is
-// ImplementationSpecific, which Postern serves as Prefix; an empty Prefix
-// path is "/". A path that is not absolute, or that an Exact or Prefix path
-// may not be on the API server, is refused; so is an ImplementationSpecific
-// one, since it is served as a Prefix path and could not match either.
-func normalizePath(pt *networkingv1.PathType, p string) routePath {
-	declared := networkingv1.PathTypeImplementationSpecific
-	if pt != nil {
-		declared = *pt
-	}
-	rp := routePath{declared: string(declared)}
-	switch declared {
-	case networkingv1.PathTypeExact:
-		rp.pathType = route.PathExact
-	case networkingv1.PathTypePrefix, networkingv1.PathTypeImplementationSpecific:
-		rp.pathType = route.PathPrefix
-		if p == "" {
-			p = "/"
-		}
-	default:
-		rp.declared = "pathType " + quoteShort(string(declared))
-		rp.shown = shortPath(p)
-		rp.reason = ReasonUnsupportedPathType
-		rp.msg = "is not supported (want Exact, Prefix or ImplementationSpecific); the path is skipped"
-		return rp
-	}
-	rp.shown = shortPath(p)
-	if msg := pathProblem(p); msg != "" {
-		rp.reason = ReasonInvalidPath
-		rp.msg = msg + "; the path is skipped"
-		return rp
-	}
-	rp.path = p
-	if rp.pathType == route.PathPrefix {
-		rp.path = route.NormalizePrefix(p)
-	}
-	return rp
 }
 
 // pathProblem says what is wrong with a route path, or returns "".

@@ -5,7 +5,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/postern-dev/postern/proxy/route"
@@ -74,14 +73,14 @@ func backendsOf(t *route.Table, services map[types.NamespacedName]bool) []*route
 	return out
 }
 
-// backendPort turns Backend.Port back into the Ingress's port reference:
-// Service port names always hold a letter (IANA_SVC_NAME), so digits are a
-// number.
-func backendPort(p string) networkingv1.ServiceBackendPort {
+// backendPort turns Backend.Port back into the port reference it was
+// made from: Service port names always hold a letter (IANA_SVC_NAME), so
+// digits are a number.
+func backendPort(p string) servicePort {
 	if n, err := strconv.Atoi(p); err == nil {
-		return networkingv1.ServiceBackendPort{Number: int32(n)} //nolint:gosec // Build wrote it from an int32
+		return servicePort{number: int32(n)} //nolint:gosec // Build wrote it from an int32
 	}
-	return networkingv1.ServiceBackendPort{Name: p}
+	return servicePort{name: p}
 }
 
 // sliceService returns the Service an EndpointSlice belongs to, by its

@@ -8,16 +8,29 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/postern-dev/postern/proxy/route"
 	posterntls "github.com/postern-dev/postern/tls"
 )
 
+// tlsSettings are how a front end wants the hosts of its TLS claims
+// served. The zero value serves the certificate named in the claim, without
+// a redirect or HSTS.
+type tlsSettings struct {
+	// host holds the settings in the route.TLSHost fields of their names
+	// (Redirect, HSTS). Host, Certificate, ACME and Source are the
+	// builder's: it overwrites them.
+	host route.TLSHost
+	// acme asks for certificates from the ACME issuer instead of from the
+	// claim's Secret.
+	acme bool
+}
+
 // tlsClaim is the HTTPS configuration of one host and who declared it.
 type tlsClaim struct {
 	host   *route.TLSHost
+	src    source
 	secret string // "namespace/name", "" for the default certificate or ACME
 }
 
@@ -28,76 +41,55 @@ type certResult struct {
 	msg    string
 }
 
-// addTLS records the spec.tls of ing. Each host gets the certificate of the
-// entry's Secret (same namespace: a Secret of another namespace cannot be
-// named), the default certificate when the entry names no Secret or the
-// Secret cannot be served (a Problem says why), or the ACME issuer's
-// certificate when ing asks for ACME. An entry without hosts covers the
-// hosts of ing's rules. When two Ingresses configure the same host
-// differently, the older one keeps it.
-func (b *builder) addTLS(ing *networkingv1.Ingress, cfg ingressConfig) {
-	for i := range ing.Spec.TLS {
-		entry := &ing.Spec.TLS[i]
-		hosts := entry.Hosts
-		if len(hosts) == 0 {
-			for _, r := range ing.Spec.Rules {
-				if r.Host != "" {
-					hosts = append(hosts, r.Host)
-				}
-			}
+// claimTLS claims HTTPS for hosts (normalised, none empty) in the name of
+// src, with settings set. They get the certificate of Secret secret in
+// src's namespace, the default certificate when secret is "" or the Secret
+// cannot be served (a Problem says why), or the ACME issuer's when set asks
+// for it (ACME does not issue wildcards: those get the default). A host
+// that an earlier claim configured differently stays with it, and src gets
+// a Problem.
+func (b *builder) claimTLS(src source, hosts []string, secret string, set tlsSettings) {
+	cert, ref, acme := b.tlsCertificate(src, secret, set.acme)
+	for _, host := range hosts {
+		hostACME := acme
+		if hostACME && host[0] == '*' {
+			b.problem(src, ReasonACMEUnavailable, fmt.Sprintf("ACME cannot issue a certificate for the wildcard host %s (it needs a DNS-01 challenge); the host is served the default certificate", host))
+			hostACME = false
 		}
-		acme := cfg.acme
-		var (
-			cert   *route.Certificate
-			secret string
-		)
-		switch {
-		case acme && !b.opts.ACME:
-			b.problem(ing, ReasonACMEUnavailable, "the Ingress asks for ACME certificates but no ACME issuer is configured (--acme-directory is empty); its TLS hosts are served the default certificate")
-			acme = false
-		case acme:
-		case entry.SecretName != "":
-			secret = ing.Namespace + "/" + entry.SecretName
-			res := b.certificate(ing.Namespace, entry.SecretName)
-			if res.reason != "" {
-				b.problem(ing, res.reason, res.msg+"; its hosts are served the default certificate")
-			}
-			cert = res.cert
-		}
-		for _, raw := range hosts {
-			host, msg := normalizeHost(raw)
-			if msg != "" {
-				b.problem(ing, ReasonInvalidHost, "spec.tls: "+strings.Replace(msg, "its rule is skipped", "it gets no TLS configuration", 1))
-				continue
-			}
-			if host == "" {
-				continue
-			}
-			hostACME := acme
-			if hostACME && host[0] == '*' {
-				b.problem(ing, ReasonACMEUnavailable, fmt.Sprintf("ACME cannot issue a certificate for the wildcard host %s (it needs a DNS-01 challenge); the host is served the default certificate", host))
-				hostACME = false
-			}
-			b.claimTLS(ing, &route.TLSHost{
-				Host:        host,
-				Certificate: cert,
-				ACME:        hostACME,
-				Redirect:    !cfg.noSSLRedirect,
-				HSTS:        cfg.hsts,
-				Source:      sourceOf(ing),
-			}, secret)
-		}
+		th := set.host
+		th.Host, th.Certificate, th.ACME, th.Source = host, cert, hostACME, src.route()
+		b.claimTLSHost(src, &th, ref)
 	}
 }
 
-// claimTLS gives th.Host to ing unless an older Ingress configured it.
-func (b *builder) claimTLS(ing *networkingv1.Ingress, th *route.TLSHost, secret string) {
+// tlsCertificate returns what the hosts of a TLS claim of src are served:
+// the certificate of Secret secret in src's namespace (ref names it), the
+// ACME issuer's when acme and an issuer is configured, or else the default
+// certificate (nil).
+func (b *builder) tlsCertificate(src source, secret string, acme bool) (cert *route.Certificate, ref string, useACME bool) {
+	switch {
+	case acme && !b.opts.ACME:
+		b.problem(src, ReasonACMEUnavailable, fmt.Sprintf("the %s asks for ACME certificates but no ACME issuer is configured (--acme-directory is empty); its TLS hosts are served the default certificate", src.kind))
+	case acme:
+		return nil, "", true
+	case secret != "":
+		res := b.certificate(src.namespace, secret)
+		if res.reason != "" {
+			b.problem(src, res.reason, res.msg+"; its hosts are served the default certificate")
+		}
+		return res.cert, src.namespace + "/" + secret, false
+	}
+	return nil, "", false
+}
+
+// claimTLSHost gives th.Host to src unless an earlier claim configured it.
+func (b *builder) claimTLSHost(src source, th *route.TLSHost, secret string) {
 	prev := b.tls[th.Host]
 	if prev == nil {
-		b.tls[th.Host] = &tlsClaim{host: th, secret: secret}
+		b.tls[th.Host] = &tlsClaim{host: th, src: src, secret: secret}
 		return
 	}
-	if prev.host.Source == th.Source || (prev.secret == secret && prev.host.ACME == th.ACME) {
+	if prev.src == src || (prev.secret == secret && prev.host.ACME == th.ACME) {
 		return // the same certificate for the host: nothing to resolve
 	}
 	what := "the default certificate"
@@ -107,7 +99,7 @@ func (b *builder) claimTLS(ing *networkingv1.Ingress, th *route.TLSHost, secret 
 	case prev.secret != "":
 		what = "Secret " + prev.secret
 	}
-	b.problem(ing, ReasonConflict, fmt.Sprintf("TLS for host %s is already configured by Ingress %s with %s; this Ingress's TLS for it is ignored", th.Host, prev.host.Source, what))
+	b.problem(src, ReasonConflict, fmt.Sprintf("TLS for host %s is already configured by %s with %s; this %s's TLS for it is ignored", th.Host, prev.src, what, src.kind))
 }
 
 // certificate returns the checked certificate of Secret ns/name, parsed once
@@ -122,6 +114,7 @@ func (b *builder) certificate(ns, name string) certResult {
 	return r
 }
 
+// parseSecret checks the TLS Secret key and parses its certificate.
 func (b *builder) parseSecret(key types.NamespacedName) certResult {
 	s := b.secrets[key]
 	if s == nil {

@@ -5,4 +5,19 @@
 // produces a Snapshot value; Build, a pure function, translates it into a
 // *route.Table and a list of Problems; the caller swaps the table into the
 // proxy and reports each Problem as an Event, a log line and a metric.
+//
+// Build is front ends feeding one table builder. A front end reads one API
+// and knows its shape: the Ingress front end (ingress.go, ingress_class.go)
+// picks the Ingresses of our class, orders them oldest first, reads their
+// postern.dev annotations through a table of rows (annotations.go: one row
+// a feature, its key, parse and what it sets) and turns rules, paths,
+// default backends and spec.tls into claims. The table builder (build*.go)
+// knows no front end's types: a claim names its object by a source (kind,
+// namespace, name), and the builder owns what every front end shares. It
+// settles route, default-route and TLS-host claims (first come, first
+// served, so the oldest object wins; the loser gets a Problem), resolves
+// backends from Services and EndpointSlices (shared by the routes with the
+// same Service port and settings), resolves certificates from Secrets,
+// collects the Problems and assembles the table. A Gateway API front end
+// (HTTPRoute) is meant to be another caller of the same builder.
 package controller

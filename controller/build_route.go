@@ -1,0 +1,90 @@
+package controller
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/postern-dev/postern/proxy/route"
+)
+
+// hostRoutes collects the routes of one virtual host and who claimed each.
+type hostRoutes struct {
+	routes []*route.Route
+	owner  map[routeKey]source
+}
+
+// routeKey is what two routes of one host must not share.
+type routeKey struct {
+	pathType route.PathType
+	path     string
+}
+
+// routeClaim is a front end's request for one route: the requests for host
+// whose path matches path by pathType go to the claim's backend.
+type routeClaim struct {
+	// src is the object that claims the route.
+	src source
+	// host is the normalised host (see normalizeHost); "" is every host.
+	host string
+	// pathType and path are the route's match, path normalised.
+	pathType route.PathType
+	path     string
+	// shownPath and declaredType are the path and its type as the object
+	// wrote them, for messages (shortPath, "ImplementationSpecific").
+	shownPath, declaredType string
+}
+
+// claimRoute gives the route of c to c.src, unless an earlier claim holds
+// the same host, path type and path: then c.src gets a Problem and nothing
+// changes. Only a claim that is won calls backend, for the route's backend,
+// so that a lost route raises no Problems about its backend.
+func (b *builder) claimRoute(c routeClaim, backend func() *route.Backend) {
+	hr := b.hosts[c.host]
+	if hr == nil {
+		hr = &hostRoutes{owner: make(map[routeKey]source)}
+		b.hosts[c.host] = hr
+	}
+	key := routeKey{c.pathType, c.path}
+	if owner, taken := hr.owner[key]; taken {
+		shownType := c.declaredType
+		if string(c.pathType) != shownType {
+			shownType += ", matched as " + string(c.pathType)
+		}
+		desc := describeRoute(c.host, c.shownPath, shownType)
+		if owner == c.src {
+			b.problem(c.src, ReasonConflict, fmt.Sprintf("%s appears more than once in this %s; the first one is served", desc, c.src.kind))
+		} else {
+			b.problem(c.src, ReasonConflict, fmt.Sprintf("%s is already served by %s; it is not served from this %s", desc, owner, c.src.kind))
+		}
+		return
+	}
+	hr.owner[key] = c.src
+	be := backend()
+	hr.routes = append(hr.routes, &route.Route{PathType: c.pathType, Path: c.path, Backend: be, Source: c.src.route()})
+}
+
+// claimDefault makes the table's default route, which serves what no route
+// matches, src's, unless an earlier claim has it: then src gets a Problem.
+// Only a claim that is won calls backend, for the route's backend.
+func (b *builder) claimDefault(src source, backend func() *route.Backend) {
+	if b.def != nil {
+		b.problem(src, ReasonConflict, fmt.Sprintf("the default backend is already set by %s; this %s's default backend is ignored", b.defOwner, src.kind))
+		return
+	}
+	b.defOwner = src
+	b.def = &route.Route{Backend: backend(), Source: src.route()}
+}
+
+// table assembles the routing table from the routes claimed.
+func (b *builder) table() *route.Table {
+	names := make([]string, 0, len(b.hosts))
+	for h := range b.hosts {
+		names = append(names, h)
+	}
+	slices.Sort(names)
+	vhosts := make([]*route.VirtualHost, 0, len(names))
+	for _, h := range names {
+		vhosts = append(vhosts, route.NewVirtualHost(h, b.hosts[h].routes))
+	}
+	return route.NewTable(vhosts, b.def)
+}
