@@ -137,21 +137,3 @@ func parallelBench(b *testing.B, addr string, observed bool) {
 		}
 	})
 }
-
-// BenchmarkFraming measures the framing parser on a keep-alive stream of
-// typical requests: the cost the guard adds to every byte read.
-func BenchmarkFraming(b *testing.B) {
-	reqs := []byte(crlf("GET /api/v1/users?id=42 HTTP/1.1\nHost: app.example.com\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64)\n" +
-		"Accept: text/html,application/xhtml+xml\nAccept-Language: en-US,en;q=0.5\nAccept-Encoding: gzip, deflate, br\n" +
-		"Cookie: session=" + strings.Repeat("abcdef0123", 20) + "\n\n" +
-		"POST /upload HTTP/1.1\nHost: app.example.com\nContent-Type: application/json\nContent-Length: 64\n\n" +
-		strings.Repeat("x", 64)))
-	var f framing
-	b.SetBytes(int64(len(reqs)))
-	b.ReportAllocs()
-	for b.Loop() {
-		f.feed(reqs)
-		f.next()
-		f.next()
-	}
-}

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+
+	"github.com/postern-dev/postern/proxy/internal/h1"
 )
 
 // conn is the net.Conn the Server hands to net/http: it feeds every byte
@@ -23,7 +25,7 @@ type conn struct {
 	onClose func(*conn)
 
 	mu        sync.Mutex // guards f: Read feeds it, the handler takes verdicts
-	f         framing
+	f         h1.Framing
 	closeOnce sync.Once
 }
 
@@ -43,7 +45,7 @@ func (c *conn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 && !c.hijacked.Load() {
 		c.mu.Lock()
-		c.f.feed(p[:n])
+		c.f.Feed(p[:n])
 		c.mu.Unlock()
 	}
 	return n, err
@@ -75,12 +77,12 @@ func (c *conn) CloseWrite() error {
 // it keeps open, so the oldest verdict is the request's own; the request
 // line is checked anyway, and any doubt (no verdict, a verdict for
 // another request line) counts as bad.
-func (c *conn) framingOK(r *http.Request) (verdict, uint64, bool) {
+func (c *conn) framingOK(r *http.Request) (h1.Verdict, uint64, bool) {
 	c.mu.Lock()
-	v, ok := c.f.next()
-	seq := c.f.taken
+	v, ok := c.f.Next()
+	seq := c.f.Taken()
 	c.mu.Unlock()
-	return v, seq, ok && !v.bad && v.line == requestLineHash(r.Method, r.RequestURI)
+	return v, seq, ok && !v.Bad && v.Line == h1.RequestLineHash(r.Method, r.RequestURI)
 }
 
 // bodyBroken reports whether the parser found the body of the seq-th
@@ -88,7 +90,7 @@ func (c *conn) framingOK(r *http.Request) (verdict, uint64, bool) {
 func (c *conn) bodyBroken(seq uint64) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.f.bodyBroken(seq)
+	return c.f.BodyBroken(seq)
 }
 
 type connKey struct{}
@@ -141,7 +143,7 @@ func (g guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			v, seq, ok := c.framingOK(r)
 			reason := "ambiguous request framing"
 			if ok && r.URL.Host != "" && r.Method != http.MethodConnect &&
-				(v.hostState == hostLong || (v.hostState == hostSeen && v.host != hostHash(r.URL.Host))) {
+				(v.HostState == h1.HostLong || (v.HostState == h1.HostSeen && v.Host != h1.HostHash(r.URL.Host))) {
 				ok, reason = false, "absolute-form authority differs from Host"
 			}
 			if !ok {

@@ -10,8 +10,8 @@
 //
 // Server (server.go) owns the listener side: net/http's server with the
 // timeouts and limits of an edge proxy, graceful shutdown that also ends
-// hijacked (WebSocket) connections, and the framing guard (conn.go,
-// framing.go). Go's server hides request-smuggling evidence from handlers
+// hijacked (WebSocket) connections, and the framing guard (conn.go, on
+// the parser in internal/h1). Go's server hides request-smuggling evidence from handlers
 // (it drops a Content-Length sent with chunked Transfer-Encoding), so every
 // connection is read through a parser that follows HTTP/1.1 framing and
 // judges each request; a request with ambiguous framing gets 400 and a

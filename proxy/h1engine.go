@@ -18,6 +18,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/postern-dev/postern/proxy/internal/h1"
 	"github.com/postern-dev/postern/proxy/route"
 )
 
@@ -29,7 +30,7 @@ import (
 // CPU it costs through net/http and httputil.ReverseProxy (BENCHMARKS.md).
 //
 // It takes a request only when it can serve it exactly as the Handler
-// would: a head parseH1Head accepts (strict HTTP/1.1, origin-form, no
+// would: a head h1.ParseHead accepts (strict HTTP/1.1, origin-form, no
 // Upgrade, Expect or hop-by-hop options), a route to a plain-HTTP backend
 // without a body size limit, a Host not redirected to HTTPS or answering
 // an ACME challenge, on TLS a Host the connection's certificate covers, an
@@ -91,7 +92,7 @@ var errHandoff = errors.New("request handed to net/http")
 // h1Exchange is one request the engine serves, with what the metrics and
 // the access log record of it.
 type h1Exchange struct {
-	head *h1Head
+	head *h1.Head
 	// method, host and path are the head's, copied: a request body read
 	// into the client buffer may overwrite the head (path only when an
 	// access log wants it).
@@ -101,7 +102,7 @@ type h1Exchange struct {
 	headStale          bool   // the client buffer was read while waiting: head's slices are not valid
 	bodyCut            bool   // the endpoint answered before taking the whole body: both connections end
 	hsts               string // the Strict-Transport-Security value of a TLS host, or ""
-	resp               *h1Resp
+	resp               *h1.Resp
 	start              time.Time
 	id                 string
 	route              *route.Route
@@ -124,18 +125,18 @@ type h1Forward struct {
 }
 
 // trustedForward reads the forwarding fields of a trusted proxy's request.
-func trustedForward(t *TrustedProxies, head *h1Head, peer netip.Addr, client string) *h1Forward {
+func trustedForward(t *TrustedProxies, head *h1.Head, peer netip.Addr, client string) *h1Forward {
 	f := &h1Forward{}
 	var sent http.Header
-	for _, fl := range head.fields {
+	for _, fl := range head.Fields {
 		switch {
-		case asciiEqualFold(fl.name, "x-forwarded-for"):
-			sent = addField(sent, "X-Forwarded-For", fl.value)
-		case asciiEqualFold(fl.name, "x-real-ip"):
-			sent = addField(sent, "X-Real-Ip", fl.value)
-		case asciiEqualFold(fl.name, "x-forwarded-host"):
+		case h1.EqualFold(fl.Name, "x-forwarded-for"):
+			sent = addField(sent, "X-Forwarded-For", fl.Value)
+		case h1.EqualFold(fl.Name, "x-real-ip"):
+			sent = addField(sent, "X-Real-Ip", fl.Value)
+		case h1.EqualFold(fl.Name, "x-forwarded-host"):
 			f.host = true
-		case asciiEqualFold(fl.name, "x-forwarded-proto"):
+		case h1.EqualFold(fl.Name, "x-forwarded-proto"):
 			f.proto = true
 		}
 	}
@@ -186,8 +187,8 @@ func (e *h1Engine) serve(cc *h1ClientConn) {
 		}
 	}
 	remote := c.RemoteAddr().String()
-	var head h1Head
-	var resp h1Resp
+	var head h1.Head
+	var resp h1.Resp
 	first := true
 	for {
 		wait := e.idleTimeout
@@ -214,11 +215,11 @@ func (e *h1Engine) serve(cc *h1ClientConn) {
 			c.Close()
 			return
 		}
-		if !parseH1Head(raw, &head) {
+		if !h1.ParseHead(raw, &head) {
 			e.handOff(cc, br, bw)
 			return
 		}
-		if head.chunked || head.contentLength > 0 {
+		if head.Chunked || head.ContentLength > 0 {
 			// Bodies have no read timeout (uploads may be long). A
 			// body-less request leaves the deadline be: the next read
 			// of the connection is the next head, which sets its own.
@@ -273,7 +274,7 @@ func (e *h1Engine) handOff(cc *h1ClientConn, br *bufio.Reader, bw *bufio.Writer)
 // request to net/http.
 func (e *h1Engine) take(cc *h1ClientConn, x *h1Exchange) bool {
 	head := x.head
-	path := head.target
+	path := head.Target
 	for i, c := range path {
 		if c == '?' {
 			path = path[:i]
@@ -283,7 +284,7 @@ func (e *h1Engine) take(cc *h1ClientConn, x *h1Exchange) bool {
 			return false // Lookup wants the decoded path: net/http decodes it
 		}
 	}
-	host := string(head.host)
+	host := string(head.Host)
 	t := e.h.table.Load()
 	th := t.TLSHost(host)
 	switch {
@@ -302,7 +303,7 @@ func (e *h1Engine) take(cc *h1ClientConn, x *h1Exchange) bool {
 	if be.Protocol != "" && be.Protocol != route.ProtocolHTTP {
 		return false
 	}
-	if be.MaxBodySize > 0 && (head.chunked || head.contentLength > 0) {
+	if be.MaxBodySize > 0 && (head.Chunked || head.ContentLength > 0) {
 		return false // the Handler's 413 and counted body
 	}
 	ep := e.h.balancers.Pick(be, nil)
@@ -311,7 +312,7 @@ func (e *h1Engine) take(cc *h1ClientConn, x *h1Exchange) bool {
 	}
 	x.route, x.ep = rt, ep
 	x.id = h1RequestID(head)
-	x.method = methodString(head.method)
+	x.method = methodString(head.Method)
 	x.methodIdx = methodIndex(x.method)
 	x.host = host
 	if e.h.accessLog != nil {
@@ -333,12 +334,12 @@ func methodString(method []byte) string {
 
 // h1RequestID returns the request's ID: the client's when it sent exactly
 // one valid X-Request-ID, a new one otherwise.
-func h1RequestID(head *h1Head) string {
+func h1RequestID(head *h1.Head) string {
 	var found []byte
 	n := 0
-	for _, f := range head.fields {
-		if asciiEqualFold(f.name, "x-request-id") {
-			found = f.value
+	for _, f := range head.Fields {
+		if h1.EqualFold(f.Name, "x-request-id") {
+			found = f.Value
 			n++
 		}
 	}
@@ -418,13 +419,13 @@ func (e *h1Engine) proxy(cc *h1ClientConn, br *bufio.Reader, bw *bufio.Writer, n
 		}
 		// The rest of a body that was not sent is not read: the
 		// connection ends after the answer.
-		bodyLeft := (head.chunked || head.contentLength > 0) && !fail.sentBody
+		bodyLeft := (head.Chunked || head.ContentLength > 0) && !fail.sentBody
 		if !x.headDone && !bodyLeft {
 			_, _ = br.Discard(n)
 			x.headDone = true
 		}
 		x.code = code
-		keep = !bodyLeft && !fail.sentBody && !head.closeConn
+		keep = !bodyLeft && !fail.sentBody && !head.CloseConn
 		e.writeError(bw, x, code, keep)
 		return keep
 	}
@@ -440,17 +441,17 @@ func (e *h1Engine) retryable(x *h1Exchange, f *h1Failure) bool {
 	if !ok {
 		return false
 	}
-	hasBody := x.head.chunked || x.head.contentLength > 0
+	hasBody := x.head.Chunked || x.head.ContentLength > 0
 	return dial || hasBody || h1Idempotent(x.head)
 }
 
 // h1Idempotent is idempotent for a request the engine serves.
-func h1Idempotent(head *h1Head) bool {
-	if idempotentMethod(methodString(head.method)) {
+func h1Idempotent(head *h1.Head) bool {
+	if idempotentMethod(methodString(head.Method)) {
 		return true
 	}
-	for _, f := range head.fields {
-		if asciiEqualFold(f.name, "idempotency-key") {
+	for _, f := range head.Fields {
+		if h1.EqualFold(f.Name, "idempotency-key") {
 			return true
 		}
 	}
@@ -461,7 +462,7 @@ func h1Idempotent(head *h1Head) bool {
 // it leaves parsed in x.resp and buffered in the returned connection.
 func (e *h1Engine) attempt(cc *h1ClientConn, br *bufio.Reader, n int, x *h1Exchange, pools *endpointPools, client string) (*h1UpConn, *h1Failure) {
 	head, be := x.head, x.route.Backend
-	bodyless := !head.chunked && head.contentLength <= 0
+	bodyless := !head.Chunked && head.ContentLength <= 0
 	// The attempt's time, for upstream_response_seconds and the access
 	// log, runs from before the dial, as the Transport's does.
 	start := time.Now()
@@ -493,10 +494,10 @@ func (e *h1Engine) attempt(cc *h1ClientConn, br *bufio.Reader, n int, x *h1Excha
 		// request for ever: each write gets the response timeout.
 		up.writeIdle = e.h.transport.readTimeout(be)
 		var err error
-		if head.chunked {
-			x.bytesIn, err = h1CopyChunked(up.bw, br)
+		if head.Chunked {
+			x.bytesIn, err = h1.CopyChunked(up.bw, br)
 		} else {
-			x.bytesIn, err = io.CopyN(up.bw, br, head.contentLength)
+			x.bytesIn, err = io.CopyN(up.bw, br, head.ContentLength)
 		}
 		if err == nil {
 			err = up.bw.Flush()
@@ -640,7 +641,7 @@ func (e *h1Engine) nextResponseHead(up *h1UpConn, x *h1Exchange) error {
 		}
 		return err
 	}
-	if !parseH1Resp(raw, x.method == http.MethodHead, x.resp) {
+	if !h1.ParseResp(raw, x.method == http.MethodHead, x.resp) {
 		return errResponseHead
 	}
 	up.head = len(raw)
@@ -657,7 +658,7 @@ var errResponseHead = errors.New("malformed or oversized response head from the 
 func (e *h1Engine) relay(cc *h1ClientConn, br *bufio.Reader, bw *bufio.Writer, x *h1Exchange, pools *endpointPools, up *h1UpConn) (keep bool) {
 	be := x.route.Backend
 	resp := x.resp
-	for resp.status < 200 {
+	for resp.Status < 200 {
 		// An interim response (103 Early Hints, an unasked-for 100):
 		// passed on as it is, then the next head.
 		e.writeResponseHead(bw, x, true)
@@ -675,11 +676,11 @@ func (e *h1Engine) relay(cc *h1ClientConn, br *bufio.Reader, bw *bufio.Writer, x
 			return false
 		}
 	}
-	x.code = resp.status
+	x.code = resp.Status
 	// A server shutting down says so on the response, as net/http does.
-	keep = !x.head.closeConn && resp.body != h1BodyClose && !e.closing.Load() && !x.bodyCut
+	keep = !x.head.CloseConn && resp.Body != h1.BodyClose && !e.closing.Load() && !x.bodyCut
 	if x.bodyCut {
-		resp.closeConn = true // the endpoint's side is broken too
+		resp.CloseConn = true // the endpoint's side is broken too
 	}
 	e.writeResponseHead(bw, x, keep)
 	_, _ = up.br.Discard(up.head)
@@ -688,8 +689,8 @@ func (e *h1Engine) relay(cc *h1ClientConn, br *bufio.Reader, bw *bufio.Writer, x
 	switch {
 	case idle > 0:
 		up.readIdle = idle
-	case resp.body == h1BodyChunked || resp.body == h1BodyClose ||
-		resp.body == h1BodyLength && int64(up.br.Buffered()) < resp.contentLength:
+	case resp.Body == h1.BodyChunked || resp.Body == h1.BodyClose ||
+		resp.Body == h1.BodyLength && int64(up.br.Buffered()) < resp.ContentLength:
 		// More is read: the response header deadline no longer applies.
 		// (A body that is all buffered already needs no read, and the
 		// next use of the connection sets a deadline of its own.)
@@ -697,14 +698,14 @@ func (e *h1Engine) relay(cc *h1ClientConn, br *bufio.Reader, bw *bufio.Writer, x
 	}
 	var err error
 	var n int64
-	switch resp.body {
-	case h1BodyLength:
-		n, err = copyBody(bw, up, resp.contentLength)
-	case h1BodyChunked:
-		n, err = h1CopyChunked(bw, up.br)
-	case h1BodyClose:
+	switch resp.Body {
+	case h1.BodyLength:
+		n, err = copyBody(bw, up, resp.ContentLength)
+	case h1.BodyChunked:
+		n, err = h1.CopyChunked(bw, up.br)
+	case h1.BodyClose:
 		n, err = copyBody(bw, up, -1)
-		resp.closeConn = true
+		resp.CloseConn = true
 	}
 	x.bytesOut = n
 	up.readIdle = 0
@@ -720,7 +721,7 @@ func (e *h1Engine) relay(cc *h1ClientConn, br *bufio.Reader, bw *bufio.Writer, x
 		}
 		return false
 	}
-	if resp.closeConn || pools.removed.Load() {
+	if resp.CloseConn || pools.removed.Load() {
 		up.c.Close()
 	} else {
 		pools.h1Put(up)
@@ -742,7 +743,7 @@ func copyBody(bw *bufio.Writer, up *h1UpConn, n int64) (int64, error) {
 				if n < 0 && errors.Is(err, io.EOF) {
 					return done, nil
 				}
-				return done, noEOF(err)
+				return done, h1.NoEOF(err)
 			}
 		}
 		chunk := up.br.Buffered()
@@ -795,21 +796,21 @@ func (e *h1Engine) record(x *h1Exchange, remote string) {
 func (e *h1Engine) writeRequestHead(bw *bufio.Writer, x *h1Exchange, client string, secure bool) {
 	head := x.head
 	w := out{bw}
-	w.bytes(head.method)
+	w.bytes(head.Method)
 	w.str(" ")
-	w.bytes(head.target)
+	w.bytes(head.Target)
 	w.str(" HTTP/1.1\r\n")
 	fwd := x.fwd
-	for _, f := range head.fields {
-		if hopByHop(f.name) || asciiEqualFold(f.name, "x-request-id") {
+	for _, f := range head.Fields {
+		if hopByHop(f.Name) || h1.EqualFold(f.Name, "x-request-id") {
 			continue
 		}
-		if isForwardedField(f.name) && (fwd == nil || !passedOn(f.name)) {
+		if isForwardedField(f.Name) && (fwd == nil || !passedOn(f.Name)) {
 			continue
 		}
 		w.field(f)
 	}
-	if head.chunked {
+	if head.Chunked {
 		w.str("Transfer-Encoding: chunked\r\n")
 	}
 	w.str("X-Request-Id: ")
@@ -821,7 +822,7 @@ func (e *h1Engine) writeRequestHead(bw *bufio.Writer, x *h1Exchange, client stri
 		w.str(fwd.realIP)
 		if !fwd.host {
 			w.str("\r\nX-Forwarded-Host: ")
-			w.bytes(head.host)
+			w.bytes(head.Host)
 		}
 		if !fwd.proto {
 			w.str("\r\nX-Forwarded-Proto: ")
@@ -837,7 +838,7 @@ func (e *h1Engine) writeRequestHead(bw *bufio.Writer, x *h1Exchange, client stri
 		w.str(client)
 	}
 	w.str("\r\nX-Forwarded-Host: ")
-	w.bytes(head.host)
+	w.bytes(head.Host)
 	w.str("\r\nX-Forwarded-Proto: ")
 	w.str(schemeOf(secure))
 	w.str("\r\n\r\n")
@@ -853,8 +854,8 @@ func schemeOf(secure bool) string {
 // passedOn reports the forwarding fields a trusted proxy's request keeps
 // as it sent them (X-Forwarded-For and X-Real-IP are written anew).
 func passedOn(name []byte) bool {
-	return asciiEqualFold(name, "x-forwarded-host") || asciiEqualFold(name, "x-forwarded-proto") ||
-		asciiEqualFold(name, "forwarded")
+	return h1.EqualFold(name, "x-forwarded-host") || h1.EqualFold(name, "x-forwarded-proto") ||
+		h1.EqualFold(name, "forwarded")
 }
 
 // writeResponseHead writes the status line and fields of x.resp to the
@@ -864,22 +865,22 @@ func (e *h1Engine) writeResponseHead(bw *bufio.Writer, x *h1Exchange, keep bool)
 	resp := x.resp
 	o := out{bw}
 	o.str("HTTP/1.1 ")
-	o.str(strconv.Itoa(resp.status))
+	o.str(strconv.Itoa(resp.Status))
 	o.str(" ")
-	o.bytes(resp.reason)
+	o.bytes(resp.Reason)
 	o.str("\r\n")
-	for _, f := range resp.fields {
-		if hopByHop(f.name) || asciiEqualFold(f.name, "x-request-id") {
+	for _, f := range resp.Fields {
+		if hopByHop(f.Name) || h1.EqualFold(f.Name, "x-request-id") {
 			// The Trailer announcement stays with a chunked body, whose
 			// trailer section is relayed as it is (net/http's
 			// ReverseProxy announces the trailers it passes on too).
-			if resp.body != h1BodyChunked || !asciiEqualFold(f.name, "trailer") {
+			if resp.Body != h1.BodyChunked || !h1.EqualFold(f.Name, "trailer") {
 				continue
 			}
 		}
 		o.field(f)
 	}
-	if resp.status >= 200 {
+	if resp.Status >= 200 {
 		o.str("X-Request-Id: ")
 		o.str(x.id)
 		o.str("\r\n")
@@ -889,7 +890,7 @@ func (e *h1Engine) writeResponseHead(bw *bufio.Writer, x *h1Exchange, keep bool)
 			o.str("\r\n")
 		}
 		switch {
-		case resp.body == h1BodyChunked:
+		case resp.Body == h1.BodyChunked:
 			o.str("Transfer-Encoding: chunked\r\n")
 		case !keep:
 			o.str("Connection: close\r\n")
@@ -931,10 +932,10 @@ type out struct{ w *bufio.Writer }
 
 func (o out) str(s string)   { _, _ = o.w.WriteString(s) }
 func (o out) bytes(b []byte) { _, _ = o.w.Write(b) }
-func (o out) field(f h1Field) {
-	o.bytes(f.name)
+func (o out) field(f h1.Field) {
+	o.bytes(f.Name)
 	o.str(": ")
-	o.bytes(f.value)
+	o.bytes(f.Value)
 	o.str("\r\n")
 }
 
@@ -943,7 +944,7 @@ func (o out) field(f h1Field) {
 func peekHead(br *bufio.Reader, limit int) ([]byte, error) {
 	for {
 		buf, _ := br.Peek(br.Buffered())
-		if end := h1HeadEnd(buf); end >= 0 {
+		if end := h1.HeadEnd(buf); end >= 0 {
 			return buf[:end], nil
 		}
 		if len(buf) >= limit || len(buf) == br.Size() {
@@ -963,19 +964,19 @@ func peekHead(br *bufio.Reader, limit int) ([]byte, error) {
 func hopByHop(name []byte) bool {
 	switch len(name) {
 	case 2:
-		return asciiEqualFold(name, "te")
+		return h1.EqualFold(name, "te")
 	case 7:
-		return asciiEqualFold(name, "upgrade") || asciiEqualFold(name, "trailer")
+		return h1.EqualFold(name, "upgrade") || h1.EqualFold(name, "trailer")
 	case 10:
-		return asciiEqualFold(name, "connection") || asciiEqualFold(name, "keep-alive")
+		return h1.EqualFold(name, "connection") || h1.EqualFold(name, "keep-alive")
 	case 16:
-		return asciiEqualFold(name, "proxy-connection")
+		return h1.EqualFold(name, "proxy-connection")
 	case 17:
-		return asciiEqualFold(name, "transfer-encoding")
+		return h1.EqualFold(name, "transfer-encoding")
 	case 18:
-		return asciiEqualFold(name, "proxy-authenticate")
+		return h1.EqualFold(name, "proxy-authenticate")
 	case 19:
-		return asciiEqualFold(name, "proxy-authorization")
+		return h1.EqualFold(name, "proxy-authorization")
 	}
 	return false
 }
@@ -984,9 +985,9 @@ func hopByHop(name []byte) bool {
 // a client's own are dropped, a trusted proxy's are passed on (passedOn)
 // or written anew (h1Forward).
 func isForwardedField(name []byte) bool {
-	return asciiEqualFold(name, "x-forwarded-for") || asciiEqualFold(name, "x-real-ip") ||
-		asciiEqualFold(name, "x-forwarded-host") || asciiEqualFold(name, "x-forwarded-proto") ||
-		asciiEqualFold(name, "forwarded")
+	return h1.EqualFold(name, "x-forwarded-for") || h1.EqualFold(name, "x-real-ip") ||
+		h1.EqualFold(name, "x-forwarded-host") || h1.EqualFold(name, "x-forwarded-proto") ||
+		h1.EqualFold(name, "forwarded")
 }
 
 func isTimeout(err error) bool {

@@ -1,4 +1,4 @@
-package proxy
+package h1
 
 import (
 	"bufio"
@@ -10,17 +10,13 @@ import (
 // §7.1: the copy stops there, and the caller cuts both connections.
 var errChunked = errors.New("malformed chunked body")
 
-// h1MaxChunkLine bounds a chunk-size line (size and extensions) and a
-// trailer line, as the framing guard and net/http do.
-const h1MaxChunkLine = maxChunkLine
-
-// h1CopyChunked relays a chunked body from src to dst byte for byte (the
+// CopyChunked relays a chunked body from src to dst byte for byte (the
 // chunk sizes, extensions and trailer fields as the sender wrote them),
 // checking its syntax as it goes. It flushes dst whenever src has nothing
 // buffered, so a stream (server-sent events, a long poll) reaches the
 // client as it is produced. It returns the payload bytes relayed (the
 // chunks' data, without the framing).
-func h1CopyChunked(dst *bufio.Writer, src *bufio.Reader) (int64, error) {
+func CopyChunked(dst *bufio.Writer, src *bufio.Reader) (int64, error) {
 	var payload int64
 	for {
 		line, err := readLine(src)
@@ -50,12 +46,12 @@ func h1CopyChunked(dst *bufio.Writer, src *bufio.Reader) (int64, error) {
 			payload += n
 			size -= n
 			if err != nil {
-				return payload, noEOF(err)
+				return payload, NoEOF(err)
 			}
 		}
 		crlf, err := src.Peek(2)
 		if err != nil {
-			return payload, noEOF(err)
+			return payload, NoEOF(err)
 		}
 		if crlf[0] != '\r' || crlf[1] != '\n' {
 			return payload, errChunked
@@ -101,15 +97,16 @@ func copyTrailer(dst *bufio.Writer, src *bufio.Reader) error {
 }
 
 // readLine returns the next CRLF-terminated line of src without its CRLF,
-// valid until the next read; a line longer than h1MaxChunkLine, a bare LF
-// or a CR not followed by LF is errChunked.
+// valid until the next read; a line longer than maxChunkLine (a chunk-size
+// line or a trailer line: the bound the framing guard and net/http have), a
+// bare LF or a CR not followed by LF is errChunked.
 func readLine(src *bufio.Reader) ([]byte, error) {
 	line, err := src.ReadSlice('\n')
-	if errors.Is(err, bufio.ErrBufferFull) || len(line) > h1MaxChunkLine+2 {
+	if errors.Is(err, bufio.ErrBufferFull) || len(line) > maxChunkLine+2 {
 		return nil, errChunked
 	}
 	if err != nil {
-		return nil, noEOF(err)
+		return nil, NoEOF(err)
 	}
 	if len(line) < 2 || line[len(line)-2] != '\r' {
 		return nil, errChunked
@@ -146,9 +143,9 @@ func isHex(c byte) bool {
 	return ('0' <= c && c <= '9') || ('a' <= c && c <= 'f') || ('A' <= c && c <= 'F')
 }
 
-// noEOF turns the end of the input in the middle of a body into
+// NoEOF turns the end of the input in the middle of a body into
 // io.ErrUnexpectedEOF: the body was cut short.
-func noEOF(err error) error {
+func NoEOF(err error) error {
 	if errors.Is(err, io.EOF) {
 		return io.ErrUnexpectedEOF
 	}

@@ -1,4 +1,4 @@
-package proxy
+package h1
 
 import (
 	"bufio"
@@ -14,19 +14,19 @@ import (
 // judgeAll feeds input to a new parser in chunks of the given sizes
 // (cycled; nil means all at once) and returns its verdicts, "ok" or "bad"
 // with the request line they belong to, and whether it ended broken.
-func judgeAll(input []byte, sizes []int) (*framing, []verdict) {
-	var f framing
+func judgeAll(input []byte, sizes []int) (*Framing, []Verdict) {
+	var f Framing
 	for i := 0; len(input) > 0; i++ {
 		n := len(input)
 		if len(sizes) > 0 {
 			n = min(n, max(1, sizes[i%len(sizes)]))
 		}
-		f.feed(input[:n])
+		f.Feed(input[:n])
 		input = input[n:]
 	}
-	var vs []verdict
+	var vs []Verdict
 	for {
-		v, ok := f.next()
+		v, ok := f.Next()
 		if !ok {
 			return &f, vs
 		}
@@ -34,16 +34,16 @@ func judgeAll(input []byte, sizes []int) (*framing, []verdict) {
 	}
 }
 
-func describe(vs []verdict, lines ...string) string {
+func describe(vs []Verdict, lines ...string) string {
 	var out []string
 	for _, v := range vs {
 		s := "ok"
-		if v.bad {
+		if v.Bad {
 			s = "bad"
 		}
 		for _, l := range lines {
 			method, target, _ := strings.Cut(l, " ")
-			if v.line == requestLineHash(method, target) {
+			if v.Line == RequestLineHash(method, target) {
 				s += " " + l
 			}
 		}
@@ -90,6 +90,11 @@ func TestFramingVerdicts(t *testing.T) {
 		{"chunk extension quoted", "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;a=\"b;c\\\"\";d\r\nx\r\n0\r\n\r\nGET /b HTTP/1.1\n\n", "ok POST /a, ok GET /b", false},
 		{"chunk extension quote left open", "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;a=\"b\r\nx\r\n0\r\n\r\nGET /b HTTP/1.1\n\n", "ok POST /a", true},
 		{"chunk extension control character", "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;a=b\x01\r\nx\r\n0\r\n\r\nGET /b HTTP/1.1\n\n", "ok POST /a", true},
+		{"CL with a stray CR", "POST /a HTTP/1.1\r\nContent-Length: 1\r\r\n\r\nxGET /b HTTP/1.1\r\n\r\n", "ok POST /a, ok GET /b", false},
+		{"CL after a stray CR", "POST /a HTTP/1.1\r\nContent-Length:\r1\r\n\r\nxGET /b HTTP/1.1\r\n\r\n", "ok POST /a, ok GET /b", false},
+		{"trailer with a stray CR", "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: y\r\r\n\r\nGET /b HTTP/1.1\r\n\r\n", "ok POST /a", true},
+		{"trailer with OWS", "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX:\t y \r\n\r\nGET /b HTTP/1.1\r\n\r\n", "ok POST /a, ok GET /b", false},
+		{"trailer name not a token", "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX Y: z\r\n\r\nGET /b HTTP/1.1\r\n\r\n", "ok POST /a", true},
 		{"trailer without colon", "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nGET /b HTTP/1.1\r\n\r\n", "ok POST /a", true},
 	}
 	for _, tt := range tests {
@@ -130,12 +135,12 @@ func TestFramingBodyBroken(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			var f framing
-			f.feed([]byte(tt.in))
+			var f Framing
+			f.Feed([]byte(tt.in))
 			for seq := uint64(1); seq <= 2; seq++ {
-				f.next()
-				if got := f.bodyBroken(seq); got != (seq == tt.want) {
-					t.Errorf("bodyBroken(%d) = %v, want %v", seq, got, seq == tt.want)
+				f.Next()
+				if got := f.BodyBroken(seq); got != (seq == tt.want) {
+					t.Errorf("BodyBroken(%d) = %v, want %v", seq, got, seq == tt.want)
 				}
 			}
 		})
@@ -144,10 +149,10 @@ func TestFramingBodyBroken(t *testing.T) {
 
 func TestFramingQueueIsBounded(t *testing.T) {
 	t.Parallel()
-	var f framing
+	var f Framing
 	req := []byte("GET / HTTP/1.1\r\n\r\n")
 	for range 2 * maxQueued {
-		f.feed(req)
+		f.Feed(req)
 	}
 	if n := len(f.queue) - f.head; n > maxQueued || f.state != stBroken {
 		t.Errorf("%d verdicts queued, broken %v; want at most %d and broken", n, f.state == stBroken, maxQueued)
@@ -155,19 +160,37 @@ func TestFramingQueueIsBounded(t *testing.T) {
 }
 
 func TestFramingDoesNotAllocate(t *testing.T) {
-	var f framing
+	var f Framing
 	reqs := []byte(crlf("POST /upload?id=1 HTTP/1.1\nHost: app.example.com\nContent-Length: 5\nUser-Agent: test\n\nhello" +
 		"POST /c HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n5\nhello\n0\n\n"))
-	f.feed(reqs) // the first requests size the buffers
-	f.next()
-	f.next()
+	f.Feed(reqs) // the first requests size the buffers
+	f.Next()
+	f.Next()
 	allocs := testing.AllocsPerRun(100, func() {
-		f.feed(reqs)
-		f.next()
-		f.next()
+		f.Feed(reqs)
+		f.Next()
+		f.Next()
 	})
 	if allocs != 0 {
 		t.Errorf("feeding a keep-alive connection allocates %.1f times per pair of requests, want 0", allocs)
+	}
+}
+
+// BenchmarkFraming measures the framing parser on a keep-alive stream of
+// typical requests: the cost the guard adds to every byte read.
+func BenchmarkFraming(b *testing.B) {
+	reqs := []byte(crlf("GET /api/v1/users?id=42 HTTP/1.1\nHost: app.example.com\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64)\n" +
+		"Accept: text/html,application/xhtml+xml\nAccept-Language: en-US,en;q=0.5\nAccept-Encoding: gzip, deflate, br\n" +
+		"Cookie: session=" + strings.Repeat("abcdef0123", 20) + "\n\n" +
+		"POST /upload HTTP/1.1\nHost: app.example.com\nContent-Type: application/json\nContent-Length: 64\n\n" +
+		strings.Repeat("x", 64)))
+	var f Framing
+	b.SetBytes(int64(len(reqs)))
+	b.ReportAllocs()
+	for b.Loop() {
+		f.Feed(reqs)
+		f.Next()
+		f.Next()
 	}
 }
 
@@ -229,7 +252,7 @@ func FuzzFraming(f *testing.F) {
 
 		lines, bodyErr := goRequests(data)
 		for i, v := range want {
-			if v.bad {
+			if v.Bad {
 				break // this and later requests are refused
 			}
 			if i >= len(lines) {
@@ -243,9 +266,12 @@ func FuzzFraming(f *testing.F) {
 				break
 			}
 			method, target, _ := strings.Cut(lines[i], " ")
-			if v.line != requestLineHash(method, target) {
+			if v.Line != RequestLineHash(method, target) {
 				t.Fatalf("verdict %d is sound but for another request line than Go's %q", i, lines[i])
 			}
 		}
 	})
 }
+
+// crlf turns the LF line ends of a test request into CRLF.
+func crlf(s string) string { return strings.ReplaceAll(s, "\n", "\r\n") }

@@ -1,4 +1,4 @@
-package proxy
+package h1
 
 import (
 	"bufio"
@@ -49,15 +49,15 @@ func TestParseH1Head(t *testing.T) {
 		{"fragment", "GET /a#b HTTP/1.1\r\nHost: x\r\n\r\n", false, -1, false, false},
 		{"trailing bytes", "GET / HTTP/1.1\r\nHost: x\r\n\r\nX", false, -1, false, false},
 	}
-	var h h1Head
+	var h Head
 	for _, tc := range tests {
-		ok := parseH1Head([]byte(tc.head), &h)
+		ok := ParseHead([]byte(tc.head), &h)
 		if ok != tc.ok {
 			t.Errorf("%s: ok = %v, want %v", tc.name, ok, tc.ok)
 			continue
 		}
-		if ok && (h.contentLength != tc.cl || h.chunked != tc.chunked || h.closeConn != tc.close) {
-			t.Errorf("%s: length %d chunked %v close %v, want %d %v %v", tc.name, h.contentLength, h.chunked, h.closeConn, tc.cl, tc.chunked, tc.close)
+		if ok && (h.ContentLength != tc.cl || h.Chunked != tc.chunked || h.CloseConn != tc.close) {
+			t.Errorf("%s: length %d chunked %v close %v, want %d %v %v", tc.name, h.ContentLength, h.Chunked, h.CloseConn, tc.cl, tc.chunked, tc.close)
 		}
 	}
 }
@@ -66,17 +66,17 @@ func TestParseH1HeadFieldLimit(t *testing.T) {
 	t.Parallel()
 	var b strings.Builder
 	b.WriteString("GET / HTTP/1.1\r\nHost: x\r\n")
-	for i := range h1MaxFields {
+	for i := range maxFields {
 		b.WriteString("X-" + strconv.Itoa(i) + ": v\r\n")
 	}
 	b.WriteString("\r\n")
-	var h h1Head
-	if parseH1Head([]byte(b.String()), &h) {
-		t.Errorf("a head of %d fields was taken, want at most %d", h1MaxFields+1, h1MaxFields)
+	var h Head
+	if ParseHead([]byte(b.String()), &h) {
+		t.Errorf("a head of %d fields was taken, want at most %d", maxFields+1, maxFields)
 	}
 }
 
-// FuzzH1Head checks parseH1Head against net/http and the framing guard: a
+// FuzzH1Head checks ParseHead against net/http and the framing guard: a
 // head the fast path takes must be one net/http reads the same way (method,
 // target, Host, framing, every field) and the guard lets through.
 func FuzzH1Head(f *testing.F) {
@@ -90,41 +90,41 @@ func FuzzH1Head(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		end := h1HeadEnd(data)
+		end := HeadEnd(data)
 		if end < 0 {
 			return
 		}
 		head := data[:end]
-		var h h1Head
-		if !parseH1Head(head, &h) {
+		var h Head
+		if !ParseHead(head, &h) {
 			return
 		}
 		req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(head)))
 		if err != nil {
 			t.Fatalf("taken by the fast path, refused by net/http (%v):\n%q", err, head)
 		}
-		if req.Method != string(h.method) || req.RequestURI != string(h.target) || req.Host != string(h.host) {
-			t.Fatalf("net/http reads %s %s Host %q, the fast path %s %s Host %q:\n%q", req.Method, req.RequestURI, req.Host, h.method, h.target, h.host, head)
+		if req.Method != string(h.Method) || req.RequestURI != string(h.Target) || req.Host != string(h.Host) {
+			t.Fatalf("net/http reads %s %s Host %q, the fast path %s %s Host %q:\n%q", req.Method, req.RequestURI, req.Host, h.Method, h.Target, h.Host, head)
 		}
 		chunked := len(req.TransferEncoding) == 1 && req.TransferEncoding[0] == "chunked"
-		if chunked != h.chunked || (!h.chunked && req.ContentLength != max(h.contentLength, 0)) {
-			t.Fatalf("net/http frames the body as chunked=%v length=%d, the fast path chunked=%v length=%d:\n%q", chunked, req.ContentLength, h.chunked, h.contentLength, head)
+		if chunked != h.Chunked || (!h.Chunked && req.ContentLength != max(h.ContentLength, 0)) {
+			t.Fatalf("net/http frames the body as chunked=%v length=%d, the fast path chunked=%v length=%d:\n%q", chunked, req.ContentLength, h.Chunked, h.ContentLength, head)
 		}
-		if req.Close != h.closeConn {
-			t.Fatalf("net/http close=%v, the fast path %v:\n%q", req.Close, h.closeConn, head)
+		if req.Close != h.CloseConn {
+			t.Fatalf("net/http close=%v, the fast path %v:\n%q", req.Close, h.CloseConn, head)
 		}
-		for _, fl := range h.fields {
-			name := http.CanonicalHeaderKey(string(fl.name))
+		for _, fl := range h.Fields {
+			name := http.CanonicalHeaderKey(string(fl.Name))
 			if name == "Host" || name == "Transfer-Encoding" || name == "Content-Length" {
 				continue // net/http moves these out of Header
 			}
-			if !containsString(req.Header.Values(name), string(fl.value)) {
-				t.Fatalf("field %s: %q not among net/http's values %q:\n%q", name, fl.value, req.Header.Values(name), head)
+			if !containsString(req.Header.Values(name), string(fl.Value)) {
+				t.Fatalf("field %s: %q not among net/http's values %q:\n%q", name, fl.Value, req.Header.Values(name), head)
 			}
 		}
-		var fr framing
-		fr.feed(head)
-		if v, ok := fr.next(); !ok || v.bad {
+		var fr Framing
+		fr.Feed(head)
+		if v, ok := fr.Next(); !ok || v.Bad {
 			t.Fatalf("taken by the fast path, judged bad by the framing guard:\n%q", head)
 		}
 	})

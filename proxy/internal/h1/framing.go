@@ -1,15 +1,13 @@
-package proxy
+package h1
 
-import "strings"
-
-// framing follows the HTTP/1.1 message framing of the requests on one
+// Framing follows the HTTP/1.1 message framing of the requests on one
 // connection, byte for byte as the connection is read, to judge what Go's
 // server cannot show a handler: Go drops a Content-Length that comes with
 // "Transfer-Encoding: chunked" (net/http/transfer.go fixLength) and joins
 // folded header lines, so by the time ServeHTTP runs the evidence of a
 // request-smuggling attempt is gone.
 //
-// For every request header section it reads, framing queues a verdict. A
+// For every request header section it reads, Framing queues a Verdict. A
 // verdict is bad when the request's framing is ambiguous, which RFC 9112
 // asks a server to treat as an error:
 //   - both Content-Length and Transfer-Encoding (RFC 9112 §6.1: "ought to
@@ -34,11 +32,11 @@ import "strings"
 // about chunk extensions, which Go drops unread: one that does not follow
 // the grammar of RFC 9112 §7.1.1 (a quoted string left open, a control
 // character) could end the line elsewhere for a parser in front, so it
-// fails the body (bodyBroken) like a malformed chunk size. Whenever it meets input Go
-// might reject or read differently, it stops judging and every later
-// verdict is bad ("broken"): it never guesses, it fails closed. It is at
-// least as strict as Go, so it can only turn a request Go would serve into a
-// 400, never let through one Go frames differently.
+// fails the body (BodyBroken) like a malformed chunk size. Whenever it
+// meets input Go might reject or read differently, it stops judging and
+// every later verdict is bad ("broken"): it never guesses, it fails
+// closed. It is at least as strict as Go, so it can only turn a request Go
+// would serve into a 400, never let through one Go frames differently.
 //
 // Memory is bounded: it buffers at most maxChunkLine bytes of a chunk-size
 // line and maxFieldPeek bytes of a header line; request lines, long header
@@ -77,30 +75,35 @@ const (
 	stBroken                          // lost: every later verdict is bad
 )
 
-// verdict is framing's judgement of one request.
-type verdict struct {
-	// line is the FNV-1a hash of "method SP request-target": the handler
-	// checks it against the request it serves, so that a verdict is never
-	// applied to another request.
-	line uint64
-	// host is the FNV-1a hash of the Host field's value, in lower case;
-	// hostState says whether there was one.
-	host      uint64
-	hostState hostState
-	bad       bool
+// Verdict is Framing's judgement of one request.
+type Verdict struct {
+	// Line is the FNV-1a hash of "method SP request-target"
+	// (RequestLineHash): the handler checks it against the request it
+	// serves, so that a verdict is never applied to another request.
+	Line uint64
+	// Host is the FNV-1a hash of the Host field's value, in lower case
+	// (HostHash); HostState says whether there was one (zero when not).
+	Host      uint64
+	HostState HostState
+	// Bad is true when the request's framing is ambiguous, or the parser
+	// gave up before it: the request must be refused. False means sound.
+	Bad bool
 }
 
-// hostState is what framing saw of a request's Host field.
-type hostState uint8
+// HostState is what Framing saw of a request's Host field. The zero value
+// is HostNone.
+type HostState uint8
 
+// What Framing saw of a Host field.
 const (
-	hostNone hostState = iota // no Host field
-	hostSeen                  // one, hashed in verdict.host
-	hostLong                  // longer than maxFieldPeek: not hashed
+	HostNone HostState = iota // no Host field
+	HostSeen                  // one, hashed in Verdict.Host
+	HostLong                  // longer than maxFieldPeek: not hashed
 )
 
-// framing is the parser; it is not safe for concurrent use (conn locks it).
-type framing struct {
+// Framing is the parser. Its zero value is ready to Feed. It is not safe
+// for concurrent use (the proxy's conn locks it).
+type Framing struct {
 	state   framingState
 	started bool
 
@@ -123,17 +126,17 @@ type framing struct {
 	teBad     bool
 	folded    bool
 	host      uint64
-	hostState hostState
+	hostState HostState
 
 	remaining uint64 // body or chunk bytes left
 	excess    int64  // Go's chunk overhead accounting
 	trailer   int    // trailer bytes so far
 
-	queue []verdict
+	queue []Verdict
 	head  int
 
 	judged     uint64 // verdicts queued so far
-	taken      uint64 // verdicts taken so far (next)
+	taken      uint64 // verdicts taken so far (Next)
 	brokenBody uint64 // the number (1-based) of the request whose body broke the parser; 0 for none
 }
 
@@ -142,9 +145,9 @@ const (
 	fnvPrime  = 1099511628211
 )
 
-// requestLineHash returns the hash framing computes for a request line
-// whose method and request-target are these.
-func requestLineHash(method, target string) uint64 {
+// RequestLineHash returns the hash Framing computes for a request line
+// whose method and request-target are these (Verdict.Line).
+func RequestLineHash(method, target string) uint64 {
 	h := uint64(fnvOffset)
 	for i := 0; i < len(method); i++ {
 		h = (h ^ uint64(method[i])) * fnvPrime
@@ -156,18 +159,18 @@ func requestLineHash(method, target string) uint64 {
 	return h
 }
 
-func (f *framing) reset() {
+func (f *Framing) reset() {
 	f.state = stRequestLine
 	f.rlPart, f.rlHash, f.nVersion = 0, fnvOffset, 0
 	f.line, f.lineLen = f.line[:0], 0
 	f.http10, f.versionOK = false, false
 	f.nCL, f.nTE, f.cl, f.clBad, f.teBad, f.folded = 0, 0, 0, false, false, false
-	f.host, f.hostState = 0, hostNone
+	f.host, f.hostState = 0, HostNone
 	f.remaining, f.excess, f.trailer = 0, 0, 0
 }
 
-// feed advances the parser over p, the next bytes read from the connection.
-func (f *framing) feed(p []byte) {
+// Feed advances the parser over p, the next bytes read from the connection.
+func (f *Framing) Feed(p []byte) {
 	if !f.started {
 		f.started = true
 		f.reset()
@@ -232,7 +235,7 @@ func (f *framing) feed(p []byte) {
 }
 
 // skip passes over up to f.remaining bytes of p.
-func (f *framing) skip(p []byte) []byte {
+func (f *Framing) skip(p []byte) []byte {
 	n := uint64(len(p))
 	if n > f.remaining {
 		n = f.remaining
@@ -244,7 +247,7 @@ func (f *framing) skip(p []byte) []byte {
 // collect adds the bytes of p up to the next LF to the current line,
 // keeping at most keep of them. done reports that the line is complete (its
 // LF consumed, not kept).
-func (f *framing) collect(p []byte, keep int) (rest []byte, done bool) {
+func (f *Framing) collect(p []byte, keep int) (rest []byte, done bool) {
 	i := indexLF(p)
 	seg := p
 	if i >= 0 {
@@ -271,7 +274,7 @@ func indexLF(p []byte) int {
 
 // requestLine hashes the method and request-target and keeps the version,
 // splitting at the first two spaces as Go's parseRequestLine does.
-func (f *framing) requestLine(p []byte) []byte {
+func (f *Framing) requestLine(p []byte) []byte {
 	for i, c := range p {
 		if c == '\n' {
 			f.endRequestLine()
@@ -295,7 +298,7 @@ func (f *framing) requestLine(p []byte) []byte {
 	return nil
 }
 
-func (f *framing) endRequestLine() {
+func (f *Framing) endRequestLine() {
 	v := f.version[:min(f.nVersion, len(f.version))]
 	if f.nVersion > len(f.version) {
 		v = nil
@@ -315,7 +318,7 @@ func (f *framing) endRequestLine() {
 }
 
 // headerLine looks at one complete field line of the header section.
-func (f *framing) headerLine() {
+func (f *Framing) headerLine() {
 	l := f.line
 	full := f.lineLen <= len(l)
 	if full && len(l) > 0 && l[len(l)-1] == '\r' {
@@ -342,7 +345,7 @@ func (f *framing) headerLine() {
 	}
 	name := l[:colon]
 	switch {
-	case asciiEqualFold(name, "content-length"):
+	case EqualFold(name, "content-length"):
 		f.nCL++
 		n, ok := parseContentLength(trimSpace(l[colon+1:]))
 		switch {
@@ -353,22 +356,23 @@ func (f *framing) headerLine() {
 		case n != f.cl:
 			f.clBad = true
 		}
-	case asciiEqualFold(name, "transfer-encoding"):
+	case EqualFold(name, "transfer-encoding"):
 		f.nTE++
-		if !full || !asciiEqualFold(trimSpace(l[colon+1:]), "chunked") {
+		if !full || !EqualFold(trimSpace(l[colon+1:]), "chunked") {
 			f.teBad = true
 		}
-	case asciiEqualFold(name, "host"):
+	case EqualFold(name, "host"):
 		// Go refuses a second Host field itself.
-		f.hostState = hostLong
+		f.hostState = HostLong
 		if full {
-			f.hostState, f.host = hostSeen, hostHash(trimSpace(l[colon+1:]))
+			f.hostState, f.host = HostSeen, HostHash(trimSpace(l[colon+1:]))
 		}
 	}
 }
 
-// hostHash returns the FNV-1a hash of host in lower case (ASCII).
-func hostHash[T string | []byte](host T) uint64 {
+// HostHash returns the FNV-1a hash of host in lower case (ASCII), as
+// Framing computes it for Verdict.Host.
+func HostHash[T string | []byte](host T) uint64 {
 	h := uint64(fnvOffset)
 	for i := 0; i < len(host); i++ {
 		c := host[i]
@@ -382,14 +386,14 @@ func hostHash[T string | []byte](host T) uint64 {
 
 // judge queues the verdict of the request whose header section just ended
 // and sets up reading its body.
-func (f *framing) judge() {
+func (f *Framing) judge() {
 	bad := !f.versionOK || f.folded || f.clBad || f.teBad || f.nTE > 1 ||
 		(f.nTE > 0 && (f.nCL > 0 || f.http10))
 	if len(f.queue)-f.head >= maxQueued {
 		f.state = stBroken
 		return
 	}
-	f.queue = append(f.queue, verdict{line: f.rlHash, host: f.host, hostState: f.hostState, bad: bad})
+	f.queue = append(f.queue, Verdict{Line: f.rlHash, Host: f.host, HostState: f.hostState, Bad: bad})
 	f.judged++
 	switch {
 	case bad:
@@ -405,273 +409,11 @@ func (f *framing) judge() {
 	}
 }
 
-// chunkSizeLine reads a chunk-size line exactly as Go's chunkedReader does
-// (net/http/internal/chunked.go): CRLF-terminated with no other CR, trailing
-// whitespace and extensions dropped, 1 to 16 hex digits.
-func (f *framing) chunkSizeLine() {
-	l := f.line
-	f.line, f.lineLen = f.line[:0], 0
-	if len(l) == 0 || l[len(l)-1] != '\r' {
-		f.breakBody() // bare LF (Go rejects it since CVE-2025-22871)
-		return
-	}
-	l = l[:len(l)-1]
-	for _, c := range l {
-		if c == '\r' {
-			f.breakBody()
-			return
-		}
-	}
-	f.excess += int64(len(l)) + 2
-	for len(l) > 0 && (l[len(l)-1] == ' ' || l[len(l)-1] == '\t') {
-		l = l[:len(l)-1]
-	}
-	for i, c := range l {
-		if c == ';' {
-			if !validChunkExt(l[i:]) {
-				f.breakBody()
-				return
-			}
-			l = l[:i]
-			break
-		}
-	}
-	n, ok := parseHex(l)
-	if !ok {
-		f.breakBody()
-		return
-	}
-	f.excess -= 16 + (2 * int64(n)) // the same arithmetic as Go, overflow included
-	f.excess = max(f.excess, 0)
-	if f.excess > maxChunkExcess {
-		f.breakBody()
-		return
-	}
-	if n == 0 {
-		f.state = stTrailer
-		return
-	}
-	f.remaining = n
-	f.state = stChunkData
-}
-
-// breakBody gives up while reading the body of the last request judged:
-// that body is malformed (bodyBroken), and every later verdict is bad.
-func (f *framing) breakBody() {
-	f.state = stBroken
-	f.brokenBody = f.judged
-}
-
-// bodyBroken reports whether the body of the request whose verdict was
-// taken seq-th (1-based) was found malformed.
-func (f *framing) bodyBroken(seq uint64) bool {
-	return f.brokenBody != 0 && f.brokenBody == seq
-}
-
-// validChunkExt reports whether ext, the part of a chunk-size line from
-// its first ";" on (trailing whitespace removed), follows RFC 9112 §7.1.1:
-//
-//	chunk-ext     = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
-//	chunk-ext-val = token / quoted-string
-func validChunkExt(ext []byte) bool {
-	i := 0
-	bws := func() {
-		for i < len(ext) && (ext[i] == ' ' || ext[i] == '\t') {
-			i++
-		}
-	}
-	token := func() bool {
-		start := i
-		for i < len(ext) && isTokenChar(ext[i]) {
-			i++
-		}
-		return i > start
-	}
-	for {
-		bws()
-		if i == len(ext) {
-			return true
-		}
-		if ext[i] != ';' {
-			return false
-		}
-		i++
-		bws()
-		if !token() {
-			return false
-		}
-		bws()
-		if i == len(ext) || ext[i] != '=' {
-			continue
-		}
-		i++
-		bws()
-		switch {
-		case i < len(ext) && ext[i] == '"':
-			if i = quotedStringEnd(ext, i); i < 0 {
-				return false
-			}
-		case !token():
-			return false
-		}
-	}
-}
-
-// quotedStringEnd returns the index just past the quoted-string (RFC 9110
-// §5.6.4) that starts at b[i], or -1 when there is none.
-func quotedStringEnd(b []byte, i int) int {
-	for i++; i < len(b); i++ {
-		switch c := b[i]; {
-		case c == '"':
-			return i + 1
-		case c == '\\':
-			i++
-			if i == len(b) || !isQuotable(b[i]) {
-				return -1
-			}
-		case !isQuotable(c):
-			return -1
-		}
-	}
-	return -1
-}
-
-// isQuotable reports whether c may stand in a quoted-string, as qdtext or
-// after a backslash: HTAB, SP, VCHAR, obs-text.
-func isQuotable(c byte) bool { return c == '\t' || (c >= ' ' && c != 0x7f) }
-
-// trailerLine reads one line of the trailer section. Only CRLF-terminated
-// "name: value" lines are accepted: on anything else Go either fails or
-// depends on what happens to be in its read buffer, so framing gives up.
-func (f *framing) trailerLine() {
-	l := f.line // whole: f.trailer <= maxTrailer
-	f.line, f.lineLen = f.line[:0], 0
-	if len(l) == 0 || l[len(l)-1] != '\r' {
-		f.breakBody()
-		return
-	}
-	l = l[:len(l)-1]
-	if len(l) == 0 {
-		f.reset() // end of the message
-		return
-	}
-	if !validField(l) {
-		f.breakBody()
-	}
-}
-
-// validField reports whether l is a field line net/textproto accepts: a
-// token, a colon, and a value of visible characters, spaces and tabs (RFC
-// 9110 §5.1, §5.5). Leading whitespace would be obs-fold.
-func validField(l []byte) bool {
-	colon := -1
-	for i, c := range l {
-		if c == ':' {
-			colon = i
-			break
-		}
-		if !isTokenChar(c) {
-			return false
-		}
-	}
-	if colon <= 0 {
-		return false
-	}
-	for _, c := range l[colon+1:] {
-		if (c < ' ' && c != '\t') || c == 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
-// isTokenChar reports whether c is a tchar (RFC 9110 §5.6.2).
-func isTokenChar(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return true
-	}
-	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
-}
-
-// parseContentLength accepts what Go's parseContentLength accepts: one or
-// more decimal digits, at most 2^63-1.
-func parseContentLength(v []byte) (uint64, bool) {
-	if len(v) == 0 {
-		return 0, false
-	}
-	var n uint64
-	for _, c := range v {
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		n = n*10 + uint64(c-'0')
-		if n > 1<<63-1 {
-			return 0, false
-		}
-	}
-	return n, true
-}
-
-// parseHex parses a chunk size: 1 to 16 hex digits.
-func parseHex(v []byte) (uint64, bool) {
-	if len(v) == 0 || len(v) > 16 {
-		return 0, false
-	}
-	var n uint64
-	for _, c := range v {
-		switch {
-		case '0' <= c && c <= '9':
-			c -= '0'
-		case 'a' <= c && c <= 'f':
-			c -= 'a' - 10
-		case 'A' <= c && c <= 'F':
-			c -= 'A' - 10
-		default:
-			return 0, false
-		}
-		n = n<<4 | uint64(c)
-	}
-	return n, true
-}
-
-// trimSpace trims what net/textproto trims around a field value.
-func trimSpace(b []byte) []byte {
-	for len(b) > 0 && isSpace(b[0]) {
-		b = b[1:]
-	}
-	for len(b) > 0 && isSpace(b[len(b)-1]) {
-		b = b[:len(b)-1]
-	}
-	return b
-}
-
-func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }
-
-// asciiEqualFold compares b with the lower-case ASCII s ignoring ASCII case
-// only, as Go does for these names and values (bytes.EqualFold would also
-// fold U+017F to 's' and U+212A to 'k').
-func asciiEqualFold(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := range b {
-		c := b[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != s[i] {
-			return false
-		}
-	}
-	return true
-}
-
-// next removes and returns the oldest queued verdict; ok is false when none
+// Next removes and returns the oldest queued verdict; ok is false when none
 // is queued.
-func (f *framing) next() (v verdict, ok bool) {
+func (f *Framing) Next() (v Verdict, ok bool) {
 	if f.head == len(f.queue) {
-		return verdict{}, false
+		return Verdict{}, false
 	}
 	v = f.queue[f.head]
 	f.head++
@@ -681,3 +423,7 @@ func (f *framing) next() (v verdict, ok bool) {
 	}
 	return v, true
 }
+
+// Taken returns how many verdicts Next has returned: the number (1-based)
+// of the last one, which BodyBroken asks about.
+func (f *Framing) Taken() uint64 { return f.taken }

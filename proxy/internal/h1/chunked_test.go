@@ -1,4 +1,4 @@
-package proxy
+package h1
 
 import (
 	"bufio"
@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -36,7 +37,7 @@ func TestH1CopyChunked(t *testing.T) {
 		src := bufio.NewReaderSize(strings.NewReader(tc.in), 16)
 		var out bytes.Buffer
 		dst := bufio.NewWriter(&out)
-		n, err := h1CopyChunked(dst, src)
+		n, err := CopyChunked(dst, src)
 		if !errors.Is(err, tc.err) || n != tc.payload {
 			t.Errorf("%s: %d, %v; want %d, %v", tc.name, n, err, tc.payload, tc.err)
 			continue
@@ -62,7 +63,7 @@ func TestH1CopyChunkedFlushes(t *testing.T) {
 	dst := bufio.NewWriter(&out)
 	done := make(chan error, 1)
 	go func() {
-		_, err := h1CopyChunked(dst, src)
+		_, err := CopyChunked(dst, src)
 		done <- err
 	}()
 	_, _ = io.WriteString(pw, "5\r\nfirst\r\n")
@@ -85,7 +86,7 @@ func TestH1CopyChunkedFlushes(t *testing.T) {
 	_ = pw.Close()
 }
 
-// FuzzH1Chunked checks h1CopyChunked against net/http's chunked reader:
+// FuzzH1Chunked checks CopyChunked against net/http's chunked reader:
 // when the copy succeeds, net/http decodes the input and the copy to the
 // same payload, and the copy is the input's body byte for byte.
 func FuzzH1Chunked(f *testing.F) {
@@ -100,7 +101,7 @@ func FuzzH1Chunked(f *testing.F) {
 		src := bufio.NewReaderSize(bytes.NewReader(data), 64)
 		var out bytes.Buffer
 		dst := bufio.NewWriter(&out)
-		n, err := h1CopyChunked(dst, src)
+		n, err := CopyChunked(dst, src)
 		if err != nil {
 			return
 		}
@@ -129,3 +130,22 @@ func FuzzH1Chunked(f *testing.F) {
 
 // waitABit yields to the copying goroutine between checks.
 func waitABit() { time.Sleep(time.Millisecond) }
+
+// syncBuffer is a bytes.Buffer a test reads while another goroutine
+// writes to it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

@@ -1,4 +1,4 @@
-package proxy
+package h1
 
 import (
 	"bufio"
@@ -14,21 +14,21 @@ func TestParseH1Resp(t *testing.T) {
 		isHead     bool
 		ok         bool
 		status     int
-		body       h1Body
+		body       Body
 		cl         int64
 		close      bool
 	}{
-		{"length", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false, true, 200, h1BodyLength, 5, false},
-		{"chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false, true, 200, h1BodyChunked, -1, false},
-		{"close-delimited", "HTTP/1.1 200 OK\r\n\r\n", false, true, 200, h1BodyClose, -1, true},
-		{"head", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true, true, 200, h1BodyNone, 5, false},
-		{"204", "HTTP/1.1 204 No Content\r\n\r\n", false, true, 204, h1BodyNone, -1, false},
-		{"304 with length", "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", false, true, 304, h1BodyNone, 9, false},
-		{"103", "HTTP/1.1 103 Early Hints\r\nLink: </s>\r\n\r\n", false, true, 103, h1BodyNone, -1, false},
-		{"no reason", "HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n", false, true, 200, h1BodyLength, 0, false},
-		{"http/1.0", "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false, true, 200, h1BodyLength, 1, true},
-		{"http/1.0 keep-alive", "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n", false, true, 200, h1BodyLength, 1, false},
-		{"connection close", "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n", false, true, 200, h1BodyLength, 1, true},
+		{"length", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false, true, 200, BodyLength, 5, false},
+		{"chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false, true, 200, BodyChunked, -1, false},
+		{"close-delimited", "HTTP/1.1 200 OK\r\n\r\n", false, true, 200, BodyClose, -1, true},
+		{"head", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true, true, 200, BodyNone, 5, false},
+		{"204", "HTTP/1.1 204 No Content\r\n\r\n", false, true, 204, BodyNone, -1, false},
+		{"304 with length", "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", false, true, 304, BodyNone, 9, false},
+		{"103", "HTTP/1.1 103 Early Hints\r\nLink: </s>\r\n\r\n", false, true, 103, BodyNone, -1, false},
+		{"no reason", "HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n", false, true, 200, BodyLength, 0, false},
+		{"http/1.0", "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false, true, 200, BodyLength, 1, true},
+		{"http/1.0 keep-alive", "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n", false, true, 200, BodyLength, 1, false},
+		{"connection close", "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n", false, true, 200, BodyLength, 1, true},
 
 		{"101", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n", false, false, 0, 0, 0, false},
 		{"cl and te", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", false, false, 0, 0, 0, false},
@@ -40,20 +40,20 @@ func TestParseH1Resp(t *testing.T) {
 		{"nul", "HTTP/1.1 200 OK\r\nX: a\x00\r\nContent-Length: 0\r\n\r\n", false, false, 0, 0, 0, false},
 		{"connection names a field", "HTTP/1.1 200 OK\r\nConnection: x-a\r\nContent-Length: 0\r\n\r\n", false, false, 0, 0, 0, false},
 	}
-	var r h1Resp
+	var r Resp
 	for _, tc := range tests {
-		ok := parseH1Resp([]byte(tc.head), tc.isHead, &r)
+		ok := ParseResp([]byte(tc.head), tc.isHead, &r)
 		if ok != tc.ok {
 			t.Errorf("%s: ok = %v, want %v", tc.name, ok, tc.ok)
 			continue
 		}
-		if ok && (r.status != tc.status || r.body != tc.body || r.contentLength != tc.cl || r.closeConn != tc.close) {
-			t.Errorf("%s: status %d body %d length %d close %v, want %d %d %d %v", tc.name, r.status, r.body, r.contentLength, r.closeConn, tc.status, tc.body, tc.cl, tc.close)
+		if ok && (r.Status != tc.status || r.Body != tc.body || r.ContentLength != tc.cl || r.CloseConn != tc.close) {
+			t.Errorf("%s: status %d body %d length %d close %v, want %d %d %d %v", tc.name, r.Status, r.Body, r.ContentLength, r.CloseConn, tc.status, tc.body, tc.cl, tc.close)
 		}
 	}
 }
 
-// FuzzH1Resp checks parseH1Resp against net/http's ReadResponse: a head the
+// FuzzH1Resp checks ParseResp against net/http's ReadResponse: a head the
 // fast path relays must be one net/http reads the same way (status,
 // framing, keep-alive).
 func FuzzH1Resp(f *testing.F) {
@@ -66,13 +66,13 @@ func FuzzH1Resp(f *testing.F) {
 		f.Add([]byte(s), false)
 	}
 	f.Fuzz(func(t *testing.T, data []byte, isHead bool) {
-		end := h1HeadEnd(data)
+		end := HeadEnd(data)
 		if end < 0 {
 			return
 		}
 		head := data[:end]
-		var r h1Resp
-		if !parseH1Resp(head, isHead, &r) {
+		var r Resp
+		if !ParseResp(head, isHead, &r) {
 			return
 		}
 		method := http.MethodGet
@@ -84,26 +84,26 @@ func FuzzH1Resp(f *testing.F) {
 			t.Fatalf("relayed by the fast path, refused by net/http (%v):\n%q", err, head)
 		}
 		defer resp.Body.Close()
-		if resp.StatusCode != r.status {
-			t.Fatalf("status: net/http %d, fast path %d:\n%q", resp.StatusCode, r.status, head)
+		if resp.StatusCode != r.Status {
+			t.Fatalf("status: net/http %d, fast path %d:\n%q", resp.StatusCode, r.Status, head)
 		}
 		chunked := len(resp.TransferEncoding) == 1 && resp.TransferEncoding[0] == "chunked"
-		switch r.body {
-		case h1BodyChunked:
+		switch r.Body {
+		case BodyChunked:
 			if !chunked {
 				t.Fatalf("fast path chunked, net/http %v:\n%q", resp.TransferEncoding, head)
 			}
-		case h1BodyLength:
-			if chunked || resp.ContentLength != r.contentLength {
-				t.Fatalf("fast path length %d, net/http %d (chunked %v):\n%q", r.contentLength, resp.ContentLength, chunked, head)
+		case BodyLength:
+			if chunked || resp.ContentLength != r.ContentLength {
+				t.Fatalf("fast path length %d, net/http %d (chunked %v):\n%q", r.ContentLength, resp.ContentLength, chunked, head)
 			}
-		case h1BodyClose:
+		case BodyClose:
 			if chunked || resp.ContentLength != -1 || !resp.Close {
 				t.Fatalf("fast path close-delimited, net/http length %d chunked %v close %v:\n%q", resp.ContentLength, chunked, resp.Close, head)
 			}
 		}
-		if r.closeConn != resp.Close && r.body != h1BodyNone {
-			t.Fatalf("close: net/http %v, fast path %v:\n%q", resp.Close, r.closeConn, head)
+		if r.CloseConn != resp.Close && r.Body != BodyNone {
+			t.Fatalf("close: net/http %v, fast path %v:\n%q", resp.Close, r.CloseConn, head)
 		}
 	})
 }
