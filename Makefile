@@ -31,9 +31,8 @@ lint: tools ## gofmt, go vet, golangci-lint
 	$(GO) vet -tags e2e,chart ./...
 	$(GOLANGCI) run --build-tags e2e,chart ./...
 
-unit: ## unit and integration tests, with the race detector (proxy's twice: with and without the HTTP/1.1 fast path)
+unit: ## unit and integration tests, with the race detector (the proxy's over every engine)
 	$(GO) test -race -count=1 ./...
-	POSTERN_TEST_FAST_PATH=1 $(GO) test -race -count=1 ./proxy/
 
 fuzz: ## run every native fuzz target briefly ($(FUZZTIME) each)
 	@for pkg in $$($(GO) list ./...); do \

@@ -182,17 +182,3 @@ func (b *guardedBody) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
-
-// sysListener hands out its connections as sysConns: Serve and ServeTLS
-// put it in front of everything else (PROXY protocol, the fast path, TLS,
-// net/http), so that every read and write of a client connection is a
-// raw system call (sysio_linux.go says why).
-type sysListener struct{ net.Listener }
-
-func (l sysListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	return sysConnOf(c), nil
-}

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +17,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/postern-dev/postern/proxy/pipeline"
 	"github.com/postern-dev/postern/proxy/route"
 )
 
@@ -95,10 +95,37 @@ func vhost(host string, routes ...*route.Route) *route.VirtualHost {
 	return route.NewVirtualHost(host, routes)
 }
 
-// testFastPath runs every Server a test starts on a bare *Handler with
-// the HTTP/1.1 fast path (h1Engine) on: `make test` runs this package's
-// tests once with it and once without.
-var testFastPath = os.Getenv("POSTERN_TEST_FAST_PATH") == "1"
+// engine is how a test's Server reads HTTP/1.1: with the fast path
+// (h1Engine, the production default), or with net/http alone. Both decide
+// through the same pipeline; a test run over both (forEachEngine) shows a
+// behaviour holds on each.
+type engine struct {
+	name   string
+	noFast bool // ServerOptions.NoFastPath
+}
+
+var (
+	fastPath    = engine{name: "fastpath"}
+	netHTTPOnly = engine{name: "nethttp", noFast: true}
+	engines     = []engine{fastPath, netHTTPOnly}
+)
+
+// forEachEngine runs f as a subtest for each engine.
+func forEachEngine(t *testing.T, f func(t *testing.T, e engine)) {
+	t.Helper()
+	for _, e := range engines {
+		t.Run(e.name, func(t *testing.T) { f(t, e) })
+	}
+}
+
+// opts returns opts for a Server of engine e.
+func (e engine) opts(opts ServerOptions) ServerOptions {
+	opts.NoFastPath = opts.NoFastPath || e.noFast
+	return opts
+}
+
+// fast reports whether e serves requests with the fast path.
+func (e engine) fast() bool { return !e.noFast }
 
 // rawEndpoint serves every connection made to a new loopback listener
 // with serve, each on a goroutine of its own, closing the connection when
@@ -142,33 +169,34 @@ func runServer(t *testing.T, s *Server, serve func() error) {
 	})
 }
 
-// withTestFastPath sets opts.FastPath when testFastPath is on and h is a
-// bare *Handler.
-func withTestFastPath(h http.Handler, opts ServerOptions) ServerOptions {
-	if hh, ok := h.(*Handler); ok && testFastPath && opts.FastPath == nil {
-		opts.FastPath = hh
-	}
-	return opts
-}
-
-// startServer serves h through a Server on 127.0.0.1 and returns its
-// address; the server is shut down when the test ends.
-func startServer(t *testing.T, h http.Handler, opts ServerOptions) (string, *Server) {
+// startServer serves h through a Server of engine e on 127.0.0.1 and
+// returns its address; the server is shut down when the test ends.
+func startServer(t *testing.T, e engine, h *Handler, opts ServerOptions) (string, *Server) {
 	t.Helper()
 	ln := listen(t)
-	s := NewServer(h, withTestFastPath(h, opts))
+	s := NewServer(h, e.opts(opts))
 	runServer(t, s, func() error { return s.Serve(ln) })
 	return ln.Addr().String(), s
 }
 
-// startProxy serves a Handler for tbl and returns its address.
-func startProxy(t *testing.T, tbl *route.Table, opts Options) (string, *Handler) {
+// startProxy serves a Handler for tbl with a Server of engine e and
+// returns its address.
+func startProxy(t *testing.T, e engine, tbl *route.Table, opts Options) (string, *Handler) {
 	t.Helper()
 	h := New(opts)
 	h.Swap(tbl)
 	t.Cleanup(h.CloseIdleConnections)
-	addr, _ := startServer(t, h, ServerOptions{})
+	addr, _ := startServer(t, e, h, ServerOptions{})
 	return addr, h
+}
+
+// served returns how many requests the fast path of s decided (0 when it
+// has none).
+func served(s *Server) int64 {
+	if s.fast == nil {
+		return 0
+	}
+	return s.fast.served.Load()
 }
 
 // newClient returns a client that never uses an environment proxy and
@@ -290,7 +318,7 @@ func crlf(s string) string { return strings.ReplaceAll(s, "\n", "\r\n") }
 // plain text and says nothing about the backends.
 func checkErrorBody(t *testing.T, h http.Header, body string, code int, secrets ...string) {
 	t.Helper()
-	if want := errorBodies[code]; body != want {
+	if want := pipeline.ErrorBody(code); body != want {
 		t.Errorf("body = %q, want %q", body, want)
 	}
 	if ct := h.Get("Content-Type"); ct != "text/plain; charset=utf-8" {

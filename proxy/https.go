@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/postern-dev/postern/proxy/internal/sysio"
+	"github.com/postern-dev/postern/proxy/pipeline"
 )
 
 // DefaultHandshakeTimeout bounds a client's TLS handshake.
@@ -30,11 +33,11 @@ type TLSOptions struct {
 	// MaxConcurrentStreams bounds the HTTP/2 streams a client may open at
 	// once on one connection. Zero means 250.
 	MaxConcurrentStreams int
-	// Covers is the check the Server's handler makes with SecureHTTP (the
-	// same function): the HTTP/1.1 fast path (ServerOptions.FastPath)
-	// serves TLS connections only when it is set, and leaves a request it
-	// fails to the handler's 421.
-	Covers Covers
+	// Covers reports whether a request for host may be served on a
+	// connection whose TLS server name is serverName (see
+	// tls.Store.Covers); a request it refuses gets 421 Misdirected
+	// Request (RFC 9110 §15.5.20), on every engine. Nil means any host.
+	Covers func(serverName, host string) bool
 }
 
 // ServeTLS accepts connections on ln, a plain TCP listener, terminates TLS
@@ -68,8 +71,9 @@ func (s *Server) ServeTLS(ln net.Listener, opts TLSOptions) error {
 		MaxReceiveBufferPerConnection: 4 << 20,
 		MaxReceiveBufferPerStream:     1 << 20,
 	}
+	s.listen(pipeline.ListenerOptions{Secure: true, Trusted: s.opts.TrustedProxies, Covers: opts.Covers})
 	tl := &tlsListener{
-		Listener:  sysListener{ln},
+		Listener:  sysio.Listener{Listener: ln},
 		config:    opts.Config,
 		timeout:   to,
 		observe:   opts.ObserveHandshake,
@@ -81,9 +85,7 @@ func (s *Server) ServeTLS(ln net.Listener, opts TLSOptions) error {
 		proxyTO:   s.readHeader,
 		done:      make(chan struct{}),
 	}
-	if s.fast != nil && opts.Covers != nil {
-		tl.fast, tl.covers = s.fast, opts.Covers
-	}
+	tl.fast = s.fast
 	err := s.srv.Serve(tl)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
@@ -112,11 +114,10 @@ type tlsListener struct {
 	observe   func(tls.ConnectionState, error)
 	onClose   func(*conn)
 	log       *zap.Logger
-	proxy     bool            // a PROXY protocol header comes before the ClientHello
-	proxyFrom *TrustedProxies // narrows proxy to these peers (sendsProxyHeader)
-	proxyTO   time.Duration   // bounds reading it
-	fast      *h1Engine       // serves HTTP/1.1 connections first; nil: none
-	covers    Covers          // for fast
+	proxy     bool                     // a PROXY protocol header comes before the ClientHello
+	proxyFrom *pipeline.TrustedProxies // narrows proxy to these peers (sendsProxyHeader)
+	proxyTO   time.Duration            // bounds reading it
+	fast      *h1Engine                // serves HTTP/1.1 connections first; nil: none
 
 	ready     chan net.Conn // handshaken connections for Accept
 	done      chan struct{} // closed by Close
@@ -194,7 +195,7 @@ func (l *tlsListener) handshake(raw net.Conn) {
 		// HTTP/1.1: the fast path serves it on this goroutine, and hands
 		// it (with what it read) to net/http when it meets a request it
 		// does not take.
-		l.fast.serve(&h1ClientConn{Conn: tc, secure: true, serverName: state.ServerName, covers: l.covers,
+		l.fast.serve(&h1ClientConn{Conn: tc, secure: true, serverName: state.ServerName,
 			handoff: func(rc net.Conn) { l.hand(&tlsConn{conn: newConn(rc, l.onClose), tc: tc}) }})
 		return
 	}

@@ -35,53 +35,59 @@ func endedByServer(t *testing.T, c net.Conn) bool {
 // takes longer than ReadHeaderTimeout.
 func TestSlowlorisCutOff(t *testing.T) {
 	t.Parallel()
-	addr, b := smuggleProxy(t, ServerOptions{ReadHeaderTimeout: 200 * time.Millisecond})
-	c := rawConn(t, addr)
-	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	stop := make(chan struct{})
-	trickled := make(chan struct{})
-	go func() {
-		defer close(trickled)
-		// For as long as the test may wait: without the timeout the
-		// header section never ends and endedByServer fails.
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				if _, err := io.WriteString(c, "X-Trickle: 1\r\n"); err != nil {
+	forEachEngine(t, func(t *testing.T, e engine) {
+		t.Parallel()
+		addr, b := smuggleProxy(t, e, ServerOptions{ReadHeaderTimeout: 200 * time.Millisecond})
+		c := rawConn(t, addr)
+		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		stop := make(chan struct{})
+		trickled := make(chan struct{})
+		go func() {
+			defer close(trickled)
+			// For as long as the test may wait: without the timeout the
+			// header section never ends and endedByServer fails.
+			tick := time.NewTicker(20 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
 					return
+				case <-tick.C:
+					if _, err := io.WriteString(c, "X-Trickle: 1\r\n"); err != nil {
+						return
+					}
 				}
 			}
+		}()
+		ended := endedByServer(t, c)
+		close(stop)
+		<-trickled
+		if !ended {
+			t.Error("a client trickling its header fields was not cut off")
 		}
-	}()
-	ended := endedByServer(t, c)
-	close(stop)
-	<-trickled
-	if !ended {
-		t.Error("a client trickling its header fields was not cut off")
-	}
-	if b.hits.Load() != 0 {
-		t.Error("the backend was reached")
-	}
+		if b.hits.Load() != 0 {
+			t.Error("the backend was reached")
+		}
+	})
 }
 
 // TestIdleKeepAliveClosed: a keep-alive connection with no next request
 // is closed after IdleTimeout.
 func TestIdleKeepAliveClosed(t *testing.T) {
 	t.Parallel()
-	addr, _ := smuggleProxy(t, ServerOptions{IdleTimeout: 200 * time.Millisecond, ReadHeaderTimeout: testTimeout})
-	resps, c, br := exchange(t, addr, "GET / HTTP/1.1\r\nHost: a\r\n\r\n", 1)
-	if len(resps) != 1 || resps[0].StatusCode != http.StatusOK || resps[0].Close {
-		t.Fatalf("responses %v, want one 200 that keeps the connection", resps)
-	}
-	if !closedByServer(c, br) {
-		t.Error("an idle keep-alive connection was not closed")
-	}
+	forEachEngine(t, func(t *testing.T, e engine) {
+		t.Parallel()
+		addr, _ := smuggleProxy(t, e, ServerOptions{IdleTimeout: 200 * time.Millisecond, ReadHeaderTimeout: testTimeout})
+		resps, c, br := exchange(t, addr, "GET / HTTP/1.1\r\nHost: a\r\n\r\n", 1)
+		if len(resps) != 1 || resps[0].StatusCode != http.StatusOK || resps[0].Close {
+			t.Fatalf("responses %v, want one 200 that keeps the connection", resps)
+		}
+		if !closedByServer(c, br) {
+			t.Error("an idle keep-alive connection was not closed")
+		}
+	})
 }
 
 // http2Settings reads the server's first frame on an h2 connection, which
@@ -128,7 +134,7 @@ func TestHTTP2MaxConcurrentStreams(t *testing.T) {
 		want       uint32
 	}{{0, 250}, {7, 7}} {
 		ln := listen(t)
-		s := NewServer(http.NotFoundHandler(), ServerOptions{})
+		s := NewServer(New(Options{}), ServerOptions{})
 		done := make(chan error, 1)
 		go func() {
 			done <- s.ServeTLS(ln, TLSOptions{Config: pki.serverConfig(), MaxConcurrentStreams: tt.configured})

@@ -2,9 +2,7 @@ package proxy
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -14,13 +12,14 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/postern-dev/postern/proxy/observe"
+	"github.com/postern-dev/postern/proxy/pipeline"
 	"github.com/postern-dev/postern/proxy/route"
 )
 
@@ -42,6 +41,17 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // gauge) or sample count and sum (histogram).
 type sample struct {
 	value, count, sum float64
+}
+
+// scalar returns the sum of the series of the family name in reg: the
+// value of an unlabelled counter or gauge.
+func scalar(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	var sum float64
+	for _, s := range gather(t, reg, name) {
+		sum += s.value
+	}
+	return sum
 }
 
 // gather returns the series of the family name in reg, keyed by their
@@ -128,8 +138,17 @@ func reqLabels(ns, ing, svc, method, code string) string {
 }
 
 // deadAddr returns an address nothing listens on: dialing it is refused.
+// deadAddr returns an address that refuses connections: a port that was
+// free on 127.0.0.254, where no test listens (they all listen on
+// 127.0.0.1), so that no other test's listener can take it over while
+// tests run in parallel.
 func deadAddr(t *testing.T) string {
-	ln := listen(t)
+	t.Helper()
+	var lc net.ListenConfig
+	ln, err := lc.Listen(t.Context(), "tcp", "127.0.0.254:0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	addr := ln.Addr().String()
 	ln.Close()
 	return addr
@@ -153,268 +172,205 @@ func shopTable(t *testing.T, api *testBackend, dead string) *route.Table {
 
 func TestMetricsAfterTraffic(t *testing.T) {
 	t.Parallel()
-	reg := prometheus.NewRegistry()
-	m := NewMetrics(reg)
-	api := newBackend(t, "api", nil)
-	dead := deadAddr(t)
-	h := New(Options{Metrics: m})
-	h.Swap(shopTable(t, api, dead))
-	t.Cleanup(h.CloseIdleConnections)
-	addr, _ := startServer(t, h, ServerOptions{Metrics: m})
-	c := newClient(t)
+	forEachEngine(t, func(t *testing.T, e engine) {
+		t.Parallel()
+		reg := prometheus.NewRegistry()
+		m := observe.NewMetrics(reg)
+		api := newBackend(t, "api", nil)
+		dead := deadAddr(t)
+		h := New(Options{Metrics: m})
+		h.Swap(shopTable(t, api, dead))
+		t.Cleanup(h.CloseIdleConnections)
+		addr, _ := startServer(t, e, h, ServerOptions{Metrics: m})
+		c := newClient(t)
 
-	send := func(method, host, path, body string, want int) {
-		t.Helper()
-		req, err := http.NewRequestWithContext(t.Context(), method, "http://"+addr+path, strings.NewReader(body))
+		send := func(method, host, path, body string, want int) {
+			t.Helper()
+			req, err := http.NewRequestWithContext(t.Context(), method, "http://"+addr+path, strings.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Host = host
+			if body == "" {
+				req.Body = http.NoBody
+			}
+			resp, _ := do(t, c, req)
+			if resp.StatusCode != want {
+				t.Fatalf("%s %s%s = %d, want %d", method, host, path, resp.StatusCode, want)
+			}
+		}
+		for range 3 {
+			send(http.MethodGet, "shop.example.com", "/a", "", http.StatusOK)
+		}
+		send(http.MethodPost, "shop.example.com", "/a", "hello world", http.StatusOK)
+		send("BREW", "shop.example.com", "/pot", "", http.StatusOK)
+		send(http.MethodGet, "shop.example.com", "/dead", "", http.StatusBadGateway)
+		send(http.MethodGet, "shop.example.com", "/empty/x", "", http.StatusServiceUnavailable)
+		send(http.MethodGet, "nowhere.test", "/", "", http.StatusNotFound)
+
+		waitFor(t, "8 requests counted", func() bool {
+			var n float64
+			for _, s := range gather(t, reg, "postern_proxy_requests_total") {
+				n += s.value
+			}
+			return n == 8
+		})
+		wantRequests := map[string]float64{
+			reqLabels("ns", "shop", "api", "GET", "200"):   3,
+			reqLabels("ns", "shop", "api", "POST", "200"):  1,
+			reqLabels("ns", "shop", "api", "OTHER", "200"): 1,
+			reqLabels("ns", "shop", "dead", "GET", "502"):  1,
+			reqLabels("ns", "shop", "empty", "GET", "503"): 1,
+			reqLabels("", "", "", "GET", "404"):            1,
+		}
+		if d := diffMaps(values(gather(t, reg, "postern_proxy_requests_total")), wantRequests); d != "" {
+			t.Errorf("postern_proxy_requests_total (-want +got):\n%s", d)
+		}
+		wantDurations := map[string]float64{
+			labels("ns", "shop", "api"):   5,
+			labels("ns", "shop", "dead"):  1,
+			labels("ns", "shop", "empty"): 1,
+			labels("", "", ""):            1,
+		}
+		if d := diffMaps(counts(gather(t, reg, "postern_proxy_request_duration_seconds")), wantDurations); d != "" {
+			t.Errorf("postern_proxy_request_duration_seconds counts (-want +got):\n%s", d)
+		}
+		// Only requests that reached for an endpoint have an upstream time.
+		wantUpstream := map[string]float64{labels("ns", "shop", "api"): 5, labels("ns", "shop", "dead"): 1}
+		if d := diffMaps(counts(gather(t, reg, "postern_proxy_upstream_response_seconds")), wantUpstream); d != "" {
+			t.Errorf("postern_proxy_upstream_response_seconds counts (-want +got):\n%s", d)
+		}
+		if s := gather(t, reg, "postern_proxy_request_size_bytes")[labels("ns", "shop", "api")]; s.count != 5 || s.sum != float64(len("hello world")) {
+			t.Errorf("request_size_bytes of api: %d requests, %g bytes; want 5, %d", int(s.count), s.sum, len("hello world"))
+		}
+		// The backend answers "api <path>"; the proxy's 404 body is its own.
+		wantOut := float64(3*len("api /a") + len("api /a") + len("api /pot"))
+		if s := gather(t, reg, "postern_proxy_response_size_bytes")[labels("ns", "shop", "api")]; s.sum != wantOut {
+			t.Errorf("response_size_bytes of api = %g, want %g", s.sum, wantOut)
+		}
+		if s := gather(t, reg, "postern_proxy_response_size_bytes")[labels("", "", "")]; s.sum != float64(len(pipeline.ErrorBody(http.StatusNotFound))) {
+			t.Errorf("response_size_bytes of the 404 = %g, want %d", s.sum, len(pipeline.ErrorBody(http.StatusNotFound)))
+		}
+		const wantErrs = `
+	# HELP postern_proxy_upstream_errors_total Attempts to reach an endpoint that failed, by reason: dial, timeout, reset, tls, other.
+	# TYPE postern_proxy_upstream_errors_total counter
+	postern_proxy_upstream_errors_total{reason="dial"} 1
+	postern_proxy_upstream_errors_total{reason="other"} 0
+	postern_proxy_upstream_errors_total{reason="reset"} 0
+	postern_proxy_upstream_errors_total{reason="timeout"} 0
+	postern_proxy_upstream_errors_total{reason="tls"} 0
+	`
+		if err := testutil.GatherAndCompare(reg, strings.NewReader(wantErrs), "postern_proxy_upstream_errors_total"); err != nil {
+			t.Error(err)
+		}
+		if got := scalar(t, reg, "postern_proxy_retries_total"); got != 0 {
+			t.Errorf("retries = %g before any retry", got)
+		}
+		m.Retried()
+		if got := scalar(t, reg, "postern_proxy_retries_total"); got != 1 {
+			t.Errorf("retries = %g after Retried, want 1", got)
+		}
+
+		// The client keeps one connection alive; closing it is seen.
+		if got := scalar(t, reg, "postern_proxy_open_connections"); got != 1 {
+			t.Errorf("open_connections = %g with one keep-alive connection, want 1", got)
+		}
+		c.CloseIdleConnections()
+		waitFor(t, "open_connections back to 0", func() bool { return scalar(t, reg, "postern_proxy_open_connections") == 0 })
+
+		problems, err := testutil.GatherAndLint(reg)
 		if err != nil {
 			t.Fatal(err)
 		}
-		req.Host = host
-		if body == "" {
-			req.Body = http.NoBody
+		for _, p := range problems {
+			t.Errorf("lint: %s: %s", p.Metric, p.Text)
 		}
-		resp, _ := do(t, c, req)
-		if resp.StatusCode != want {
-			t.Fatalf("%s %s%s = %d, want %d", method, host, path, resp.StatusCode, want)
-		}
-	}
-	for range 3 {
-		send(http.MethodGet, "shop.example.com", "/a", "", http.StatusOK)
-	}
-	send(http.MethodPost, "shop.example.com", "/a", "hello world", http.StatusOK)
-	send("BREW", "shop.example.com", "/pot", "", http.StatusOK)
-	send(http.MethodGet, "shop.example.com", "/dead", "", http.StatusBadGateway)
-	send(http.MethodGet, "shop.example.com", "/empty/x", "", http.StatusServiceUnavailable)
-	send(http.MethodGet, "nowhere.test", "/", "", http.StatusNotFound)
 
-	waitFor(t, "8 requests counted", func() bool {
-		var n float64
-		for _, s := range gather(t, reg, "postern_proxy_requests_total") {
-			n += s.value
-		}
-		return n == 8
-	})
-	wantRequests := map[string]float64{
-		reqLabels("ns", "shop", "api", "GET", "200"):   3,
-		reqLabels("ns", "shop", "api", "POST", "200"):  1,
-		reqLabels("ns", "shop", "api", "OTHER", "200"): 1,
-		reqLabels("ns", "shop", "dead", "GET", "502"):  1,
-		reqLabels("ns", "shop", "empty", "GET", "503"): 1,
-		reqLabels("", "", "", "GET", "404"):            1,
-	}
-	if d := diffMaps(values(gather(t, reg, "postern_proxy_requests_total")), wantRequests); d != "" {
-		t.Errorf("postern_proxy_requests_total (-want +got):\n%s", d)
-	}
-	wantDurations := map[string]float64{
-		labels("ns", "shop", "api"):   5,
-		labels("ns", "shop", "dead"):  1,
-		labels("ns", "shop", "empty"): 1,
-		labels("", "", ""):            1,
-	}
-	if d := diffMaps(counts(gather(t, reg, "postern_proxy_request_duration_seconds")), wantDurations); d != "" {
-		t.Errorf("postern_proxy_request_duration_seconds counts (-want +got):\n%s", d)
-	}
-	// Only requests that reached for an endpoint have an upstream time.
-	wantUpstream := map[string]float64{labels("ns", "shop", "api"): 5, labels("ns", "shop", "dead"): 1}
-	if d := diffMaps(counts(gather(t, reg, "postern_proxy_upstream_response_seconds")), wantUpstream); d != "" {
-		t.Errorf("postern_proxy_upstream_response_seconds counts (-want +got):\n%s", d)
-	}
-	if s := gather(t, reg, "postern_proxy_request_size_bytes")[labels("ns", "shop", "api")]; s.count != 5 || s.sum != float64(len("hello world")) {
-		t.Errorf("request_size_bytes of api: %d requests, %g bytes; want 5, %d", int(s.count), s.sum, len("hello world"))
-	}
-	// The backend answers "api <path>"; the proxy's 404 body is its own.
-	wantOut := float64(3*len("api /a") + len("api /a") + len("api /pot"))
-	if s := gather(t, reg, "postern_proxy_response_size_bytes")[labels("ns", "shop", "api")]; s.sum != wantOut {
-		t.Errorf("response_size_bytes of api = %g, want %g", s.sum, wantOut)
-	}
-	if s := gather(t, reg, "postern_proxy_response_size_bytes")[labels("", "", "")]; s.sum != float64(len(errorBodies[http.StatusNotFound])) {
-		t.Errorf("response_size_bytes of the 404 = %g, want %d", s.sum, len(errorBodies[http.StatusNotFound]))
-	}
-	const wantErrs = `
-# HELP postern_proxy_upstream_errors_total Attempts to reach an endpoint that failed, by reason: dial, timeout, reset, tls, other.
-# TYPE postern_proxy_upstream_errors_total counter
-postern_proxy_upstream_errors_total{reason="dial"} 1
-postern_proxy_upstream_errors_total{reason="other"} 0
-postern_proxy_upstream_errors_total{reason="reset"} 0
-postern_proxy_upstream_errors_total{reason="timeout"} 0
-postern_proxy_upstream_errors_total{reason="tls"} 0
-`
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(wantErrs), "postern_proxy_upstream_errors_total"); err != nil {
-		t.Error(err)
-	}
-	if got := testutil.ToFloat64(m.retries); got != 0 {
-		t.Errorf("retries = %g before any retry", got)
-	}
-	m.Retried()
-	if got := testutil.ToFloat64(m.retries); got != 1 {
-		t.Errorf("retries = %g after Retried, want 1", got)
-	}
-
-	// The client keeps one connection alive; closing it is seen.
-	if got := testutil.ToFloat64(m.openConns); got != 1 {
-		t.Errorf("open_connections = %g with one keep-alive connection, want 1", got)
-	}
-	c.CloseIdleConnections()
-	waitFor(t, "open_connections back to 0", func() bool { return testutil.ToFloat64(m.openConns) == 0 })
-
-	problems, err := testutil.GatherAndLint(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range problems {
-		t.Errorf("lint: %s: %s", p.Metric, p.Text)
-	}
-
-	// A table without /dead: its series go, the others keep counting.
-	h.Swap(route.NewTable([]*route.VirtualHost{vhost("shop.example.com",
-		shopRoute("/", backendOf("api", "", api)),
-	)}, nil))
-	for _, name := range []string{"postern_proxy_requests_total", "postern_proxy_request_duration_seconds", "postern_proxy_upstream_response_seconds"} {
-		for k := range gather(t, reg, name) {
-			if strings.Contains(k, `service="dead"`) || strings.Contains(k, `service="empty"`) {
-				t.Errorf("%s{%s} still exported after its route went away", name, k)
+		// A table without /dead: its series go, the others keep counting.
+		h.Swap(route.NewTable([]*route.VirtualHost{vhost("shop.example.com",
+			shopRoute("/", backendOf("api", "", api)),
+		)}, nil))
+		for _, name := range []string{"postern_proxy_requests_total", "postern_proxy_request_duration_seconds", "postern_proxy_upstream_response_seconds"} {
+			for k := range gather(t, reg, name) {
+				if strings.Contains(k, `service="dead"`) || strings.Contains(k, `service="empty"`) {
+					t.Errorf("%s{%s} still exported after its route went away", name, k)
+				}
 			}
 		}
-	}
-	send(http.MethodGet, "shop.example.com", "/a", "", http.StatusOK)
-	waitFor(t, "the request after the swap", func() bool {
-		return gather(t, reg, "postern_proxy_requests_total")[reqLabels("ns", "shop", "api", "GET", "200")].value == 4
+		send(http.MethodGet, "shop.example.com", "/a", "", http.StatusOK)
+		waitFor(t, "the request after the swap", func() bool {
+			return gather(t, reg, "postern_proxy_requests_total")[reqLabels("ns", "shop", "api", "GET", "200")].value == 4
+		})
 	})
 }
 
 func TestMetricsUpstreamErrorsFromRealFailures(t *testing.T) {
 	t.Parallel()
-	reg := prometheus.NewRegistry()
-	m := NewMetrics(reg)
-	slow := newBackend(t, "slow", func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
-	hangup := hangupAddr(t)
-	tlsBe := backendOf("plain", "", newBackend(t, "plain", nil)) // speaks HTTP, not TLS
-	tlsBe.Protocol = route.ProtocolHTTPS
-	deadBe := backendOf("dead", "")
-	deadBe.Endpoints = []route.Endpoint{{Address: deadAddr(t)}}
-	hangupBe := backendOf("hangup", "")
-	hangupBe.Endpoints = []route.Endpoint{{Address: hangup}}
-	h := New(Options{Metrics: m, ResponseHeaderTimeout: 50 * time.Millisecond})
-	t.Cleanup(h.CloseIdleConnections)
-	h.Swap(route.NewTable([]*route.VirtualHost{vhost("app.test",
-		prefix("/slow", backendOf("slow", "", slow)),
-		prefix("/hangup", hangupBe),
-		prefix("/tls", tlsBe),
-		prefix("/dead", deadBe),
-	)}, nil))
-	addr, _ := startServer(t, h, ServerOptions{})
-	c := newClient(t)
-	for path, want := range map[string]int{
-		"/slow": http.StatusGatewayTimeout, "/hangup": http.StatusBadGateway,
-		"/tls": http.StatusBadGateway, "/dead": http.StatusBadGateway,
-	} {
-		if resp, _ := get(t, c, addr, "app.test", path); resp.StatusCode != want {
-			t.Errorf("%s = %d, want %d", path, resp.StatusCode, want)
-		}
-	}
-	want := map[string]float64{`reason="dial"`: 1, `reason="timeout"`: 1, `reason="reset"`: 1, `reason="tls"`: 1, `reason="other"`: 0}
-	if d := diffMaps(values(gather(t, reg, "postern_proxy_upstream_errors_total")), want); d != "" {
-		t.Errorf("postern_proxy_upstream_errors_total (-want +got):\n%s", d)
-	}
-}
-
-func TestUpstreamErrorReason(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		name string
-		err  error
-		want string
-	}{
-		{"refused", &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}, UpstreamErrorDial},
-		{"connect timeout", &net.OpError{Op: "dial", Err: timeoutErr{}}, UpstreamErrorDial},
-		{"header timeout", fmt.Errorf("net/http: timeout awaiting response headers: %w", timeoutErr{}), UpstreamErrorTimeout},
-		{"deadline", context.DeadlineExceeded, UpstreamErrorTimeout},
-		{"reset", &net.OpError{Op: "read", Err: syscall.ECONNRESET}, UpstreamErrorReset},
-		{"eof", io.EOF, UpstreamErrorReset},
-		{"unexpected eof", fmt.Errorf("read: %w", io.ErrUnexpectedEOF), UpstreamErrorReset},
-		{"record header", tls.RecordHeaderError{Msg: "first record does not look like a TLS handshake"}, UpstreamErrorTLS},
-		{"alert", fmt.Errorf("remote error: %w", tls.AlertError(40)), UpstreamErrorTLS},
-		{"tls text", errors.New("tls: handshake failure"), UpstreamErrorTLS},
-		{"tls timeout", errors.New("net/http: TLS handshake timeout"), UpstreamErrorTLS},
-		{"protocol switch", errors.New(`backend tried to switch protocol "h2c" when "websocket" was requested`), UpstreamErrorOther},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			if got := upstreamErrorReason(tt.err); got != tt.want {
-				t.Errorf("upstreamErrorReason(%v) = %q, want %q", tt.err, got, tt.want)
+	forEachEngine(t, func(t *testing.T, e engine) {
+		t.Parallel()
+		reg := prometheus.NewRegistry()
+		m := observe.NewMetrics(reg)
+		slow := newBackend(t, "slow", func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
+		hangup := hangupAddr(t)
+		tlsBe := backendOf("plain", "", newBackend(t, "plain", nil)) // speaks HTTP, not TLS
+		tlsBe.Protocol = route.ProtocolHTTPS
+		deadBe := backendOf("dead", "")
+		deadBe.Endpoints = []route.Endpoint{{Address: deadAddr(t)}}
+		hangupBe := backendOf("hangup", "")
+		hangupBe.Endpoints = []route.Endpoint{{Address: hangup}}
+		h := New(Options{Metrics: m, ResponseHeaderTimeout: 50 * time.Millisecond})
+		t.Cleanup(h.CloseIdleConnections)
+		h.Swap(route.NewTable([]*route.VirtualHost{vhost("app.test",
+			prefix("/slow", backendOf("slow", "", slow)),
+			prefix("/hangup", hangupBe),
+			prefix("/tls", tlsBe),
+			prefix("/dead", deadBe),
+		)}, nil))
+		addr, _ := startServer(t, e, h, ServerOptions{})
+		c := newClient(t)
+		for path, want := range map[string]int{
+			"/slow": http.StatusGatewayTimeout, "/hangup": http.StatusBadGateway,
+			"/tls": http.StatusBadGateway, "/dead": http.StatusBadGateway,
+		} {
+			if resp, _ := get(t, c, addr, "app.test", path); resp.StatusCode != want {
+				t.Errorf("%s = %d, want %d", path, resp.StatusCode, want)
 			}
-		})
-	}
+		}
+		want := map[string]float64{`reason="dial"`: 1, `reason="timeout"`: 1, `reason="reset"`: 1, `reason="tls"`: 1, `reason="other"`: 0}
+		if d := diffMaps(values(gather(t, reg, "postern_proxy_upstream_errors_total")), want); d != "" {
+			t.Errorf("postern_proxy_upstream_errors_total (-want +got):\n%s", d)
+		}
+	})
 }
 
 func TestMetricsWebSocketTunnel(t *testing.T) {
 	t.Parallel()
-	reg := prometheus.NewRegistry()
-	m := NewMetrics(reg)
-	b := wsBackend(t)
-	h := New(Options{Metrics: m})
-	h.Swap(route.NewTable(nil, &route.Route{Backend: backendOf("ws", "", b), Source: route.Source{Namespace: "ns", Name: "chat"}}))
-	t.Cleanup(h.CloseIdleConnections)
-	addr, _ := startServer(t, h, ServerOptions{Metrics: m})
-	c, br := dialWebSocket(t, addr)
-	if _, err := c.Write(frame([]byte("hi"), true)); err != nil {
-		t.Fatal(err)
-	}
-	if got, err := readFrame(br); err != nil || string(got) != "hi" {
-		t.Fatalf("echo = %q, %v", got, err)
-	}
-	// A hijacked connection is still an open connection.
-	if got := testutil.ToFloat64(m.openConns); got != 1 {
-		t.Errorf("open_connections during the tunnel = %g, want 1", got)
-	}
-	c.Close()
-	waitFor(t, "the tunnel counted as a 101", func() bool {
-		return gather(t, reg, "postern_proxy_requests_total")[reqLabels("ns", "chat", "ws", "GET", "101")].value == 1
+	forEachEngine(t, func(t *testing.T, e engine) {
+		t.Parallel()
+		reg := prometheus.NewRegistry()
+		m := observe.NewMetrics(reg)
+		b := wsBackend(t)
+		h := New(Options{Metrics: m})
+		h.Swap(route.NewTable(nil, &route.Route{Backend: backendOf("ws", "", b), Source: route.Source{Namespace: "ns", Name: "chat"}}))
+		t.Cleanup(h.CloseIdleConnections)
+		addr, _ := startServer(t, e, h, ServerOptions{Metrics: m})
+		c, br := dialWebSocket(t, addr)
+		if _, err := c.Write(frame([]byte("hi"), true)); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := readFrame(br); err != nil || string(got) != "hi" {
+			t.Fatalf("echo = %q, %v", got, err)
+		}
+		// A hijacked connection is still an open connection.
+		if got := scalar(t, reg, "postern_proxy_open_connections"); got != 1 {
+			t.Errorf("open_connections during the tunnel = %g, want 1", got)
+		}
+		c.Close()
+		waitFor(t, "the tunnel counted as a 101", func() bool {
+			return gather(t, reg, "postern_proxy_requests_total")[reqLabels("ns", "chat", "ws", "GET", "101")].value == 1
+		})
+		waitFor(t, "open_connections back to 0", func() bool { return scalar(t, reg, "postern_proxy_open_connections") == 0 })
 	})
-	waitFor(t, "open_connections back to 0", func() bool { return testutil.ToFloat64(m.openConns) == 0 })
-}
-
-// TestMetricsRouteOfOldTable covers a request that finishes after its
-// table was swapped out: it is still counted under its route's labels.
-func TestMetricsRouteOfOldTable(t *testing.T) {
-	t.Parallel()
-	reg := prometheus.NewRegistry()
-	m := NewMetrics(reg)
-	old := shopRoute("/", &route.Backend{Key: "ns/api:80", Namespace: "ns", Service: "api"})
-	m.sync(route.NewTable([]*route.VirtualHost{vhost("a.test", old)}, nil))
-	m.sync(route.Empty())
-	ob := &observation{req: httptestRequest(t), route: old}
-	m.observe(ob, http.StatusOK, time.Millisecond)
-	got := values(gather(t, reg, "postern_proxy_requests_total"))
-	if got[reqLabels("ns", "shop", "api", "GET", "200")] != 1 {
-		t.Errorf("requests_total = %v, want the old route's request counted", got)
-	}
-}
-
-func httptestRequest(t testing.TB) *http.Request {
-	r, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://a.test/", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
-
-func TestMethodLabels(t *testing.T) {
-	t.Parallel()
-	for i, m := range methods[:len(methods)-1] {
-		if got := methodIndex(m); got != i {
-			t.Errorf("methodIndex(%s) = %d, want %d", m, got, i)
-		}
-	}
-	for _, m := range []string{"BREW", "get", "PROPFIND", ""} {
-		if got := methods[methodIndex(m)]; got != "OTHER" {
-			t.Errorf("method %q counted as %q, want OTHER", m, got)
-		}
-	}
-	if !slices.Contains(methods[:], "OTHER") {
-		t.Error("no OTHER label")
-	}
 }
 
 func TestAdminPprofOnlyWhenEnabled(t *testing.T) {
@@ -477,49 +433,52 @@ func TestDebugRoutesShowsSources(t *testing.T) {
 // observedOptions are Options with metrics on a registry of their own and
 // an access log of every request to io.Discard, closed when b ends.
 func observedOptions(b *testing.B) Options {
-	al := NewAccessLog(AccessLogOptions{Output: io.Discard, Sample: 1, Registerer: prometheus.NewRegistry()})
+	al := observe.NewAccessLog(observe.AccessLogOptions{Output: io.Discard, Sample: 1, Registerer: prometheus.NewRegistry()})
 	b.Cleanup(func() { _ = al.Close(context.Background()) })
-	return Options{Metrics: NewMetrics(prometheus.NewRegistry()), AccessLog: al}
+	return Options{Metrics: observe.NewMetrics(prometheus.NewRegistry()), AccessLog: al}
 }
 
-// TestObserveCountsEachRequestOnce covers the listener wrappers: a
-// redirect PlainHTTP answers itself is counted, and a request it hands
-// on to the Handler is counted once, with its route's labels.
+// TestObserveCountsEachRequestOnce covers the listener's policies: a
+// redirect the pipeline answers itself is counted, and a request it
+// forwards is counted once, with its route's labels.
 func TestObserveCountsEachRequestOnce(t *testing.T) {
 	t.Parallel()
-	reg := prometheus.NewRegistry()
-	m := NewMetrics(reg)
-	b := newBackend(t, "web", nil)
-	h := New(Options{Metrics: m})
-	t.Cleanup(h.CloseIdleConnections)
-	h.Swap(route.NewTable([]*route.VirtualHost{
-		vhost("app.test", shopRoute("/", backendOf("web", "", b))),
-		vhost("secure.test", shopRoute("/", backendOf("web", "", b))),
-	}, nil).WithTLS([]*route.TLSHost{{Host: "secure.test", Redirect: true}}))
-	addr, _ := startServer(t, h.Observe(PlainHTTP(h.Table, nil, 443, h)), ServerOptions{})
-	c := newClient(t)
-	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	if resp, _ := get(t, c, addr, "app.test", "/"); resp.StatusCode != http.StatusOK {
-		t.Fatalf("app.test = %d", resp.StatusCode)
-	}
-	resp, _ := get(t, c, addr, "secure.test", "/")
-	if resp.StatusCode != http.StatusPermanentRedirect || !generatedID.MatchString(resp.Header.Get(HeaderRequestID)) {
-		t.Fatalf("secure.test = %d with X-Request-ID %q, want 308 with an ID", resp.StatusCode, resp.Header.Get(HeaderRequestID))
-	}
-	want := map[string]float64{
-		reqLabels("ns", "shop", "web", "GET", "200"): 1,
-		reqLabels("", "", "", "GET", "308"):          1,
-	}
-	waitFor(t, "2 requests counted", func() bool {
-		var n float64
-		for _, s := range gather(t, reg, "postern_proxy_requests_total") {
-			n += s.value
+	forEachEngine(t, func(t *testing.T, e engine) {
+		t.Parallel()
+		reg := prometheus.NewRegistry()
+		m := observe.NewMetrics(reg)
+		b := newBackend(t, "web", nil)
+		h := New(Options{Metrics: m})
+		t.Cleanup(h.CloseIdleConnections)
+		h.Swap(route.NewTable([]*route.VirtualHost{
+			vhost("app.test", shopRoute("/", backendOf("web", "", b))),
+			vhost("secure.test", shopRoute("/", backendOf("web", "", b))),
+		}, nil).WithTLS([]*route.TLSHost{{Host: "secure.test", Redirect: true}}))
+		addr, _ := startServer(t, e, h, ServerOptions{})
+		c := newClient(t)
+		c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+		if resp, _ := get(t, c, addr, "app.test", "/"); resp.StatusCode != http.StatusOK {
+			t.Fatalf("app.test = %d", resp.StatusCode)
 		}
-		return n >= 2
+		resp, _ := get(t, c, addr, "secure.test", "/")
+		if resp.StatusCode != http.StatusPermanentRedirect || !generatedID.MatchString(resp.Header.Get(pipeline.HeaderRequestID)) {
+			t.Fatalf("secure.test = %d with X-Request-ID %q, want 308 with an ID", resp.StatusCode, resp.Header.Get(pipeline.HeaderRequestID))
+		}
+		want := map[string]float64{
+			reqLabels("ns", "shop", "web", "GET", "200"): 1,
+			reqLabels("", "", "", "GET", "308"):          1,
+		}
+		waitFor(t, "2 requests counted", func() bool {
+			var n float64
+			for _, s := range gather(t, reg, "postern_proxy_requests_total") {
+				n += s.value
+			}
+			return n >= 2
+		})
+		if d := diffMaps(values(gather(t, reg, "postern_proxy_requests_total")), want); d != "" {
+			t.Errorf("postern_proxy_requests_total (-want +got):\n%s", d)
+		}
 	})
-	if d := diffMaps(values(gather(t, reg, "postern_proxy_requests_total")), want); d != "" {
-		t.Errorf("postern_proxy_requests_total (-want +got):\n%s", d)
-	}
 }
 
 // BenchmarkObserve measures what observing adds to a request, without the
@@ -538,12 +497,12 @@ func BenchmarkObserve(b *testing.B) {
 			}
 			b.Run(name, func(b *testing.B) {
 				var opts Options
-				var al *AccessLog
+				var al *observe.AccessLog
 				if strings.Contains(mode, "metrics") {
-					opts.Metrics = NewMetrics(prometheus.NewRegistry())
+					opts.Metrics = observe.NewMetrics(prometheus.NewRegistry())
 				}
 				if strings.Contains(mode, "access-log") {
-					al = NewAccessLog(AccessLogOptions{Output: io.Discard, Sample: 1})
+					al = observe.NewAccessLog(observe.AccessLogOptions{Output: io.Discard, Sample: 1})
 					defer func() { _ = al.Close(context.Background()) }()
 					opts.AccessLog = al
 				}
@@ -551,14 +510,18 @@ func BenchmarkObserve(b *testing.B) {
 				h.Swap(tbl)
 				one := func(req *http.Request, w http.ResponseWriter) {
 					ob := h.begin(w, req)
-					ob.route = rt
+					ob.x.Route, ob.x.Backend = rt, be
 					ob.st.endpoint = &be.Endpoints[0]
 					ob.st.upstream, ob.st.attempted = time.Millisecond, true
 					ob.WriteHeader(http.StatusOK)
 					h.end(ob)
 				}
 				newReq := func() *http.Request {
-					return httptestRequest(b).WithContext(context.Background())
+					r, err := http.NewRequestWithContext(context.Background(), http.MethodGet, "http://a.test/", nil)
+					if err != nil {
+						b.Fatal(err)
+					}
+					return r
 				}
 				b.ReportAllocs()
 				if parallel {
@@ -575,7 +538,7 @@ func BenchmarkObserve(b *testing.B) {
 					}
 				}
 				if al != nil {
-					b.ReportMetric(testutil.ToFloat64(al.dropped)/float64(b.N), "drops/op")
+					b.ReportMetric(float64(al.Dropped())/float64(b.N), "drops/op")
 				}
 			})
 		}
@@ -587,16 +550,16 @@ func BenchmarkObserve(b *testing.B) {
 func TestObservedOverHTTPS(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
-	m := NewMetrics(reg)
+	m := observe.NewMetrics(reg)
 	var out syncBuffer
-	al := NewAccessLog(AccessLogOptions{Output: &out, Sample: 1})
+	al := observe.NewAccessLog(observe.AccessLogOptions{Output: &out, Sample: 1})
 	b := newBackend(t, "web", nil)
 	h := New(Options{Metrics: m, AccessLog: al})
 	t.Cleanup(h.CloseIdleConnections)
 	h.Swap(route.NewTable([]*route.VirtualHost{vhost("app.test", shopRoute("/", backendOf("web", "", b)))}, nil))
 	pki := newTestPKI(t, "app.test")
 	ln := listen(t)
-	s := NewServer(h.Observe(SecureHTTP(h.Table, nil, h)), ServerOptions{Metrics: m})
+	s := NewServer(h, ServerOptions{Metrics: m})
 	done := make(chan error, 1)
 	go func() { done <- s.ServeTLS(ln, TLSOptions{Config: pki.serverConfig()}) }()
 
@@ -607,17 +570,17 @@ func TestObservedOverHTTPS(t *testing.T) {
 			t.Fatal(err)
 		}
 		resp, _ := do(t, c, req)
-		if resp.StatusCode != http.StatusOK || resp.Header.Get(HeaderRequestID) == "" {
-			t.Fatalf("GET over TLS = %d, X-Request-ID %q", resp.StatusCode, resp.Header.Get(HeaderRequestID))
+		if resp.StatusCode != http.StatusOK || resp.Header.Get(pipeline.HeaderRequestID) == "" {
+			t.Fatalf("GET over TLS = %d, X-Request-ID %q", resp.StatusCode, resp.Header.Get(pipeline.HeaderRequestID))
 		}
 	}
-	if got := testutil.ToFloat64(m.openConns); got != 2 {
+	if got := scalar(t, reg, "postern_proxy_open_connections"); got != 2 {
 		t.Errorf("open_connections = %g with an HTTP/1.1 and an HTTP/2 connection, want 2", got)
 	}
 	for _, c := range clients {
 		c.CloseIdleConnections()
 	}
-	waitFor(t, "open_connections back to 0", func() bool { return testutil.ToFloat64(m.openConns) == 0 })
+	waitFor(t, "open_connections back to 0", func() bool { return scalar(t, reg, "postern_proxy_open_connections") == 0 })
 
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/postern-dev/postern/proxy/pipeline"
 )
 
 // The PROXY protocol (HAProxy's "The PROXY protocol", versions 1 and 2)
@@ -239,7 +241,7 @@ type proxyListener struct {
 	net.Listener
 	timeout time.Duration
 	log     *zap.Logger
-	from    *TrustedProxies // narrows the requirement to these peers (sendsProxyHeader)
+	from    *pipeline.TrustedProxies // narrows the requirement to these peers (sendsProxyHeader)
 }
 
 func (l *proxyListener) Accept() (net.Conn, error) {
@@ -256,8 +258,8 @@ func (l *proxyListener) Accept() (net.Conn, error) {
 // sendsProxyHeader reports whether c must start with a PROXY protocol
 // header: every connection when from is empty, else those whose peer is
 // in from (ServerOptions.ProxyProtocolFrom).
-func sendsProxyHeader(c net.Conn, from *TrustedProxies) bool {
-	if from.empty() {
+func sendsProxyHeader(c net.Conn, from *pipeline.TrustedProxies) bool {
+	if from.Empty() {
 		return true
 	}
 	a, ok := c.RemoteAddr().(*net.TCPAddr)

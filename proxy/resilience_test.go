@@ -17,10 +17,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 
 	"github.com/postern-dev/postern/proxy/balancer"
+	"github.com/postern-dev/postern/proxy/observe"
 	"github.com/postern-dev/postern/proxy/route"
 )
 
@@ -70,13 +70,14 @@ func resilienceBackend(name string, addrs ...string) *route.Backend {
 }
 
 // proxyFor serves be for every request to app.test through a new Handler
-// with metrics, and returns its address, the Handler and the metrics.
-func proxyFor(t *testing.T, be *route.Backend, opts Options) (string, *Handler, *Metrics) {
+// with metrics, and returns its address, the Handler and the metrics'
+// registry.
+func proxyFor(t *testing.T, e engine, be *route.Backend, opts Options) (string, *Handler, *prometheus.Registry) {
 	t.Helper()
-	m := NewMetrics(prometheus.NewRegistry())
-	opts.Metrics = m
-	addr, h := startProxy(t, route.NewTable([]*route.VirtualHost{vhost("app.test", prefix("/", be))}, nil), opts)
-	return addr, h, m
+	reg := prometheus.NewRegistry()
+	opts.Metrics = observe.NewMetrics(reg)
+	addr, h := startProxy(t, e, route.NewTable([]*route.VirtualHost{vhost("app.test", prefix("/", be))}, nil), opts)
+	return addr, h, reg
 }
 
 // send makes a request to app.test through the proxy at addr.
@@ -95,118 +96,125 @@ func send(t *testing.T, addr, method string, body io.Reader, header http.Header)
 
 func TestRetry(t *testing.T) {
 	t.Parallel()
-	idem := http.Header{"Idempotency-Key": {"8e03978e-40d5-43e8-bc93-6894a57f9324"}}
-	tests := []struct {
-		name    string
-		first   string // refused, hangup: how the first endpoint fails
-		method  string
-		body    string
-		header  http.Header
-		retries int
-		want    int  // status
-		retried bool // one retry, to the live endpoint
-	}{
-		{"GET refused", "refused", http.MethodGet, "", nil, 0, http.StatusOK, true},
-		{"POST with body refused", "refused", http.MethodPost, "hello", nil, 0, http.StatusOK, true},
-		{"POST without body refused", "refused", http.MethodPost, "", nil, 0, http.StatusOK, true},
-		{"GET reset", "hangup", http.MethodGet, "", nil, 0, http.StatusOK, true},
-		{"DELETE reset", "hangup", http.MethodDelete, "", nil, 0, http.StatusOK, true},
-		{"POST with body sent, reset", "hangup", http.MethodPost, "hello", nil, 0, http.StatusBadGateway, false},
-		{"PUT with body sent, reset", "hangup", http.MethodPut, "hello", nil, 0, http.StatusBadGateway, false},
-		{"POST without body, reset", "hangup", http.MethodPost, "", nil, 0, http.StatusBadGateway, false},
-		{"POST with Idempotency-Key, reset", "hangup", http.MethodPost, "", idem, 0, http.StatusOK, true},
-		{"retries off", "refused", http.MethodGet, "", nil, -1, http.StatusBadGateway, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			live := newBackend(t, "live", func(w http.ResponseWriter, r *http.Request) {
-				b, _ := io.ReadAll(r.Body)
-				fmt.Fprintf(w, "live %s %q", r.Method, b)
-			})
-			first := deadAddr(t)
-			if tt.first == "hangup" {
-				first = hangupAddr(t)
-			}
-			// Round robin picks the first endpoint first.
-			be := resilienceBackend("app", first, live.addr())
-			be.Retries = tt.retries
-			var out syncBuffer
-			al := NewAccessLog(AccessLogOptions{Output: &out, Sample: 1})
-			h := New(Options{AccessLog: al, Metrics: NewMetrics(prometheus.NewRegistry())})
-			h.Swap(route.NewTable([]*route.VirtualHost{vhost("app.test", prefix("/", be))}, nil))
-			t.Cleanup(h.CloseIdleConnections)
-			addr, stop := serveUntilDone(t, h)
-
-			var body io.Reader
-			if tt.body != "" {
-				body = strings.NewReader(tt.body)
-			}
-			resp, got := send(t, addr, tt.method, body, tt.header)
-			if resp.StatusCode != tt.want {
-				t.Fatalf("status %d %q, want %d", resp.StatusCode, got, tt.want)
-			}
-			wantRetries, wantHits, upstream := 0.0, int64(0), first
-			if tt.retried {
-				wantRetries, wantHits, upstream = 1, 1, live.addr()
-				if want := fmt.Sprintf("live %s %q", tt.method, tt.body); got != want {
-					t.Errorf("body %q, want %q (the retry must send the whole request)", got, want)
+	forEachEngine(t, func(t *testing.T, e engine) {
+		t.Parallel()
+		idem := http.Header{"Idempotency-Key": {"8e03978e-40d5-43e8-bc93-6894a57f9324"}}
+		tests := []struct {
+			name    string
+			first   string // refused, hangup: how the first endpoint fails
+			method  string
+			body    string
+			header  http.Header
+			retries int
+			want    int  // status
+			retried bool // one retry, to the live endpoint
+		}{
+			{"GET refused", "refused", http.MethodGet, "", nil, 0, http.StatusOK, true},
+			{"POST with body refused", "refused", http.MethodPost, "hello", nil, 0, http.StatusOK, true},
+			{"POST without body refused", "refused", http.MethodPost, "", nil, 0, http.StatusOK, true},
+			{"GET reset", "hangup", http.MethodGet, "", nil, 0, http.StatusOK, true},
+			{"DELETE reset", "hangup", http.MethodDelete, "", nil, 0, http.StatusOK, true},
+			{"POST with body sent, reset", "hangup", http.MethodPost, "hello", nil, 0, http.StatusBadGateway, false},
+			{"PUT with body sent, reset", "hangup", http.MethodPut, "hello", nil, 0, http.StatusBadGateway, false},
+			{"POST without body, reset", "hangup", http.MethodPost, "", nil, 0, http.StatusBadGateway, false},
+			{"POST with Idempotency-Key, reset", "hangup", http.MethodPost, "", idem, 0, http.StatusOK, true},
+			{"retries off", "refused", http.MethodGet, "", nil, -1, http.StatusBadGateway, false},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				t.Parallel()
+				live := newBackend(t, "live", func(w http.ResponseWriter, r *http.Request) {
+					b, _ := io.ReadAll(r.Body)
+					fmt.Fprintf(w, "live %s %q", r.Method, b)
+				})
+				first := deadAddr(t)
+				if tt.first == "hangup" {
+					first = hangupAddr(t)
 				}
-			}
-			if n := testutil.ToFloat64(h.metrics.retries); n != wantRetries {
-				t.Errorf("postern_proxy_retries_total = %v, want %v", n, wantRetries)
-			}
-			if n := live.hits.Load(); n != wantHits {
-				t.Errorf("the live endpoint got %d requests, want %d", n, wantHits)
-			}
-			if n := h.inflight.Count(first) + h.inflight.Count(live.addr()); n != 0 {
-				t.Errorf("%d requests still counted in flight", n)
-			}
-			stop()
-			closeLog(t, al)
-			if lines := out.lines(t); len(lines) != 1 || lines[0]["upstream"] != upstream {
-				t.Errorf("access log %v, want one line with upstream %s", lines, upstream)
-			}
-		})
-	}
+				// Round robin picks the first endpoint first.
+				be := resilienceBackend("app", first, live.addr())
+				be.Retries = tt.retries
+				var out syncBuffer
+				al := observe.NewAccessLog(observe.AccessLogOptions{Output: &out, Sample: 1})
+				reg := prometheus.NewRegistry()
+				h := New(Options{AccessLog: al, Metrics: observe.NewMetrics(reg)})
+				h.Swap(route.NewTable([]*route.VirtualHost{vhost("app.test", prefix("/", be))}, nil))
+				t.Cleanup(h.CloseIdleConnections)
+				addr, stop := serveUntilDone(t, e, h)
+
+				var body io.Reader
+				if tt.body != "" {
+					body = strings.NewReader(tt.body)
+				}
+				resp, got := send(t, addr, tt.method, body, tt.header)
+				if resp.StatusCode != tt.want {
+					t.Fatalf("status %d %q, want %d", resp.StatusCode, got, tt.want)
+				}
+				wantRetries, wantHits, upstream := 0.0, int64(0), first
+				if tt.retried {
+					wantRetries, wantHits, upstream = 1, 1, live.addr()
+					if want := fmt.Sprintf("live %s %q", tt.method, tt.body); got != want {
+						t.Errorf("body %q, want %q (the retry must send the whole request)", got, want)
+					}
+				}
+				if n := scalar(t, reg, "postern_proxy_retries_total"); n != wantRetries {
+					t.Errorf("postern_proxy_retries_total = %v, want %v", n, wantRetries)
+				}
+				if n := live.hits.Load(); n != wantHits {
+					t.Errorf("the live endpoint got %d requests, want %d", n, wantHits)
+				}
+				if n := h.cluster.InFlight().Count(first) + h.cluster.InFlight().Count(live.addr()); n != 0 {
+					t.Errorf("%d requests still counted in flight", n)
+				}
+				stop()
+				closeLog(t, al)
+				if lines := out.lines(t); len(lines) != 1 || lines[0]["upstream"] != upstream {
+					t.Errorf("access log %v, want one line with upstream %s", lines, upstream)
+				}
+			})
+		}
+	})
 }
 
 // TestRetryBudget checks that retries stop at the backend's count and at
 // the number of endpoints.
 func TestRetryBudget(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		retries, endpoints int
-		want               float64
-	}{
-		{0, 3, 1}, // the default: one
-		{2, 4, 2},
-		{5, 3, 2}, // never more attempts than endpoints
-		{-1, 3, 0},
-		{9, 10, route.MaxRetries},
-		{1, 1, 0},
-	}
-	for _, tt := range tests {
-		t.Run(fmt.Sprintf("%d retries over %d", tt.retries, tt.endpoints), func(t *testing.T) {
-			t.Parallel()
-			var addrs []string
-			for range tt.endpoints {
-				addrs = append(addrs, deadAddr(t))
-			}
-			be := resilienceBackend("dead", addrs...)
-			be.Retries = tt.retries
-			addr, _, m := proxyFor(t, be, Options{})
-			if resp, body := send(t, addr, http.MethodGet, nil, nil); resp.StatusCode != http.StatusBadGateway {
-				t.Fatalf("status %d %q, want 502", resp.StatusCode, body)
-			}
-			if n := testutil.ToFloat64(m.retries); n != tt.want {
-				t.Errorf("retries = %v, want %v", n, tt.want)
-			}
-			if n := testutil.ToFloat64(m.upstreamErrs[0]); n != tt.want+1 {
-				t.Errorf("upstream dial errors = %v, want one per attempt, %v", n, tt.want+1)
-			}
-		})
-	}
+	forEachEngine(t, func(t *testing.T, e engine) {
+		t.Parallel()
+		tests := []struct {
+			retries, endpoints int
+			want               float64
+		}{
+			{0, 3, 1}, // the default: one
+			{2, 4, 2},
+			{5, 3, 2}, // never more attempts than endpoints
+			{-1, 3, 0},
+			{9, 10, route.MaxRetries},
+			{1, 1, 0},
+		}
+		for _, tt := range tests {
+			t.Run(fmt.Sprintf("%d retries over %d", tt.retries, tt.endpoints), func(t *testing.T) {
+				t.Parallel()
+				var addrs []string
+				for range tt.endpoints {
+					addrs = append(addrs, deadAddr(t))
+				}
+				be := resilienceBackend("dead", addrs...)
+				be.Retries = tt.retries
+				addr, _, reg := proxyFor(t, e, be, Options{})
+				if resp, body := send(t, addr, http.MethodGet, nil, nil); resp.StatusCode != http.StatusBadGateway {
+					t.Fatalf("status %d %q, want 502", resp.StatusCode, body)
+				}
+				if n := scalar(t, reg, "postern_proxy_retries_total"); n != tt.want {
+					t.Errorf("retries = %v, want %v", n, tt.want)
+				}
+				if n := gather(t, reg, "postern_proxy_upstream_errors_total")[`reason="dial"`].value; n != tt.want+1 {
+					t.Errorf("upstream dial errors = %v, want one per attempt, %v", n, tt.want+1)
+				}
+			})
+		}
+	})
 }
 
 // fakeClock is a settable time for balancer.Health.
@@ -229,266 +237,259 @@ func (c *fakeClock) Advance(d time.Duration) {
 
 func TestPassiveHealthEjectsAndReadmits(t *testing.T) {
 	t.Parallel()
-	clk := &fakeClock{t: time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)}
-	health := &balancer.Health{Ejection: time.Minute, Now: clk.Now}
-	live := newBackend(t, "live", nil)
-	dead := deadAddr(t)
-	be := resilienceBackend("app", dead, live.addr())
-	be.Retries = -1 // every failure shows
-	addr, _, _ := proxyFor(t, be, Options{Health: health})
+	forEachEngine(t, func(t *testing.T, e engine) {
+		t.Parallel()
+		clk := &fakeClock{t: time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)}
+		health := &balancer.Health{Ejection: time.Minute, Now: clk.Now}
+		live := newBackend(t, "live", nil)
+		dead := deadAddr(t)
+		be := resilienceBackend("app", dead, live.addr())
+		be.Retries = -1 // every failure shows
+		addr, _, _ := proxyFor(t, e, be, Options{Health: health})
 
-	statuses := func(n int) map[int]int {
-		got := make(map[int]int)
-		for range n {
-			resp, _ := send(t, addr, http.MethodGet, nil, nil)
-			got[resp.StatusCode]++
+		statuses := func(n int) map[int]int {
+			got := make(map[int]int)
+			for range n {
+				resp, _ := send(t, addr, http.MethodGet, nil, nil)
+				got[resp.StatusCode]++
+			}
+			return got
 		}
-		return got
-	}
-	// Round robin alternates: three failures on the dead endpoint eject
-	// it.
-	if got := statuses(6); got[http.StatusBadGateway] != 3 || got[http.StatusOK] != 3 {
-		t.Fatalf("first 6 requests: %v, want 3 502s and 3 200s", got)
-	}
-	if !health.Ejected(dead) {
-		t.Fatal("the dead endpoint is not ejected after 3 consecutive failures")
-	}
-	if got := statuses(10); got[http.StatusOK] != 10 {
-		t.Errorf("while ejected: %v, want 10 200s", got)
-	}
-	// The period ends: the endpoint gets traffic again by itself.
-	clk.Advance(time.Minute)
-	if got := statuses(2); got[http.StatusBadGateway] != 1 {
-		t.Errorf("after the ejection: %v, want one request on the dead endpoint again", got)
-	}
+		// Round robin alternates: three failures on the dead endpoint eject
+		// it.
+		if got := statuses(6); got[http.StatusBadGateway] != 3 || got[http.StatusOK] != 3 {
+			t.Fatalf("first 6 requests: %v, want 3 502s and 3 200s", got)
+		}
+		if !health.Ejected(dead) {
+			t.Fatal("the dead endpoint is not ejected after 3 consecutive failures")
+		}
+		if got := statuses(10); got[http.StatusOK] != 10 {
+			t.Errorf("while ejected: %v, want 10 200s", got)
+		}
+		// The period ends: the endpoint gets traffic again by itself.
+		clk.Advance(time.Minute)
+		if got := statuses(2); got[http.StatusBadGateway] != 1 {
+			t.Errorf("after the ejection: %v, want one request on the dead endpoint again", got)
+		}
+	})
 }
 
 func TestPassiveHealthFailsOpen(t *testing.T) {
 	t.Parallel()
-	var broken atomic.Bool
-	broken.Store(true)
-	flaky := func(w http.ResponseWriter, r *http.Request) {
-		if broken.Load() {
-			c, _, err := http.NewResponseController(w).Hijack()
-			if err == nil {
-				c.Close() // a reset before any response byte
+	forEachEngine(t, func(t *testing.T, e engine) {
+		t.Parallel()
+		var broken atomic.Bool
+		broken.Store(true)
+		flaky := func(w http.ResponseWriter, r *http.Request) {
+			if broken.Load() {
+				c, _, err := http.NewResponseController(w).Hijack()
+				if err == nil {
+					c.Close() // a reset before any response byte
+				}
+				return
 			}
-			return
+			fmt.Fprint(w, "ok")
 		}
-		fmt.Fprint(w, "ok")
-	}
-	a, b := newBackend(t, "a", flaky), newBackend(t, "b", flaky)
-	be := resilienceBackend("app", a.addr(), b.addr())
-	be.Retries = -1
-	addr, h, _ := proxyFor(t, be, Options{})
-	for range 6 {
-		if resp, body := send(t, addr, http.MethodGet, nil, nil); resp.StatusCode != http.StatusBadGateway {
-			t.Fatalf("status %d %q, want 502", resp.StatusCode, body)
+		a, b := newBackend(t, "a", flaky), newBackend(t, "b", flaky)
+		be := resilienceBackend("app", a.addr(), b.addr())
+		be.Retries = -1
+		addr, h, _ := proxyFor(t, e, be, Options{})
+		for range 6 {
+			if resp, body := send(t, addr, http.MethodGet, nil, nil); resp.StatusCode != http.StatusBadGateway {
+				t.Fatalf("status %d %q, want 502", resp.StatusCode, body)
+			}
 		}
-	}
-	if !h.health.Ejected(a.addr()) || !h.health.Ejected(b.addr()) {
-		t.Fatal("both endpoints should be ejected")
-	}
-	// Every endpoint is ejected, and traffic still goes to them: once
-	// they recover, a request succeeds before any ejection ends.
-	broken.Store(false)
-	hitsA, hitsB := a.hits.Load(), b.hits.Load()
-	if resp, body := send(t, addr, http.MethodGet, nil, nil); resp.StatusCode != http.StatusOK {
-		t.Fatalf("with every endpoint ejected: status %d %q, want 200 (fail open)", resp.StatusCode, body)
-	}
-	answered, other := a, b
-	if b.hits.Load() > hitsB {
-		answered, other = b, a
-		hitsA, hitsB = hitsB, hitsA
-	}
-	if answered.hits.Load()-hitsA != 1 {
-		t.Fatal("no ejected endpoint got the request")
-	}
-	// The success readmits the endpoint that answered; the other one
-	// stays ejected, and is skipped now that there is a healthy one.
-	if h.health.Ejected(answered.addr()) || !h.health.Ejected(other.addr()) {
-		t.Fatalf("Ejected(answered) = %v, Ejected(other) = %v; want false, true", h.health.Ejected(answered.addr()), h.health.Ejected(other.addr()))
-	}
-	for range 4 {
+		if !h.cluster.Health().Ejected(a.addr()) || !h.cluster.Health().Ejected(b.addr()) {
+			t.Fatal("both endpoints should be ejected")
+		}
+		// Every endpoint is ejected, and traffic still goes to them: once
+		// they recover, a request succeeds before any ejection ends.
+		broken.Store(false)
+		hitsA, hitsB := a.hits.Load(), b.hits.Load()
 		if resp, body := send(t, addr, http.MethodGet, nil, nil); resp.StatusCode != http.StatusOK {
-			t.Fatalf("status %d %q, want 200", resp.StatusCode, body)
+			t.Fatalf("with every endpoint ejected: status %d %q, want 200 (fail open)", resp.StatusCode, body)
 		}
-	}
-	if n := other.hits.Load() - hitsB; n != 0 {
-		t.Errorf("the endpoint still ejected got %d requests, want 0", n)
-	}
+		answered, other := a, b
+		if b.hits.Load() > hitsB {
+			answered, other = b, a
+			hitsA, hitsB = hitsB, hitsA
+		}
+		if answered.hits.Load()-hitsA != 1 {
+			t.Fatal("no ejected endpoint got the request")
+		}
+		// The success readmits the endpoint that answered; the other one
+		// stays ejected, and is skipped now that there is a healthy one.
+		if h.cluster.Health().Ejected(answered.addr()) || !h.cluster.Health().Ejected(other.addr()) {
+			t.Fatalf("Ejected(answered) = %v, Ejected(other) = %v; want false, true", h.cluster.Health().Ejected(answered.addr()), h.cluster.Health().Ejected(other.addr()))
+		}
+		for range 4 {
+			if resp, body := send(t, addr, http.MethodGet, nil, nil); resp.StatusCode != http.StatusOK {
+				t.Fatalf("status %d %q, want 200", resp.StatusCode, body)
+			}
+		}
+		if n := other.hits.Load() - hitsB; n != 0 {
+			t.Errorf("the endpoint still ejected got %d requests, want 0", n)
+		}
+	})
 }
 
 func TestTimeoutConnect(t *testing.T) {
 	t.Parallel()
-	be := resilienceBackend("blackhole", fullBacklogAddr(t))
-	be.ConnectTimeout = route.Duration(100 * time.Millisecond)
-	// The Handler's own default would outlast the client: only the
-	// backend's timeout can answer in time.
-	addr, _, m := proxyFor(t, be, Options{DialTimeout: 3 * testTimeout})
-	resp, body := send(t, addr, http.MethodGet, nil, nil)
-	if resp.StatusCode != http.StatusGatewayTimeout {
-		t.Fatalf("status %d %q, want 504", resp.StatusCode, body)
-	}
-	if n := testutil.ToFloat64(m.upstreamErrs[0]); n != 1 {
-		t.Errorf("upstream dial errors = %v, want 1", n)
-	}
+	forEachEngine(t, func(t *testing.T, e engine) {
+		t.Parallel()
+		be := resilienceBackend("blackhole", fullBacklogAddr(t))
+		be.ConnectTimeout = route.Duration(100 * time.Millisecond)
+		// The Handler's own default would outlast the client: only the
+		// backend's timeout can answer in time.
+		addr, _, reg := proxyFor(t, e, be, Options{DialTimeout: 3 * testTimeout})
+		resp, body := send(t, addr, http.MethodGet, nil, nil)
+		if resp.StatusCode != http.StatusGatewayTimeout {
+			t.Fatalf("status %d %q, want 504", resp.StatusCode, body)
+		}
+		if n := gather(t, reg, "postern_proxy_upstream_errors_total")[`reason="dial"`].value; n != 1 {
+			t.Errorf("upstream dial errors = %v, want 1", n)
+		}
+	})
 }
 
 func TestTimeoutRead(t *testing.T) {
 	t.Parallel()
-	release := make(chan struct{})
-	t.Cleanup(func() { close(release) })
-	slow := newBackend(t, "slow", func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-release:
-		case <-r.Context().Done():
+	forEachEngine(t, func(t *testing.T, e engine) {
+		t.Parallel()
+		release := make(chan struct{})
+		t.Cleanup(func() { close(release) })
+		slow := newBackend(t, "slow", func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		})
+		be := resilienceBackend("slow", slow.addr())
+		be.ReadTimeout = route.Duration(100 * time.Millisecond)
+		addr, _, _ := proxyFor(t, e, be, Options{ResponseHeaderTimeout: 3 * testTimeout})
+		resp, body := send(t, addr, http.MethodGet, nil, nil)
+		if resp.StatusCode != http.StatusGatewayTimeout {
+			t.Fatalf("status %d %q, want 504", resp.StatusCode, body)
 		}
+		checkErrorBody(t, resp.Header, body, http.StatusGatewayTimeout, slow.addr())
 	})
-	be := resilienceBackend("slow", slow.addr())
-	be.ReadTimeout = route.Duration(100 * time.Millisecond)
-	addr, _, _ := proxyFor(t, be, Options{ResponseHeaderTimeout: 3 * testTimeout})
-	resp, body := send(t, addr, http.MethodGet, nil, nil)
-	if resp.StatusCode != http.StatusGatewayTimeout {
-		t.Fatalf("status %d %q, want 504", resp.StatusCode, body)
-	}
-	checkErrorBody(t, resp.Header, body, http.StatusGatewayTimeout, slow.addr())
 }
 
 func TestTimeoutIdleCutsStalledStream(t *testing.T) {
 	t.Parallel()
-	release := make(chan struct{})
-	t.Cleanup(func() { close(release) })
-	backendGone := make(chan struct{})
-	stall := newBackend(t, "stall", func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, "first\n")
-		_ = http.NewResponseController(w).Flush()
+	forEachEngine(t, func(t *testing.T, e engine) {
+		t.Parallel()
+		release := make(chan struct{})
+		t.Cleanup(func() { close(release) })
+		backendGone := make(chan struct{})
+		stall := newBackend(t, "stall", func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.WriteString(w, "first\n")
+			_ = http.NewResponseController(w).Flush()
+			select {
+			case <-release:
+			case <-r.Context().Done():
+				close(backendGone) // the proxy hung up on the backend
+			}
+		})
+		be := resilienceBackend("stall", stall.addr())
+		be.IdleTimeout = route.Duration(100 * time.Millisecond)
+		addr, _, reg := proxyFor(t, e, be, Options{})
+
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+addr+"/x", nil)
+		req.Host = "app.test"
+		resp, err := newClient(t).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		br := bufio.NewReader(resp.Body)
+		if line, err := br.ReadString('\n'); err != nil || line != "first\n" {
+			t.Fatalf("first line %q, %v", line, err)
+		}
+		rest, err := io.ReadAll(br)
+		if !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Fatalf("reading the stalled stream: %q, %v; want it cut (unexpected EOF)", rest, err)
+		}
 		select {
-		case <-release:
-		case <-r.Context().Done():
-			close(backendGone) // the proxy hung up on the backend
+		case <-backendGone:
+		case <-time.After(testTimeout):
+			t.Fatal("the backend's request was not ended")
+		}
+		if n := gather(t, reg, "postern_proxy_upstream_errors_total")[`reason="timeout"`].value; n != 1 {
+			t.Errorf("upstream timeouts = %v, want 1", n)
 		}
 	})
-	be := resilienceBackend("stall", stall.addr())
-	be.IdleTimeout = route.Duration(100 * time.Millisecond)
-	addr, _, m := proxyFor(t, be, Options{})
-
-	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+addr+"/x", nil)
-	req.Host = "app.test"
-	resp, err := newClient(t).Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	br := bufio.NewReader(resp.Body)
-	if line, err := br.ReadString('\n'); err != nil || line != "first\n" {
-		t.Fatalf("first line %q, %v", line, err)
-	}
-	rest, err := io.ReadAll(br)
-	if !errors.Is(err, io.ErrUnexpectedEOF) {
-		t.Fatalf("reading the stalled stream: %q, %v; want it cut (unexpected EOF)", rest, err)
-	}
-	select {
-	case <-backendGone:
-	case <-time.After(testTimeout):
-		t.Fatal("the backend's request was not ended")
-	}
-	if n := testutil.ToFloat64(m.upstreamErrs[1]); n != 1 {
-		t.Errorf("upstream timeouts = %v, want 1", n)
-	}
-}
-
-// TestIdleTimerRunsOnlyWhileReading checks that a response the proxy is
-// slow to read (a slow client) is not cut: only the endpoint's silence
-// counts.
-func TestIdleTimerRunsOnlyWhileReading(t *testing.T) {
-	t.Parallel()
-	h := New(Options{})
-	b := &idleBody{ReadCloser: io.NopCloser(strings.NewReader("abc")), timeout: 5 * time.Millisecond, h: h, backend: &route.Backend{}}
-	p := make([]byte, 1)
-	for i := range 3 {
-		if n, err := b.Read(p); n != 1 || err != nil {
-			t.Fatalf("read %d: %d, %v", i, n, err)
-		}
-		time.Sleep(20 * time.Millisecond) // not reading: no timer runs
-	}
-	if _, err := b.Read(p); !errors.Is(err, io.EOF) {
-		t.Fatalf("last read: %v, want EOF", err)
-	}
-	if b.fired.Load() {
-		t.Error("the idle timer fired while nobody was reading")
-	}
-	if err := b.Close(); err != nil {
-		t.Error(err)
-	}
 }
 
 func TestMaxBodySize(t *testing.T) {
 	t.Parallel()
-	var complete atomic.Int64
-	sink := newBackend(t, "sink", func(w http.ResponseWriter, r *http.Request) {
-		b, err := io.ReadAll(r.Body)
-		if err != nil {
-			return // an aborted request
+	forEachEngine(t, func(t *testing.T, e engine) {
+		t.Parallel()
+		var complete atomic.Int64
+		sink := newBackend(t, "sink", func(w http.ResponseWriter, r *http.Request) {
+			b, err := io.ReadAll(r.Body)
+			if err != nil {
+				return // an aborted request
+			}
+			complete.Add(1)
+			fmt.Fprintf(w, "%d bytes", len(b))
+		})
+		be := resilienceBackend("sink", sink.addr())
+		be.MaxBodySize = 10
+		addr, _, _ := proxyFor(t, e, be, Options{})
+
+		// chunked hides the length: the body is sent with
+		// Transfer-Encoding: chunked, in the pieces given.
+		chunked := func(parts ...string) io.Reader {
+			var rs []io.Reader
+			for _, p := range parts {
+				rs = append(rs, strings.NewReader(p))
+			}
+			return io.MultiReader(rs...)
 		}
-		complete.Add(1)
-		fmt.Fprintf(w, "%d bytes", len(b))
+		tests := []struct {
+			name     string
+			body     io.Reader
+			want     int
+			complete int64 // requests the backend got whole so far
+		}{
+			{"Content-Length at the limit", strings.NewReader("0123456789"), http.StatusOK, 1},
+			{"Content-Length over the limit", strings.NewReader("0123456789a"), http.StatusRequestEntityTooLarge, 1},
+			{"chunked at the limit", chunked("01234", "56789"), http.StatusOK, 2},
+			{"chunked over the limit", chunked("01234", "56789", "a"), http.StatusRequestEntityTooLarge, 2},
+			// Far over, but short enough for net/http to read the rest of
+			// it before closing: a client still writing a longer one when
+			// the connection closes may see a reset instead of the 413.
+			{"chunked far over the limit", chunked(strings.Repeat("x", 64<<10)), http.StatusRequestEntityTooLarge, 2},
+		}
+		for _, tt := range tests { // in order: complete counts up
+			hits := sink.hits.Load()
+			resp, body := send(t, addr, http.MethodPost, tt.body, nil)
+			if resp.StatusCode != tt.want {
+				t.Fatalf("%s: status %d %q, want %d", tt.name, resp.StatusCode, body, tt.want)
+			}
+			if tt.want == http.StatusRequestEntityTooLarge {
+				checkErrorBody(t, resp.Header, body, tt.want)
+			}
+			if n := complete.Load(); n != tt.complete {
+				t.Errorf("%s: the backend got %d whole requests, want %d", tt.name, n, tt.complete)
+			}
+			if tt.name == "Content-Length over the limit" && sink.hits.Load() != hits {
+				t.Errorf("%s: the backend was contacted", tt.name)
+			}
+		}
+
+		// The rest of a refused body is not read: the connection ends. (For
+		// a short body net/http would first wait for the rest, to keep the
+		// connection.)
+		resps, c, br := exchange(t, addr, crlf("POST /x HTTP/1.1\nHost: app.test\nContent-Length: 100000000\n\n0123456789a"), 1)
+		if len(resps) != 1 || resps[0].StatusCode != http.StatusRequestEntityTooLarge {
+			t.Fatalf("raw request over the limit: %v, want one 413", resps)
+		}
+		if !closedByServer(c, br) {
+			t.Error("the connection stays open after a 413")
+		}
 	})
-	be := resilienceBackend("sink", sink.addr())
-	be.MaxBodySize = 10
-	addr, _, _ := proxyFor(t, be, Options{})
-
-	// chunked hides the length: the body is sent with
-	// Transfer-Encoding: chunked, in the pieces given.
-	chunked := func(parts ...string) io.Reader {
-		var rs []io.Reader
-		for _, p := range parts {
-			rs = append(rs, strings.NewReader(p))
-		}
-		return io.MultiReader(rs...)
-	}
-	tests := []struct {
-		name     string
-		body     io.Reader
-		want     int
-		complete int64 // requests the backend got whole so far
-	}{
-		{"Content-Length at the limit", strings.NewReader("0123456789"), http.StatusOK, 1},
-		{"Content-Length over the limit", strings.NewReader("0123456789a"), http.StatusRequestEntityTooLarge, 1},
-		{"chunked at the limit", chunked("01234", "56789"), http.StatusOK, 2},
-		{"chunked over the limit", chunked("01234", "56789", "a"), http.StatusRequestEntityTooLarge, 2},
-		// Far over, but short enough for net/http to read the rest of
-		// it before closing: a client still writing a longer one when
-		// the connection closes may see a reset instead of the 413.
-		{"chunked far over the limit", chunked(strings.Repeat("x", 64<<10)), http.StatusRequestEntityTooLarge, 2},
-	}
-	for _, tt := range tests { // in order: complete counts up
-		hits := sink.hits.Load()
-		resp, body := send(t, addr, http.MethodPost, tt.body, nil)
-		if resp.StatusCode != tt.want {
-			t.Fatalf("%s: status %d %q, want %d", tt.name, resp.StatusCode, body, tt.want)
-		}
-		if tt.want == http.StatusRequestEntityTooLarge {
-			checkErrorBody(t, resp.Header, body, tt.want)
-		}
-		if n := complete.Load(); n != tt.complete {
-			t.Errorf("%s: the backend got %d whole requests, want %d", tt.name, n, tt.complete)
-		}
-		if tt.name == "Content-Length over the limit" && sink.hits.Load() != hits {
-			t.Errorf("%s: the backend was contacted", tt.name)
-		}
-	}
-
-	// The rest of a refused body is not read: the connection ends. (For
-	// a short body net/http would first wait for the rest, to keep the
-	// connection.)
-	resps, c, br := exchange(t, addr, crlf("POST /x HTTP/1.1\nHost: app.test\nContent-Length: 100000000\n\n0123456789a"), 1)
-	if len(resps) != 1 || resps[0].StatusCode != http.StatusRequestEntityTooLarge {
-		t.Fatalf("raw request over the limit: %v, want one 413", resps)
-	}
-	if !closedByServer(c, br) {
-		t.Error("the connection stays open after a 413")
-	}
 }
 
 // countedServer starts a backend answering its name, whose open
@@ -520,62 +521,65 @@ func countedServer(t *testing.T, name string, holding chan<- struct{}, release <
 
 func TestDrainClosesConnectionsToRemovedEndpoints(t *testing.T) {
 	t.Parallel()
-	holding, release := make(chan struct{}), make(chan struct{})
-	var releaseOnce sync.Once
-	goneAddr, goneOpen := countedServer(t, "gone", holding, release)
-	keptAddr, keptOpen := countedServer(t, "kept", holding, release)
-	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
-	gone, kept := resilienceBackend("gone", goneAddr), resilienceBackend("kept", keptAddr)
-	table := func(bs ...*route.Backend) *route.Table {
-		var rs []*route.Route
-		for _, b := range bs {
-			rs = append(rs, prefix("/"+b.Service, b))
+	forEachEngine(t, func(t *testing.T, e engine) {
+		t.Parallel()
+		holding, release := make(chan struct{}), make(chan struct{})
+		var releaseOnce sync.Once
+		goneAddr, goneOpen := countedServer(t, "gone", holding, release)
+		keptAddr, keptOpen := countedServer(t, "kept", holding, release)
+		t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
+		gone, kept := resilienceBackend("gone", goneAddr), resilienceBackend("kept", keptAddr)
+		table := func(bs ...*route.Backend) *route.Table {
+			var rs []*route.Route
+			for _, b := range bs {
+				rs = append(rs, prefix("/"+b.Service, b))
+			}
+			return route.NewTable([]*route.VirtualHost{vhost("app.test", rs...)}, nil)
 		}
-		return route.NewTable([]*route.VirtualHost{vhost("app.test", rs...)}, nil)
-	}
-	addr, h := startProxy(t, table(gone, kept), Options{})
-	c := newClient(t)
-	for _, path := range []string{"/gone/a", "/kept/a"} {
-		if resp, body := get(t, c, addr, "app.test", path); resp.StatusCode != http.StatusOK {
-			t.Fatalf("%s: %d %q", path, resp.StatusCode, body)
+		addr, h := startProxy(t, e, table(gone, kept), Options{})
+		c := newClient(t)
+		for _, path := range []string{"/gone/a", "/kept/a"} {
+			if resp, body := get(t, c, addr, "app.test", path); resp.StatusCode != http.StatusOK {
+				t.Fatalf("%s: %d %q", path, resp.StatusCode, body)
+			}
 		}
-	}
-	// The first request's connection is idle; this one takes it and
-	// keeps it busy, and the next one opens a second connection, idle
-	// once it is answered.
-	held := make(chan int, 1)
-	go func() {
-		req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, "http://"+addr+"/gone/hold", nil)
-		req.Host = "app.test"
-		resp, err := c.Do(req)
-		if err != nil {
-			held <- 0
-			return
+		// The first request's connection is idle; this one takes it and
+		// keeps it busy, and the next one opens a second connection, idle
+		// once it is answered.
+		held := make(chan int, 1)
+		go func() {
+			req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, "http://"+addr+"/gone/hold", nil)
+			req.Host = "app.test"
+			resp, err := c.Do(req)
+			if err != nil {
+				held <- 0
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			held <- resp.StatusCode
+		}()
+		<-holding
+		if resp, body := get(t, c, addr, "app.test", "/gone/b"); resp.StatusCode != http.StatusOK {
+			t.Fatalf("/gone/b: %d %q", resp.StatusCode, body)
 		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		held <- resp.StatusCode
-	}()
-	<-holding
-	if resp, body := get(t, c, addr, "app.test", "/gone/b"); resp.StatusCode != http.StatusOK {
-		t.Fatalf("/gone/b: %d %q", resp.StatusCode, body)
-	}
-	if n := goneOpen.Load(); n != 2 {
-		t.Fatalf("%d connections to the endpoint, want 2 (one busy, one idle)", n)
-	}
+		if n := goneOpen.Load(); n != 2 {
+			t.Fatalf("%d connections to the endpoint, want 2 (one busy, one idle)", n)
+		}
 
-	h.Swap(table(kept))
-	waitFor(t, "the idle connection to the removed endpoint to close", func() bool { return goneOpen.Load() == 1 })
-	// The busy connection serves its request to the end, then closes.
-	releaseOnce.Do(func() { close(release) })
-	if code := <-held; code != http.StatusOK {
-		t.Fatalf("the request in flight during the swap got %d, want 200", code)
-	}
-	waitFor(t, "the busy connection to close after its request", func() bool { return goneOpen.Load() == 0 })
-	if n := keptOpen.Load(); n != 1 {
-		t.Errorf("%d connections to the kept endpoint, want its idle one kept", n)
-	}
-	if resp, body := get(t, c, addr, "app.test", "/kept/c"); resp.StatusCode != http.StatusOK || keptOpen.Load() != 1 {
-		t.Errorf("/kept/c: %d %q over %d connections, want 200 over the kept one", resp.StatusCode, body, keptOpen.Load())
-	}
+		h.Swap(table(kept))
+		waitFor(t, "the idle connection to the removed endpoint to close", func() bool { return goneOpen.Load() == 1 })
+		// The busy connection serves its request to the end, then closes.
+		releaseOnce.Do(func() { close(release) })
+		if code := <-held; code != http.StatusOK {
+			t.Fatalf("the request in flight during the swap got %d, want 200", code)
+		}
+		waitFor(t, "the busy connection to close after its request", func() bool { return goneOpen.Load() == 0 })
+		if n := keptOpen.Load(); n != 1 {
+			t.Errorf("%d connections to the kept endpoint, want its idle one kept", n)
+		}
+		if resp, body := get(t, c, addr, "app.test", "/kept/c"); resp.StatusCode != http.StatusOK || keptOpen.Load() != 1 {
+			t.Errorf("/kept/c: %d %q over %d connections, want 200 over the kept one", resp.StatusCode, body, keptOpen.Load())
+		}
+	})
 }

@@ -10,6 +10,10 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/postern-dev/postern/proxy/internal/sysio"
+	"github.com/postern-dev/postern/proxy/observe"
+	"github.com/postern-dev/postern/proxy/pipeline"
 )
 
 // Defaults of ServerOptions.
@@ -44,13 +48,14 @@ type ServerOptions struct {
 	// DefaultMaxHeaderBytes.
 	MaxHeaderBytes int
 	// Metrics counts the open client connections
-	// (postern_proxy_open_connections). Nil means no metrics.
-	Metrics *Metrics
+	// (postern_proxy_open_connections) and the fast path's hand-offs.
+	// Nil means no metrics.
+	Metrics *observe.Metrics
 	// TrustedProxies are the peers whose forwarding headers
 	// (X-Forwarded-*, X-Real-IP, Forwarded) are passed on and whose
 	// X-Forwarded-For names the client in the access log. Nil means no
 	// one: a client's own forwarding headers are replaced or removed.
-	TrustedProxies *TrustedProxies
+	TrustedProxies *pipeline.TrustedProxies
 	// ProxyProtocol requires every connection to start with a PROXY
 	// protocol header (v1 or v2, before TLS on ServeTLS), read within
 	// ReadHeaderTimeout; its source address becomes the request's
@@ -64,23 +69,32 @@ type ServerOptions struct {
 	// served as it is, its TCP peer the client, so it can neither name
 	// another client address nor is it refused (in-cluster clients that
 	// reach the Service directly).
-	ProxyProtocolFrom *TrustedProxies
-	// FastPath, when not nil, serves the HTTP/1.1 requests h1Engine
-	// takes with that Handler (its table, balancers, health, connection
-	// pools, metrics and access log) without net/http, at a fraction of
-	// the CPU; everything else still goes to the Server's handler. It must
-	// be the Handler that handler ends in: through PlainHTTP for Serve,
-	// through SecureHTTP for ServeTLS (which also needs TLSOptions.Covers;
-	// HTTP/2 always goes to net/http). Ignored for a Handler made with
-	// Options.Transport. Nil means every request goes through net/http.
-	FastPath *Handler
+	ProxyProtocolFrom *pipeline.TrustedProxies
+	// NoFastPath turns the HTTP/1.1 fast path (h1Engine) off: every
+	// request is read by net/http. The default, false, serves HTTP/1.1
+	// connections with the fast path, which hands net/http what it cannot
+	// carry; both decide through the same pipeline. A Handler made with
+	// Options.Transport has no fast path.
+	NoFastPath bool
+	// ACME answers the ACME http-01 challenges of the hosts whose
+	// certificates come from ACME, on a plain listener (Serve): the tls
+	// package's issuer's handler. Nil means none.
+	ACME http.Handler
+	// HTTPSPort is the port clients reach HTTPS on (the Service's, usually
+	// 443, not the container's), for the Location of the redirect to
+	// HTTPS a plain listener answers; 0 and 443 are left out of it.
+	HTTPSPort int
 }
 
-// Server serves a handler on plain-HTTP listeners, with the framing guard
-// in front of it: every connection is read through a parser that tells
-// the guard which requests had ambiguous framing (a request-smuggling
-// attempt), and those get 400 and a closed connection without reaching the
-// handler.
+// Server serves a Handler on a listener, plain (Serve) or TLS
+// (ServeTLS): the HTTP/1.1 fast path reads the connections first and
+// hands net/http what it cannot carry; both decide every request through
+// the Handler's pipeline, with the policies of the listener (redirect to
+// HTTPS and ACME challenges on plain, 421 and HSTS on TLS). net/http has
+// the framing guard in front of it: every connection is read through a
+// parser that tells the guard which requests had ambiguous framing (a
+// request-smuggling attempt), and those get 400 and a closed connection
+// without reaching the pipeline.
 //
 // Responses have no write timeout (streams may last) and bodies no read
 // timeout (uploads may be long).
@@ -90,11 +104,13 @@ type ServerOptions struct {
 // connections through the same parser; HTTP/2 has framing of its own.
 type Server struct {
 	srv        *http.Server
+	h          *Handler
+	opts       ServerOptions
 	log        *zap.Logger
-	metrics    *Metrics // nil: none
-	proxyProto bool     // connections start with a PROXY protocol header
+	metrics    *observe.Metrics // nil: none
+	proxyProto bool             // connections start with a PROXY protocol header
 	// proxyFrom narrows proxyProto to these peers; empty: every peer.
-	proxyFrom  *TrustedProxies
+	proxyFrom  *pipeline.TrustedProxies
 	readHeader time.Duration
 	fast       *h1Engine // nil: no fast path
 
@@ -103,8 +119,8 @@ type Server struct {
 }
 
 // NewServer returns a Server for h.
-func NewServer(h http.Handler, opts ServerOptions) *Server {
-	s := &Server{log: opts.Logger, metrics: opts.Metrics, proxyProto: opts.ProxyProtocol, proxyFrom: opts.ProxyProtocolFrom, hijacked: make(map[*conn]struct{})}
+func NewServer(h *Handler, opts ServerOptions) *Server {
+	s := &Server{h: h, opts: opts, log: opts.Logger, metrics: opts.Metrics, proxyProto: opts.ProxyProtocol, proxyFrom: opts.ProxyProtocolFrom, hijacked: make(map[*conn]struct{})}
 	if s.log == nil {
 		s.log = zap.NewNop()
 	}
@@ -121,11 +137,10 @@ func NewServer(h http.Handler, opts ServerOptions) *Server {
 		maxHeader = DefaultMaxHeaderBytes
 	}
 	s.readHeader = readHeader
-	if opts.FastPath != nil && opts.FastPath.transport != nil {
+	if !opts.NoFastPath && !h.custom {
 		s.fast = &h1Engine{
-			h:                 opts.FastPath,
-			trusted:           opts.TrustedProxies,
-			log:               opts.FastPath.log, // the Handler's: request logs are its
+			cluster:           h.cluster,
+			sink:              h.sink,
 			metrics:           opts.Metrics,
 			readHeaderTimeout: readHeader,
 			idleTimeout:       idle,
@@ -133,7 +148,6 @@ func NewServer(h http.Handler, opts ServerOptions) *Server {
 		}
 	}
 	s.srv = &http.Server{
-		Handler:           guard{next: h, log: s.logRejected},
 		ReadHeaderTimeout: readHeader,
 		ReadTimeout:       0,
 		WriteTimeout:      0,
@@ -151,20 +165,18 @@ func NewServer(h http.Handler, opts ServerOptions) *Server {
 		// request; Go's own "OPTIONS *" handler would skip it.
 		DisableGeneralOptionsHandler: true,
 	}
-	if t := opts.TrustedProxies; !t.empty() {
-		// Once per listener: the handler finds the trusted networks in
-		// every request's context (trustedPeer).
-		s.srv.BaseContext = func(net.Listener) context.Context {
-			return context.WithValue(context.Background(), trustKey{}, t)
-		}
-	}
 	return s
 }
 
 // Serve accepts connections on ln until Shutdown or Close, and closes ln.
 // It returns nil after Shutdown or Close, otherwise the accept error.
 func (s *Server) Serve(ln net.Listener) error {
-	var inner net.Listener = sysListener{ln}
+	s.listen(pipeline.ListenerOptions{
+		Trusted:    s.opts.TrustedProxies,
+		Challenges: acmeChallenges(s.opts.ACME),
+		HTTPSPort:  s.opts.HTTPSPort,
+	})
+	var inner net.Listener = sysio.Listener{Listener: ln}
 	if s.proxyProto {
 		inner = &proxyListener{Listener: ln, timeout: s.readHeader, log: s.log, from: s.proxyFrom}
 	}
@@ -176,6 +188,17 @@ func (s *Server) Serve(ln net.Listener) error {
 		return nil
 	}
 	return fmt.Errorf("serve %s: %w", ln.Addr(), err)
+}
+
+// listen sets up the decision of the listener's requests, with opts, for
+// net/http and the fast path alike.
+func (s *Server) listen(opts pipeline.ListenerOptions) *pipeline.Listener {
+	l := s.h.pipeline.Listener(opts)
+	s.srv.Handler = guard{next: netHTTP{h: s.h, l: l}, log: s.logRejected}
+	if s.fast != nil {
+		s.fast.l = l
+	}
+	return l
 }
 
 // ListenAndServe listens on the TCP address addr and serves it like Serve.
@@ -236,7 +259,12 @@ func (s *Server) Close() error {
 }
 
 func (s *Server) connState(c net.Conn, state http.ConnState) {
-	s.metrics.connState(state)
+	switch state {
+	case http.StateNew:
+		s.metrics.ConnOpened()
+	case http.StateClosed:
+		s.metrics.ConnClosed()
+	}
 	fc, ok := c.(framedConn)
 	if !ok || state != http.StateHijacked {
 		return
@@ -253,7 +281,7 @@ func (s *Server) untrack(c *conn) {
 	if !c.hijacked.Load() {
 		return
 	}
-	s.metrics.hijackedClosed()
+	s.metrics.ConnClosed() // net/http reports no StateClosed for hijacked connections
 	s.mu.Lock()
 	delete(s.hijacked, c)
 	s.mu.Unlock()

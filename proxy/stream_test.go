@@ -115,56 +115,65 @@ func dialWebSocket(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
 
 func TestWebSocket(t *testing.T) {
 	t.Parallel()
-	b := wsBackend(t)
-	addr, h := startProxy(t, route.NewTable(nil, &route.Route{Backend: backendOf("ws", "", b)}), Options{})
-	c, br := dialWebSocket(t, addr)
-	for _, msg := range []string{"hello", "again"} {
-		if _, err := c.Write(frame([]byte(msg), true)); err != nil {
-			t.Fatal(err)
+	forEachEngine(t, func(t *testing.T, e engine) {
+		t.Parallel()
+		b := wsBackend(t)
+		addr, h := startProxy(t, e, route.NewTable(nil, &route.Route{Backend: backendOf("ws", "", b)}), Options{})
+		c, br := dialWebSocket(t, addr)
+		for _, msg := range []string{"hello", "again"} {
+			if _, err := c.Write(frame([]byte(msg), true)); err != nil {
+				t.Fatal(err)
+			}
+			got, err := readFrame(br)
+			if err != nil || string(got) != msg {
+				t.Fatalf("echo = %q, %v; want %q", got, err, msg)
+			}
 		}
-		got, err := readFrame(br)
-		if err != nil || string(got) != msg {
-			t.Fatalf("echo = %q, %v; want %q", got, err, msg)
+		// The tunnel counts as a request in flight to its endpoint.
+		if n := h.cluster.InFlight().Count(b.addr()); n != 1 {
+			t.Errorf("in flight during the tunnel = %d, want 1", n)
 		}
-	}
-	// The tunnel counts as a request in flight to its endpoint.
-	if n := h.inflight.Count(b.addr()); n != 1 {
-		t.Errorf("in flight during the tunnel = %d, want 1", n)
-	}
+	})
 }
 
 func TestServerSentEventsStream(t *testing.T) {
 	t.Parallel()
-	release := make(chan struct{})
-	b := newBackend(t, "sse", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/event-stream")
-		fmt.Fprint(w, "data: one\n\n")
-		_ = http.NewResponseController(w).Flush()
-		select { // the stream stays open until the client has the event
-		case <-release:
-		case <-r.Context().Done():
-		}
-		fmt.Fprint(w, "data: two\n\n")
+	forEachEngine(t, func(t *testing.T, e engine) {
+		t.Parallel()
+		release := make(chan struct{})
+		b := newBackend(t, "sse", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			fmt.Fprint(w, "data: one\n\n")
+			_ = http.NewResponseController(w).Flush()
+			select { // the stream stays open until the client has the event
+			case <-release:
+			case <-r.Context().Done():
+			}
+			fmt.Fprint(w, "data: two\n\n")
+		})
+		addr, _ := startProxy(t, e, route.NewTable(nil, &route.Route{Backend: backendOf("sse", "", b)}), Options{})
+		firstEventBeforeEnd(t, addr, "/events", "data: one", release)
 	})
-	addr, _ := startProxy(t, route.NewTable(nil, &route.Route{Backend: backendOf("sse", "", b)}), Options{})
-	firstEventBeforeEnd(t, addr, "/events", "data: one", release)
 }
 
 func TestChunkedResponseStreams(t *testing.T) {
 	t.Parallel()
-	release := make(chan struct{})
-	b := newBackend(t, "chunked", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/x-ndjson")
-		fmt.Fprint(w, "{\"n\":1}\n")
-		_ = http.NewResponseController(w).Flush()
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-		fmt.Fprint(w, "{\"n\":2}\n")
+	forEachEngine(t, func(t *testing.T, e engine) {
+		t.Parallel()
+		release := make(chan struct{})
+		b := newBackend(t, "chunked", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/x-ndjson")
+			fmt.Fprint(w, "{\"n\":1}\n")
+			_ = http.NewResponseController(w).Flush()
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+			fmt.Fprint(w, "{\"n\":2}\n")
+		})
+		addr, _ := startProxy(t, e, route.NewTable(nil, &route.Route{Backend: backendOf("chunked", "", b)}), Options{})
+		firstEventBeforeEnd(t, addr, "/stream", `{"n":1}`, release)
 	})
-	addr, _ := startProxy(t, route.NewTable(nil, &route.Route{Backend: backendOf("chunked", "", b)}), Options{})
-	firstEventBeforeEnd(t, addr, "/stream", `{"n":1}`, release)
 }
 
 // firstEventBeforeEnd reads the first line of a streamed response while
@@ -200,54 +209,57 @@ func firstEventBeforeEnd(t *testing.T, addr, path, want string, release chan str
 
 func TestRequestBodyStreams(t *testing.T) {
 	t.Parallel()
-	firstPart := make(chan string, 1)
-	b := newBackend(t, "upload", func(w http.ResponseWriter, r *http.Request) {
-		br := bufio.NewReader(r.Body)
-		line, _ := br.ReadString('\n')
-		firstPart <- line
-		rest, _ := io.ReadAll(br)
-		fmt.Fprintf(w, "%d %s%s", len(r.TransferEncoding), line, rest)
-	})
-	addr, _ := startProxy(t, route.NewTable(nil, &route.Route{Backend: backendOf("upload", "", b)}), Options{})
+	forEachEngine(t, func(t *testing.T, e engine) {
+		t.Parallel()
+		firstPart := make(chan string, 1)
+		b := newBackend(t, "upload", func(w http.ResponseWriter, r *http.Request) {
+			br := bufio.NewReader(r.Body)
+			line, _ := br.ReadString('\n')
+			firstPart <- line
+			rest, _ := io.ReadAll(br)
+			fmt.Fprintf(w, "%d %s%s", len(r.TransferEncoding), line, rest)
+		})
+		addr, _ := startProxy(t, e, route.NewTable(nil, &route.Route{Backend: backendOf("upload", "", b)}), Options{})
 
-	pr, pw := io.Pipe()
-	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+addr+"/upload", pr)
-	req.Host = "app.test"
-	req.ContentLength = -1 // chunked
-	type result struct {
-		status int
-		body   string
-		err    error
-	}
-	res := make(chan result, 1)
-	go func() {
-		resp, err := newClient(t).Do(req)
-		if err != nil {
-			res <- result{err: err}
-			return
+		pr, pw := io.Pipe()
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+addr+"/upload", pr)
+		req.Host = "app.test"
+		req.ContentLength = -1 // chunked
+		type result struct {
+			status int
+			body   string
+			err    error
 		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		res <- result{resp.StatusCode, string(body), err}
-	}()
-	if _, err := io.WriteString(pw, "part one\n"); err != nil {
-		t.Fatal(err)
-	}
-	// The backend sees the first part while the client still holds the
-	// rest: the proxy streams the body rather than buffering it.
-	select {
-	case got := <-firstPart:
-		if got != "part one\n" {
-			t.Errorf("backend read %q first", got)
+		res := make(chan result, 1)
+		go func() {
+			resp, err := newClient(t).Do(req)
+			if err != nil {
+				res <- result{err: err}
+				return
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			res <- result{resp.StatusCode, string(body), err}
+		}()
+		if _, err := io.WriteString(pw, "part one\n"); err != nil {
+			t.Fatal(err)
 		}
-	case <-time.After(testTimeout):
-		pw.CloseWithError(errors.New("test timed out"))
-		t.Fatal("the backend did not get the first part of the body before its end")
-	}
-	_, _ = io.WriteString(pw, "part two\n")
-	pw.Close()
-	r := <-res
-	if r.err != nil || r.status != http.StatusOK || r.body != "1 part one\npart two\n" {
-		t.Errorf("response = %d %q %v, want 200 with the whole body, chunked", r.status, r.body, r.err)
-	}
+		// The backend sees the first part while the client still holds the
+		// rest: the proxy streams the body rather than buffering it.
+		select {
+		case got := <-firstPart:
+			if got != "part one\n" {
+				t.Errorf("backend read %q first", got)
+			}
+		case <-time.After(testTimeout):
+			pw.CloseWithError(errors.New("test timed out"))
+			t.Fatal("the backend did not get the first part of the body before its end")
+		}
+		_, _ = io.WriteString(pw, "part two\n")
+		pw.Close()
+		r := <-res
+		if r.err != nil || r.status != http.StatusOK || r.body != "1 part one\npart two\n" {
+			t.Errorf("response = %d %q %v, want 200 with the whole body, chunked", r.status, r.body, r.err)
+		}
+	})
 }

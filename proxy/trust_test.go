@@ -5,218 +5,120 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"net/netip"
 	"strings"
 	"testing"
 
+	"github.com/postern-dev/postern/proxy/observe"
+	"github.com/postern-dev/postern/proxy/pipeline"
 	"github.com/postern-dev/postern/proxy/route"
 )
-
-func TestParseTrustedProxies(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		in      string
-		want    string
-		wantErr string
-	}{
-		{in: "", want: ""},
-		{in: "10.0.0.0/8", want: "10.0.0.0/8"},
-		{in: "10.1.2.3/8", want: "10.0.0.0/8"},
-		{in: " 192.0.2.7 , 2001:db8::1", want: "192.0.2.7/32,2001:db8::1/128"},
-		{in: "::ffff:192.0.2.0/120", want: "192.0.2.0/24"},
-		{in: "::ffff:192.0.2.1", want: "192.0.2.1/32"},
-		{in: "proxy.example", wantErr: `trusted proxy "proxy.example"`},
-		{in: "10.0.0.0/33", wantErr: `trusted proxy "10.0.0.0/33"`},
-		{in: "fe80::1%eth0", wantErr: "zones are not allowed"},
-		{in: "10.0.0.0/8/8", wantErr: "trusted proxy"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.in, func(t *testing.T) {
-			t.Parallel()
-			got, err := ParseTrustedProxies(strings.Split(tt.in, ","))
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("error %v, want one saying %q", err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got.String() != tt.want {
-				t.Errorf("got %q, want %q", got, tt.want)
-			}
-		})
-	}
-}
-
-func TestTrustedProxiesContains(t *testing.T) {
-	t.Parallel()
-	tp, err := ParseTrustedProxies([]string{"10.0.0.0/8", "2001:db8::/32", "::ffff:192.0.2.1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for addr, want := range map[string]bool{
-		"10.2.3.4": true, "11.0.0.1": false, "::ffff:10.2.3.4": true, "2001:db8::5": true,
-		"2001:db9::5": false, "fe80::1%eth0": false, "192.0.2.1": true, "192.0.2.2": false,
-	} {
-		if got := tp.Contains(netip.MustParseAddr(addr)); got != want {
-			t.Errorf("Contains(%s) = %v, want %v", addr, got, want)
-		}
-	}
-	var none *TrustedProxies
-	if none.Contains(netip.MustParseAddr("10.0.0.1")) || none.String() != "" {
-		t.Error("a nil set trusts someone")
-	}
-}
-
-func TestRealClient(t *testing.T) {
-	t.Parallel()
-	tp, err := ParseTrustedProxies([]string{"10.0.0.0/8", "2001:db8::/32"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tests := []struct {
-		name   string
-		xff    []string
-		realIP string
-		want   string
-	}{
-		{name: "no header", want: "10.0.0.1"},
-		{name: "one client", xff: []string{"203.0.113.7"}, want: "203.0.113.7"},
-		{name: "rightmost untrusted wins", xff: []string{"198.51.100.9, 203.0.113.7, 10.9.9.9"}, want: "203.0.113.7"},
-		{name: "several fields", xff: []string{"198.51.100.9", "203.0.113.7,10.1.1.1", " 10.2.2.2 "}, want: "203.0.113.7"},
-		{name: "all trusted: leftmost", xff: []string{"10.3.3.3, 10.2.2.2"}, want: "10.3.3.3"},
-		{name: "with ports", xff: []string{"[2001:db9::7]:443, 10.2.2.2:80"}, want: "2001:db9::7"},
-		{name: "IPv4-mapped", xff: []string{"::ffff:203.0.113.7"}, want: "203.0.113.7"},
-		{name: "garbage stops at the trusted one", xff: []string{"203.0.113.7, <script>, 10.2.2.2"}, want: "10.2.2.2"},
-		{name: "garbage right away", xff: []string{"unknown"}, want: "10.0.0.1"},
-		{name: "empty items", xff: []string{",, 203.0.113.7 ,,"}, want: "203.0.113.7"},
-		{name: "zone refused", xff: []string{"fe80::1%eth0"}, want: "10.0.0.1"},
-		{name: "X-Real-IP without X-Forwarded-For", realIP: "203.0.113.8", want: "203.0.113.8"},
-		{name: "invalid X-Real-IP", realIP: "203.0.113.8, 1.2.3.4", want: "10.0.0.1"},
-		{name: "X-Forwarded-For beats X-Real-IP", xff: []string{"203.0.113.7"}, realIP: "203.0.113.8", want: "203.0.113.7"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			h := http.Header{}
-			if tt.xff != nil {
-				h["X-Forwarded-For"] = tt.xff
-			}
-			if tt.realIP != "" {
-				h.Set("X-Real-IP", tt.realIP)
-			}
-			if got := realClient(tp, h, netip.MustParseAddr("10.0.0.1")); got != tt.want {
-				t.Errorf("realClient = %q, want %q", got, tt.want)
-			}
-		})
-	}
-}
 
 // TestTrustedForwardedHeaders sends the same claims from a trusted and an
 // untrusted peer (the test client is 127.0.0.1) and checks what the
 // backend and the access log see.
 func TestTrustedForwardedHeaders(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		name    string
-		trusted []string
-		want    map[string]string
-		client  string // in the access log
-	}{
-		{
-			name: "no trust configured",
-			want: map[string]string{
-				"X-Forwarded-For": "127.0.0.1", "X-Real-Ip": "127.0.0.1", "X-Forwarded-Host": "app.example.com",
-				"X-Forwarded-Proto": "http", "Forwarded": "",
+	forEachEngine(t, func(t *testing.T, e engine) {
+		t.Parallel()
+		tests := []struct {
+			name    string
+			trusted []string
+			want    map[string]string
+			client  string // in the access log
+		}{
+			{
+				name: "no trust configured",
+				want: map[string]string{
+					"X-Forwarded-For": "127.0.0.1", "X-Real-Ip": "127.0.0.1", "X-Forwarded-Host": "app.example.com",
+					"X-Forwarded-Proto": "http", "Forwarded": "",
+				},
+				client: "127.0.0.1",
 			},
-			client: "127.0.0.1",
-		},
-		{
-			name:    "untrusted peer",
-			trusted: []string{"10.0.0.0/8"},
-			want: map[string]string{
-				"X-Forwarded-For": "127.0.0.1", "X-Real-Ip": "127.0.0.1", "X-Forwarded-Host": "app.example.com",
-				"X-Forwarded-Proto": "http", "Forwarded": "",
+			{
+				name:    "untrusted peer",
+				trusted: []string{"10.0.0.0/8"},
+				want: map[string]string{
+					"X-Forwarded-For": "127.0.0.1", "X-Real-Ip": "127.0.0.1", "X-Forwarded-Host": "app.example.com",
+					"X-Forwarded-Proto": "http", "Forwarded": "",
+				},
+				client: "127.0.0.1",
 			},
-			client: "127.0.0.1",
-		},
-		{
-			name:    "trusted peer",
-			trusted: []string{"127.0.0.1", "10.0.0.0/8"},
-			want: map[string]string{
-				"X-Forwarded-For":   "198.51.100.1, 203.0.113.7, 10.1.1.1, 127.0.0.1",
-				"X-Real-Ip":         "203.0.113.7",
-				"X-Forwarded-Host":  "public.example",
-				"X-Forwarded-Proto": "https",
-				"Forwarded":         "for=203.0.113.7;proto=https",
+			{
+				name:    "trusted peer",
+				trusted: []string{"127.0.0.1", "10.0.0.0/8"},
+				want: map[string]string{
+					"X-Forwarded-For":   "198.51.100.1, 203.0.113.7, 10.1.1.1, 127.0.0.1",
+					"X-Real-Ip":         "203.0.113.7",
+					"X-Forwarded-Host":  "public.example",
+					"X-Forwarded-Proto": "https",
+					"Forwarded":         "for=203.0.113.7;proto=https",
+				},
+				client: "203.0.113.7",
 			},
-			client: "203.0.113.7",
-		},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			b := newBackend(t, "b", nil)
-			var out bytes.Buffer // read after Close, which waits for the writer
-			al := NewAccessLog(AccessLogOptions{Output: &out, Sample: 1})
-			h := New(Options{AccessLog: al})
-			t.Cleanup(h.CloseIdleConnections)
-			h.Swap(route.NewTable([]*route.VirtualHost{vhost("app.example.com", prefix("/", backendOf("b", "", b)))}, nil))
-			var opts ServerOptions
-			if tt.trusted != nil {
-				tp, err := ParseTrustedProxies(tt.trusted)
-				if err != nil {
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				t.Parallel()
+				b := newBackend(t, "b", nil)
+				var out bytes.Buffer // read after Close, which waits for the writer
+				al := observe.NewAccessLog(observe.AccessLogOptions{Output: &out, Sample: 1})
+				h := New(Options{AccessLog: al})
+				t.Cleanup(h.CloseIdleConnections)
+				h.Swap(route.NewTable([]*route.VirtualHost{vhost("app.example.com", prefix("/", backendOf("b", "", b)))}, nil))
+				var opts ServerOptions
+				if tt.trusted != nil {
+					tp, err := pipeline.ParseTrustedProxies(tt.trusted)
+					if err != nil {
+						t.Fatal(err)
+					}
+					opts.TrustedProxies = tp
+				}
+				addr, s := startServer(t, e, h, opts)
+
+				req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+addr+"/x", nil)
+				req.Host = "app.example.com"
+				req.Header.Set("X-Forwarded-For", "198.51.100.1, 203.0.113.7")
+				req.Header.Add("X-Forwarded-For", "10.1.1.1")
+				req.Header.Set("X-Real-IP", "192.0.2.66")
+				req.Header.Set("X-Forwarded-Host", "public.example")
+				req.Header.Set("X-Forwarded-Proto", "https")
+				req.Header.Set("Forwarded", "for=203.0.113.7;proto=https")
+				if resp, body := do(t, newClient(t), req); resp.StatusCode != http.StatusOK {
+					t.Fatalf("status %d %q", resp.StatusCode, body)
+				}
+				if e.fast() && served(s) != 1 {
+					// The same expectations hold for both paths: with the
+					// fast path on, it must be the one that served.
+					t.Errorf("the fast path served %d requests, want 1", served(s))
+				}
+				r := b.lastRequest()
+				for k, v := range tt.want {
+					if got := strings.Join(r.Header.Values(k), "|"); got != v {
+						t.Errorf("backend saw %s %q, want %q", k, got, v)
+					}
+				}
+
+				if err := al.Close(context.Background()); err != nil {
 					t.Fatal(err)
 				}
-				opts.TrustedProxies = tp
-			}
-			addr, s := startServer(t, h, opts)
-
-			req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+addr+"/x", nil)
-			req.Host = "app.example.com"
-			req.Header.Set("X-Forwarded-For", "198.51.100.1, 203.0.113.7")
-			req.Header.Add("X-Forwarded-For", "10.1.1.1")
-			req.Header.Set("X-Real-IP", "192.0.2.66")
-			req.Header.Set("X-Forwarded-Host", "public.example")
-			req.Header.Set("X-Forwarded-Proto", "https")
-			req.Header.Set("Forwarded", "for=203.0.113.7;proto=https")
-			if resp, body := do(t, newClient(t), req); resp.StatusCode != http.StatusOK {
-				t.Fatalf("status %d %q", resp.StatusCode, body)
-			}
-			if testFastPath && s.fast.served.Load() != 1 {
-				// The same expectations hold for both paths: with the
-				// fast path on, it must be the one that served.
-				t.Errorf("the fast path served %d requests, want 1", s.fast.served.Load())
-			}
-			r := b.lastRequest()
-			for k, v := range tt.want {
-				if got := strings.Join(r.Header.Values(k), "|"); got != v {
-					t.Errorf("backend saw %s %q, want %q", k, got, v)
+				var line struct{ Client string }
+				if err := json.Unmarshal(out.Bytes(), &line); err != nil {
+					t.Fatalf("access log %q: %v", out.String(), err)
 				}
-			}
-
-			if err := al.Close(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			var line struct{ Client string }
-			if err := json.Unmarshal(out.Bytes(), &line); err != nil {
-				t.Fatalf("access log %q: %v", out.String(), err)
-			}
-			if line.Client != tt.client {
-				t.Errorf("access log client %q, want %q", line.Client, tt.client)
-			}
-		})
-	}
+				if line.Client != tt.client {
+					t.Errorf("access log client %q, want %q", line.Client, tt.client)
+				}
+			})
+		}
+	})
 }
 
 // BenchmarkForwardedHeadersTrusted is BenchmarkForwardedHeaders with the
 // peer trusted: the X-Forwarded-For chain is walked and appended to.
 func BenchmarkForwardedHeadersTrusted(b *testing.B) {
-	tp, err := ParseTrustedProxies([]string{"192.0.2.0/24", "10.0.0.0/8"})
+	tp, err := pipeline.ParseTrustedProxies([]string{"192.0.2.0/24", "10.0.0.0/8"})
 	if err != nil {
 		b.Fatal(err)
 	}
-	benchForwarded(b, context.WithValue(context.Background(), trustKey{}, tp))
+	benchForwarded(b, tp)
 }

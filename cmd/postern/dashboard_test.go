@@ -17,6 +17,7 @@ import (
 
 	"github.com/postern-dev/postern/controller"
 	"github.com/postern-dev/postern/proxy"
+	"github.com/postern-dev/postern/proxy/observe"
 	"github.com/postern-dev/postern/proxy/route"
 )
 
@@ -63,9 +64,9 @@ type datasource struct {
 func exportedMetrics(t *testing.T) (map[string]bool, *prometheus.Registry) {
 	t.Helper()
 	reg := newRegistry()
-	pm := proxy.NewMetrics(reg)
+	pm := observe.NewMetrics(reg)
 	cm := controller.NewMetrics(reg)
-	al := proxy.NewAccessLog(proxy.AccessLogOptions{Output: io.Discard, Sample: 1, Registerer: reg})
+	al := observe.NewAccessLog(observe.AccessLogOptions{Output: io.Discard, Sample: 1, Registerer: reg})
 	t.Cleanup(func() { _ = al.Close(t.Context()) })
 
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }))

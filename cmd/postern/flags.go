@@ -13,7 +13,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/postern-dev/postern/controller"
-	"github.com/postern-dev/postern/proxy"
+	"github.com/postern-dev/postern/proxy/pipeline"
 )
 
 // config is the parsed command line.
@@ -48,10 +48,10 @@ type config struct {
 	idle            time.Duration
 	dialTimeout     time.Duration
 	responseTimeout time.Duration
-	trustedProxies  *proxy.TrustedProxies
+	trustedProxies  *pipeline.TrustedProxies
 	proxyProtocol   bool
 	// proxyProtocolFrom narrows proxyProtocol to these peers.
-	proxyProtocolFrom *proxy.TrustedProxies
+	proxyProtocolFrom *pipeline.TrustedProxies
 	fastPath          bool
 	showVersion       bool
 }
@@ -220,9 +220,9 @@ func splitList(v string) []string {
 }
 
 // addressList parses a flag's comma-separated CIDRs and addresses into dst.
-func addressList(dst **proxy.TrustedProxies) func(string) error {
+func addressList(dst **pipeline.TrustedProxies) func(string) error {
 	return func(v string) error {
-		t, err := proxy.ParseTrustedProxies(splitList(v))
+		t, err := pipeline.ParseTrustedProxies(splitList(v))
 		if err != nil {
 			return err
 		}

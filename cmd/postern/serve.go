@@ -21,6 +21,7 @@ import (
 
 	"github.com/postern-dev/postern/controller"
 	"github.com/postern-dev/postern/proxy"
+	"github.com/postern-dev/postern/proxy/observe"
 	"github.com/postern-dev/postern/proxy/route"
 	posterntls "github.com/postern-dev/postern/tls"
 )
@@ -61,11 +62,11 @@ func newRegistry() *prometheus.Registry {
 func serve(ctx context.Context, cfg *config, logger *zap.Logger) error {
 	reg := newRegistry()
 
-	proxyMetrics := proxy.NewMetrics(reg)
+	proxyMetrics := observe.NewMetrics(reg)
 	controllerMetrics := controller.NewMetrics(reg)
-	var accessLog *proxy.AccessLog
+	var accessLog *observe.AccessLog
 	if cfg.accessLog {
-		accessLog = proxy.NewAccessLog(proxy.AccessLogOptions{
+		accessLog = observe.NewAccessLog(observe.AccessLogOptions{
 			Output: os.Stdout, Format: cfg.logFormat, Sample: cfg.accessLogSample,
 			Registerer: reg, Logger: logger.Named("access-log"),
 		})
@@ -175,23 +176,18 @@ func serve(ctx context.Context, cfg *config, logger *zap.Logger) error {
 			TrustedProxies:    cfg.trustedProxies,
 			ProxyProtocol:     cfg.proxyProtocol,
 			ProxyProtocolFrom: cfg.proxyProtocolFrom,
+			NoFastPath:        !cfg.fastPath,
 		}
 	}
-	var acmeHTTP http.Handler
-	if acme != nil {
-		acmeHTTP = acme.HTTPHandler(http.NotFoundHandler())
-	}
-	// Observe: redirects, ACME challenges and 421s are counted and logged too.
+	// The plain listener answers ACME challenges and redirects spec.tls
+	// hosts to HTTPS; the TLS one answers 421 and adds HSTS (TLSOptions).
 	httpOpts := serverOpts("http")
-	if cfg.fastPath {
-		httpOpts.FastPath = handler
+	if acme != nil {
+		httpOpts.ACME = acme.HTTPHandler(http.NotFoundHandler())
 	}
-	httpSrv := proxy.NewServer(handler.Observe(proxy.PlainHTTP(handler.Table, acmeHTTP, cfg.httpsPort, handler)), httpOpts)
-	httpsOpts := serverOpts("https")
-	if cfg.fastPath {
-		httpsOpts.FastPath = handler
-	}
-	httpsSrv := proxy.NewServer(handler.Observe(proxy.SecureHTTP(handler.Table, store.Covers, handler)), httpsOpts)
+	httpOpts.HTTPSPort = cfg.httpsPort
+	httpSrv := proxy.NewServer(handler, httpOpts)
+	httpsSrv := proxy.NewServer(handler, serverOpts("https"))
 	adminSrv := &http.Server{
 		Handler:           proxy.NewAdminHandler(proxy.AdminOptions{Table: handler.Table, Ready: ready, Registry: reg, Pprof: cfg.enablePprof}),
 		ReadHeaderTimeout: 10 * time.Second,

@@ -3,17 +3,19 @@ package balancer
 import (
 	"errors"
 	"fmt"
-	"net/http"
 
 	"github.com/postern-dev/postern/proxy/route"
 )
 
 // Balancer picks the endpoint a request is sent to.
 type Balancer interface {
-	// Pick returns one of endpoints for req, or nil when there is none
-	// (the proxy answers 503). The returned pointer points into endpoints.
-	// Pick is safe for concurrent use and must not modify endpoints.
-	Pick(endpoints []route.Endpoint, req *http.Request) *route.Endpoint
+	// Pick returns one of endpoints for a request whose hash key is key
+	// (the pipeline computes it from what an affinity policy names: a
+	// header, a cookie, the client address; 0 when the route has none),
+	// or nil when there is none (the proxy answers 503). The returned
+	// pointer points into endpoints. Pick is safe for concurrent use and
+	// must not modify endpoints; it must not allocate.
+	Pick(endpoints []route.Endpoint, key uint64) *route.Endpoint
 }
 
 // The policy names a route.Backend's Balancer field can hold.

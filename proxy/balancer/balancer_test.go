@@ -22,7 +22,7 @@ func endpoints(n int) []route.Endpoint {
 func counts(b Balancer, eps []route.Endpoint, n int) map[string]int {
 	got := make(map[string]int)
 	for range n {
-		ep := b.Pick(eps, nil)
+		ep := b.Pick(eps, 0)
 		if ep == nil {
 			panic("Pick returned nil for a non-empty list")
 		}
@@ -70,7 +70,7 @@ func TestEmptyListPicksNothing(t *testing.T) {
 	for _, name := range []string{PolicyRoundRobin, PolicyLeastRequest} {
 		b, _ := New(name, new(InFlight))
 		for _, eps := range [][]route.Endpoint{nil, {}} {
-			if ep := b.Pick(eps, nil); ep != nil {
+			if ep := b.Pick(eps, 0); ep != nil {
 				t.Errorf("%s: Pick(%v) = %v, want nil", name, eps, ep)
 			}
 		}
@@ -83,7 +83,7 @@ func TestSingleEndpoint(t *testing.T) {
 	for _, name := range []string{PolicyRoundRobin, PolicyLeastRequest} {
 		b, _ := New(name, new(InFlight))
 		for range 10 {
-			if ep := b.Pick(eps, nil); ep != &eps[0] {
+			if ep := b.Pick(eps, 0); ep != &eps[0] {
 				t.Fatalf("%s: Pick = %v, want the only endpoint", name, ep)
 			}
 		}
@@ -103,7 +103,7 @@ func TestRoundRobinIsExactlyEven(t *testing.T) {
 
 	// The list changes mid-way (a table swap added an endpoint): picks
 	// continue through the new list, still exactly even.
-	_ = rr.Pick(eps, nil)
+	_ = rr.Pick(eps, 0)
 	eps4 := endpoints(4)
 	got = counts(&rr, eps4, 400)
 	for _, ep := range eps4 {
@@ -281,7 +281,7 @@ func TestRegistryStateSurvivesSwap(t *testing.T) {
 		t.Fatal(err)
 	}
 	bal := r.Get(b1)
-	if ep := bal.Pick(b1.Endpoints, nil); ep.Address != "10.0.0.1:8080" {
+	if ep := bal.Pick(b1.Endpoints, 0); ep.Address != "10.0.0.1:8080" {
 		t.Fatalf("first pick %s", ep.Address)
 	}
 
@@ -295,7 +295,7 @@ func TestRegistryStateSurvivesSwap(t *testing.T) {
 	if r.Get(b2) != bal {
 		t.Fatal("a new Backend with the same key got a new balancer")
 	}
-	if ep := r.Get(b2).Pick(b2.Endpoints, nil); ep.Address != "10.0.0.2:8080" {
+	if ep := r.Get(b2).Pick(b2.Endpoints, 0); ep.Address != "10.0.0.2:8080" {
 		t.Errorf("pick after the swap = %s, want 10.0.0.2:8080 (the position survives)", ep.Address)
 	}
 	if _, ok := r.Get(other).(*LeastRequest); !ok {
@@ -372,7 +372,7 @@ func TestConcurrentUse(t *testing.T) {
 			for i := range 2000 {
 				tbl := tables[(g+i)%2]
 				for _, b := range tbl.Backends() {
-					ep := r.Get(b).Pick(b.Endpoints, nil)
+					ep := r.Get(b).Pick(b.Endpoints, 0)
 					c := r.InFlight().Acquire(ep.Address)
 					c.Release()
 				}
@@ -403,7 +403,7 @@ func TestHotPathDoesNotAllocate(t *testing.T) {
 	}
 	allocs := testing.AllocsPerRun(1000, func() {
 		for _, b := range []*route.Backend{rr, lr} {
-			ep := r.Get(b).Pick(b.Endpoints, nil)
+			ep := r.Get(b).Pick(b.Endpoints, 0)
 			r.InFlight().Acquire(ep.Address).Release()
 		}
 	})

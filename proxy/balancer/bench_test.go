@@ -17,7 +17,7 @@ func BenchmarkPick(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if bal.Pick(eps, nil) == nil {
+				if bal.Pick(eps, 0) == nil {
 					b.Fatal("nil")
 				}
 			}
@@ -26,7 +26,7 @@ func BenchmarkPick(b *testing.B) {
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					ep := bal.Pick(eps, nil)
+					ep := bal.Pick(eps, 0)
 					f.Acquire(ep.Address).Release()
 				}
 			})

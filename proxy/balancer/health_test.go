@@ -143,7 +143,7 @@ func TestRegistryPickSkipsEjected(t *testing.T) {
 		h.Failure(b.Endpoints[2].Address)
 		got := make(map[string]int)
 		for range 400 {
-			ep := r.Pick(b, nil)
+			ep := r.Pick(b, 0)
 			if ep != &b.Endpoints[0] && ep != &b.Endpoints[3] {
 				t.Fatalf("%s: Pick = %v, want a pointer to endpoint 0 or 3", policy, ep)
 			}
@@ -158,7 +158,7 @@ func TestRegistryPickSkipsEjected(t *testing.T) {
 		h.Failure(b.Endpoints[3].Address)
 		got = make(map[string]int)
 		for range 400 {
-			ep := r.Pick(b, nil)
+			ep := r.Pick(b, 0)
 			if ep == nil {
 				t.Fatalf("%s: Pick = nil with every endpoint ejected, want fail open", policy)
 			}
@@ -188,22 +188,22 @@ func TestRegistryPickRetry(t *testing.T) {
 	}
 	a0, a1, a2 := b.Endpoints[0].Address, b.Endpoints[1].Address, b.Endpoints[2].Address
 	for range 10 {
-		if ep := r.PickRetry(b, nil, []string{a0, a1}); ep != &b.Endpoints[2] {
+		if ep := r.PickRetry(b, 0, []string{a0, a1}); ep != &b.Endpoints[2] {
 			t.Fatalf("PickRetry without 0 and 1 = %v, want endpoint 2", ep)
 		}
 	}
-	if ep := r.PickRetry(b, nil, []string{a0, a1, a2}); ep != nil {
+	if ep := r.PickRetry(b, 0, []string{a0, a1, a2}); ep != nil {
 		t.Errorf("PickRetry with every endpoint tried = %v, want nil", ep)
 	}
 	// Healthy endpoints first; an ejected one only when nothing else is
 	// left (fail open).
 	h.Failure(a1)
 	for range 10 {
-		if ep := r.PickRetry(b, nil, []string{a0}); ep != &b.Endpoints[2] {
+		if ep := r.PickRetry(b, 0, []string{a0}); ep != &b.Endpoints[2] {
 			t.Fatalf("PickRetry = %v, want the healthy endpoint 2", ep)
 		}
 	}
-	if ep := r.PickRetry(b, nil, []string{a0, a2}); ep != &b.Endpoints[1] {
+	if ep := r.PickRetry(b, 0, []string{a0, a2}); ep != &b.Endpoints[1] {
 		t.Errorf("PickRetry = %v, want the ejected endpoint 1, the only one left", ep)
 	}
 }
@@ -219,7 +219,7 @@ func TestPickDoesNotAllocate(t *testing.T) {
 	}
 	pick := func() {
 		for _, b := range []*route.Backend{rr, lr} {
-			ep := r.Pick(b, nil)
+			ep := r.Pick(b, 0)
 			r.InFlight().Acquire(ep.Address).Release()
 			h.Success(ep.Address)
 		}
@@ -252,7 +252,7 @@ func TestHealthConcurrentUse(t *testing.T) {
 		wg.Go(func() {
 			for i := range 2000 {
 				b := tables[(g+i)%2].Backends()[0]
-				ep := r.Pick(b, nil)
+				ep := r.Pick(b, 0)
 				switch i % 3 {
 				case 0:
 					h.Success(ep.Address)

@@ -2,7 +2,6 @@ package balancer
 
 import (
 	"math/rand/v2"
-	"net/http"
 
 	"github.com/postern-dev/postern/proxy/route"
 )
@@ -30,7 +29,7 @@ type LeastRequest struct {
 
 // Pick returns the less loaded of two distinct random endpoints, or nil when
 // endpoints is empty.
-func (lr *LeastRequest) Pick(endpoints []route.Endpoint, _ *http.Request) *route.Endpoint {
+func (lr *LeastRequest) Pick(endpoints []route.Endpoint, _ uint64) *route.Endpoint {
 	n := len(endpoints)
 	switch n {
 	case 0:

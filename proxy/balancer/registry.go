@@ -3,7 +3,6 @@ package balancer
 import (
 	"errors"
 	"fmt"
-	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -48,7 +47,7 @@ func NewRegistry(inflight *InFlight, health *Health) *Registry {
 // skips; the proxy records the outcome of every attempt in it.
 func (r *Registry) Health() *Health { return r.health }
 
-// Pick returns the endpoint of b that req goes to: the pick of b's
+// Pick returns the endpoint of b that a request with hash key key goes to: the pick of b's
 // balancer, among the endpoints Health has not ejected. When every
 // endpoint is ejected it picks among all of them (fail open): health
 // never makes a backend answer 503. Nil means b has no endpoints.
@@ -56,31 +55,32 @@ func (r *Registry) Health() *Health { return r.health }
 // While the balancer's first pick is not ejected, which is always the case
 // while no endpoint is, Pick costs what Get and Balancer.Pick cost and does
 // not allocate.
-func (r *Registry) Pick(b *route.Backend, req *http.Request) *route.Endpoint {
+func (r *Registry) Pick(b *route.Backend, key uint64) *route.Endpoint {
 	bal := r.Get(b)
-	ep := bal.Pick(b.Endpoints, req)
+	ep := bal.Pick(b.Endpoints, key)
 	if ep == nil || !r.health.Ejected(ep.Address) {
 		return ep
 	}
-	if alt := r.pickAmong(bal, b.Endpoints, req, nil, false); alt != nil {
+	if alt := r.pickAmong(bal, b.Endpoints, key, nil, false); alt != nil {
 		return alt
 	}
 	return ep // every endpoint is ejected: fail open
 }
 
-// PickRetry returns the endpoint of b a retry of req goes to: one not in
+// PickRetry returns the endpoint of b a retry of a request with hash key
+// key goes to: one not in
 // tried (the addresses already attempted), not ejected if there is such
 // an endpoint, picked by b's balancer. Nil means every endpoint was tried.
 // It allocates; it is for the rare request whose attempt failed.
-func (r *Registry) PickRetry(b *route.Backend, req *http.Request, tried []string) *route.Endpoint {
-	return r.pickAmong(r.Get(b), b.Endpoints, req, tried, true)
+func (r *Registry) PickRetry(b *route.Backend, key uint64, tried []string) *route.Endpoint {
+	return r.pickAmong(r.Get(b), b.Endpoints, key, tried, true)
 }
 
 // pickAmong picks with bal among the endpoints not in skip that are not
 // ejected; when all of those are ejected, among them if failOpen, else
 // it returns nil. The result points into endpoints; nil also means every
 // endpoint is in skip.
-func (r *Registry) pickAmong(bal Balancer, endpoints []route.Endpoint, req *http.Request, skip []string, failOpen bool) *route.Endpoint {
+func (r *Registry) pickAmong(bal Balancer, endpoints []route.Endpoint, key uint64, skip []string, failOpen bool) *route.Endpoint {
 	untried, healthy := 0, 0
 	for i := range endpoints {
 		if addr := endpoints[i].Address; !slices.Contains(skip, addr) {
@@ -113,7 +113,7 @@ func (r *Registry) pickAmong(bal Balancer, endpoints []route.Endpoint, req *http
 	if len(sub) == 0 {
 		return nil // every candidate was ejected between the two scans
 	}
-	ep := bal.Pick(sub, req)
+	ep := bal.Pick(sub, key)
 	for j := range sub {
 		if &sub[j] == ep {
 			return &endpoints[idx[j]]

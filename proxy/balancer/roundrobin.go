@@ -1,7 +1,6 @@
 package balancer
 
 import (
-	"net/http"
 	"sync/atomic"
 
 	"github.com/postern-dev/postern/proxy/route"
@@ -23,7 +22,7 @@ type RoundRobin struct {
 }
 
 // Pick returns the next endpoint in turn, or nil when endpoints is empty.
-func (rr *RoundRobin) Pick(endpoints []route.Endpoint, _ *http.Request) *route.Endpoint {
+func (rr *RoundRobin) Pick(endpoints []route.Endpoint, _ uint64) *route.Endpoint {
 	n := uint64(len(endpoints))
 	if n == 0 {
 		return nil

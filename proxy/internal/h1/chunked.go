@@ -10,13 +10,19 @@ import (
 // §7.1: the copy stops there, and the caller cuts both connections.
 var errChunked = errors.New("malformed chunked body")
 
+// ErrTooLarge is the error of a chunked body whose payload passes the
+// limit CopyChunked was given: the copy stops before the chunk that
+// would pass it, and the caller answers 413.
+var ErrTooLarge = errors.New("chunked body larger than the limit")
+
 // CopyChunked relays a chunked body from src to dst byte for byte (the
 // chunk sizes, extensions and trailer fields as the sender wrote them),
 // checking its syntax as it goes. It flushes dst whenever src has nothing
 // buffered, so a stream (server-sent events, a long poll) reaches the
 // client as it is produced. It returns the payload bytes relayed (the
-// chunks' data, without the framing).
-func CopyChunked(dst *bufio.Writer, src *bufio.Reader) (int64, error) {
+// chunks' data, without the framing). A limit above zero bounds the
+// payload: a chunk that would pass it is not relayed (ErrTooLarge).
+func CopyChunked(dst *bufio.Writer, src *bufio.Reader, limit int64) (int64, error) {
 	var payload int64
 	for {
 		line, err := readLine(src)
@@ -26,6 +32,9 @@ func CopyChunked(dst *bufio.Writer, src *bufio.Reader) (int64, error) {
 		size, ok := parseChunkSizeLine(line)
 		if !ok {
 			return payload, errChunked
+		}
+		if limit > 0 && size > limit-payload {
+			return payload, ErrTooLarge
 		}
 		if _, err := dst.Write(line); err != nil {
 			return payload, err

@@ -37,7 +37,7 @@ func TestH1CopyChunked(t *testing.T) {
 		src := bufio.NewReaderSize(strings.NewReader(tc.in), 16)
 		var out bytes.Buffer
 		dst := bufio.NewWriter(&out)
-		n, err := CopyChunked(dst, src)
+		n, err := CopyChunked(dst, src, 0)
 		if !errors.Is(err, tc.err) || n != tc.payload {
 			t.Errorf("%s: %d, %v; want %d, %v", tc.name, n, err, tc.payload, tc.err)
 			continue
@@ -63,7 +63,7 @@ func TestH1CopyChunkedFlushes(t *testing.T) {
 	dst := bufio.NewWriter(&out)
 	done := make(chan error, 1)
 	go func() {
-		_, err := CopyChunked(dst, src)
+		_, err := CopyChunked(dst, src, 0)
 		done <- err
 	}()
 	_, _ = io.WriteString(pw, "5\r\nfirst\r\n")
@@ -101,7 +101,7 @@ func FuzzH1Chunked(f *testing.F) {
 		src := bufio.NewReaderSize(bytes.NewReader(data), 64)
 		var out bytes.Buffer
 		dst := bufio.NewWriter(&out)
-		n, err := CopyChunked(dst, src)
+		n, err := CopyChunked(dst, src, 0)
 		if err != nil {
 			return
 		}
@@ -148,4 +148,29 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// A limit stops the copy before the chunk that would pass it, so that no
+// byte past the limit is relayed; a body within it is relayed whole.
+func TestH1CopyChunkedLimit(t *testing.T) {
+	body := "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+	for _, tc := range []struct {
+		limit   int64
+		wantErr error
+		wantN   int64
+		wantOut string
+	}{
+		{limit: 0, wantN: 11, wantOut: body},
+		{limit: 11, wantN: 11, wantOut: body},
+		{limit: 10, wantErr: ErrTooLarge, wantN: 5, wantOut: "5\r\nhello\r\n"},
+		{limit: 4, wantErr: ErrTooLarge, wantN: 0, wantOut: ""},
+	} {
+		var out bytes.Buffer
+		dst := bufio.NewWriter(&out)
+		n, err := CopyChunked(dst, bufio.NewReader(strings.NewReader(body)), tc.limit)
+		_ = dst.Flush()
+		if !errors.Is(err, tc.wantErr) || n != tc.wantN || out.String() != tc.wantOut {
+			t.Errorf("limit %d: n=%d err=%v out=%q; want n=%d err=%v out=%q", tc.limit, n, err, out.String(), tc.wantN, tc.wantErr, tc.wantOut)
+		}
+	}
 }

@@ -124,3 +124,24 @@ func EqualFold(b []byte, s string) bool {
 	}
 	return true
 }
+
+// SameName reports whether the field name b is name, ignoring ASCII case
+// on both sides (name may be in canonical form, "X-Request-Id").
+func SameName(b []byte, name string) bool {
+	if len(b) != len(name) {
+		return false
+	}
+	for i := range b {
+		x, y := b[i], name[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}

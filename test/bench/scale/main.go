@@ -49,6 +49,7 @@ import (
 
 	"github.com/postern-dev/postern/controller"
 	"github.com/postern-dev/postern/proxy"
+	"github.com/postern-dev/postern/proxy/observe"
 	"github.com/postern-dev/postern/proxy/route"
 )
 
@@ -217,7 +218,7 @@ func measureChange(n, per, changes int) (build, apply, swaps []time.Duration) {
 	// The swap is the proxy's own, with metrics, as in the binary: it
 	// carries balancer, health, in-flight and connection-pool state over
 	// to the new table.
-	handler := proxy.New(proxy.Options{Metrics: proxy.NewMetrics(prometheus.NewRegistry())})
+	handler := proxy.New(proxy.Options{Metrics: observe.NewMetrics(prometheus.NewRegistry())})
 	var swapped *route.Table
 	var swapTime time.Duration
 	applier := controller.NewApplier(opts, func(t *route.Table) {

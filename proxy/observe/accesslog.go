@@ -1,4 +1,4 @@
-package proxy
+package observe
 
 import (
 	"context"
@@ -67,6 +67,7 @@ type AccessLog struct {
 	out       *batchWriter
 	queue     chan accessRecord
 	dropped   prometheus.Counter
+	drops     atomic.Uint64 // what dropped counts, readable without a registry
 	sampleAll bool
 	threshold uint64 // a request is sampled when a random uint64 is below it
 	log       *zap.Logger
@@ -82,7 +83,7 @@ type AccessLog struct {
 type accessRecord struct {
 	start       time.Time
 	id          string
-	remote      string // RemoteAddr; the writer splits off the port
+	remote      string // Record.Client; the writer splits off a port
 	method      string
 	host        string
 	path        string
@@ -151,32 +152,27 @@ func (a *AccessLog) sampled() bool {
 
 // record queues the line of a finished request, or drops it when the
 // queue is full. It never blocks.
-func (a *AccessLog) record(ob *observation, code int, d time.Duration) {
-	if !a.wants(code) {
+func (a *AccessLog) record(r *Record) {
+	if !a.wants(r.Status) {
 		return
 	}
-	r := ob.req
 	rec := accessRecord{
-		start:    ob.start,
-		id:       ob.id[0],
-		remote:   clientAddr(r), // the peer, or the real client behind a trusted proxy
-		method:   r.Method,
-		host:     r.Host,
-		path:     r.URL.Path,
-		proto:    r.Proto,
-		status:   code,
-		bytesIn:  ob.st.bodyBytes.Load(),
-		bytesOut: ob.bytesOut,
-		duration: d,
+		start:       r.Start,
+		id:          r.ID,
+		remote:      r.Client,
+		method:      r.Method,
+		host:        r.Host,
+		path:        r.Path,
+		proto:       r.Proto,
+		status:      r.Status,
+		bytesIn:     r.BytesIn,
+		bytesOut:    r.BytesOut,
+		duration:    r.Duration,
+		upstream:    r.Upstream,
+		upstreamDur: r.UpstreamDuration,
 	}
-	if ep := ob.st.endpoint; ep != nil {
-		rec.upstream = ep.Address
-	}
-	if ob.st.attempted {
-		rec.upstreamDur = ob.st.upstream
-	}
-	if ob.route != nil {
-		rec.labels = labelsOf(ob.route)
+	if r.Route != nil {
+		rec.labels = labelsOf(r.Route, r.labelBackend())
 	}
 	a.enqueue(rec)
 }
@@ -191,15 +187,24 @@ func (a *AccessLog) wants(code int) bool {
 // the log closed. It never blocks.
 func (a *AccessLog) enqueue(rec accessRecord) {
 	if a.closed.Load() {
-		a.dropped.Inc()
+		a.drop()
 		return
 	}
 	select {
 	case a.queue <- rec:
 	default:
-		a.dropped.Inc()
+		a.drop()
 	}
 }
+
+func (a *AccessLog) drop() {
+	a.dropped.Inc()
+	a.drops.Add(1)
+}
+
+// Dropped returns how many lines were dropped so far
+// (postern_proxy_access_log_dropped_total).
+func (a *AccessLog) Dropped() uint64 { return a.drops.Load() }
 
 // run writes the queued lines until Close, then what is still queued.
 //

@@ -1,7 +1,6 @@
-package proxy
+package observe
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -105,21 +104,33 @@ type Metrics struct {
 	openConns    prometheus.Gauge
 	upstreamErrs [len(upstreamErrorReasons)]prometheus.Counter
 	retries      prometheus.Counter
+	handoffs     [len(HandoffReasons)]prometheus.Counter
 
-	// routes finds the metrics of a route of the table being served.
-	routes atomic.Pointer[map[*route.Route]*routeMetrics]
+	// routes finds the metrics of a route and backend of the table being
+	// served.
+	routes atomic.Pointer[map[routeBackend]*routeMetrics]
 
 	mu       sync.Mutex                    // guards byLabels; serialises sync
 	byLabels map[routeLabels]*routeMetrics // every label set with metrics
 	none     *routeMetrics                 // requests without a route
 }
 
+// routeBackend is a route and one of its backends: the unit whose
+// requests share label values.
+type routeBackend struct {
+	rt *route.Route
+	be *route.Backend
+}
+
 // routeLabels are the labels a route gives its requests' metrics.
 type routeLabels struct{ namespace, ingress, service string }
 
-func labelsOf(rt *route.Route) routeLabels {
+// labelsOf returns the labels of the requests rt served with be (nil: none
+// was chosen, a local answer): the route's source, and the backend's
+// Service.
+func labelsOf(rt *route.Route, be *route.Backend) routeLabels {
 	l := routeLabels{namespace: rt.Source.Namespace, ingress: rt.Source.Name}
-	if be := rt.Backend; be != nil {
+	if be != nil {
 		if l.namespace == "" {
 			l.namespace = be.Namespace
 		}
@@ -189,11 +200,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for i, reason := range upstreamErrorReasons {
 		m.upstreamErrs[i] = errs.WithLabelValues(reason)
 	}
-	reg.MustRegister(m.requests, m.duration, m.upstream, m.requestSize, m.responseSize, m.openConns, errs, m.retries)
+	handoffs := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "postern", Subsystem: "proxy", Name: "fastpath_handoffs_total",
+		Help: "Requests the HTTP/1.1 fast path handed to net/http with the rest of their connection, by reason (observe.HandoffReasons).",
+	}, []string{"reason"})
+	for i, reason := range HandoffReasons {
+		m.handoffs[i] = handoffs.WithLabelValues(reason)
+	}
+	reg.MustRegister(m.requests, m.duration, m.upstream, m.requestSize, m.responseSize, m.openConns, errs, m.retries, handoffs)
 
 	m.none = m.newRouteMetrics(routeLabels{})
 	m.byLabels[routeLabels{}] = m.none
-	empty := map[*route.Route]*routeMetrics{}
+	empty := map[routeBackend]*routeMetrics{}
 	m.routes.Store(&empty)
 	return m
 }
@@ -205,37 +223,34 @@ func (m *Metrics) newRouteMetrics(l routeLabels) *routeMetrics {
 	return rm
 }
 
-// sync prepares the metrics of the routes of t, the table about to be
+// Sync prepares the metrics of the routes of t, the table about to be
 // served, and forgets the series of label sets t no longer has (an Ingress
 // or Service that went away), so that their number stays bounded by the
 // cluster's objects over the life of the process.
-func (m *Metrics) sync(t *route.Table) {
+func (m *Metrics) Sync(t *route.Table) {
 	if m == nil {
 		return
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	routes := make(map[*route.Route]*routeMetrics)
+	routes := make(map[routeBackend]*routeMetrics)
 	keep := map[routeLabels]bool{{}: true}
-	add := func(rt *route.Route) {
-		if rt == nil {
-			return
-		}
-		l := labelsOf(rt)
+	add := func(rt *route.Route, be *route.Backend) {
+		l := labelsOf(rt, be)
 		rm := m.byLabels[l]
 		if rm == nil {
 			rm = m.newRouteMetrics(l)
 			m.byLabels[l] = rm
 		}
-		routes[rt] = rm
+		routes[routeBackend{rt, be}] = rm
 		keep[l] = true
 	}
-	for _, vh := range t.VirtualHosts {
-		for _, rt := range vh.Routes {
-			add(rt)
+	for rt := range t.Routes() {
+		for _, be := range backendsOf(rt) {
+			add(rt, be)
 		}
+		add(rt, nil)
 	}
-	add(t.Default)
 	for l := range m.byLabels {
 		if !keep[l] {
 			delete(m.byLabels, l)
@@ -245,12 +260,12 @@ func (m *Metrics) sync(t *route.Table) {
 	m.routes.Store(&routes)
 }
 
-// patch prepares the metrics for a table that p says differs from the
+// Patch prepares the metrics for a table that p says differs from the
 // last one synced only in the routes p.Routes replaces: each copy takes
-// its original's children (a patch keeps a route's source and Service, so
-// its labels). Its cost is one copy of the route map. It reports false,
-// changing nothing, before the first sync.
-func (m *Metrics) patch(p *route.Patch) bool {
+// its original's children (a patch keeps a route's source and Services,
+// so its labels). Its cost is one copy of the route map. It reports false,
+// changing nothing, before the first Sync.
+func (m *Metrics) Patch(p *route.Patch) bool {
 	if m == nil || len(p.Routes) == 0 {
 		return true
 	}
@@ -261,17 +276,25 @@ func (m *Metrics) patch(p *route.Patch) bool {
 		return false
 	}
 	routes := maps.Clone(*cur)
-	for or, nr := range p.Routes {
-		rm := routes[or]
-		if rm == nil || labelsOf(nr) != rm.labels {
-			rm = m.byLabels[labelsOf(nr)]
+	move := func(or *route.Route, ob *route.Backend, nr *route.Route, nb *route.Backend) {
+		old := routeBackend{or, ob}
+		rm := routes[old]
+		if l := labelsOf(nr, nb); rm == nil || l != rm.labels {
+			rm = m.byLabels[l]
 			if rm == nil {
-				rm = m.newRouteMetrics(labelsOf(nr))
-				m.byLabels[rm.labels] = rm
+				rm = m.newRouteMetrics(l)
+				m.byLabels[l] = rm
 			}
 		}
-		delete(routes, or)
-		routes[nr] = rm
+		delete(routes, old)
+		routes[routeBackend{nr, nb}] = rm
+	}
+	for or, nr := range p.Routes {
+		obs, nbs := backendsOf(or), backendsOf(nr)
+		for i := range min(len(obs), len(nbs)) {
+			move(or, obs[i], nr, nbs[i])
+		}
+		move(or, nil, nr, nil)
 	}
 	m.routes.Store(&routes)
 	return true
@@ -284,17 +307,18 @@ func (m *Metrics) deleteSeries(l routeLabels) {
 	}
 }
 
-// forRoute returns the metrics of the requests rt serves (nil: no route).
-func (m *Metrics) forRoute(rt *route.Route) *routeMetrics {
+// forRoute returns the metrics of the requests rt served with be (nil rt:
+// no route).
+func (m *Metrics) forRoute(rt *route.Route, be *route.Backend) *routeMetrics {
 	if rt == nil {
 		return m.none
 	}
-	if rm := (*m.routes.Load())[rt]; rm != nil {
+	if rm := (*m.routes.Load())[routeBackend{rt, be}]; rm != nil {
 		return rm
 	}
 	// A route of an older table, still serving a request begun before
 	// the swap.
-	l := labelsOf(rt)
+	l := labelsOf(rt, be)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	rm := m.byLabels[l]
@@ -363,36 +387,28 @@ func (rm *routeMetrics) counter(method, code int) prometheus.Counter {
 	return c
 }
 
-// observe records a finished request.
-func (m *Metrics) observe(ob *observation, code int, d time.Duration) {
+// record counts a finished request.
+func (m *Metrics) record(r *Record) {
 	if m == nil {
 		return
 	}
-	m.observeRequest(ob.route, methodIndex(ob.req.Method), code, d, ob.st.upstream, ob.st.attempted, ob.st.bodyBytes.Load(), ob.bytesOut)
+	rm := m.forRoute(r.Route, r.labelBackend()).observers()
+	rm.counter(methodIndex(r.Method), r.Status).Inc()
+	rm.duration.Observe(r.Duration.Seconds())
+	if r.Attempted {
+		rm.upstreamObserver().Observe(r.UpstreamDuration.Seconds())
+	}
+	rm.reqSize.Observe(float64(r.BytesIn))
+	rm.respSize.Observe(float64(r.BytesOut))
 }
 
-// observeRequest records a finished request of route rt (nil: none
-// matched): the Handler's and the fast path's.
-func (m *Metrics) observeRequest(rt *route.Route, method, code int, d, upstream time.Duration, attempted bool, bytesIn, bytesOut int64) {
+// UpstreamError counts a failed attempt to reach an endpoint, by the
+// reason UpstreamErrorReason gives.
+func (m *Metrics) UpstreamError(err error) {
 	if m == nil {
 		return
 	}
-	rm := m.forRoute(rt).observers()
-	rm.counter(method, code).Inc()
-	rm.duration.Observe(d.Seconds())
-	if attempted {
-		rm.upstreamObserver().Observe(upstream.Seconds())
-	}
-	rm.reqSize.Observe(float64(bytesIn))
-	rm.respSize.Observe(float64(bytesOut))
-}
-
-// upstreamError counts a failed attempt to reach an endpoint.
-func (m *Metrics) upstreamError(err error) {
-	if m == nil {
-		return
-	}
-	reason := upstreamErrorReason(err)
+	reason := UpstreamErrorReason(err)
 	for i, r := range upstreamErrorReasons {
 		if r == reason {
 			m.upstreamErrs[i].Inc()
@@ -409,31 +425,38 @@ func (m *Metrics) Retried() {
 	}
 }
 
-// connState follows a Server's client connections. Hijacked connections
-// (WebSockets) are still open; hijackedClosed counts them out.
-func (m *Metrics) connState(state http.ConnState) {
+// Handoff counts a request the HTTP/1.1 fast path handed to net/http, for
+// reason, one of HandoffReasons (anything else counts as HandoffOther).
+func (m *Metrics) Handoff(reason string) {
 	if m == nil {
 		return
 	}
-	switch state {
-	case http.StateNew:
+	for i, r := range HandoffReasons {
+		if r == reason {
+			m.handoffs[i].Inc()
+			return
+		}
+	}
+	m.handoffs[len(HandoffReasons)-1].Inc()
+}
+
+// ConnOpened counts a client connection a listener accepted.
+func (m *Metrics) ConnOpened() {
+	if m != nil {
 		m.openConns.Inc()
-	case http.StateClosed:
-		m.openConns.Dec()
 	}
 }
 
-// hijackedClosed counts out a hijacked connection that was closed: net/http
-// reports no StateClosed for those.
-func (m *Metrics) hijackedClosed() {
+// ConnClosed counts out a client connection that was closed.
+func (m *Metrics) ConnClosed() {
 	if m != nil {
 		m.openConns.Dec()
 	}
 }
 
-// upstreamErrorReason classifies a failure to get response headers from
-// an endpoint.
-func upstreamErrorReason(err error) string {
+// UpstreamErrorReason classifies a failure to get response headers from
+// an endpoint: one of the UpstreamError* reasons.
+func UpstreamErrorReason(err error) string {
 	var (
 		recordErr tls.RecordHeaderError
 		alertErr  tls.AlertError
@@ -444,6 +467,8 @@ func upstreamErrorReason(err error) string {
 	)
 	switch {
 	case errors.As(err, &recordErr), errors.As(err, &alertErr), errors.As(err, &verifyErr), errors.As(err, &authErr),
+		// crypto/tls wraps some handshake failures in plain errors
+		// whose only mark is their text.
 		strings.Contains(err.Error(), "tls: "), strings.Contains(err.Error(), "TLS handshake"):
 		return UpstreamErrorTLS
 	case errors.As(err, &opErr) && opErr.Op == "dial":
@@ -455,132 +480,3 @@ func upstreamErrorReason(err error) string {
 	}
 	return UpstreamErrorOther
 }
-
-// timedTransport measures each attempt to reach an endpoint, for the
-// upstream_response_seconds histogram and the access log.
-type timedTransport struct{ next http.RoundTripper }
-
-func (t timedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	st := stateOf(req)
-	if st == nil {
-		return t.next.RoundTrip(req)
-	}
-	start := time.Now()
-	resp, err := t.next.RoundTrip(req)
-	st.upstream = time.Since(start)
-	st.attempted = true
-	return resp, err
-}
-
-// observation is one request as the proxy observes it: it is the
-// ResponseWriter the request is answered through, recording the status
-// and the bytes sent, and setting the X-Request-ID response header. It
-// holds the reqState of a proxied request, so that a request costs one
-// allocation for both.
-type observation struct {
-	http.ResponseWriter
-	req      *http.Request
-	start    time.Time    // zero when nothing observes requests
-	route    *route.Route // nil when none matched
-	id       [1]string    // the request ID; id[:] is the header value
-	code     int          // the status sent (101 for a tunnel); 0 until then
-	bytesOut int64        // response body bytes written
-	st       reqState
-}
-
-// begin starts observing r, answered through w.
-func (h *Handler) begin(w http.ResponseWriter, r *http.Request) *observation {
-	ob := &observation{ResponseWriter: w, req: r}
-	ob.id[0] = requestID(r.Header[HeaderRequestID])
-	if h.observing {
-		ob.start = time.Now()
-	}
-	return ob
-}
-
-// end records a request that was answered.
-func (h *Handler) end(ob *observation) {
-	if ob.code == 0 {
-		// Nothing was written: net/http sends a 200 when the handler
-		// returns, with the headers as they are now.
-		ob.Header()[HeaderRequestID] = ob.id[:]
-	}
-	if !h.observing {
-		return
-	}
-	d := time.Since(ob.start)
-	code := ob.code
-	if code == 0 {
-		code = http.StatusOK // what net/http sends for a handler that wrote nothing
-	}
-	h.metrics.observe(ob, code, d)
-	h.accessLog.record(ob, code, d)
-}
-
-// Observe returns next wrapped so that the requests it serves are counted,
-// access-logged and given a request ID like those h serves itself: for the
-// handlers a listener puts in front of h (HTTPS redirects, ACME challenges,
-// 421 answers). A request next hands on to h is observed once, with the
-// route h found for it.
-func (h *Handler) Observe(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, ok := w.(*observation); ok {
-			next.ServeHTTP(w, r)
-			return
-		}
-		ob := h.begin(w, r)
-		defer h.end(ob)
-		next.ServeHTTP(ob, r)
-	})
-}
-
-// noteStatus records code as the status of a request answered through w
-// when nothing is sent (499: the client went away).
-func noteStatus(w http.ResponseWriter, code int) {
-	if ob, ok := w.(*observation); ok && ob.code == 0 {
-		ob.code = code
-	}
-}
-
-// WriteHeader sets the X-Request-ID header, replacing any the backend
-// sent, and records the final status.
-func (o *observation) WriteHeader(code int) {
-	// 1xx responses other than 101 may come first, from the Transport's
-	// goroutine (Got1xxResponse); they are not the status.
-	if (code >= 200 || code == http.StatusSwitchingProtocols) && o.code == 0 {
-		o.code = code
-	}
-	o.Header()[HeaderRequestID] = o.id[:]
-	o.ResponseWriter.WriteHeader(code)
-}
-
-// Write writes a response body, counting its bytes.
-func (o *observation) Write(p []byte) (int, error) {
-	if o.code == 0 {
-		o.WriteHeader(http.StatusOK)
-	}
-	n, err := o.ResponseWriter.Write(p)
-	o.bytesOut += int64(n)
-	return n, err
-}
-
-// Flush sends what was written so far.
-func (o *observation) Flush() {
-	_ = http.NewResponseController(o.ResponseWriter).Flush()
-}
-
-// Hijack hands the connection over for a protocol switch (WebSocket): the
-// status is 101, and the response header, which the ReverseProxy writes
-// itself, carries the request ID.
-func (o *observation) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	o.Header()[HeaderRequestID] = o.id[:]
-	c, brw, err := http.NewResponseController(o.ResponseWriter).Hijack()
-	if err == nil && o.code == 0 {
-		o.code = http.StatusSwitchingProtocols
-	}
-	return c, brw, err
-}
-
-// Unwrap returns the ResponseWriter underneath, for
-// http.ResponseController.
-func (o *observation) Unwrap() http.ResponseWriter { return o.ResponseWriter }

@@ -1,8 +1,9 @@
-package proxy
+package pipeline
 
 import (
 	"encoding/hex"
 	"math/rand/v2"
+	"strings"
 )
 
 // HeaderRequestID is the header that carries a request's ID: kept from the
@@ -18,9 +19,8 @@ const maxRequestIDLen = 200
 // validRequestID reports whether id, sent by a client, may be kept: 1 to
 // maxRequestIDLen printable ASCII characters, no spaces. Anything else
 // (control characters, which could forge log lines, or non-ASCII) is
-// replaced by a generated ID. It takes the bytes of a head the fast path
-// read as well as a header value.
-func validRequestID[T string | []byte](id T) bool {
+// replaced by a generated ID.
+func validRequestID(id string) bool {
 	if len(id) == 0 || len(id) > maxRequestIDLen {
 		return false
 	}
@@ -49,12 +49,17 @@ func newRequestID() string {
 	return string(s[:])
 }
 
-// requestID returns the ID for a request whose X-Request-ID values are
-// vals: the client's when it sent exactly one valid ID, a new one
-// otherwise.
-func requestID(vals []string) string {
-	if len(vals) == 1 && validRequestID(vals[0]) {
-		return vals[0]
+// requestID is the listener policy that gives every request its ID, and
+// sends it to the endpoint and back to the client.
+type requestID struct{}
+
+func (requestID) Request(x *Exchange) {
+	v, n := x.In.Header(HeaderRequestID)
+	if n == 1 && validRequestID(v) {
+		x.ID = strings.Clone(v) // kept past the head's buffer: the response and the log need it
+	} else {
+		x.ID = newRequestID()
 	}
-	return newRequestID()
+	x.Req.Set(HeaderRequestID, x.ID)
+	x.Resp.Set(HeaderRequestID, x.ID)
 }

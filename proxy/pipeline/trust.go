@@ -1,9 +1,7 @@
-package proxy
+package pipeline
 
 import (
-	"context"
 	"fmt"
-	"net/http"
 	"net/netip"
 	"strings"
 )
@@ -81,44 +79,8 @@ func (t *TrustedProxies) String() string {
 	return strings.Join(s, ",")
 }
 
-func (t *TrustedProxies) empty() bool { return t == nil || len(t.prefixes) == 0 }
-
-// trustKey is the context key of a Server's *TrustedProxies; it is set
-// once per listener (http.Server.BaseContext), never per request.
-type trustKey struct{}
-
-// trustedPeer returns the trusted networks when the peer r came from is
-// in them, and nil otherwise (no trust configured, or an untrusted peer).
-func trustedPeer(r *http.Request) *TrustedProxies {
-	return trustedPeerOf(r.Context(), r.RemoteAddr)
-}
-
-func trustedPeerOf(ctx context.Context, remoteAddr string) *TrustedProxies {
-	t, _ := ctx.Value(trustKey{}).(*TrustedProxies)
-	if t.empty() {
-		return nil
-	}
-	ap, err := netip.ParseAddrPort(remoteAddr)
-	if err != nil || !t.Contains(ap.Addr()) {
-		return nil
-	}
-	return t
-}
-
-// clientAddr returns who the access log names as the client: the peer
-// (r.RemoteAddr, with its port), or, when the peer is a trusted proxy,
-// the real client its headers name (an address without a port).
-func clientAddr(r *http.Request) string {
-	t := trustedPeer(r)
-	if t == nil {
-		return r.RemoteAddr
-	}
-	peer, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return realClient(t, r.Header, peer.Addr().Unmap())
-}
+// Empty reports whether the set trusts no one.
+func (t *TrustedProxies) Empty() bool { return t == nil || len(t.prefixes) == 0 }
 
 // realClient finds the client behind a trusted peer, as nginx's realip
 // module with real_ip_recursive does: it walks X-Forwarded-For from the
@@ -126,13 +88,12 @@ func clientAddr(r *http.Request) string {
 // when every address is trusted, the leftmost. An entry that is not an
 // address ends the walk at the trusted address to its right, so a
 // malformed header never puts text of the client's choosing in X-Real-IP.
-// Without X-Forwarded-For, a valid X-Real-IP from the trusted peer is
-// kept. peer is the trusted peer's address.
-func realClient(t *TrustedProxies, h http.Header, peer netip.Addr) string {
-	xff := h["X-Forwarded-For"]
+// Without X-Forwarded-For (xff, its values in order), a valid X-Real-IP
+// from the trusted peer is kept. peer is the trusted peer's address.
+func realClient(t *TrustedProxies, xff []string, in Head, peer netip.Addr) string {
 	if len(xff) == 0 {
-		if v := h["X-Real-Ip"]; len(v) == 1 {
-			if a, ok := forwardedAddr(strings.TrimSpace(v[0])); ok {
+		if v, n := in.Header("X-Real-Ip"); n == 1 {
+			if a, ok := forwardedAddr(strings.TrimSpace(v)); ok {
 				return a.String()
 			}
 		}

@@ -1,4 +1,4 @@
-package proxy
+package upstream
 
 import (
 	"fmt"
@@ -7,19 +7,17 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/postern-dev/postern/proxy/balancer"
 	"github.com/postern-dev/postern/proxy/route"
 )
 
-// TestSwapPatchMatchesFullSwap checks the incremental Swap (a table made
-// by WithBackends from the one served) against the full one: after every
-// patch in a random sequence, the handler that took the incremental path
-// holds exactly the addresses, pools, health and metric children that a
-// handler swapping the same routes in from scratch holds, and the state
-// of addresses that stayed is carried over, not recreated.
-func TestSwapPatchMatchesFullSwap(t *testing.T) {
+// TestSyncPatchMatchesSync checks the incremental path (a table made by
+// WithBackends from the one synced) against the full one: after every
+// patch in a random sequence, the cluster that took the incremental path
+// holds exactly the addresses, pools, in-flight counters and health that
+// a cluster syncing the same routes from scratch holds, and the state of
+// addresses that stayed is carried over, not recreated.
+func TestSyncPatchMatchesSync(t *testing.T) {
 	t.Parallel()
 	rng := rand.New(rand.NewPCG(7, 11))
 	addrPool := make([]string, 10)
@@ -38,8 +36,6 @@ func TestSwapPatchMatchesFullSwap(t *testing.T) {
 	for i := range 6 {
 		b := &route.Backend{Key: fmt.Sprintf("ns/svc%d:80", i), Namespace: "ns", Service: fmt.Sprintf("svc%d", i), Endpoints: endpoints()}
 		backends = append(backends, b)
-		// Two routes per backend, in two Ingresses, so that a backend is
-		// shared by routes of different metric label sets.
 		hosts = append(hosts, route.NewVirtualHost(fmt.Sprintf("h%d.test", i), []*route.Route{
 			{PathType: route.PathPrefix, Path: "/", Backend: b, Source: route.Source{Namespace: "ns", Name: "a"}},
 			{PathType: route.PathExact, Path: "/x", Backend: b, Source: route.Source{Namespace: "ns", Name: "b"}},
@@ -48,10 +44,10 @@ func TestSwapPatchMatchesFullSwap(t *testing.T) {
 	table := route.NewTable(hosts, &route.Route{Backend: backends[0], Source: route.Source{Namespace: "ns", Name: "def"}})
 
 	health := &balancer.Health{Threshold: 1}
-	inc := New(Options{Metrics: NewMetrics(prometheus.NewRegistry()), Health: health})
-	full := New(Options{Metrics: NewMetrics(prometheus.NewRegistry())})
-	inc.Swap(table)
-	full.Swap(table)
+	inc := New(Options{Health: health})
+	full := New(Options{})
+	inc.Sync(table)
+	full.Sync(table)
 
 	patched := 0
 	for step := range 200 {
@@ -68,7 +64,7 @@ func TestSwapPatchMatchesFullSwap(t *testing.T) {
 				backends[i] = nb
 			}
 		}
-		before := maps.Clone(*inc.transport.pools.Load())
+		before := maps.Clone(*inc.pools.m.Load())
 		// An address known before the patch and ejected stays ejected if
 		// the patch keeps it.
 		ejected := addrPool[rng.IntN(len(addrPool))]
@@ -83,24 +79,26 @@ func TestSwapPatchMatchesFullSwap(t *testing.T) {
 		}
 		if len(replace) > 0 {
 			patched++
+			if !inc.SyncPatch(next.Patch()) {
+				t.Fatalf("step %d: SyncPatch refused an endpoint change", step)
+			}
 		}
-		inc.Swap(next)
 		// The same routes, as a table built anew: the full pass.
-		full.Swap(route.NewTable(next.VirtualHosts, next.Default))
+		full.Sync(route.NewTable(next.VirtualHosts, next.Default))
 		table = next
 
 		if !maps.Equal(inc.addrRefs, full.addrRefs) {
-			t.Fatalf("step %d: address counts %v, full swap %v", step, inc.addrRefs, full.addrRefs)
+			t.Fatalf("step %d: address counts %v, full sync %v", step, inc.addrRefs, full.addrRefs)
 		}
-		got, want := slices.Sorted(maps.Keys(*inc.transport.pools.Load())), slices.Sorted(maps.Keys(*full.transport.pools.Load()))
+		got, want := slices.Sorted(maps.Keys(*inc.pools.m.Load())), slices.Sorted(maps.Keys(*full.pools.m.Load()))
 		if !slices.Equal(got, want) {
-			t.Fatalf("step %d: pools for %v, full swap %v", step, got, want)
+			t.Fatalf("step %d: pools for %v, full sync %v", step, got, want)
 		}
 		if inc.inflight.Len() != len(want) || inc.health.Len() != len(want) {
 			t.Fatalf("step %d: in-flight knows %d and health %d addresses, want %d", step, inc.inflight.Len(), inc.health.Len(), len(want))
 		}
 		for a, ep := range before {
-			now, kept := (*inc.transport.pools.Load())[a]
+			now, kept := (*inc.pools.m.Load())[a]
 			switch {
 			case kept && now != ep:
 				t.Fatalf("step %d: the pools of %s were recreated", step, a)
@@ -112,43 +110,20 @@ func TestSwapPatchMatchesFullSwap(t *testing.T) {
 			t.Fatalf("step %d: %s kept its address but lost its ejection", step, ejected)
 		}
 		health.Success(ejected)
-
-		routes := *inc.metrics.routes.Load()
-		n := 0
-		for rt := range next.Routes() {
-			n++
-			rm := routes[rt]
-			if rm == nil || rm.labels != labelsOf(rt) {
-				t.Fatalf("step %d: route %s %s has metric children %v", step, rt.Source, rt.Path, rm)
-			}
-		}
-		if len(routes) != n {
-			t.Fatalf("step %d: %d routes with metric children, the table has %d", step, len(routes), n)
-		}
 	}
 	if patched < 150 {
 		t.Fatalf("only %d of 200 steps patched anything", patched)
 	}
 }
 
-// TestSwapPatchOfAnotherTableTakesFullPath checks that a patch is applied
-// incrementally only on top of the table it was made from.
-func TestSwapPatchOfAnotherTableTakesFullPath(t *testing.T) {
+// SyncPatch takes nothing before a first Sync.
+func TestSyncPatchBeforeSync(t *testing.T) {
 	t.Parallel()
-	b := &route.Backend{Key: "ns/a:80", Namespace: "ns", Service: "a", Endpoints: []route.Endpoint{{Address: "127.0.0.1:1"}}}
-	base := route.NewTable([]*route.VirtualHost{route.NewVirtualHost("a.test", []*route.Route{{PathType: route.PathPrefix, Path: "/", Backend: b}})}, nil)
+	b := &route.Backend{Key: "ns/a:80", Endpoints: []route.Endpoint{{Address: "127.0.0.1:1"}}}
+	base := route.NewTable(nil, &route.Route{Backend: b})
 	nb := *b
 	nb.Endpoints = []route.Endpoint{{Address: "127.0.0.2:1"}}
-	next := base.WithBackends(map[*route.Backend]*route.Backend{b: &nb})
-
-	h := New(Options{})
-	other := route.NewTable(nil, &route.Route{Backend: &route.Backend{Key: "ns/b:80", Endpoints: []route.Endpoint{{Address: "127.0.0.3:1"}}}})
-	h.Swap(other)
-	h.Swap(next) // its base is not the table served: the full pass
-	if got := slices.Sorted(maps.Keys(*h.transport.pools.Load())); !slices.Equal(got, []string{"127.0.0.2:1"}) {
-		t.Fatalf("pools for %v, want just the patched table's endpoint", got)
-	}
-	if h.balancers.Len() != 1 {
-		t.Fatalf("%d balancers, want 1", h.balancers.Len())
+	if New(Options{}).SyncPatch(base.WithBackends(map[*route.Backend]*route.Backend{b: &nb}).Patch()) {
+		t.Fatal("SyncPatch took a patch before any Sync")
 	}
 }

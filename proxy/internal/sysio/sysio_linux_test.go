@@ -1,4 +1,4 @@
-package proxy
+package sysio
 
 import (
 	"bytes"
@@ -44,9 +44,9 @@ func TestSysIOLargeTransfersBothWays(t *testing.T) {
 		_ = c.SetWriteBuffer(16 << 10)
 		_ = c.SetReadBuffer(16 << 10)
 	}
-	sa, sb := sysConnOf(a), sysConnOf(b)
-	if _, ok := sa.(*sysConn); !ok {
-		t.Fatalf("sysConnOf(a TCP connection) = %T, want *sysConn", sa)
+	sa, sb := Wrap(a), Wrap(b)
+	if _, ok := sa.(*conn); !ok {
+		t.Fatalf("Wrap(a TCP connection) = %T, want *conn", sa)
 	}
 	payload := func(seed byte) []byte {
 		p := make([]byte, 8<<20)
@@ -96,7 +96,7 @@ func TestSysIOLargeTransfersBothWays(t *testing.T) {
 func TestSysIOConcurrentWrites(t *testing.T) {
 	a, b := tcpPair(t)
 	_ = a.SetWriteBuffer(16 << 10)
-	w := sysConnOf(a)
+	w := Wrap(a)
 	const writers, writes, size = 8, 200, 1024
 	var wg sync.WaitGroup
 	for g := range writers {
@@ -112,7 +112,7 @@ func TestSysIOConcurrentWrites(t *testing.T) {
 	}
 	got := make([]byte, writers*writes*size)
 	_ = b.SetReadDeadline(time.Now().Add(30 * time.Second))
-	if _, err := io.ReadFull(sysConnOf(b), got); err != nil {
+	if _, err := io.ReadFull(Wrap(b), got); err != nil {
 		t.Fatal(err)
 	}
 	wg.Wait()
@@ -141,18 +141,18 @@ func TestSysIOErrorsAsNetConn(t *testing.T) {
 			t.Fatal(err)
 		}
 		b.Close()
-		got, err := io.ReadAll(sysConnOf(a))
+		got, err := io.ReadAll(Wrap(a))
 		if err != nil || string(got) != "bye" {
 			t.Fatalf("ReadAll = %q, %v; want \"bye\", nil", got, err)
 		}
-		if n, err := sysConnOf(a).Read(make([]byte, 1)); n != 0 || err != io.EOF { //nolint:errorlint // Read returns io.EOF itself, unwrapped
+		if n, err := Wrap(a).Read(make([]byte, 1)); n != 0 || err != io.EOF { //nolint:errorlint // Read returns io.EOF itself, unwrapped
 			t.Fatalf("Read after the end = %d, %v; want 0, io.EOF", n, err)
 		}
 	})
 	t.Run("deadline", func(t *testing.T) {
 		a, _ := tcpPair(t)
 		_ = a.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
-		_, err := sysConnOf(a).Read(make([]byte, 1))
+		_, err := Wrap(a).Read(make([]byte, 1))
 		var oe *net.OpError
 		if !errors.As(err, &oe) || oe.Op != "read" || !isTimeout(err) || !errors.Is(err, os.ErrDeadlineExceeded) {
 			t.Fatalf("Read past the deadline = %v; want a timeout *net.OpError of op read", err)
@@ -163,12 +163,12 @@ func TestSysIOErrorsAsNetConn(t *testing.T) {
 		_ = b.SetLinger(0)
 		b.Close()
 		_ = a.SetReadDeadline(time.Now().Add(5 * time.Second))
-		_, err := sysConnOf(a).Read(make([]byte, 1))
+		_, err := Wrap(a).Read(make([]byte, 1))
 		var oe *net.OpError
 		if !errors.As(err, &oe) || oe.Op != "read" || !errors.Is(err, syscall.ECONNRESET) {
 			t.Fatalf("Read of a reset connection = %v; want a *net.OpError of op read with ECONNRESET", err)
 		}
-		_, err = sysConnOf(a).Write([]byte("x"))
+		_, err = Wrap(a).Write([]byte("x"))
 		if !errors.As(err, &oe) || oe.Op != "write" || !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) {
 			t.Fatalf("Write to a reset connection = %v; want a *net.OpError of op write with EPIPE or ECONNRESET", err)
 		}
@@ -177,7 +177,7 @@ func TestSysIOErrorsAsNetConn(t *testing.T) {
 		a, _ := tcpPair(t)
 		done := make(chan error, 1)
 		go func() {
-			_, err := sysConnOf(a).Read(make([]byte, 1))
+			_, err := Wrap(a).Read(make([]byte, 1))
 			done <- err
 		}()
 		time.Sleep(20 * time.Millisecond)
@@ -193,19 +193,19 @@ func TestSysIOErrorsAsNetConn(t *testing.T) {
 	})
 }
 
-// sysConnOf wraps TCP connections only; the wrapper keeps the
+// Wrap wraps TCP connections only; the wrapper keeps the
 // connection's other methods (CloseWrite, deadlines).
 func TestSysConnOf(t *testing.T) {
 	p1, p2 := net.Pipe()
 	defer p1.Close()
 	defer p2.Close()
-	if c := sysConnOf(p1); c != p1 {
-		t.Fatalf("sysConnOf(pipe) = %T, want the pipe itself", c)
+	if c := Wrap(p1); c != p1 {
+		t.Fatalf("Wrap(pipe) = %T, want the pipe itself", c)
 	}
 	a, b := tcpPair(t)
-	c := sysConnOf(a)
-	if _, ok := c.(*sysConn); !ok {
-		t.Fatalf("sysConnOf(TCP) = %T, want *sysConn", c)
+	c := Wrap(a)
+	if _, ok := c.(*conn); !ok {
+		t.Fatalf("Wrap(TCP) = %T, want *conn", c)
 	}
 	if _, err := c.Write([]byte("ping")); err != nil {
 		t.Fatal(err)
@@ -219,10 +219,10 @@ func TestSysConnOf(t *testing.T) {
 	}
 }
 
-// sysListener, which Serve and ServeTLS put in front of everything, hands
-// out TCP connections as sysConns.
+// Listener, which Serve and ServeTLS put in front of everything, hands
+// out TCP connections wrapped.
 func TestSysListener(t *testing.T) {
-	ln := sysListener{listen(t)}
+	ln := Listener{listen(t)}
 	defer ln.Close()
 	go func() {
 		c, err := (&net.Dialer{}).DialContext(t.Context(), "tcp", ln.Addr().String())
@@ -236,11 +236,27 @@ func TestSysListener(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if _, ok := c.(*sysConn); !ok {
-		t.Fatalf("Accept = %T, want *sysConn", c)
+	if _, ok := c.(*conn); !ok {
+		t.Fatalf("Accept = %T, want *conn", c)
 	}
 	buf := make([]byte, 2)
 	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "hi" {
 		t.Fatalf("read %q, %v", buf, err)
 	}
+}
+
+// listen listens on a free port of 127.0.0.1.
+func listen(t testing.TB) net.Listener {
+	t.Helper()
+	var lc net.ListenConfig
+	ln, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }

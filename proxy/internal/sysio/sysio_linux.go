@@ -1,4 +1,4 @@
-package proxy
+package sysio
 
 import (
 	"errors"
@@ -10,7 +10,7 @@ import (
 	"unsafe"
 )
 
-// sysIO reads and writes a TCP connection (sysConn): read(2) and write(2) on its non-blocking socket as raw system calls,
+// sysIO reads and writes a TCP connection (conn): read(2) and write(2) on its non-blocking socket as raw system calls,
 // waiting in the runtime's poller (with the connection's deadlines) when
 // the socket is not ready, exactly as net.Conn's Read and Write do.
 //
@@ -126,16 +126,17 @@ func (s *sysIO) opError(op string, err error) error {
 	return &net.OpError{Op: op, Net: "tcp", Source: s.local, Addr: s.remote, Err: err}
 }
 
-// sysConn is a TCP connection whose reads and writes go through sysIO.
+// conn is a TCP connection whose reads and writes go through sysIO.
 // Every TCP connection the proxy accepts (sysListener) or dials (the fast
 // path's and the Transport's) is one.
-type sysConn struct {
+type conn struct {
 	*net.TCPConn
 	io *sysIO
 }
 
-// sysConnOf returns c as a sysConn when it is a TCP connection, else c.
-func sysConnOf(c net.Conn) net.Conn {
+// Wrap returns c with its reads and writes as raw system calls (sysIO) when
+// it is a TCP connection, else c itself.
+func Wrap(c net.Conn) net.Conn {
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
 		return c
@@ -147,8 +148,8 @@ func sysConnOf(c net.Conn) net.Conn {
 	s := &sysIO{rc: rc, local: tc.LocalAddr(), remote: tc.RemoteAddr()}
 	s.readFn = s.read
 	s.writeFn = s.write
-	return &sysConn{TCPConn: tc, io: s}
+	return &conn{TCPConn: tc, io: s}
 }
 
-func (c *sysConn) Read(p []byte) (int, error)  { return c.io.Read(p) }
-func (c *sysConn) Write(p []byte) (int, error) { return c.io.Write(p) }
+func (c *conn) Read(p []byte) (int, error)  { return c.io.Read(p) }
+func (c *conn) Write(p []byte) (int, error) { return c.io.Write(p) }

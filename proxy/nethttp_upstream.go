@@ -1,0 +1,158 @@
+package proxy
+
+import (
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/postern-dev/postern/proxy/upstream"
+)
+
+// retryTransport makes the attempts of a request of the net/http adapter:
+// it sends the request to the endpoint the pipeline picked, records the
+// outcome in the passive health tracker, and when the attempt could not
+// reach the endpoint and the cluster's rules say sending it again is safe
+// (upstream.Retryable), sends it to another endpoint of the same backend,
+// up to the route's retry budget. It is the ReverseProxy's Transport, so a
+// retry happens before anything of a response reaches the client: the
+// client sees the last attempt only.
+//
+// An attempt that succeeds costs a context lookup and one atomic load
+// (Health.Success with no endpoint in trouble); everything else here runs
+// only for failed attempts.
+type retryTransport struct {
+	h    *Handler
+	next http.RoundTripper
+}
+
+func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	st := stateOf(req)
+	if st == nil {
+		return t.next.RoundTrip(req)
+	}
+	c := t.h.cluster
+	x := st.x
+	budget := x.Settings.Retries
+	for {
+		resp, err := t.next.RoundTrip(req)
+		if err == nil {
+			c.Succeeded(st.endpoint.Address)
+			if d := x.Settings.IdleTimeout; d > 0 && resp.StatusCode != http.StatusSwitchingProtocols &&
+				resp.Body != nil && resp.Body != http.NoBody {
+				// Protocol switches (WebSockets) are tunnels, not
+				// bodies, and are left alone.
+				resp.Body = c.LimitIdle(resp.Body, d, x.Backend, st.endpoint.Address)
+			}
+			return resp, nil
+		}
+		if req.Context().Err() != nil || st.bodyErr.Load() != nil {
+			return nil, err // the client's doing, not the endpoint's
+		}
+		c.Failed(x.Backend, st.endpoint.Address, req.Host)
+		if budget <= 0 {
+			return nil, err
+		}
+		next := t.retry(req, st, err)
+		if next == nil {
+			return nil, err
+		}
+		budget--
+		req = next
+	}
+}
+
+// retry returns the request that sends req again to another endpoint of
+// its backend, or nil when that is not possible or not safe
+// (upstream.Retryable). It moves the request's state to the new endpoint:
+// its in-flight count, the endpoint the access log and metrics name, and
+// the body.
+func (t *retryTransport) retry(req *http.Request, st *reqState, err error) *http.Request {
+	hasBody := req.Body != nil && req.Body != http.NoBody
+	_, hasKey := req.Header["Idempotency-Key"]
+	bodyRead := hasBody && st.bodyOwner.Load() != st.attempt<<1
+	if !upstream.Retryable(err, upstream.Idempotent(req.Method, hasKey), hasBody, bodyRead) {
+		return nil
+	}
+	tried := slices.Concat(st.tried, []string{st.endpoint.Address})
+	ep := t.h.cluster.Retry(st.x.Backend, st.x.Key, tried, err)
+	if ep == nil {
+		return nil // every endpoint was tried
+	}
+	next := req.WithContext(req.Context()) // a shallow copy
+	u := *req.URL
+	u.Host = ep.Address
+	next.URL = &u
+	if hasBody {
+		// Take the body over; this fails if the attempt given up started
+		// reading it in the meantime.
+		if !st.bodyOwner.CompareAndSwap(st.attempt<<1, (st.attempt+1)<<1) {
+			return nil
+		}
+		next.Body = &reqBody{ReadCloser: st.body.ReadCloser, st: st, attempt: st.attempt + 1}
+	}
+	st.attempt++
+	st.tried = tried
+	st.counter.Release()
+	st.counter = t.h.cluster.Acquire(ep.Address)
+	st.endpoint = ep
+	return next
+}
+
+// timedTransport measures each attempt to reach an endpoint, for the
+// upstream_response_seconds histogram and the access log.
+type timedTransport struct{ next http.RoundTripper }
+
+func (t timedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	st := stateOf(req)
+	if st == nil {
+		return t.next.RoundTrip(req)
+	}
+	start := time.Now()
+	resp, err := t.next.RoundTrip(req)
+	st.upstream = time.Since(start)
+	st.attempted = true
+	return resp, err
+}
+
+// poolTransport sends a request to the endpoint its URL names, through
+// the endpoint's pool for the protocol and settings of its forward. The
+// request is counted as using the endpoint until the adapter ends it
+// (reqState.done), or until RoundTrip returns when it fails.
+type poolTransport struct{ c *upstream.Cluster }
+
+func (t poolTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	st := stateOf(req)
+	kind, settings := upstream.KindH1, t.c.Defaults()
+	if st != nil {
+		kind, settings = upstream.KindOf(st.x.Backend.Protocol), st.x.Settings
+	}
+	ep := t.c.Pools(req.URL.Host)
+	tr := ep.Transport(kind, settings)
+	ep.Begin()
+	resp, err := tr.RoundTrip(req)
+	if err != nil || st == nil {
+		ep.End()
+		return resp, err
+	}
+	st.pools = ep
+	return resp, nil
+}
+
+// bufferSize is the size of the buffers response bodies are copied with,
+// as ReverseProxy would allocate per request without a pool.
+const bufferSize = 32 << 10
+
+var buffers = sync.Pool{New: func() any { return new([bufferSize]byte) }}
+
+// bufferPool lends ReverseProxy its copy buffers. It pools array pointers,
+// which fit in an interface without an allocation, unlike slices.
+type bufferPool struct{}
+
+func (bufferPool) Get() []byte { return buffers.Get().(*[bufferSize]byte)[:] }
+
+func (bufferPool) Put(b []byte) {
+	if len(b) == bufferSize {
+		buffers.Put((*[bufferSize]byte)(b))
+	}
+}

@@ -1,0 +1,276 @@
+package pipeline
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/postern-dev/postern/proxy/observe"
+	"github.com/postern-dev/postern/proxy/route"
+	"github.com/postern-dev/postern/proxy/upstream"
+)
+
+// Policy is one step of the decision for a request. Request looks at the
+// request (x.In, and what was decided so far) and may answer it (x.Reply),
+// edit its heads (x.Req, x.Resp), change its settings or choose its
+// backend; once the request is answered or handed off, no later policy
+// runs. A Policy must be safe for concurrent use: one value serves every
+// request of its listener or route.
+type Policy interface {
+	Request(x *Exchange)
+}
+
+// PolicyFunc is a Policy as a function.
+type PolicyFunc func(x *Exchange)
+
+// Request calls f.
+func (f PolicyFunc) Request(x *Exchange) { f(x) }
+
+// Options configure a Pipeline.
+type Options struct {
+	// Cluster picks endpoints and holds what outlives a table swap;
+	// required.
+	Cluster *upstream.Cluster
+	// Metrics, if not nil, is synced with every table swapped in.
+	Metrics *observe.Metrics
+	// Policies run, in order, for every request a route matched, after
+	// the route's own policies and before the backend is picked.
+	Policies []Policy
+}
+
+// Pipeline decides what happens to each request, for every engine and
+// listener, from the table swapped in last.
+type Pipeline struct {
+	cluster *upstream.Cluster
+	metrics *observe.Metrics
+	extra   []Policy
+	table   atomic.Pointer[compiled]
+	swapMu  sync.Mutex // serialises Swap, never taken by requests
+}
+
+// New returns a pipeline serving an empty table (every request 404)
+// until the first Swap.
+func New(opts Options) *Pipeline {
+	p := &Pipeline{cluster: opts.Cluster, metrics: opts.Metrics, extra: opts.Policies}
+	p.table.Store(compile(route.Empty()))
+	return p
+}
+
+// Cluster returns the cluster the pipeline picks endpoints from.
+func (p *Pipeline) Cluster() *upstream.Cluster { return p.cluster }
+
+// Table returns the table requests are decided from.
+func (p *Pipeline) Table() *route.Table { return p.table.Load().t }
+
+// Swap makes t the table new requests are decided from (nil means an
+// empty table). Requests already running finish on the table they
+// started with; none is blocked or dropped. The cluster's state and the
+// metrics carry over (upstream.Cluster.Sync); a table WithBackends made
+// from the one served (an endpoint change) is carried over for the
+// changed backends only.
+func (p *Pipeline) Swap(t *route.Table) {
+	if t == nil {
+		t = route.Empty()
+	}
+	p.swapMu.Lock()
+	defer p.swapMu.Unlock()
+	if pa := t.Patch(); pa != nil {
+		if cur := p.table.Load(); cur.t.ID() == pa.Base && p.cluster.SyncPatch(pa) && p.metrics.Patch(pa) {
+			p.table.Store(cur.patched(t, pa))
+			return
+		}
+	}
+	p.cluster.Sync(t)
+	p.metrics.Sync(t)
+	p.table.Store(compile(t))
+}
+
+// compiled is a table with the runtime form of its routes' policies.
+type compiled struct {
+	t *route.Table
+	// policies are the compiled policies of the routes that have any.
+	policies map[*route.Route][]Policy
+}
+
+func compile(t *route.Table) *compiled {
+	c := &compiled{t: t, policies: make(map[*route.Route][]Policy)}
+	for rt := range t.Routes() {
+		if pols := compileRoute(rt); len(pols) > 0 {
+			c.policies[rt] = pols
+		}
+	}
+	return c
+}
+
+// patched returns c for t, which pa made from c's table: the routes pa
+// replaced get their policies compiled again; the map is copied only when
+// one of them has any.
+func (c *compiled) patched(t *route.Table, pa *route.Patch) *compiled {
+	out := &compiled{t: t, policies: c.policies}
+	copied := false
+	for or, nr := range pa.Routes {
+		_, had := c.policies[or]
+		pols := compileRoute(nr)
+		if !had && len(pols) == 0 {
+			continue
+		}
+		if !copied {
+			out.policies = make(map[*route.Route][]Policy, len(c.policies))
+			for k, v := range c.policies {
+				out.policies[k] = v
+			}
+			copied = true
+		}
+		delete(out.policies, or)
+		if len(pols) > 0 {
+			out.policies[nr] = pols
+		}
+	}
+	return out
+}
+
+// compileRoute returns the policies of rt in the order they apply.
+func compileRoute(rt *route.Route) []Policy {
+	var pols []Policy
+	if s, ok := routeSettings(rt); ok {
+		pols = append(pols, s)
+	}
+	if bl, ok := newBodyLimit(rt); ok {
+		pols = append(pols, bl)
+	}
+	return pols
+}
+
+// ListenerOptions are what a listener adds to the decision.
+type ListenerOptions struct {
+	// Secure is set for a TLS listener: requests are https, a Host the
+	// connection's certificate does not cover gets 421 (Covers), TLS
+	// hosts get HSTS.
+	Secure bool
+	// Trusted are the peers whose forwarding fields are believed (nil: no
+	// one).
+	Trusted *TrustedProxies
+	// Challenges answers ACME http-01 challenges on a plain listener;
+	// nil: none.
+	Challenges Challenges
+	// HTTPSPort is the port clients reach HTTPS on, for the Location of
+	// the redirect to HTTPS; 0 and 443 are left out of it.
+	HTTPSPort int
+	// Covers, on a secure listener, reports whether a request for host
+	// may be served on a connection whose TLS server name is serverName;
+	// nil: any.
+	Covers func(serverName, host string) bool
+}
+
+// Listener decides the requests of one listener.
+type Listener struct {
+	p        *Pipeline
+	secure   bool
+	policies []Policy // in order
+}
+
+// Listener returns the decision of the requests of a listener with opts.
+func (p *Pipeline) Listener(opts ListenerOptions) *Listener {
+	l := &Listener{p: p, secure: opts.Secure}
+	l.policies = append(l.policies, requestID{}, forwarding{trusted: opts.Trusted})
+	if opts.Secure {
+		if opts.Covers != nil {
+			l.policies = append(l.policies, misdirected{covers: opts.Covers})
+		}
+		l.policies = append(l.policies, hsts{}, gate{})
+	} else {
+		if opts.Challenges != nil {
+			l.policies = append(l.policies, acme{challenges: opts.Challenges})
+		}
+		l.policies = append(l.policies, gate{}, newHTTPSRedirect(opts.HTTPSPort))
+	}
+	return l
+}
+
+// Pipeline returns the pipeline l decides for.
+func (l *Listener) Pipeline() *Pipeline { return l.p }
+
+// Decide decides x, whose engine filled In and the connection's fields:
+// the listener's policies (request ID, forwarding fields, ACME challenge,
+// 421, HSTS, the 400/405 gate, the redirect to HTTPS), the route lookup
+// (404 when none), the route's policies (settings, body limit), the
+// pipeline's own, the backend choice and the endpoint pick (503 when
+// none). Decide loads the table once: a request sees one table from start
+// to end.
+func (l *Listener) Decide(x *Exchange) {
+	ct := l.p.table.Load()
+	x.table = ct.t
+	x.Secure = x.Secure || l.secure
+	if l.run(x, l.policies) {
+		return
+	}
+	rt := ct.t.Lookup(x.In.Host(), x.In.Path())
+	if rt == nil {
+		l.answer(x, ErrorReply(404, "no route"))
+		return
+	}
+	x.Route = rt
+	if x.Caps != 0 && routeCaps(rt)&^x.Caps != 0 {
+		x.Handoff = observe.HandoffBackendProtocol
+		return
+	}
+	x.Settings = l.p.defaults()
+	if l.run(x, ct.policies[rt]) || l.run(x, l.p.extra) {
+		return
+	}
+	if x.Backend == nil {
+		x.Backend = chooseBackend(rt)
+	}
+	be := x.Backend
+	if be.ConnectTimeout > 0 {
+		x.Settings.ConnectTimeout = time.Duration(be.ConnectTimeout)
+	}
+	ep := l.p.cluster.Pick(be, x.Key)
+	if ep == nil {
+		// No endpoints: none ready, or the backend is Unavailable.
+		l.answer(x, ErrorReply(503, "no endpoint"))
+		return
+	}
+	x.Endpoint = ep
+}
+
+// run applies pols to x and reports whether x was decided.
+func (l *Listener) run(x *Exchange, pols []Policy) bool {
+	for _, pol := range pols {
+		pol.Request(x)
+		if x.Decided() {
+			if x.Reply.Status != 0 {
+				l.logReply(x)
+			}
+			return true
+		}
+	}
+	return false
+}
+
+// answer makes r x's answer.
+func (l *Listener) answer(x *Exchange, r Reply) {
+	x.Reply = r
+	l.logReply(x)
+}
+
+// logReply logs x's local answer (at debug: they are the client's
+// business, or a backend the controller already reported).
+func (l *Listener) logReply(x *Exchange) {
+	l.p.cluster.Answered(x.Reply.Status, x.Reply.Reason, upstream.Request{
+		Method: x.In.Method(), Host: x.In.Host(), Path: x.In.Path(), Backend: x.Backend,
+	}, nil)
+}
+
+// defaults are the settings of a route that sets none.
+func (p *Pipeline) defaults() upstream.Settings { return p.cluster.Defaults() }
+
+// routeCaps returns the capabilities an engine needs for rt's backends.
+func routeCaps(rt *route.Route) Caps {
+	return capOf(rt.Backend.Protocol)
+}
+
+// chooseBackend returns the backend of rt a request goes to.
+func chooseBackend(rt *route.Route) *route.Backend {
+	return rt.Backend
+}

@@ -1,0 +1,34 @@
+package pipeline
+
+import (
+	"time"
+
+	"github.com/postern-dev/postern/proxy/route"
+)
+
+// settings is the route policy of the postern.dev/timeout-read,
+// timeout-idle and retries annotations: the settings of the forward, where
+// the route changes the proxy's defaults.
+type settings struct {
+	read, idle time.Duration // zero: the default
+	retries    int
+}
+
+// routeSettings returns the settings policy of rt, if it changes any
+// default.
+func routeSettings(rt *route.Route) (settings, bool) {
+	be := rt.Backend
+	if be == nil {
+		return settings{}, false
+	}
+	s := settings{read: time.Duration(be.ReadTimeout), idle: time.Duration(be.IdleTimeout), retries: be.RetryBudget()}
+	return s, s.read > 0 || s.idle > 0 || s.retries != route.DefaultRetries
+}
+
+func (s settings) Request(x *Exchange) {
+	if s.read > 0 {
+		x.Settings.ReadTimeout = s.read
+	}
+	x.Settings.IdleTimeout = s.idle
+	x.Settings.Retries = s.retries
+}

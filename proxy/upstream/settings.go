@@ -1,0 +1,48 @@
+package upstream
+
+import (
+	"time"
+
+	"github.com/postern-dev/postern/proxy/route"
+)
+
+// Defaults of Options.
+const (
+	// DefaultDialTimeout bounds connecting to an endpoint.
+	DefaultDialTimeout = 5 * time.Second
+	// DefaultResponseHeaderTimeout bounds the wait for an endpoint's
+	// response headers once the request is sent.
+	DefaultResponseHeaderTimeout = 60 * time.Second
+	// DefaultMaxIdleConnsPerHost is how many idle keep-alive connections
+	// are kept per endpoint.
+	DefaultMaxIdleConnsPerHost = 256
+)
+
+// Settings are what one forward of a request may take, resolved against
+// the proxy's defaults: the pipeline fills them from the route's backend
+// and policy, the engines follow them.
+type Settings struct {
+	// ConnectTimeout bounds connecting to an endpoint (504 when it runs
+	// out).
+	ConnectTimeout time.Duration
+	// ReadTimeout bounds the wait for the response head once the request
+	// was sent (504), and each write of a request body an endpoint stops
+	// reading.
+	ReadTimeout time.Duration
+	// IdleTimeout is the longest an endpoint may stay silent while its
+	// response body is relayed; the response is cut when it runs out.
+	// Zero means no limit.
+	IdleTimeout time.Duration
+	// Retries is how many times a failed attempt may be sent again to
+	// another endpoint (see Retryable).
+	Retries int
+	// MaxBodySize is the largest request body sent on; a larger one
+	// answers 413. Zero means no limit.
+	MaxBodySize int64
+}
+
+// Defaults returns the settings of a route that sets none: the proxy's
+// timeouts, route.DefaultRetries, no idle timeout and no body limit.
+func (c *Cluster) Defaults() Settings {
+	return Settings{ConnectTimeout: c.dial, ReadTimeout: c.respHdr, Retries: route.DefaultRetries}
+}
