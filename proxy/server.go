@@ -217,6 +217,10 @@ func (s *Server) ListenAndServe(addr string) error {
 // tunnels, which net/http stops tracking) to close, until ctx is done. Then
 // it closes whatever is left and returns ctx's error (wrapped).
 func (s *Server) Shutdown(ctx context.Context) error {
+	// Before any listener closes: a response net/http writes from now on
+	// says Connection: close, even while the engine's listener is already
+	// closed and net/http's Shutdown has not begun.
+	s.srv.SetKeepAlivesEnabled(false)
 	var fastErr error
 	fastDone := make(chan struct{})
 	go func() {
