@@ -75,9 +75,12 @@ const (
 
 // ingressConfig is what the postern.dev annotations of one Ingress ask
 // for, in the table builder's terms: the settings of the Ingress's
-// backends and of its TLS hosts. The rows of ingressAnnotations fill it.
+// backends (the Service ports), the policy of its routes (per-request
+// settings) and the settings of its TLS hosts. The rows of
+// ingressAnnotations fill it.
 type ingressConfig struct {
 	backend backendSettings
+	policy  route.Policy
 	tls     tlsSettings
 }
 
@@ -118,7 +121,7 @@ func row[T comparable](key string, def T, defText string, parse func(string) (T,
 
 // ingressAnnotations are the postern.dev annotations of an Ingress, one row
 // a feature. They are read in this order, which is also the order of
-// their parts in a backend's Key ("ns/svc:80|least-request|retries=3").
+// their parts in a backend's Key ("ns/svc:80|least-request|HTTPS").
 var ingressAnnotations = []annotationRow{
 	row(AnnotationLoadBalance, "", balancerRoundRobin, parseBalancer, func(c *ingressConfig, v string) {
 		c.backend.set(v, func(be *route.Backend) { be.Balancer = v })
@@ -127,19 +130,19 @@ var ingressAnnotations = []annotationRow{
 		c.backend.set(string(p), func(be *route.Backend) { be.Protocol = p })
 	}),
 	row(AnnotationRetries, 0, strconv.Itoa(route.DefaultRetries), parseRetries, func(c *ingressConfig, n int) {
-		c.backend.set("retries="+strconv.Itoa(max(n, 0)), func(be *route.Backend) { be.Retries = n })
+		c.policy.Retries = n
 	}),
 	row(AnnotationTimeoutConnect, 0, "the default", parseTimeout, func(c *ingressConfig, d route.Duration) {
 		c.backend.set("connect-timeout="+time.Duration(d).String(), func(be *route.Backend) { be.ConnectTimeout = d })
 	}),
 	row(AnnotationTimeoutRead, 0, "the default", parseTimeout, func(c *ingressConfig, d route.Duration) {
-		c.backend.set("read-timeout="+time.Duration(d).String(), func(be *route.Backend) { be.ReadTimeout = d })
+		c.policy.ReadTimeout = d
 	}),
 	row(AnnotationTimeoutIdle, 0, "no idle timeout", parseTimeout, func(c *ingressConfig, d route.Duration) {
-		c.backend.set("idle-timeout="+time.Duration(d).String(), func(be *route.Backend) { be.IdleTimeout = d })
+		c.policy.IdleTimeout = d
 	}),
 	row(AnnotationMaxBodySize, 0, "no limit", parseSize, func(c *ingressConfig, n int64) {
-		c.backend.set("max-body-size="+strconv.FormatInt(n, 10), func(be *route.Backend) { be.MaxBodySize = n })
+		c.policy.MaxBodySize = n
 	}),
 	// The hosts of spec.tls redirect plain HTTP to HTTPS unless this turns
 	// it off.
@@ -256,7 +259,7 @@ func parseProtocol(v string) (route.Protocol, error) {
 	return "", errors.New("want HTTP, HTTPS, H2C, GRPC or GRPCS")
 }
 
-// parseRetries parses AnnotationRetries into route.Backend.Retries: "0"
+// parseRetries parses AnnotationRetries into route.Policy.Retries: "0"
 // is -1 (none) and the default count is 0.
 func parseRetries(v string) (int, error) {
 	n, err := strconv.ParseUint(v, 10, 64)

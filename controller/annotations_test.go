@@ -56,41 +56,42 @@ func TestParseBackendSettings(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		key, value string
-		want       route.Backend // the settings
+		want       route.Backend // the backend settings
+		policy     route.Policy  // the route policy
 		problem    string        // a part of the one problem message, or "" for none
 	}{
-		{AnnotationRetries, "0", route.Backend{Retries: -1}, ""},
-		{AnnotationRetries, "1", route.Backend{}, ""},
-		{AnnotationRetries, "5", route.Backend{Retries: 5}, ""},
-		{AnnotationRetries, "6", route.Backend{}, `"6" (want a number of retries from 0 to 5); using 1`},
-		{AnnotationRetries, "-1", route.Backend{}, `"-1"`},
-		{AnnotationRetries, "+2", route.Backend{}, `"+2"`},
-		{AnnotationRetries, "18446744073709551617", route.Backend{}, "from 0 to 5"},
-		{AnnotationTimeoutConnect, "5s", route.Backend{ConnectTimeout: route.Duration(5 * time.Second)}, ""},
-		{AnnotationTimeoutConnect, "250ms", route.Backend{ConnectTimeout: route.Duration(250 * time.Millisecond)}, ""},
-		{AnnotationTimeoutRead, "90", route.Backend{ReadTimeout: route.Duration(90 * time.Second)}, ""},
-		{AnnotationTimeoutRead, "1m30s", route.Backend{ReadTimeout: route.Duration(90 * time.Second)}, ""},
-		{AnnotationTimeoutRead, "86400", route.Backend{ReadTimeout: route.Duration(24 * time.Hour)}, ""},
-		{AnnotationTimeoutIdle, "24h", route.Backend{IdleTimeout: route.Duration(24 * time.Hour)}, ""},
-		{AnnotationTimeoutIdle, "86401", route.Backend{}, "(want at most 24h0m0s); using no idle timeout"},
-		{AnnotationTimeoutIdle, "24h0m1s", route.Backend{}, "want at most 24h0m0s"},
-		{AnnotationTimeoutConnect, "0", route.Backend{}, "(want a positive duration); using the default"},
-		{AnnotationTimeoutConnect, "-1s", route.Backend{}, "want a positive duration"},
-		{AnnotationTimeoutConnect, "5 s", route.Backend{}, `want a duration like "5s"`},
-		{AnnotationTimeoutConnect, "1.5", route.Backend{}, `want a duration like "5s"`},
-		{AnnotationTimeoutConnect, "99999999999999999999", route.Backend{}, "want at most 24h0m0s"},
-		{AnnotationMaxBodySize, "0", route.Backend{}, ""},
-		{AnnotationMaxBodySize, "1024", route.Backend{MaxBodySize: 1024}, ""},
-		{AnnotationMaxBodySize, "512k", route.Backend{MaxBodySize: 512 << 10}, ""},
-		{AnnotationMaxBodySize, "8M", route.Backend{MaxBodySize: 8 << 20}, ""},
-		{AnnotationMaxBodySize, "1g", route.Backend{MaxBodySize: 1 << 30}, ""},
-		{AnnotationMaxBodySize, "8589934591g", route.Backend{MaxBodySize: 8589934591 << 30}, ""},
-		{AnnotationMaxBodySize, "8589934592g", route.Backend{}, "(too large); using no limit"},
-		{AnnotationMaxBodySize, "9223372036854775808", route.Backend{}, "too large"},
-		{AnnotationMaxBodySize, "8mb", route.Backend{}, `want a size like "8m"`},
-		{AnnotationMaxBodySize, "m", route.Backend{}, `want a size like "8m"`},
-		{AnnotationMaxBodySize, "-1", route.Backend{}, `want a size like "8m"`},
-		{AnnotationMaxBodySize, "1.5m", route.Backend{}, `want a size like "8m"`},
+		{AnnotationRetries, "0", route.Backend{}, route.Policy{Retries: -1}, ""},
+		{AnnotationRetries, "1", route.Backend{}, route.Policy{}, ""},
+		{AnnotationRetries, "5", route.Backend{}, route.Policy{Retries: 5}, ""},
+		{AnnotationRetries, "6", route.Backend{}, route.Policy{}, `"6" (want a number of retries from 0 to 5); using 1`},
+		{AnnotationRetries, "-1", route.Backend{}, route.Policy{}, `"-1"`},
+		{AnnotationRetries, "+2", route.Backend{}, route.Policy{}, `"+2"`},
+		{AnnotationRetries, "18446744073709551617", route.Backend{}, route.Policy{}, "from 0 to 5"},
+		{AnnotationTimeoutConnect, "5s", route.Backend{ConnectTimeout: route.Duration(5 * time.Second)}, route.Policy{}, ""},
+		{AnnotationTimeoutConnect, "250ms", route.Backend{ConnectTimeout: route.Duration(250 * time.Millisecond)}, route.Policy{}, ""},
+		{AnnotationTimeoutRead, "90", route.Backend{}, route.Policy{ReadTimeout: route.Duration(90 * time.Second)}, ""},
+		{AnnotationTimeoutRead, "1m30s", route.Backend{}, route.Policy{ReadTimeout: route.Duration(90 * time.Second)}, ""},
+		{AnnotationTimeoutRead, "86400", route.Backend{}, route.Policy{ReadTimeout: route.Duration(24 * time.Hour)}, ""},
+		{AnnotationTimeoutIdle, "24h", route.Backend{}, route.Policy{IdleTimeout: route.Duration(24 * time.Hour)}, ""},
+		{AnnotationTimeoutIdle, "86401", route.Backend{}, route.Policy{}, "(want at most 24h0m0s); using no idle timeout"},
+		{AnnotationTimeoutIdle, "24h0m1s", route.Backend{}, route.Policy{}, "want at most 24h0m0s"},
+		{AnnotationTimeoutConnect, "0", route.Backend{}, route.Policy{}, "(want a positive duration); using the default"},
+		{AnnotationTimeoutConnect, "-1s", route.Backend{}, route.Policy{}, "want a positive duration"},
+		{AnnotationTimeoutConnect, "5 s", route.Backend{}, route.Policy{}, `want a duration like "5s"`},
+		{AnnotationTimeoutConnect, "1.5", route.Backend{}, route.Policy{}, `want a duration like "5s"`},
+		{AnnotationTimeoutConnect, "99999999999999999999", route.Backend{}, route.Policy{}, "want at most 24h0m0s"},
+		{AnnotationMaxBodySize, "0", route.Backend{}, route.Policy{}, ""},
+		{AnnotationMaxBodySize, "1024", route.Backend{}, route.Policy{MaxBodySize: 1024}, ""},
+		{AnnotationMaxBodySize, "512k", route.Backend{}, route.Policy{MaxBodySize: 512 << 10}, ""},
+		{AnnotationMaxBodySize, "8M", route.Backend{}, route.Policy{MaxBodySize: 8 << 20}, ""},
+		{AnnotationMaxBodySize, "1g", route.Backend{}, route.Policy{MaxBodySize: 1 << 30}, ""},
+		{AnnotationMaxBodySize, "8589934591g", route.Backend{}, route.Policy{MaxBodySize: 8589934591 << 30}, ""},
+		{AnnotationMaxBodySize, "8589934592g", route.Backend{}, route.Policy{}, "(too large); using no limit"},
+		{AnnotationMaxBodySize, "9223372036854775808", route.Backend{}, route.Policy{}, "too large"},
+		{AnnotationMaxBodySize, "8mb", route.Backend{}, route.Policy{}, `want a size like "8m"`},
+		{AnnotationMaxBodySize, "m", route.Backend{}, route.Policy{}, `want a size like "8m"`},
+		{AnnotationMaxBodySize, "-1", route.Backend{}, route.Policy{}, `want a size like "8m"`},
+		{AnnotationMaxBodySize, "1.5m", route.Backend{}, route.Policy{}, `want a size like "8m"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.key+"="+tt.value, func(t *testing.T) {
@@ -98,6 +99,9 @@ func TestParseBackendSettings(t *testing.T) {
 			cfg, problems := parseIngressConfig(map[string]string{tt.key: tt.value})
 			if got := cfg.backend.fields; !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("settings = %+v, want %+v", got, tt.want)
+			}
+			if cfg.policy != tt.policy {
+				t.Errorf("policy = %+v, want %+v", cfg.policy, tt.policy)
 			}
 			switch {
 			case tt.problem == "" && len(problems) != 0:
@@ -136,9 +140,10 @@ func TestAnnotationRows(t *testing.T) {
 }
 
 // TestBackendSettingsID checks what the backend rows put in a backend's
-// Key: every setting changed, in the rows' order, and nothing for values
-// that ask for the default, so that those backends are shared with the
-// backends of Ingresses without annotations.
+// Key: every setting of the Service port changed, in the rows' order, and
+// nothing for values that ask for the default or for the route policy's
+// settings, so that those backends are shared with the backends of
+// Ingresses without annotations.
 func TestBackendSettingsID(t *testing.T) {
 	t.Parallel()
 	cfg, problems := parseIngressConfig(map[string]string{
@@ -149,9 +154,13 @@ func TestBackendSettingsID(t *testing.T) {
 	if len(problems) != 0 {
 		t.Fatalf("problems: %q", problems)
 	}
-	const want = "|least-request|GRPC|retries=0|connect-timeout=5s|read-timeout=1m30s|idle-timeout=24h0m0s|max-body-size=8388608"
+	const want = "|least-request|GRPC|connect-timeout=5s"
 	if cfg.backend.id != want {
 		t.Errorf("id = %q, want %q", cfg.backend.id, want)
+	}
+	wantPolicy := route.Policy{Retries: -1, ReadTimeout: route.Duration(90 * time.Second), IdleTimeout: route.Duration(24 * time.Hour), MaxBodySize: 8 << 20}
+	if cfg.policy != wantPolicy {
+		t.Errorf("policy = %+v, want %+v", cfg.policy, wantPolicy)
 	}
 	defaults, problems := parseIngressConfig(map[string]string{
 		AnnotationLoadBalance: "round-robin", AnnotationBackendProtocol: "HTTP", AnnotationRetries: "1", AnnotationMaxBodySize: "0",
@@ -246,7 +255,8 @@ func FuzzAnnotations(f *testing.F) {
 		for _, p := range problems {
 			checkMessage(t, p)
 		}
-		// The backend settings: every value is valid or one problem, and
+		// The backend settings and route policy: every value is valid or
+		// one problem, and
 		// what is accepted is in range.
 		cfg, problems = parseIngressConfig(map[string]string{
 			AnnotationRetries: v, AnnotationTimeoutConnect: v, AnnotationTimeoutRead: v,
@@ -255,11 +265,11 @@ func FuzzAnnotations(f *testing.F) {
 		for _, p := range problems {
 			checkMessage(t, p)
 		}
-		set := cfg.backend.fields
-		if set.Retries < -1 || set.Retries > route.MaxRetries || set.MaxBodySize < 0 {
-			t.Fatalf("value %q: settings %+v out of range", v, set)
+		set, pol := cfg.backend.fields, cfg.policy
+		if pol.Retries < -1 || pol.Retries > route.MaxRetries || pol.MaxBodySize < 0 {
+			t.Fatalf("value %q: policy %+v out of range", v, pol)
 		}
-		for _, d := range []route.Duration{set.ConnectTimeout, set.ReadTimeout, set.IdleTimeout} {
+		for _, d := range []route.Duration{set.ConnectTimeout, pol.ReadTimeout, pol.IdleTimeout} {
 			if d < 0 || time.Duration(d) > maxTimeout {
 				t.Fatalf("value %q: timeout %s out of range", v, time.Duration(d))
 			}

@@ -56,18 +56,18 @@ func indexEndpointSlices(list []*discoveryv1.EndpointSlice) map[types.Namespaced
 // settings are backends of their own, even for one Service port.
 type backendSettings struct {
 	// fields holds the settings in the route.Backend fields of their names
-	// (Balancer, Protocol, Retries, the timeouts, MaxBodySize). The fields
+	// (Balancer, Protocol, ConnectTimeout). The fields
 	// that name the Service port, and Endpoints and Unavailable, are the
 	// builder's: it overwrites them.
 	fields route.Backend
 	// id names each setting changed from its default, in the order they
-	// were set ("|least-request|retries=3"); it ends the Key of the
+	// were set ("|least-request|HTTPS"); it ends the Key of the
 	// backends with these settings, and tells them apart.
 	id string
 }
 
 // set changes one setting from its default: apply sets it in the fields,
-// and part names it, one value to one part ("retries=3"), in the Key of
+// and part names it, one value to one part ("connect-timeout=5s"), in the Key of
 // the backends that get it.
 func (s *backendSettings) set(part string, apply func(*route.Backend)) {
 	apply(&s.fields)

@@ -62,13 +62,13 @@ func PatchEndpoints(prev *route.Table, snap Snapshot, changed map[types.Namespac
 func backendsOf(t *route.Table, services map[types.NamespacedName]bool) []*route.Backend {
 	var out []*route.Backend
 	seen := make(map[*route.Backend]bool)
-	for r := range t.Routes() {
-		if r.Backend.Unavailable != "" || seen[r.Backend] ||
-			!services[types.NamespacedName{Namespace: r.Backend.Namespace, Name: r.Backend.Service}] {
+	for _, be := range t.Backends() {
+		if be.Unavailable != "" || seen[be] ||
+			!services[types.NamespacedName{Namespace: be.Namespace, Name: be.Service}] {
 			continue
 		}
-		seen[r.Backend] = true
-		out = append(out, r.Backend)
+		seen[be] = true
+		out = append(out, be)
 	}
 	return out
 }

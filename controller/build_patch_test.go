@@ -125,7 +125,7 @@ func TestPatchEndpointsMatchesBuild(t *testing.T) {
 			for _, vh := range want.VirtualHosts {
 				for _, r := range vh.Routes {
 					host := strings.Replace(vh.Host, "*", "x", 1)
-					if g, w := patched.Lookup(host, r.Path), want.Lookup(host, r.Path); !sameRoute(g, w) {
+					if g, w := patched.Lookup(host, r.Path, nil), want.Lookup(host, r.Path, nil); !sameRoute(g, w) {
 						t.Fatalf("%s, change %d: Lookup(%q, %q) = %+v, Build's table says %+v", in.name, step, host, r.Path, g, w)
 					}
 				}
@@ -165,7 +165,7 @@ func TestPatchEndpointsSharesTheRest(t *testing.T) {
 	for i, vh := range patched.VirtualHosts {
 		if vh != table.VirtualHosts[i] {
 			copied++
-			if got := len(vh.Routes[0].Backend.Endpoints); got != 1 {
+			if got := len(vh.Routes[0].First().Endpoints); got != 1 {
 				t.Errorf("%s: %d endpoints after the patch, want 1", vh.Host, got)
 			}
 		}

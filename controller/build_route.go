@@ -32,6 +32,8 @@ type routeClaim struct {
 	// shownPath and declaredType are the path and its type as the object
 	// wrote them, for messages (shortPath, "ImplementationSpecific").
 	shownPath, declaredType string
+	// policy is the route's policy; nil: none.
+	policy *route.Policy
 }
 
 // claimRoute gives the route of c to c.src, unless an earlier claim holds
@@ -60,19 +62,25 @@ func (b *builder) claimRoute(c routeClaim, backend func() *route.Backend) {
 	}
 	hr.owner[key] = c.src
 	be := backend()
-	hr.routes = append(hr.routes, &route.Route{PathType: c.pathType, Path: c.path, Backend: be, Source: c.src.route()})
+	hr.routes = append(hr.routes, &route.Route{
+		Match:    route.Match{PathType: c.pathType, Path: c.path},
+		Policy:   c.policy,
+		Backends: route.Single(be),
+		Source:   c.src.route(),
+	})
 }
 
 // claimDefault makes the table's default route, which serves what no route
 // matches, src's, unless an earlier claim has it: then src gets a Problem.
-// Only a claim that is won calls backend, for the route's backend.
-func (b *builder) claimDefault(src source, backend func() *route.Backend) {
+// Only a claim that is won calls backend, for the route's backend; policy
+// is the route's (nil: none).
+func (b *builder) claimDefault(src source, policy *route.Policy, backend func() *route.Backend) {
 	if b.def != nil {
 		b.problem(src, ReasonConflict, fmt.Sprintf("the default backend is already set by %s; this %s's default backend is ignored", b.defOwner, src.kind))
 		return
 	}
 	b.defOwner = src
-	b.def = &route.Route{Backend: backend(), Source: src.route()}
+	b.def = &route.Route{Policy: policy, Backends: route.Single(backend()), Source: src.route()}
 }
 
 // table assembles the routing table from the routes claimed.

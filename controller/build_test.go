@@ -367,10 +367,10 @@ func TestBuildLookup(t *testing.T) {
 			t.Parallel()
 			snap, opts := loadGoldenCase(t, tt.golden)
 			tbl, _ := Build(snap, opts)
-			r := tbl.Lookup(tt.host, tt.path)
+			r := tbl.Lookup(tt.host, tt.path, nil)
 			got := ""
 			if r != nil {
-				got = r.Source.String() + " " + r.Backend.Service
+				got = r.Source.String() + " " + r.First().Service
 			}
 			if got != tt.want {
 				t.Errorf("Lookup(%q, %q) = %q, want %q", tt.host, tt.path, got, tt.want)
@@ -424,14 +424,14 @@ func FuzzBuild(f *testing.F) {
 func checkBuiltTable(t *testing.T, tbl *route.Table) {
 	t.Helper()
 	check := func(host string, r *route.Route) {
-		if r.Backend == nil {
+		if r.First() == nil {
 			t.Fatalf("host %q path %q: no backend", host, r.Path)
 		}
-		if r.Backend.Unavailable != "" && len(r.Backend.Endpoints) > 0 {
+		if r.First().Unavailable != "" && len(r.First().Endpoints) > 0 {
 			t.Fatalf("host %q path %q: unavailable backend with endpoints", host, r.Path)
 		}
-		if !slices.IsSortedFunc(r.Backend.Endpoints, func(a, b route.Endpoint) int { return strings.Compare(a.Address, b.Address) }) {
-			t.Fatalf("backend %s: endpoints not sorted", r.Backend.Key)
+		if !slices.IsSortedFunc(r.First().Endpoints, func(a, b route.Endpoint) int { return strings.Compare(a.Address, b.Address) }) {
+			t.Fatalf("backend %s: endpoints not sorted", r.First().Key)
 		}
 	}
 	for _, vh := range tbl.VirtualHosts {

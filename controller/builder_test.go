@@ -39,8 +39,8 @@ func TestBuilderSources(t *testing.T) {
 	b.claimRoute(claim, backend)
 	claim.path, claim.shownPath = "/y", "/y"
 	b.claimRoute(claim, backend)
-	b.claimDefault(ing, backend)
-	b.claimDefault(hr, backend)
+	b.claimDefault(ing, nil, backend)
+	b.claimDefault(hr, nil, backend)
 	b.claimTLS(ing, []string{"a.example.com"}, "", tlsSettings{})
 	b.claimTLS(hr, []string{"a.example.com"}, "tls", tlsSettings{})
 	if resolved != 3 {
@@ -65,8 +65,8 @@ func TestBuilderSources(t *testing.T) {
 		if want := map[string]route.Source{"/x": ing.route(), "/y": hr.route()}[r.Path]; r.Source != want {
 			t.Errorf("route %s: source %v, want %v", r.Path, r.Source, want)
 		}
-		if r.Backend != tbl.Default.Backend || r.Backend.Key != "shop/web:80" {
-			t.Errorf("route %s: backend %+v is not the shared shop/web:80", r.Path, r.Backend)
+		if r.First() != tbl.Default.First() || r.First().Key != "shop/web:80" {
+			t.Errorf("route %s: backend %+v is not the shared shop/web:80", r.Path, r.First())
 		}
 	}
 	if th := tbl.TLSHost("a.example.com"); th == nil || th.Source != ing.route() {

@@ -82,6 +82,9 @@ type ingressTranslation struct {
 	ing *networkingv1.Ingress
 	src source
 	cfg ingressConfig
+	// policy is the policy of the Ingress's routes, shared by them; nil
+	// when the annotations ask for none.
+	policy *route.Policy
 }
 
 // translateIngress claims the default backend, the TLS hosts and the
@@ -93,8 +96,11 @@ func translateIngress(b *builder, ing *networkingv1.Ingress) {
 	for _, m := range msgs {
 		b.problem(t.src, ReasonInvalidAnnotation, m)
 	}
+	if t.cfg.policy != (route.Policy{}) {
+		t.policy = &t.cfg.policy
+	}
 	if ib := ing.Spec.DefaultBackend; ib != nil {
-		b.claimDefault(t.src, func() *route.Backend { return t.backend(ib, "the default backend") })
+		b.claimDefault(t.src, t.policy, func() *route.Backend { return t.backend(ib, "the default backend") })
 	}
 	t.addTLS()
 	for i := range ing.Spec.Rules {
@@ -124,7 +130,7 @@ func (t *ingressTranslation) addPath(host string, p *networkingv1.HTTPIngressPat
 		t.b.problem(t.src, rp.reason, desc+" "+rp.msg)
 		return
 	}
-	c := routeClaim{src: t.src, host: host, pathType: rp.pathType, path: rp.path, shownPath: rp.shown, declaredType: rp.declared}
+	c := routeClaim{src: t.src, host: host, pathType: rp.pathType, path: rp.path, shownPath: rp.shown, declaredType: rp.declared, policy: t.policy}
 	t.b.claimRoute(c, func() *route.Backend { return t.backend(&p.Backend, desc) })
 }
 

@@ -207,7 +207,7 @@ func TestAccessLogBlockedSinkNeverBlocksRequests(t *testing.T) {
 		al := observe.NewAccessLog(observe.AccessLogOptions{Output: sink, Sample: 1, Buffer: buffer, Registerer: reg})
 		b := newBackend(t, "b", nil)
 		h := New(Options{AccessLog: al})
-		h.Swap(route.NewTable(nil, &route.Route{Backend: backendOf("b", "", b)}))
+		h.Swap(route.NewTable(nil, &route.Route{Backends: route.Single(backendOf("b", "", b))}))
 		t.Cleanup(h.CloseIdleConnections)
 		addr, stop := serveUntilDone(t, e, h)
 		c := newClient(t) // gives up after testTimeout: a blocked request fails the test

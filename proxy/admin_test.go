@@ -55,7 +55,7 @@ func TestAdminHandler(t *testing.T) {
 		t.Fatalf("/debug/routes is not JSON: %v\n%s", err, rec.Body)
 	}
 	if len(tbl.VirtualHosts) != 1 || tbl.VirtualHosts[0].Host != "app.example.com" ||
-		tbl.VirtualHosts[0].Routes[0].Path != "/api" || tbl.VirtualHosts[0].Routes[0].Backend.Endpoints[0].Address != "10.0.0.1:8080" {
+		tbl.VirtualHosts[0].Routes[0].Path != "/api" || tbl.VirtualHosts[0].Routes[0].First().Endpoints[0].Address != "10.0.0.1:8080" {
 		t.Errorf("/debug/routes does not show the live table:\n%s", rec.Body)
 	}
 	if !strings.Contains(rec.Body.String(), "\n  ") {

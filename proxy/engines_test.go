@@ -32,7 +32,7 @@ func TestPolicyHoldsOnEveryEngine(t *testing.T) {
 		t.Parallel()
 		b := newBackend(t, "b", nil)
 		h := New(Options{Policies: []pipeline.Policy{deny}})
-		h.Swap(route.NewTable(nil, &route.Route{Backend: backendOf("b", "", b)}))
+		h.Swap(route.NewTable(nil, &route.Route{Backends: route.Single(backendOf("b", "", b))}))
 		t.Cleanup(h.CloseIdleConnections)
 		addr, s := startServer(t, e, h, ServerOptions{})
 		c := newClient(t)
@@ -62,11 +62,10 @@ func TestFastPathServesBodyLimit(t *testing.T) {
 	t.Parallel()
 	b := newBackend(t, "b", nil)
 	be := backendOf("b", "", b)
-	be.MaxBodySize = 10
 	reg := prometheus.NewRegistry()
 	m := observe.NewMetrics(reg)
 	h := New(Options{Metrics: m})
-	h.Swap(route.NewTable(nil, &route.Route{Backend: be}))
+	h.Swap(route.NewTable(nil, &route.Route{Policy: &route.Policy{MaxBodySize: 10}, Backends: route.Single(be)}))
 	t.Cleanup(h.CloseIdleConnections)
 	addr, s := startServer(t, fastPath, h, ServerOptions{Metrics: m})
 	resps, c, _ := exchange(t, addr, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"+
@@ -142,4 +141,73 @@ func TestHandoffsCounted(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRouteConditionsOnEveryEngine serves routes told apart by method,
+// header and query, and a route split between two backends by weight, on
+// every engine, the fast path deciding them all itself.
+func TestRouteConditionsOnEveryEngine(t *testing.T) {
+	t.Parallel()
+	forEachEngine(t, func(t *testing.T, e engine) {
+		t.Parallel()
+		stable, canary, post, query := newBackend(t, "stable", nil), newBackend(t, "canary", nil), newBackend(t, "post", nil), newBackend(t, "query", nil)
+		one, other := newBackend(t, "one", nil), newBackend(t, "other", nil)
+		at := func(m route.Match, b *testBackend) *route.Route {
+			m.PathType = route.PathPrefix
+			if m.Path == "" {
+				m.Path = "/"
+			}
+			return &route.Route{Match: m, Backends: route.Single(backendOf(b.name, "", b))}
+		}
+		split := at(route.Match{Path: "/split"}, one)
+		split.Backends = []route.WeightedBackend{{Backend: backendOf("one", "", one), Weight: 1}, {Backend: backendOf("other", "", other), Weight: 1}}
+		tbl := route.NewTable([]*route.VirtualHost{vhost("app.test",
+			at(route.Match{}, stable),
+			at(route.Match{Headers: []route.FieldMatch{route.ExactField("x-env", "canary")}}, canary),
+			at(route.Match{Method: http.MethodPost}, post),
+			at(route.Match{Query: []route.FieldMatch{route.ExactField("v", "2")}}, query),
+			split,
+		)}, nil)
+		h := New(Options{})
+		h.Swap(tbl)
+		t.Cleanup(h.CloseIdleConnections)
+		addr, s := startServer(t, e, h, ServerOptions{})
+		c := newClient(t)
+		send := func(method, target string, header http.Header) string {
+			req, _ := http.NewRequestWithContext(t.Context(), method, "http://"+addr+target, nil)
+			req.Host = "app.test"
+			for k, vs := range header {
+				req.Header[k] = vs
+			}
+			resp, body := do(t, c, req)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("%s %s: %d %q", method, target, resp.StatusCode, body)
+			}
+			return strings.Fields(body)[0]
+		}
+		for _, tt := range []struct {
+			method, target string
+			header         http.Header
+			want           string
+		}{
+			{http.MethodGet, "/a", nil, "stable"},
+			{http.MethodGet, "/a", http.Header{"X-Env": {"canary"}}, "canary"},
+			{http.MethodPost, "/a", http.Header{"X-Env": {"canary"}}, "post"},
+			{http.MethodGet, "/a?x=1&v=2", nil, "query"},
+			{http.MethodGet, "/a?v=3", nil, "stable"},
+		} {
+			if got := send(tt.method, tt.target, tt.header); got != tt.want {
+				t.Errorf("%s %s %v: served by %s, want %s", tt.method, tt.target, tt.header, got, tt.want)
+			}
+		}
+		for range 40 {
+			send(http.MethodGet, "/split", nil)
+		}
+		if a, b := one.hits.Load(), other.hits.Load(); a+b != 40 || a == 0 || b == 0 {
+			t.Errorf("weights 1:1 over 40 requests: %d and %d", a, b)
+		}
+		if e.fast() && served(s) != 45 {
+			t.Errorf("the fast path decided %d requests, want all 45", served(s))
+		}
+	})
 }

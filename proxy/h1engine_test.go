@@ -338,7 +338,7 @@ func TestH1EngineShutdownDrains(t *testing.T) {
 		_, _ = io.WriteString(w, "done")
 	})
 	h := New(Options{})
-	h.Swap(route.NewTable(nil, &route.Route{Backend: backendOf("slow", "", b)}))
+	h.Swap(route.NewTable(nil, &route.Route{Backends: route.Single(backendOf("slow", "", b))}))
 	t.Cleanup(h.CloseIdleConnections)
 	ln := listen(t)
 	s := NewServer(h, ServerOptions{})
@@ -394,14 +394,14 @@ func TestH1EngineDrainsRemovedEndpoint(t *testing.T) {
 	other := newBackend(t, "new", nil)
 	h := New(Options{})
 	old := &route.Backend{Key: "ns/svc:80", Endpoints: []route.Endpoint{{Address: b.Listener.Addr().String()}}}
-	h.Swap(route.NewTable(nil, &route.Route{Backend: old}))
+	h.Swap(route.NewTable(nil, &route.Route{Backends: route.Single(old)}))
 	t.Cleanup(h.CloseIdleConnections)
 	addr, _ := startFastServer(t, h, ServerOptions{})
 	resps, c, _ := exchange(t, addr, "GET / HTTP/1.1\r\nHost: a\r\n\r\n", 1)
 	if len(resps) != 1 || resps[0].Header.Get("X-Backend") != "old" {
 		t.Fatalf("%+v, want a response of the old backend", resps)
 	}
-	h.Swap(route.NewTable(nil, &route.Route{Backend: backendOf("svc", "", other)}))
+	h.Swap(route.NewTable(nil, &route.Route{Backends: route.Single(backendOf("svc", "", other))}))
 	select {
 	case <-closed:
 	case <-time.After(testTimeout):
@@ -534,10 +534,11 @@ func TestH1EngineStalledUpload(t *testing.T) {
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
 	stall := rawEndpoint(t, func(net.Conn) { <-release }) // reads nothing, answers nothing
-	be := &route.Backend{Key: "ns/stall:80", Endpoints: []route.Endpoint{{Address: stall}},
-		ReadTimeout: route.Duration(200 * time.Millisecond)}
+	be := &route.Backend{Key: "ns/stall:80", Endpoints: []route.Endpoint{{Address: stall}}}
+	rt := prefix("/", be)
+	rt.Policy = &route.Policy{ReadTimeout: route.Duration(200 * time.Millisecond)}
 	h := New(Options{})
-	h.Swap(route.NewTable([]*route.VirtualHost{vhost("app.test", prefix("/", be))}, nil))
+	h.Swap(route.NewTable([]*route.VirtualHost{vhost("app.test", rt)}, nil))
 	t.Cleanup(h.CloseIdleConnections)
 	addr, _ := startFastServer(t, h, ServerOptions{})
 
@@ -572,7 +573,7 @@ func TestH1EngineAcceptRetries(t *testing.T) {
 	t.Parallel()
 	b := newBackend(t, "b", nil)
 	h := New(Options{})
-	h.Swap(route.NewTable(nil, &route.Route{Backend: backendOf("b", "", b)}))
+	h.Swap(route.NewTable(nil, &route.Route{Backends: route.Single(backendOf("b", "", b))}))
 	t.Cleanup(h.CloseIdleConnections)
 	ln := &flakyListener{Listener: listen(t)}
 	ln.n.Store(3)

@@ -35,7 +35,7 @@ func TestRouting(t *testing.T) {
 			),
 			vhost("*.example.com", prefix("/", backendOf("wild", "", wild))),
 			vhost("", prefix("/healthz", backendOf("any", "", anyHost))),
-		}, &route.Route{Backend: backendOf("default", "", def)})
+		}, &route.Route{Backends: route.Single(backendOf("default", "", def))})
 		addr, _ := startProxy(t, e, tbl, Options{})
 		c := newClient(t)
 
@@ -124,7 +124,7 @@ func TestSpecialRequestTargets(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, e engine) {
 		t.Parallel()
 		b := newBackend(t, "b", nil)
-		addr, _ := startProxy(t, e, route.NewTable(nil, &route.Route{Backend: backendOf("b", "", b)}), Options{})
+		addr, _ := startProxy(t, e, route.NewTable(nil, &route.Route{Backends: route.Single(backendOf("b", "", b))}), Options{})
 		tests := []struct {
 			name, req string
 			want      int
@@ -226,7 +226,7 @@ func TestHopByHopHeaders(t *testing.T) {
 			w.Header().Set("X-Resp-End", "1")
 			fmt.Fprint(w, "ok")
 		})
-		addr, _ := startProxy(t, e, route.NewTable(nil, &route.Route{Backend: backendOf("b", "", b)}), Options{})
+		addr, _ := startProxy(t, e, route.NewTable(nil, &route.Route{Backends: route.Single(backendOf("b", "", b))}), Options{})
 		resps, _, _ := exchange(t, addr, crlf(`GET / HTTP/1.1
 Host: app.test
 Connection: keep-alive, X-Hop
@@ -277,7 +277,7 @@ func TestTrailersRelayed(t *testing.T) {
 			fmt.Fprint(w, "part two")
 			w.Header().Set("X-Checksum", "42")
 		})
-		addr, _ := startProxy(t, e, route.NewTable(nil, &route.Route{Backend: backendOf("b", "", b)}), Options{})
+		addr, _ := startProxy(t, e, route.NewTable(nil, &route.Route{Backends: route.Single(backendOf("b", "", b))}), Options{})
 		c := newClient(t)
 		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+addr+"/", nil)
 		if err != nil {
@@ -466,7 +466,7 @@ func TestClientGoneIsLoggedNotAnswered(t *testing.T) {
 			close(arrived)
 			<-r.Context().Done()
 		})
-		addr, _ := startProxy(t, e, route.NewTable(nil, &route.Route{Backend: backendOf("b", "", b)}), Options{Logger: zap.New(core)})
+		addr, _ := startProxy(t, e, route.NewTable(nil, &route.Route{Backends: route.Single(backendOf("b", "", b))}), Options{Logger: zap.New(core)})
 		c := rawConn(t, addr)
 		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: app.test\r\n\r\n"); err != nil {
 			t.Fatal(err)
@@ -497,7 +497,7 @@ func TestBackendFailureIsLoggedWithUpstream(t *testing.T) {
 	hangup := hangupAddr(t) // accepts and hangs up without answering
 	be := &route.Backend{Key: "ns/hangup:80", Endpoints: []route.Endpoint{{Address: hangup}}}
 	h := New(Options{Logger: zap.New(core)})
-	h.Swap(route.NewTable(nil, &route.Route{Backend: be}))
+	h.Swap(route.NewTable(nil, &route.Route{Backends: route.Single(be)}))
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequestWithContext(t.Context(), http.MethodGet, "http://app.test/", nil))
 	if rec.Code != http.StatusBadGateway {
@@ -517,9 +517,9 @@ func TestConcurrentRequestsAndSwaps(t *testing.T) {
 		t.Parallel()
 		bs := []*testBackend{newBackend(t, "a", nil), newBackend(t, "b", nil)}
 		tables := []*route.Table{
-			route.NewTable(nil, &route.Route{Backend: backendOf("web", "", bs...)}),
-			route.NewTable(nil, &route.Route{Backend: backendOf("web", balancer.PolicyLeastRequest, bs...)}),
-			route.NewTable(nil, &route.Route{Backend: backendOf("other", "", bs[0])}),
+			route.NewTable(nil, &route.Route{Backends: route.Single(backendOf("web", "", bs...))}),
+			route.NewTable(nil, &route.Route{Backends: route.Single(backendOf("web", balancer.PolicyLeastRequest, bs...))}),
+			route.NewTable(nil, &route.Route{Backends: route.Single(backendOf("other", "", bs[0]))}),
 		}
 		addr, h := startProxy(t, e, tables[0], Options{})
 		c := newClient(t)

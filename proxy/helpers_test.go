@@ -88,7 +88,7 @@ func backendOf(name, policy string, bs ...*testBackend) *route.Backend {
 }
 
 func prefix(path string, be *route.Backend) *route.Route {
-	return &route.Route{PathType: route.PathPrefix, Path: path, Backend: be, Source: route.Source{Namespace: "ns", Name: "ing"}}
+	return &route.Route{Match: route.Match{PathType: route.PathPrefix, Path: path}, Backends: route.Single(be), Source: route.Source{Namespace: "ns", Name: "ing"}}
 }
 
 func vhost(host string, routes ...*route.Route) *route.VirtualHost {

@@ -195,7 +195,7 @@ func TestServeTLSFramingGuard(t *testing.T) {
 		b := newBackend(t, "b", nil)
 		h := New(Options{})
 		t.Cleanup(h.CloseIdleConnections)
-		h.Swap(route.NewTable(nil, &route.Route{Backend: backendOf("b", "", b)}))
+		h.Swap(route.NewTable(nil, &route.Route{Backends: route.Single(backendOf("b", "", b))}))
 		addr, _, _ := startTLSServer(t, e, h, pki.serverConfig())
 
 		c := dialTLS(t, addr, &tls.Config{RootCAs: pki.pool, ServerName: "default", NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12})

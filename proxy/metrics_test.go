@@ -155,7 +155,7 @@ func deadAddr(t *testing.T) string {
 }
 
 func shopRoute(path string, be *route.Backend) *route.Route {
-	return &route.Route{PathType: route.PathPrefix, Path: path, Backend: be, Source: route.Source{Namespace: "ns", Name: "shop"}}
+	return &route.Route{Match: route.Match{PathType: route.PathPrefix, Path: path}, Backends: route.Single(be), Source: route.Source{Namespace: "ns", Name: "shop"}}
 }
 
 // shopTable routes shop.example.com: / to api, /dead to an endpoint that
@@ -351,7 +351,7 @@ func TestMetricsWebSocketTunnel(t *testing.T) {
 		m := observe.NewMetrics(reg)
 		b := wsBackend(t)
 		h := New(Options{Metrics: m})
-		h.Swap(route.NewTable(nil, &route.Route{Backend: backendOf("ws", "", b), Source: route.Source{Namespace: "ns", Name: "chat"}}))
+		h.Swap(route.NewTable(nil, &route.Route{Backends: route.Single(backendOf("ws", "", b)), Source: route.Source{Namespace: "ns", Name: "chat"}}))
 		t.Cleanup(h.CloseIdleConnections)
 		addr, _ := startServer(t, e, h, ServerOptions{Metrics: m})
 		c, br := dialWebSocket(t, addr)
@@ -399,19 +399,22 @@ func TestDebugRoutesShowsSources(t *testing.T) {
 		Endpoints: []route.Endpoint{{Address: "10.0.0.1:8080"}, {Address: "10.0.0.2:8080", Terminating: true}}}
 	h := New(Options{})
 	h.Swap(route.NewTable([]*route.VirtualHost{
-		vhost("app.example.com", &route.Route{PathType: route.PathExact, Path: "/api", Backend: be, Source: route.Source{Namespace: "shop", Name: "storefront"}}),
-	}, &route.Route{Backend: be, Source: route.Source{Namespace: "shop", Name: "fallback"}}))
+		vhost("app.example.com", &route.Route{Match: route.Match{PathType: route.PathExact, Path: "/api"}, Backends: route.Single(be), Source: route.Source{Namespace: "shop", Name: "storefront"}}),
+	}, &route.Route{Backends: route.Single(be), Source: route.Source{Namespace: "shop", Name: "fallback"}}))
 	rec := httptest.NewRecorder()
 	NewAdminHandler(AdminOptions{Table: h.Table}).ServeHTTP(rec, httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/debug/routes", nil))
 	var got struct {
 		VirtualHosts []struct {
 			Host   string
 			Routes []struct {
-				Path    string
-				Source  route.Source
-				Backend struct {
-					Service   string
-					Endpoints []route.Endpoint
+				Path     string
+				Source   route.Source
+				Backends []struct {
+					Backend struct {
+						Service   string
+						Endpoints []route.Endpoint
+					}
+					Weight int32
 				}
 			}
 		}
@@ -424,8 +427,11 @@ func TestDebugRoutesShowsSources(t *testing.T) {
 		t.Fatalf("/debug/routes:\n%s", rec.Body)
 	}
 	r := got.VirtualHosts[0].Routes[0]
-	if r.Source != (route.Source{Namespace: "shop", Name: "storefront"}) || r.Backend.Service != "api" ||
-		!reflect.DeepEqual(r.Backend.Endpoints, be.Endpoints) || got.Default.Source.Name != "fallback" {
+	if len(r.Backends) != 1 {
+		t.Fatalf("/debug/routes: route has %d backends, want 1:\n%s", len(r.Backends), rec.Body)
+	}
+	if b := r.Backends[0]; r.Source != (route.Source{Namespace: "shop", Name: "storefront"}) || b.Backend.Service != "api" || b.Weight != 1 ||
+		!reflect.DeepEqual(b.Backend.Endpoints, be.Endpoints) || got.Default.Source.Name != "fallback" {
 		t.Errorf("/debug/routes does not show source, backend and endpoints:\n%s", rec.Body)
 	}
 }

@@ -308,7 +308,7 @@ func proxyServer(t *testing.T, e engine, opts ServerOptions) (string, *testBacke
 	})
 	h := New(Options{})
 	t.Cleanup(h.CloseIdleConnections)
-	h.Swap(route.NewTable(nil, &route.Route{Backend: backendOf("b", "", b)}))
+	h.Swap(route.NewTable(nil, &route.Route{Backends: route.Single(backendOf("b", "", b))}))
 	opts.ProxyProtocol = true
 	addr, _ := startServer(t, e, h, opts)
 	return addr, b
@@ -444,7 +444,7 @@ func TestProxyProtocolHTTPS(t *testing.T) {
 		})
 		h := New(Options{})
 		t.Cleanup(h.CloseIdleConnections)
-		h.Swap(route.NewTable(nil, &route.Route{Backend: backendOf("b", "", b)}))
+		h.Swap(route.NewTable(nil, &route.Route{Backends: route.Single(backendOf("b", "", b))}))
 		addr := startTLSServerOpts(t, e, h, pki.serverConfig(), ServerOptions{ProxyProtocol: true})
 
 		_ = rawConn(t, addr) // says nothing: its goroutine waits, the others go on

@@ -74,9 +74,17 @@ func resilienceBackend(name string, addrs ...string) *route.Backend {
 // registry.
 func proxyFor(t *testing.T, e engine, be *route.Backend, opts Options) (string, *Handler, *prometheus.Registry) {
 	t.Helper()
+	return proxyWith(t, e, be, nil, opts)
+}
+
+// proxyWith is proxyFor with a route policy (nil: none).
+func proxyWith(t *testing.T, e engine, be *route.Backend, pol *route.Policy, opts Options) (string, *Handler, *prometheus.Registry) {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	opts.Metrics = observe.NewMetrics(reg)
-	addr, h := startProxy(t, e, route.NewTable([]*route.VirtualHost{vhost("app.test", prefix("/", be))}, nil), opts)
+	rt := prefix("/", be)
+	rt.Policy = pol
+	addr, h := startProxy(t, e, route.NewTable([]*route.VirtualHost{vhost("app.test", rt)}, nil), opts)
 	return addr, h, reg
 }
 
@@ -133,12 +141,13 @@ func TestRetry(t *testing.T) {
 				}
 				// Round robin picks the first endpoint first.
 				be := resilienceBackend("app", first, live.addr())
-				be.Retries = tt.retries
+				rt := prefix("/", be)
+				rt.Policy = &route.Policy{Retries: tt.retries}
 				var out syncBuffer
 				al := observe.NewAccessLog(observe.AccessLogOptions{Output: &out, Sample: 1})
 				reg := prometheus.NewRegistry()
 				h := New(Options{AccessLog: al, Metrics: observe.NewMetrics(reg)})
-				h.Swap(route.NewTable([]*route.VirtualHost{vhost("app.test", prefix("/", be))}, nil))
+				h.Swap(route.NewTable([]*route.VirtualHost{vhost("app.test", rt)}, nil))
 				t.Cleanup(h.CloseIdleConnections)
 				addr, stop := serveUntilDone(t, e, h)
 
@@ -201,8 +210,7 @@ func TestRetryBudget(t *testing.T) {
 					addrs = append(addrs, deadAddr(t))
 				}
 				be := resilienceBackend("dead", addrs...)
-				be.Retries = tt.retries
-				addr, _, reg := proxyFor(t, e, be, Options{})
+				addr, _, reg := proxyWith(t, e, be, &route.Policy{Retries: tt.retries}, Options{})
 				if resp, body := send(t, addr, http.MethodGet, nil, nil); resp.StatusCode != http.StatusBadGateway {
 					t.Fatalf("status %d %q, want 502", resp.StatusCode, body)
 				}
@@ -244,8 +252,7 @@ func TestPassiveHealthEjectsAndReadmits(t *testing.T) {
 		live := newBackend(t, "live", nil)
 		dead := deadAddr(t)
 		be := resilienceBackend("app", dead, live.addr())
-		be.Retries = -1 // every failure shows
-		addr, _, _ := proxyFor(t, e, be, Options{Health: health})
+		addr, _, _ := proxyWith(t, e, be, &route.Policy{Retries: -1}, Options{Health: health})
 
 		statuses := func(n int) map[int]int {
 			got := make(map[int]int)
@@ -292,8 +299,7 @@ func TestPassiveHealthFailsOpen(t *testing.T) {
 		}
 		a, b := newBackend(t, "a", flaky), newBackend(t, "b", flaky)
 		be := resilienceBackend("app", a.addr(), b.addr())
-		be.Retries = -1
-		addr, h, _ := proxyFor(t, e, be, Options{})
+		addr, h, _ := proxyWith(t, e, be, &route.Policy{Retries: -1}, Options{})
 		for range 6 {
 			if resp, body := send(t, addr, http.MethodGet, nil, nil); resp.StatusCode != http.StatusBadGateway {
 				t.Fatalf("status %d %q, want 502", resp.StatusCode, body)
@@ -365,8 +371,7 @@ func TestTimeoutRead(t *testing.T) {
 			}
 		})
 		be := resilienceBackend("slow", slow.addr())
-		be.ReadTimeout = route.Duration(100 * time.Millisecond)
-		addr, _, _ := proxyFor(t, e, be, Options{ResponseHeaderTimeout: 3 * testTimeout})
+		addr, _, _ := proxyWith(t, e, be, &route.Policy{ReadTimeout: route.Duration(100 * time.Millisecond)}, Options{ResponseHeaderTimeout: 3 * testTimeout})
 		resp, body := send(t, addr, http.MethodGet, nil, nil)
 		if resp.StatusCode != http.StatusGatewayTimeout {
 			t.Fatalf("status %d %q, want 504", resp.StatusCode, body)
@@ -392,8 +397,7 @@ func TestTimeoutIdleCutsStalledStream(t *testing.T) {
 			}
 		})
 		be := resilienceBackend("stall", stall.addr())
-		be.IdleTimeout = route.Duration(100 * time.Millisecond)
-		addr, _, reg := proxyFor(t, e, be, Options{})
+		addr, _, reg := proxyWith(t, e, be, &route.Policy{IdleTimeout: route.Duration(100 * time.Millisecond)}, Options{})
 
 		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+addr+"/x", nil)
 		req.Host = "app.test"
@@ -435,8 +439,7 @@ func TestMaxBodySize(t *testing.T) {
 			fmt.Fprintf(w, "%d bytes", len(b))
 		})
 		be := resilienceBackend("sink", sink.addr())
-		be.MaxBodySize = 10
-		addr, _, _ := proxyFor(t, e, be, Options{})
+		addr, _, _ := proxyWith(t, e, be, &route.Policy{MaxBodySize: 10}, Options{})
 
 		// chunked hides the length: the body is sent with
 		// Transfer-Encoding: chunked, in the pieces given.

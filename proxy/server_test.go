@@ -58,7 +58,7 @@ func TestShutdownLetsInFlightRequestFinish(t *testing.T) {
 			<-release
 			fmt.Fprint(w, "finished")
 		})
-		addr, s, served := serveProxy(t, e, route.NewTable(nil, &route.Route{Backend: backendOf("slow", "", b)}))
+		addr, s, served := serveProxy(t, e, route.NewTable(nil, &route.Route{Backends: route.Single(backendOf("slow", "", b))}))
 
 		c := rawConn(t, addr)
 		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: app.test\r\n\r\n"); err != nil {
@@ -99,7 +99,7 @@ func TestShutdownClosesHijackedConnectionsAfterGrace(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, e engine) {
 		t.Parallel()
 		b := wsBackend(t)
-		addr, s, served := serveProxy(t, e, route.NewTable(nil, &route.Route{Backend: backendOf("ws", "", b)}))
+		addr, s, served := serveProxy(t, e, route.NewTable(nil, &route.Route{Backends: route.Single(backendOf("ws", "", b))}))
 		c, br := dialWebSocket(t, addr)
 		if s.hijackedCount() != 1 {
 			t.Fatalf("%d hijacked connections tracked, want 1", s.hijackedCount())
@@ -127,7 +127,7 @@ func TestShutdownWaitsForHijackedConnections(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, e engine) {
 		t.Parallel()
 		b := wsBackend(t)
-		addr, s, _ := serveProxy(t, e, route.NewTable(nil, &route.Route{Backend: backendOf("ws", "", b)}))
+		addr, s, _ := serveProxy(t, e, route.NewTable(nil, &route.Route{Backends: route.Single(backendOf("ws", "", b))}))
 		c, br := dialWebSocket(t, addr)
 
 		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)

@@ -35,7 +35,7 @@ func smuggleProxy(t *testing.T, e engine, opts ServerOptions) (string, *echoBack
 	})
 	b := eb.testBackend
 	h := New(Options{})
-	h.Swap(route.NewTable(nil, &route.Route{Backend: backendOf("b", "", b)}))
+	h.Swap(route.NewTable(nil, &route.Route{Backends: route.Single(backendOf("b", "", b))}))
 	t.Cleanup(h.CloseIdleConnections)
 	addr, _ := startServer(t, e, h, opts)
 	return addr, eb
@@ -315,7 +315,7 @@ func TestSmugglingOverTLS(t *testing.T) {
 				})
 				h := New(Options{})
 				t.Cleanup(h.CloseIdleConnections)
-				h.Swap(route.NewTable(nil, &route.Route{Backend: backendOf("b", "", eb.testBackend)}))
+				h.Swap(route.NewTable(nil, &route.Route{Backends: route.Single(backendOf("b", "", eb.testBackend))}))
 				addr, _, _ := startTLSServer(t, e, h, pki.serverConfig())
 				c := dialTLS(t, addr, &tls.Config{RootCAs: pki.pool, ServerName: "default", NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12})
 				if _, err := io.WriteString(c, tt.req); err != nil {

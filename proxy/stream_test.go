@@ -118,7 +118,7 @@ func TestWebSocket(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, e engine) {
 		t.Parallel()
 		b := wsBackend(t)
-		addr, h := startProxy(t, e, route.NewTable(nil, &route.Route{Backend: backendOf("ws", "", b)}), Options{})
+		addr, h := startProxy(t, e, route.NewTable(nil, &route.Route{Backends: route.Single(backendOf("ws", "", b))}), Options{})
 		c, br := dialWebSocket(t, addr)
 		for _, msg := range []string{"hello", "again"} {
 			if _, err := c.Write(frame([]byte(msg), true)); err != nil {
@@ -151,7 +151,7 @@ func TestServerSentEventsStream(t *testing.T) {
 			}
 			fmt.Fprint(w, "data: two\n\n")
 		})
-		addr, _ := startProxy(t, e, route.NewTable(nil, &route.Route{Backend: backendOf("sse", "", b)}), Options{})
+		addr, _ := startProxy(t, e, route.NewTable(nil, &route.Route{Backends: route.Single(backendOf("sse", "", b))}), Options{})
 		firstEventBeforeEnd(t, addr, "/events", "data: one", release)
 	})
 }
@@ -171,7 +171,7 @@ func TestChunkedResponseStreams(t *testing.T) {
 			}
 			fmt.Fprint(w, "{\"n\":2}\n")
 		})
-		addr, _ := startProxy(t, e, route.NewTable(nil, &route.Route{Backend: backendOf("chunked", "", b)}), Options{})
+		addr, _ := startProxy(t, e, route.NewTable(nil, &route.Route{Backends: route.Single(backendOf("chunked", "", b))}), Options{})
 		firstEventBeforeEnd(t, addr, "/stream", `{"n":1}`, release)
 	})
 }
@@ -219,7 +219,7 @@ func TestRequestBodyStreams(t *testing.T) {
 			rest, _ := io.ReadAll(br)
 			fmt.Fprintf(w, "%d %s%s", len(r.TransferEncoding), line, rest)
 		})
-		addr, _ := startProxy(t, e, route.NewTable(nil, &route.Route{Backend: backendOf("upload", "", b)}), Options{})
+		addr, _ := startProxy(t, e, route.NewTable(nil, &route.Route{Backends: route.Single(backendOf("upload", "", b))}), Options{})
 
 		pr, pw := io.Pipe()
 		req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+addr+"/upload", pr)

@@ -78,7 +78,7 @@ func exportedMetrics(t *testing.T) (map[string]bool, *prometheus.Registry) {
 	applier := controller.NewApplier(controller.Options{}, h.Swap, zap.NewNop())
 	applier.SetMetrics(cm)
 	applier.Apply(controller.Snapshot{}, []controller.Problem{{Kind: "Ingress", Namespace: "ns", Name: "bad", Reason: controller.ReasonServiceNotFound}})
-	h.Swap(route.NewTable(nil, &route.Route{Backend: be, Source: route.Source{Namespace: "ns", Name: "web"}}))
+	h.Swap(route.NewTable(nil, &route.Route{Backends: route.Single(be), Source: route.Source{Namespace: "ns", Name: "web"}}))
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequestWithContext(t.Context(), http.MethodGet, "http://app.test/", nil))
 	if rec.Code != http.StatusOK {

@@ -110,11 +110,11 @@ func printTable(w io.Writer, t *route.Table) error {
 			host = "*" // rules without a host: every host
 		}
 		for _, r := range vh.Routes {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", host, r.Path, r.PathType, backendName(r.Backend), endpoints(r.Backend), r.Source)
+			printRoute(tw, host, r.Path+conditions(&r.Match), string(r.PathType), r)
 		}
 	}
 	if r := t.Default; r != nil {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", "(default)", "-", "-", backendName(r.Backend), endpoints(r.Backend), r.Source)
+		printRoute(tw, "(default)", "-", "-", r)
 	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("routes: %w", err)
@@ -141,6 +141,47 @@ func printTable(w io.Writer, t *route.Table) error {
 		return fmt.Errorf("routes: %w", err)
 	}
 	return nil
+}
+
+// printRoute writes the rows of r: one per backend, the weight after the
+// backend's name when there are several.
+func printRoute(w io.Writer, host, path, pathType string, r *route.Route) {
+	if len(r.Backends) == 0 {
+		fmt.Fprintf(w, "%s\t%s\t%s\t-\tnone\t%s\n", host, path, pathType, r.Source)
+	}
+	for _, wb := range r.Backends {
+		name := backendName(wb.Backend)
+		if len(r.Backends) > 1 {
+			name += " weight " + strconv.Itoa(int(wb.Weight))
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", host, path, pathType, name, endpoints(wb.Backend), r.Source)
+	}
+}
+
+// conditions describes the method, header and query conditions of m, as
+// " [GET X-Env=canary ?v=2]"; "" when it has none.
+func conditions(m *route.Match) string {
+	if m.Conditions() == 0 {
+		return ""
+	}
+	var parts []string
+	if m.Method != "" {
+		parts = append(parts, m.Method)
+	}
+	field := func(prefix string, f route.FieldMatch) string {
+		op := "="
+		if f.Type == route.MatchRegularExpression {
+			op = "~"
+		}
+		return prefix + f.Name + op + f.Value
+	}
+	for _, f := range m.Headers {
+		parts = append(parts, field("", f))
+	}
+	for _, f := range m.Query {
+		parts = append(parts, field("?", f))
+	}
+	return " [" + strings.Join(parts, " ") + "]"
 }
 
 // backendName is "namespace/service:port", and the protocol when it is not

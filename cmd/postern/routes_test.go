@@ -40,12 +40,12 @@ func TestRoutesCommand(t *testing.T) {
 	src := route.Source{Namespace: "shop", Name: "storefront"}
 	tbl := route.NewTable([]*route.VirtualHost{
 		route.NewVirtualHost("shop.example.com", []*route.Route{
-			{PathType: route.PathPrefix, Path: "/", Backend: web, Source: src},
-			{PathType: route.PathExact, Path: "/api", Backend: many, Source: route.Source{Namespace: "shop", Name: "api"}},
+			{Match: route.Match{PathType: route.PathPrefix, Path: "/"}, Backends: route.Single(web), Source: src},
+			{Match: route.Match{PathType: route.PathExact, Path: "/api"}, Backends: route.Single(many), Source: route.Source{Namespace: "shop", Name: "api"}},
 		}),
-		route.NewVirtualHost("*.example.com", []*route.Route{{PathType: route.PathPrefix, Path: "/old", Backend: missing, Source: src}}),
-		route.NewVirtualHost("", []*route.Route{{PathType: route.PathPrefix, Path: "/healthz", Backend: web, Source: src}}),
-	}, &route.Route{Backend: web, Source: route.Source{Namespace: "shop", Name: "fallback"}}).WithTLS([]*route.TLSHost{{
+		route.NewVirtualHost("*.example.com", []*route.Route{{Match: route.Match{PathType: route.PathPrefix, Path: "/old"}, Backends: route.Single(missing), Source: src}}),
+		route.NewVirtualHost("", []*route.Route{{Match: route.Match{PathType: route.PathPrefix, Path: "/healthz"}, Backends: route.Single(web), Source: src}}),
+	}, &route.Route{Backends: route.Single(web), Source: route.Source{Namespace: "shop", Name: "fallback"}}).WithTLS([]*route.TLSHost{{
 		Host: "shop.example.com", Redirect: true, Source: src,
 		Certificate: &route.Certificate{Source: route.Source{Namespace: "shop", Name: "shop-tls"}, NotAfter: time.Date(2027, 3, 1, 0, 0, 0, 0, time.UTC)},
 	}})
@@ -200,5 +200,37 @@ func TestServeObservability(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	if len(lines) != 2 || strings.Join(strings.Fields(lines[1]), " ") != "web.example.com / Prefix demo/web:http "+backend.Listener.Addr().String()+" demo/web" {
 		t.Errorf("postern routes:\n%s", out.String())
+	}
+}
+
+// TestPrintTableConditionsAndWeights shows a route's method, header and
+// query conditions after its path, and one row per weighted backend.
+func TestPrintTableConditionsAndWeights(t *testing.T) {
+	t.Parallel()
+	re, err := route.RegexField("X-User", "[a-z]+")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &route.Backend{Key: "ns/a:80", Endpoints: []route.Endpoint{{Address: "10.0.0.1:80"}}}
+	b := &route.Backend{Key: "ns/b:80"}
+	tbl := route.NewTable([]*route.VirtualHost{route.NewVirtualHost("w.test", []*route.Route{{
+		Match: route.Match{PathType: route.PathPrefix, Path: "/api", Method: "GET",
+			Headers: []route.FieldMatch{route.ExactField("X-Env", "canary"), re}, Query: []route.FieldMatch{route.ExactField("v", "2")}},
+		Backends: []route.WeightedBackend{{Backend: a, Weight: 9}, {Backend: b, Weight: 1}},
+		Source:   route.Source{Namespace: "ns", Name: "split"},
+	}})}, nil)
+	var out strings.Builder
+	if err := printTable(&out, tbl); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"/api [GET X-Env=canary X-User~[a-z]+ ?v=2]", "ns/a:80 weight 9", "10.0.0.1:80", "ns/b:80 weight 1", "none",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("routes output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if n := strings.Count(out.String(), "ns/split"); n != 2 {
+		t.Errorf("%d rows for the route, want 2 (one per backend):\n%s", n, out.String())
 	}
 }

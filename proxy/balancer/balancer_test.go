@@ -268,7 +268,7 @@ func backend(key, policy string, n int) *route.Backend {
 func table(backends ...*route.Backend) *route.Table {
 	var routes []*route.Route
 	for i, b := range backends {
-		routes = append(routes, &route.Route{PathType: route.PathPrefix, Path: fmt.Sprintf("/%d", i), Backend: b})
+		routes = append(routes, &route.Route{Match: route.Match{PathType: route.PathPrefix, Path: fmt.Sprintf("/%d", i)}, Backends: route.Single(b)})
 	}
 	return route.NewTable([]*route.VirtualHost{route.NewVirtualHost("h.test", routes)}, nil)
 }

@@ -61,7 +61,7 @@ func TestMetricsRouteOfOldTable(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)
 	be := &route.Backend{Key: "ns/api:80", Namespace: "ns", Service: "api"}
-	old := &route.Route{PathType: route.PathPrefix, Path: "/", Backend: be, Source: route.Source{Namespace: "ns", Name: "shop"}}
+	old := &route.Route{Match: route.Match{PathType: route.PathPrefix, Path: "/"}, Backends: route.Single(be), Source: route.Source{Namespace: "ns", Name: "shop"}}
 	m.Sync(route.NewTable([]*route.VirtualHost{route.NewVirtualHost("a.test", []*route.Route{old})}, nil))
 	m.Sync(route.Empty())
 	NewSink(m, nil).Done(&Record{Method: "GET", Status: 200, Duration: time.Millisecond, Route: old, Backend: be})
@@ -76,7 +76,7 @@ func TestMetricsLabelsOfLocalAnswer(t *testing.T) {
 	t.Parallel()
 	m := NewMetrics(prometheus.NewRegistry())
 	be := &route.Backend{Key: "ns/api:80", Namespace: "ns", Service: "api"}
-	rt := &route.Route{PathType: route.PathPrefix, Path: "/", Backend: be, Source: route.Source{Namespace: "ns", Name: "shop"}}
+	rt := &route.Route{Match: route.Match{PathType: route.PathPrefix, Path: "/"}, Backends: route.Single(be), Source: route.Source{Namespace: "ns", Name: "shop"}}
 	m.Sync(route.NewTable([]*route.VirtualHost{route.NewVirtualHost("a.test", []*route.Route{rt})}, nil))
 	NewSink(m, nil).Done(&Record{Method: "POST", Status: 413, Route: rt})
 	if got := testutil.ToFloat64(m.requests.WithLabelValues("ns", "shop", "api", "POST", "413")); got != 1 {
@@ -132,11 +132,11 @@ func TestPatchMatchesSync(t *testing.T) {
 		b := &route.Backend{Key: fmt.Sprintf("ns/svc%d:80", i), Namespace: "ns", Service: fmt.Sprintf("svc%d", i)}
 		backends = append(backends, b)
 		hosts = append(hosts, route.NewVirtualHost(fmt.Sprintf("h%d.test", i), []*route.Route{
-			{PathType: route.PathPrefix, Path: "/", Backend: b, Source: route.Source{Namespace: "ns", Name: "a"}},
-			{PathType: route.PathExact, Path: "/x", Backend: b, Source: route.Source{Namespace: "ns", Name: "b"}},
+			{Match: route.Match{PathType: route.PathPrefix, Path: "/"}, Backends: route.Single(b), Source: route.Source{Namespace: "ns", Name: "a"}},
+			{Match: route.Match{PathType: route.PathExact, Path: "/x"}, Backends: route.Single(b), Source: route.Source{Namespace: "ns", Name: "b"}},
 		}))
 	}
-	table := route.NewTable(hosts, &route.Route{Backend: backends[0], Source: route.Source{Namespace: "ns", Name: "def"}})
+	table := route.NewTable(hosts, &route.Route{Backends: route.Single(backends[0]), Source: route.Source{Namespace: "ns", Name: "def"}})
 	m.Sync(table)
 	for step := range 20 {
 		b := backends[step%len(backends)]

@@ -57,18 +57,19 @@ func (r *Record) labelBackend() *route.Backend {
 	if r.Backend != nil || r.Route == nil {
 		return r.Backend
 	}
-	if bs := backendsOf(r.Route); len(bs) == 1 {
-		return bs[0]
+	if len(r.Route.Backends) == 1 {
+		return r.Route.First()
 	}
 	return nil
 }
 
 // backendsOf returns the backends of rt.
 func backendsOf(rt *route.Route) []*route.Backend {
-	if rt.Backend == nil {
-		return nil
+	out := make([]*route.Backend, 0, len(rt.Backends))
+	for _, wb := range rt.Backends {
+		out = append(out, wb.Backend)
 	}
-	return []*route.Backend{rt.Backend}
+	return out
 }
 
 // The reasons of postern_proxy_fastpath_handoffs_total: why the HTTP/1.1

@@ -17,11 +17,10 @@ type bodyLimit struct {
 
 // newBodyLimit returns the body limit of rt, if it has one.
 func newBodyLimit(rt *route.Route) (bodyLimit, bool) {
-	be := rt.Backend
-	if be == nil || be.MaxBodySize <= 0 {
+	if rt.Policy == nil || rt.Policy.MaxBodySize <= 0 {
 		return bodyLimit{}, false
 	}
-	return bodyLimit{max: be.MaxBodySize}, true
+	return bodyLimit{max: rt.Policy.MaxBodySize}, true
 }
 
 func (b bodyLimit) Request(x *Exchange) {

@@ -15,21 +15,19 @@ import (
 // /tls), a TLS host with redirect and HSTS, and an ACME host.
 func testTable() *route.Table {
 	web := &route.Backend{Key: "ns/web:80", Namespace: "ns", Service: "web", Endpoints: []route.Endpoint{{Address: "192.0.2.10:80"}}}
-	small := &route.Backend{Key: "ns/web:80|max-body-size=10", Namespace: "ns", Service: "web", MaxBodySize: 10,
-		Endpoints: []route.Endpoint{{Address: "192.0.2.10:80"}}}
 	empty := &route.Backend{Key: "ns/empty:80", Namespace: "ns", Service: "empty"}
 	tls := &route.Backend{Key: "ns/tls:443|HTTPS", Namespace: "ns", Service: "tls", Protocol: route.ProtocolHTTPS,
 		Endpoints: []route.Endpoint{{Address: "192.0.2.11:443"}}}
 	src := route.Source{Namespace: "ns", Name: "ing"}
 	return route.NewTable([]*route.VirtualHost{
 		route.NewVirtualHost("app.test", []*route.Route{
-			{PathType: route.PathPrefix, Path: "/", Backend: web, Source: src},
-			{PathType: route.PathPrefix, Path: "/small", Backend: small, Source: src},
-			{PathType: route.PathPrefix, Path: "/empty", Backend: empty, Source: src},
-			{PathType: route.PathPrefix, Path: "/tls", Backend: tls, Source: src},
+			{Match: route.Match{PathType: route.PathPrefix, Path: "/"}, Backends: route.Single(web), Source: src},
+			{Match: route.Match{PathType: route.PathPrefix, Path: "/small"}, Policy: &route.Policy{MaxBodySize: 10}, Backends: route.Single(web), Source: src},
+			{Match: route.Match{PathType: route.PathPrefix, Path: "/empty"}, Backends: route.Single(empty), Source: src},
+			{Match: route.Match{PathType: route.PathPrefix, Path: "/tls"}, Backends: route.Single(tls), Source: src},
 		}),
-		route.NewVirtualHost("secure.test", []*route.Route{{PathType: route.PathPrefix, Path: "/", Backend: web, Source: src}}),
-		route.NewVirtualHost("acme.test", []*route.Route{{PathType: route.PathPrefix, Path: "/", Backend: web, Source: src}}),
+		route.NewVirtualHost("secure.test", []*route.Route{{Match: route.Match{PathType: route.PathPrefix, Path: "/"}, Backends: route.Single(web), Source: src}}),
+		route.NewVirtualHost("acme.test", []*route.Route{{Match: route.Match{PathType: route.PathPrefix, Path: "/"}, Backends: route.Single(web), Source: src}}),
 	}, nil).WithTLS([]*route.TLSHost{
 		{Host: "secure.test", Redirect: true, HSTS: "max-age=60"},
 		{Host: "acme.test", ACME: true},
@@ -249,27 +247,70 @@ func TestDecideExtraPolicies(t *testing.T) {
 	}
 }
 
-// The settings of a route that sets timeouts and retries, and of one that
-// does not.
+// The settings of a route whose policy sets timeouts and retries, and of
+// one without a policy: two routes of one backend, which keeps its own
+// connect timeout on both.
 func TestDecideSettings(t *testing.T) {
 	t.Parallel()
 	c := upstream.New(upstream.Options{DialTimeout: 3e9, ResponseHeaderTimeout: 7e9})
 	p := New(Options{Cluster: c})
-	be := &route.Backend{Key: "ns/a:80", Endpoints: []route.Endpoint{{Address: "192.0.2.1:80"}},
-		Retries: 3, ReadTimeout: route.Duration(2e9), IdleTimeout: route.Duration(5e9), ConnectTimeout: route.Duration(1e9)}
+	be := &route.Backend{Key: "ns/a:80", Endpoints: []route.Endpoint{{Address: "192.0.2.1:80"}}, ConnectTimeout: route.Duration(1e9)}
 	plain := &route.Backend{Key: "ns/b:80", Endpoints: []route.Endpoint{{Address: "192.0.2.2:80"}}}
+	pol := &route.Policy{Retries: 3, ReadTimeout: route.Duration(2e9), IdleTimeout: route.Duration(5e9)}
 	p.Swap(route.NewTable([]*route.VirtualHost{route.NewVirtualHost("a.test", []*route.Route{
-		{PathType: route.PathPrefix, Path: "/", Backend: be},
-		{PathType: route.PathPrefix, Path: "/plain", Backend: plain},
+		{Match: route.Match{PathType: route.PathPrefix, Path: "/"}, Policy: pol, Backends: route.Single(be)},
+		{Match: route.Match{PathType: route.PathPrefix, Path: "/same"}, Backends: route.Single(be)},
+		{Match: route.Match{PathType: route.PathPrefix, Path: "/plain"}, Backends: route.Single(plain)},
 	})}, nil))
 	l := p.Listener(ListenerOptions{})
 	x := decide(l, &testHead{host: "a.test"}, nil)
 	if want := (upstream.Settings{ConnectTimeout: 1e9, ReadTimeout: 2e9, IdleTimeout: 5e9, Retries: 3}); x.Settings != want {
 		t.Errorf("settings %+v, want %+v", x.Settings, want)
 	}
+	x = decide(l, &testHead{host: "a.test", path: "/same"}, nil)
+	if want := (upstream.Settings{ConnectTimeout: 1e9, ReadTimeout: 7e9, Retries: route.DefaultRetries}); x.Settings != want || x.Backend != be {
+		t.Errorf("settings of the backend's other route %+v (backend %v), want %+v", x.Settings, x.Backend, want)
+	}
 	x = decide(l, &testHead{host: "a.test", path: "/plain"}, nil)
 	if want := (upstream.Settings{ConnectTimeout: 3e9, ReadTimeout: 7e9, Retries: route.DefaultRetries}); x.Settings != want {
 		t.Errorf("default settings %+v, want %+v", x.Settings, want)
+	}
+}
+
+// Weighted backends: each gets its share, one of weight 0 nothing, and a
+// route whose weights are all 0 answers 503.
+func TestDecideWeightedBackends(t *testing.T) {
+	t.Parallel()
+	p := New(Options{Cluster: upstream.New(upstream.Options{})})
+	mk := func(name string) *route.Backend {
+		return &route.Backend{Key: "ns/" + name + ":80", Service: name, Endpoints: []route.Endpoint{{Address: "192.0.2.1:80"}}}
+	}
+	a, b, off := mk("a"), mk("b"), mk("off")
+	p.Swap(route.NewTable([]*route.VirtualHost{route.NewVirtualHost("w.test", []*route.Route{
+		{Match: route.Match{PathType: route.PathPrefix, Path: "/"}, Backends: []route.WeightedBackend{{Backend: a, Weight: 3}, {Backend: b, Weight: 1}, {Backend: off, Weight: 0}}},
+		{Match: route.Match{PathType: route.PathPrefix, Path: "/none"}, Backends: []route.WeightedBackend{{Backend: a, Weight: 0}}},
+		{Match: route.Match{PathType: route.PathPrefix, Path: "/none2"}, Backends: []route.WeightedBackend{{Backend: a, Weight: 0}, {Backend: b, Weight: 0}}},
+	})}, nil))
+	l := p.Listener(ListenerOptions{})
+	count := map[*route.Backend]int{}
+	const n = 4000
+	for range n {
+		x := decide(l, &testHead{host: "w.test"}, nil)
+		count[x.Backend]++
+	}
+	if count[off] != 0 || count[a]+count[b] != n {
+		t.Fatalf("choices %v", count)
+	}
+	// 3:1, within a margin that a fair choice misses far less than once
+	// in a million runs (binomial, sd ~27).
+	if got := count[a]; got < 2800 || got > 3200 {
+		t.Errorf("backend of weight 3 of 4 chosen %d times of %d", got, n)
+	}
+	for _, path := range []string{"/none", "/none2"} {
+		x := decide(l, &testHead{host: "w.test", path: path}, nil)
+		if x.Reply.Status != http.StatusServiceUnavailable || x.Backend != nil {
+			t.Errorf("%s: all weights 0: status %d, backend %v; want 503", path, x.Reply.Status, x.Backend)
+		}
 	}
 }
 
@@ -283,7 +324,7 @@ func TestSwapPatch(t *testing.T) {
 	var small *route.Backend
 	for rt := range cur.Routes() {
 		if rt.Path == "/small" {
-			small = rt.Backend
+			small = rt.First()
 		}
 	}
 	nb := *small

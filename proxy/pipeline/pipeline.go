@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -204,7 +205,7 @@ func (l *Listener) Decide(x *Exchange) {
 	if l.run(x, l.policies) {
 		return
 	}
-	rt := ct.t.Lookup(x.In.Host(), x.In.Path())
+	rt := ct.t.Lookup(x.In.Host(), x.In.Path(), x.In)
 	if rt == nil {
 		l.answer(x, ErrorReply(404, "no route"))
 		return
@@ -220,6 +221,11 @@ func (l *Listener) Decide(x *Exchange) {
 	}
 	if x.Backend == nil {
 		x.Backend = chooseBackend(rt)
+		if x.Backend == nil {
+			// Every backend of the route has weight 0.
+			l.answer(x, ErrorReply(503, "no backend"))
+			return
+		}
 	}
 	be := x.Backend
 	if be.ConnectTimeout > 0 {
@@ -267,10 +273,38 @@ func (p *Pipeline) defaults() upstream.Settings { return p.cluster.Defaults() }
 
 // routeCaps returns the capabilities an engine needs for rt's backends.
 func routeCaps(rt *route.Route) Caps {
-	return capOf(rt.Backend.Protocol)
+	var c Caps
+	for _, wb := range rt.Backends {
+		c |= capOf(wb.Backend.Protocol)
+	}
+	return c
 }
 
-// chooseBackend returns the backend of rt a request goes to.
+// chooseBackend returns the backend of rt a request goes to: one of those
+// with a weight above zero, at random in proportion to the weights; nil
+// when there is none.
 func chooseBackend(rt *route.Route) *route.Backend {
-	return rt.Backend
+	bs := rt.Backends
+	if len(bs) == 1 {
+		if bs[0].Weight > 0 {
+			return bs[0].Backend
+		}
+		return nil
+	}
+	var total int64
+	for _, wb := range bs {
+		total += int64(max(wb.Weight, 0))
+	}
+	if total == 0 {
+		return nil
+	}
+	n := rand.Int64N(total)
+	for _, wb := range bs {
+		w := int64(max(wb.Weight, 0))
+		if n < w {
+			return wb.Backend
+		}
+		n -= w
+	}
+	return nil
 }

@@ -17,11 +17,11 @@ type settings struct {
 // routeSettings returns the settings policy of rt, if it changes any
 // default.
 func routeSettings(rt *route.Route) (settings, bool) {
-	be := rt.Backend
-	if be == nil {
+	p := rt.Policy
+	if p == nil {
 		return settings{}, false
 	}
-	s := settings{read: time.Duration(be.ReadTimeout), idle: time.Duration(be.IdleTimeout), retries: be.RetryBudget()}
+	s := settings{read: time.Duration(p.ReadTimeout), idle: time.Duration(p.IdleTimeout), retries: p.RetryBudget()}
 	return s, s.read > 0 || s.idle > 0 || s.retries != route.DefaultRetries
 }
 

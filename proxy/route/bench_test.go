@@ -21,7 +21,7 @@ func benchTable(n int) *Table {
 		hosts = append(hosts, NewVirtualHost(fmt.Sprintf("*.zone%d.example.net", i), []*Route{rt(PathPrefix, "/", "wild")}))
 	}
 	hosts = append(hosts, NewVirtualHost("", []*Route{rt(PathPrefix, "/healthz", "any")}))
-	return NewTable(hosts, &Route{Backend: be("default")})
+	return NewTable(hosts, &Route{Backends: Single(be("default"))})
 }
 
 func BenchmarkLookup(b *testing.B) {
@@ -38,7 +38,7 @@ func BenchmarkLookup(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if tbl.Lookup(c.host, c.path) == nil {
+				if tbl.Lookup(c.host, c.path, nil) == nil {
 					b.Fatal("no route")
 				}
 			}

@@ -9,6 +9,9 @@ import (
 // nothing matches and the table has no default route (the proxy answers
 // 404). host is the request's Host: any port is ignored, case does not
 // matter and a trailing dot is dropped. path is the request's decoded path.
+// req gives the method, header fields and query that routes with
+// conditions match (see VirtualHost.Match); nil matches only routes
+// without.
 //
 // Virtual hosts are tried from the most to the least specific: the exact
 // host, then the wildcard host one label up ("*.example.com" for
@@ -17,23 +20,23 @@ import (
 // serves the request; the table's default route serves what none matches.
 // In the common case (a lower-case host, a clean path) Lookup does not
 // allocate.
-func (t *Table) Lookup(host, reqPath string) *Route {
+func (t *Table) Lookup(host, reqPath string, req Request) *Route {
 	host = NormalizeHost(host)
 	reqPath = cleanPath(reqPath)
 	if vh := t.exact[host]; vh != nil {
-		if r := vh.Match(reqPath); r != nil {
+		if r := vh.Match(reqPath, req); r != nil {
 			return r
 		}
 	}
 	if i := strings.IndexByte(host, '.'); i > 0 {
 		if vh := t.wildcard[host[i+1:]]; vh != nil {
-			if r := vh.Match(reqPath); r != nil {
+			if r := vh.Match(reqPath, req); r != nil {
 				return r
 			}
 		}
 	}
 	if t.any != nil {
-		if r := t.any.Match(reqPath); r != nil {
+		if r := t.any.Match(reqPath, req); r != nil {
 			return r
 		}
 	}

@@ -46,12 +46,20 @@ func (t *Table) WithBackends(replace map[*Backend]*Backend) *Table {
 		if r == nil {
 			return nil
 		}
-		nb, ok := replace[r.Backend]
-		if !ok {
+		if !usesAny(r, replace) {
 			return r
 		}
+		if c, done := record.Routes[r]; done {
+			return c
+		}
 		c := *r
-		c.Backend = nb
+		c.Backends = make([]WeightedBackend, len(r.Backends))
+		for i, wb := range r.Backends {
+			if nb, ok := replace[wb.Backend]; ok {
+				wb.Backend = nb
+			}
+			c.Backends[i] = wb
+		}
 		record.Routes[r] = &c
 		return &c
 	}
@@ -70,7 +78,7 @@ func (t *Table) WithBackends(replace map[*Backend]*Backend) *Table {
 	for i, vh := range t.VirtualHosts {
 		nvh := vh
 		for _, r := range vh.Routes {
-			if _, ok := replace[r.Backend]; ok {
+			if usesAny(r, replace) {
 				nvh = vh.withRoutes(patch)
 				break
 			}
@@ -92,23 +100,41 @@ func (t *Table) WithBackends(replace map[*Backend]*Backend) *Table {
 	return out
 }
 
+// usesAny reports whether r has a backend that is a key of replace.
+func usesAny(r *Route, replace map[*Backend]*Backend) bool {
+	for _, wb := range r.Backends {
+		if _, ok := replace[wb.Backend]; ok {
+			return true
+		}
+	}
+	return false
+}
+
 // withRoutes returns a copy of vh with every route passed through f, which
 // keeps paths and types, so that match order and lookup maps carry over.
 func (vh *VirtualHost) withRoutes(f func(*Route) *Route) *VirtualHost {
 	out := &VirtualHost{
 		Host:   vh.Host,
 		Routes: make([]*Route, len(vh.Routes)),
-		exact:  make(map[string]*Route, len(vh.exact)),
-		prefix: make(map[string]*Route, len(vh.prefix)),
+		exact:  remap(vh.exact, f),
+		prefix: remap(vh.prefix, f),
 	}
 	for i, r := range vh.Routes {
-		nr := f(r)
-		out.Routes[i] = nr
-		if r.PathType == PathExact {
-			out.exact[r.Path] = nr
-		} else {
-			out.prefix[r.Path] = nr
+		out.Routes[i] = f(r)
+	}
+	return out
+}
+
+// remap returns a copy of sets with every route passed through f; f is
+// is called again for routes it has seen, and must answer alike.
+func remap(sets map[string][]*Route, f func(*Route) *Route) map[string][]*Route {
+	out := make(map[string][]*Route, len(sets))
+	for p, set := range sets {
+		ns := make([]*Route, len(set))
+		for i, r := range set {
+			ns[i] = f(r)
 		}
+		out[p] = ns
 	}
 	return out
 }

@@ -9,13 +9,13 @@ func TestWithBackends(t *testing.T) {
 	a2 := &Backend{Key: "ns/a:80", Endpoints: []Endpoint{{Address: "10.0.0.9:80"}}}
 	tbl := NewTable([]*VirtualHost{
 		NewVirtualHost("one.example.com", []*Route{
-			{PathType: PathPrefix, Path: "/", Backend: a},
-			{PathType: PathExact, Path: "/b", Backend: b},
+			{Match: Match{PathType: PathPrefix, Path: "/"}, Backends: Single(a)},
+			{Match: Match{PathType: PathExact, Path: "/b"}, Backends: Single(b)},
 		}),
-		NewVirtualHost("two.example.com", []*Route{{PathType: PathPrefix, Path: "/", Backend: b}}),
-		NewVirtualHost("*.example.com", []*Route{{PathType: PathPrefix, Path: "/api/", Backend: a}}),
-		NewVirtualHost("", []*Route{{PathType: PathPrefix, Path: "/", Backend: b}}),
-	}, &Route{Backend: a})
+		NewVirtualHost("two.example.com", []*Route{{Match: Match{PathType: PathPrefix, Path: "/"}, Backends: Single(b)}}),
+		NewVirtualHost("*.example.com", []*Route{{Match: Match{PathType: PathPrefix, Path: "/api/"}, Backends: Single(a)}}),
+		NewVirtualHost("", []*Route{{Match: Match{PathType: PathPrefix, Path: "/"}, Backends: Single(b)}}),
+	}, &Route{Backends: Single(a)})
 	tbl.WithTLS([]*TLSHost{{Host: "one.example.com"}})
 
 	got := tbl.WithBackends(map[*Backend]*Backend{a: a2})
@@ -30,15 +30,15 @@ func TestWithBackends(t *testing.T) {
 		{"other.test", "/", b, b},
 		{"w.example.com", "/", b, b}, // the wildcard has no "/": the catch-all serves it
 	} {
-		if r := got.Lookup(tc.host, tc.path); r == nil || r.Backend != tc.new {
+		if r := got.Lookup(tc.host, tc.path, nil); r == nil || r.First() != tc.new {
 			t.Errorf("patched Lookup(%s, %s) = %+v, want backend %s", tc.host, tc.path, r, tc.new.Endpoints[0].Address)
 		}
-		if r := tbl.Lookup(tc.host, tc.path); r == nil || r.Backend != tc.old {
+		if r := tbl.Lookup(tc.host, tc.path, nil); r == nil || r.First() != tc.old {
 			t.Errorf("original Lookup(%s, %s) changed: %+v", tc.host, tc.path, r)
 		}
 	}
-	if got.Default.Backend != a2 || tbl.Default.Backend != a {
-		t.Errorf("default route: patched %v, original %v", got.Default.Backend, tbl.Default.Backend)
+	if got.Default.First() != a2 || tbl.Default.First() != a {
+		t.Errorf("default route: patched %v, original %v", got.Default.First(), tbl.Default.First())
 	}
 	if got.TLSHost("one.example.com") == nil {
 		t.Error("the patched table lost its TLS hosts")

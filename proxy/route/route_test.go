@@ -11,7 +11,7 @@ func be(name string) *Backend {
 }
 
 func rt(pt PathType, path, backend string) *Route {
-	return &Route{PathType: pt, Path: path, Backend: be(backend), Source: Source{Namespace: "ns", Name: "ing"}}
+	return &Route{Match: Match{PathType: pt, Path: path}, Backends: Single(be(backend)), Source: Source{Namespace: "ns", Name: "ing"}}
 }
 
 // testTable is the table most tests look requests up in.
@@ -35,7 +35,7 @@ func testTable() *Table {
 			rt(PathPrefix, "/healthz", "any-health"),
 			rt(PathPrefix, "/static", "any-static"),
 		}),
-	}, &Route{Backend: be("default")})
+	}, &Route{Backends: Single(be("default"))})
 }
 
 func TestLookup(t *testing.T) {
@@ -88,12 +88,12 @@ func TestLookup(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.host+tt.path, func(t *testing.T) {
 			t.Parallel()
-			r := tbl.Lookup(tt.host, tt.path)
+			r := tbl.Lookup(tt.host, tt.path, nil)
 			if r == nil {
 				t.Fatalf("Lookup(%q, %q) = nil, want %s", tt.host, tt.path, tt.want)
 			}
-			if r.Backend.Service != tt.want {
-				t.Errorf("Lookup(%q, %q) = %s (%s %s), want %s", tt.host, tt.path, r.Backend.Service, r.PathType, r.Path, tt.want)
+			if r.First().Service != tt.want {
+				t.Errorf("Lookup(%q, %q) = %s (%s %s), want %s", tt.host, tt.path, r.First().Service, r.PathType, r.Path, tt.want)
 			}
 		})
 	}
@@ -103,11 +103,11 @@ func TestLookupNoDefault(t *testing.T) {
 	t.Parallel()
 	tbl := NewTable([]*VirtualHost{NewVirtualHost("a.test", []*Route{rt(PathExact, "/x", "x")})}, nil)
 	for _, c := range [][2]string{{"a.test", "/"}, {"a.test", "/x/"}, {"b.test", "/x"}, {"a.test", ""}, {"a.test", "*"}} {
-		if r := tbl.Lookup(c[0], c[1]); r != nil {
-			t.Errorf("Lookup(%q, %q) = %v, want nil (404)", c[0], c[1], r.Backend.Service)
+		if r := tbl.Lookup(c[0], c[1], nil); r != nil {
+			t.Errorf("Lookup(%q, %q) = %v, want nil (404)", c[0], c[1], r.First().Service)
 		}
 	}
-	if r := Empty().Lookup("a.test", "/"); r != nil {
+	if r := Empty().Lookup("a.test", "/", nil); r != nil {
 		t.Errorf("empty table matched %v", r)
 	}
 }
@@ -125,7 +125,7 @@ func TestVirtualHostOrderAndDuplicates(t *testing.T) {
 	})
 	var got []string
 	for _, r := range vh.Routes {
-		got = append(got, fmt.Sprintf("%s %s %s", r.PathType, r.Path, r.Backend.Service))
+		got = append(got, fmt.Sprintf("%s %s %s", r.PathType, r.Path, r.First().Service))
 	}
 	want := []string{"Prefix /abc p-abc", "Exact /a e-a", "Exact /b e-b", "Prefix /a p-a", "Prefix / root"}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
@@ -163,9 +163,9 @@ func TestBackends(t *testing.T) {
 	t.Parallel()
 	shared := be("shared")
 	tbl := NewTable([]*VirtualHost{
-		NewVirtualHost("a.test", []*Route{{PathType: PathPrefix, Path: "/", Backend: shared}}),
-		NewVirtualHost("b.test", []*Route{{PathType: PathPrefix, Path: "/", Backend: shared}, rt(PathExact, "/x", "x")}),
-	}, &Route{Backend: be("def")})
+		NewVirtualHost("a.test", []*Route{{Match: Match{PathType: PathPrefix, Path: "/"}, Backends: Single(shared)}}),
+		NewVirtualHost("b.test", []*Route{{Match: Match{PathType: PathPrefix, Path: "/"}, Backends: Single(shared)}, rt(PathExact, "/x", "x")}),
+	}, &Route{Backends: Single(be("def"))})
 	var got []string
 	for _, b := range tbl.Backends() {
 		got = append(got, b.Key)
@@ -178,9 +178,9 @@ func TestBackends(t *testing.T) {
 func TestLookupDoesNotAllocate(t *testing.T) {
 	tbl := testTable()
 	allocs := testing.AllocsPerRun(1000, func() {
-		_ = tbl.Lookup("foo.example.com:8080", "/api/v1/users/42")
-		_ = tbl.Lookup("bar.example.com", "/shop/cart")
-		_ = tbl.Lookup("unknown.test", "/nothing/here")
+		_ = tbl.Lookup("foo.example.com:8080", "/api/v1/users/42", nil)
+		_ = tbl.Lookup("bar.example.com", "/shop/cart", nil)
+		_ = tbl.Lookup("unknown.test", "/nothing/here", nil)
 	})
 	if allocs != 0 {
 		t.Errorf("Lookup allocates %.1f times per run, want 0", allocs)
@@ -199,8 +199,8 @@ func FuzzLookup(f *testing.F) {
 		f.Add(s[0], s[1])
 	}
 	f.Fuzz(func(t *testing.T, host, path string) {
-		r := tbl.Lookup(host, path)
-		if r2 := tbl.Lookup(asciiUpper(host), path); !strings.HasPrefix(host, "[") && r2 != r {
+		r := tbl.Lookup(host, path, nil)
+		if r2 := tbl.Lookup(asciiUpper(host), path, nil); !strings.HasPrefix(host, "[") && r2 != r {
 			t.Fatalf("case changed the answer for %q %q", host, path)
 		}
 		if r == nil || r.PathType == "" {

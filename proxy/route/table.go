@@ -79,47 +79,9 @@ type Backend struct {
 	// ProtocolGRPCS.
 	Protocol Protocol `json:"protocol,omitempty"`
 
-	// Retries is how many times a request that could not reach an
-	// endpoint (connection refused or reset before any response byte) is
-	// sent again, each time to another endpoint of the backend, when that
-	// is safe (see the proxy's package doc). Zero means DefaultRetries; a
-	// negative value means no retries.
-	Retries int `json:"retries,omitempty"`
 	// ConnectTimeout bounds connecting to an endpoint; zero means the
 	// proxy's default (proxy.Options.DialTimeout).
 	ConnectTimeout Duration `json:"connectTimeout,omitempty"`
-	// ReadTimeout bounds the wait for an endpoint's response headers once
-	// the request is sent (the proxy answers 504); zero means the proxy's
-	// default (proxy.Options.ResponseHeaderTimeout).
-	ReadTimeout Duration `json:"readTimeout,omitempty"`
-	// IdleTimeout is the longest an endpoint may stay silent while the
-	// proxy waits for the next part of a response body; the response is
-	// cut when it is exceeded. Zero means no limit.
-	IdleTimeout Duration `json:"idleTimeout,omitempty"`
-	// MaxBodySize is the largest request body, in bytes, sent to the
-	// backend; a larger one answers 413. Zero means no limit.
-	MaxBodySize int64 `json:"maxBodySize,omitempty"`
-}
-
-// Retry limits of Backend.Retries.
-const (
-	// DefaultRetries is the number of retries of a Backend whose Retries
-	// is zero.
-	DefaultRetries = 1
-	// MaxRetries is the most retries a backend may ask for.
-	MaxRetries = 5
-)
-
-// RetryBudget returns how many retries b allows: Retries, with zero
-// meaning DefaultRetries and a negative value none, capped at MaxRetries.
-func (b *Backend) RetryBudget() int {
-	switch {
-	case b.Retries < 0:
-		return 0
-	case b.Retries == 0:
-		return DefaultRetries
-	}
-	return min(b.Retries, MaxRetries)
 }
 
 // Duration is a time.Duration that a table renders as text ("1m30s")
@@ -158,18 +120,90 @@ const (
 	ProtocolGRPCS Protocol = "GRPCS"
 )
 
-// Route is one path of a virtual host and the backend serving it.
+// Route is one match of a virtual host, the policy applied to what it
+// matches and the backends serving it.
 type Route struct {
-	// PathType is how Path is compared; empty only for a table's default
-	// route, which matches everything.
-	PathType PathType `json:"pathType,omitempty"`
-	// Path is the normalised path: Prefix paths carry no trailing slash
-	// (except "/" itself).
-	Path string `json:"path,omitempty"`
-	// Backend serves the traffic of this route; never nil.
-	Backend *Backend `json:"backend"`
-	// Source is the Ingress that declared the route.
+	// Match is what a request must have for the route to serve it. Its
+	// PathType is empty only for a table's default route, which matches
+	// everything.
+	Match
+	// Policy holds the route's per-request settings; nil: the proxy's
+	// defaults. Routes may share one.
+	Policy *Policy `json:"policy,omitempty"`
+	// Backends serve the route's traffic, each request going to one of
+	// them in proportion to its weight; never empty. When every weight is
+	// zero the route answers 503.
+	Backends []WeightedBackend `json:"backends"`
+	// Source is the object that declared the route.
 	Source Source `json:"source"`
+}
+
+// WeightedBackend is one backend of a route and its share of the route's
+// traffic.
+type WeightedBackend struct {
+	// Backend is never nil.
+	Backend *Backend `json:"backend"`
+	// Weight is the share, relative to the weights of the route's other
+	// backends; zero sends it nothing.
+	Weight int32 `json:"weight"`
+}
+
+// Single returns the backends of a route that has only be, with weight 1.
+func Single(be *Backend) []WeightedBackend {
+	return []WeightedBackend{{Backend: be, Weight: 1}}
+}
+
+// First returns the first backend of r, the one a route of a single
+// backend sends everything to; nil when r has none.
+func (r *Route) First() *Backend {
+	if len(r.Backends) == 0 {
+		return nil
+	}
+	return r.Backends[0].Backend
+}
+
+// Policy is what a route asks of each request it serves, where that
+// differs from the proxy's defaults.
+type Policy struct {
+	// Retries is how many times a request that could not reach an
+	// endpoint (connection refused or reset before any response byte) is
+	// sent again, each time to another endpoint of the backend, when that
+	// is safe (see the proxy's package doc). Zero means DefaultRetries; a
+	// negative value means no retries.
+	Retries int `json:"retries,omitempty"`
+	// ReadTimeout bounds the wait for an endpoint's response headers once
+	// the request is sent (the proxy answers 504); zero means the proxy's
+	// default (proxy.Options.ResponseHeaderTimeout).
+	ReadTimeout Duration `json:"readTimeout,omitempty"`
+	// IdleTimeout is the longest an endpoint may stay silent while the
+	// proxy waits for the next part of a response body; the response is
+	// cut when it is exceeded. Zero means no limit.
+	IdleTimeout Duration `json:"idleTimeout,omitempty"`
+	// MaxBodySize is the largest request body, in bytes, sent to the
+	// backend; a larger one answers 413. Zero means no limit.
+	MaxBodySize int64 `json:"maxBodySize,omitempty"`
+}
+
+// Retry limits of Policy.Retries.
+const (
+	// DefaultRetries is the number of retries of a route whose policy
+	// sets none.
+	DefaultRetries = 1
+	// MaxRetries is the most retries a route may ask for.
+	MaxRetries = 5
+)
+
+// RetryBudget returns how many retries p allows: Retries, with zero
+// meaning DefaultRetries and a negative value none, capped at MaxRetries.
+// A nil policy allows DefaultRetries.
+func (p *Policy) RetryBudget() int {
+	switch {
+	case p == nil || p.Retries == 0:
+		return DefaultRetries
+	case p.Retries < 0:
+		return 0
+	}
+	return min(p.Retries, MaxRetries)
 }
 
 // VirtualHost is a set of routes served under one host name.
@@ -178,47 +212,52 @@ type VirtualHost struct {
 	// and "" for the catch-all host that rules without a host form.
 	Host string `json:"host"`
 	// Routes are in match order: longest path first, Exact before Prefix on
-	// equal length, then by path.
+	// equal length, then by path; routes of one path by precedence (see
+	// Match.Conditions).
 	Routes []*Route `json:"routes"`
 
-	exact  map[string]*Route // Exact routes by path
-	prefix map[string]*Route // Prefix routes by normalised path
+	exact  map[string][]*Route // Exact routes by path, in precedence order
+	prefix map[string][]*Route // Prefix routes by normalised path, likewise
 }
 
 // NewVirtualHost returns a virtual host for host with routes put in match
-// order. When two routes share a path and type the first one given wins and
-// the later ones are dropped; the controller resolves such conflicts before
-// it gets here, so this only keeps the table consistent.
+// order. When two routes share a match the first one given wins and the
+// later ones are dropped; the controller resolves such conflicts before it
+// gets here, so this only keeps the table consistent. Header names are
+// put in canonical form and regular expressions compiled; a route with an
+// expression that does not compile never matches.
 func NewVirtualHost(host string, routes []*Route) *VirtualHost {
 	vh := &VirtualHost{
 		Host:   host,
-		exact:  make(map[string]*Route),
-		prefix: make(map[string]*Route),
+		exact:  make(map[string][]*Route),
+		prefix: make(map[string][]*Route),
 	}
+	seen := make(map[string]bool, len(routes))
 	for _, r := range routes {
+		var m map[string][]*Route
 		switch r.PathType {
 		case PathExact:
-			if _, dup := vh.exact[r.Path]; dup {
-				continue
-			}
-			vh.exact[r.Path] = r
+			m = vh.exact
 		case PathPrefix:
-			p := NormalizePrefix(r.Path)
-			if _, dup := vh.prefix[p]; dup {
-				continue
-			}
-			if p != r.Path {
-				c := *r
-				c.Path = p
-				r = &c
-			}
-			vh.prefix[p] = r
+			m = vh.prefix
 		default:
 			continue
 		}
+		r = r.compiled()
+		key := r.key()
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		m[r.Path] = append(m[r.Path], r)
 		vh.Routes = append(vh.Routes, r)
 	}
 	slices.SortStableFunc(vh.Routes, compareRoutes)
+	for _, m := range []map[string][]*Route{vh.exact, vh.prefix} {
+		for _, set := range m {
+			slices.SortStableFunc(set, compareConditions)
+		}
+	}
 	return vh
 }
 
@@ -233,7 +272,10 @@ func compareRoutes(a, b *Route) int {
 		}
 		return 1
 	}
-	return strings.Compare(a.Path, b.Path)
+	if c := strings.Compare(a.Path, b.Path); c != 0 {
+		return c
+	}
+	return compareConditions(a, b)
 }
 
 // NormalizePrefix drops the trailing slashes of a Prefix path: "/foo/" and
@@ -351,9 +393,11 @@ func (t *Table) Backends() []*Backend {
 	seen := make(map[*Backend]bool)
 	var out []*Backend
 	for r := range t.Routes() {
-		if r.Backend != nil && !seen[r.Backend] {
-			seen[r.Backend] = true
-			out = append(out, r.Backend)
+		for _, wb := range r.Backends {
+			if wb.Backend != nil && !seen[wb.Backend] {
+				seen[wb.Backend] = true
+				out = append(out, wb.Backend)
+			}
 		}
 	}
 	slices.SortStableFunc(out, func(a, b *Backend) int { return strings.Compare(a.Key, b.Key) })

@@ -37,11 +37,11 @@ func TestSyncPatchMatchesSync(t *testing.T) {
 		b := &route.Backend{Key: fmt.Sprintf("ns/svc%d:80", i), Namespace: "ns", Service: fmt.Sprintf("svc%d", i), Endpoints: endpoints()}
 		backends = append(backends, b)
 		hosts = append(hosts, route.NewVirtualHost(fmt.Sprintf("h%d.test", i), []*route.Route{
-			{PathType: route.PathPrefix, Path: "/", Backend: b, Source: route.Source{Namespace: "ns", Name: "a"}},
-			{PathType: route.PathExact, Path: "/x", Backend: b, Source: route.Source{Namespace: "ns", Name: "b"}},
+			{Match: route.Match{PathType: route.PathPrefix, Path: "/"}, Backends: route.Single(b), Source: route.Source{Namespace: "ns", Name: "a"}},
+			{Match: route.Match{PathType: route.PathExact, Path: "/x"}, Backends: route.Single(b), Source: route.Source{Namespace: "ns", Name: "b"}},
 		}))
 	}
-	table := route.NewTable(hosts, &route.Route{Backend: backends[0], Source: route.Source{Namespace: "ns", Name: "def"}})
+	table := route.NewTable(hosts, &route.Route{Backends: route.Single(backends[0]), Source: route.Source{Namespace: "ns", Name: "def"}})
 
 	health := &balancer.Health{Threshold: 1}
 	inc := New(Options{Health: health})
@@ -120,7 +120,7 @@ func TestSyncPatchMatchesSync(t *testing.T) {
 func TestSyncPatchBeforeSync(t *testing.T) {
 	t.Parallel()
 	b := &route.Backend{Key: "ns/a:80", Endpoints: []route.Endpoint{{Address: "127.0.0.1:1"}}}
-	base := route.NewTable(nil, &route.Route{Backend: b})
+	base := route.NewTable(nil, &route.Route{Backends: route.Single(b)})
 	nb := *b
 	nb.Endpoints = []route.Endpoint{{Address: "127.0.0.2:1"}}
 	if New(Options{}).SyncPatch(base.WithBackends(map[*route.Backend]*route.Backend{b: &nb}).Patch()) {

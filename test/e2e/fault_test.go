@@ -556,11 +556,13 @@ func routedEndpoints(t *testing.T, p *Postern, host string) []string {
 		VirtualHosts []struct {
 			Host   string `json:"host"`
 			Routes []struct {
-				Backend struct {
-					Endpoints []struct {
-						Address string `json:"address"`
-					} `json:"endpoints"`
-				} `json:"backend"`
+				Backends []struct {
+					Backend struct {
+						Endpoints []struct {
+							Address string `json:"address"`
+						} `json:"endpoints"`
+					} `json:"backend"`
+				} `json:"backends"`
 			} `json:"routes"`
 		} `json:"virtualHosts"`
 	}
@@ -569,10 +571,10 @@ func routedEndpoints(t *testing.T, p *Postern, host string) []string {
 	}
 	var out []string
 	for _, vh := range table.VirtualHosts {
-		if vh.Host != host || len(vh.Routes) == 0 {
+		if vh.Host != host || len(vh.Routes) == 0 || len(vh.Routes[0].Backends) == 0 {
 			continue
 		}
-		for _, e := range vh.Routes[0].Backend.Endpoints {
+		for _, e := range vh.Routes[0].Backends[0].Backend.Endpoints {
 			out = append(out, e.Address)
 		}
 	}

@@ -197,7 +197,7 @@ func measureSize(n, per, builds int) sizeResult {
 		b.ReportAllocs()
 		i := 0
 		for b.Loop() {
-			if table.Lookup(hosts[i&4095], "/api/v1/items/42") == nil {
+			if table.Lookup(hosts[i&4095], "/api/v1/items/42", nil) == nil {
 				b.Fatal("no route")
 			}
 			i++
@@ -243,7 +243,7 @@ func measureChange(n, per, changes int) (build, apply, swaps []time.Duration) {
 		t, _ := controller.Build(next, opts)
 		build = append(build, time.Since(start))
 		want := fmt.Sprintf("%s:%d", addrs[0], targetPort)
-		if r := t.Lookup(host(i), "/"); r == nil || !slices.ContainsFunc(r.Backend.Endpoints, func(e route.Endpoint) bool { return e.Address == want }) {
+		if r := t.Lookup(host(i), "/", nil); r == nil || !slices.ContainsFunc(r.First().Endpoints, func(e route.Endpoint) bool { return e.Address == want }) {
 			panic("the changed endpoint is not in the rebuilt table")
 		}
 
@@ -252,7 +252,7 @@ func measureChange(n, per, changes int) (build, apply, swaps []time.Duration) {
 		applier.Apply(next, nil)
 		apply = append(apply, time.Since(start))
 		swaps = append(swaps, swapTime)
-		if r := swapped.Lookup(host(i), "/"); r == nil || !slices.ContainsFunc(r.Backend.Endpoints, func(e route.Endpoint) bool { return e.Address == want }) {
+		if r := swapped.Lookup(host(i), "/", nil); r == nil || !slices.ContainsFunc(r.First().Endpoints, func(e route.Endpoint) bool { return e.Address == want }) {
 			panic("the changed endpoint is not in the applied table")
 		}
 		snap = next
