@@ -349,3 +349,22 @@ func TestSwapPatch(t *testing.T) {
 		t.Errorf("after a full swap: %+v", x.Reply)
 	}
 }
+
+// BenchmarkDecide is the pipeline's cost for a plain request on a plain
+// listener: the listener policies, the lookup, the backend and endpoint
+// pick. It must not allocate.
+func BenchmarkDecide(b *testing.B) {
+	p := newTestPipeline(Options{})
+	l := p.Listener(ListenerOptions{})
+	in := &testHead{host: "app.test", path: "/items/42", header: http.Header{"User-Agent": {"bench"}}}
+	x := &Exchange{}
+	b.ReportAllocs()
+	for b.Loop() {
+		x.Reset()
+		x.In, x.Remote, x.PeerIP, x.Proto, x.ProtoMajor = in, "198.51.100.7:4711", "198.51.100.7", "HTTP/1.1", 1
+		l.Decide(x)
+		if x.Endpoint == nil {
+			b.Fatal("no endpoint")
+		}
+	}
+}
