@@ -49,7 +49,7 @@ e2e: ## end-to-end tests against a real kube-apiserver + etcd (built once, cache
 bench-convergence: ## API write -> routed request, 1,000 Ingresses, real kube-apiserver
 	./test/bench/convergence.sh
 
-bench: ## Postern vs nginx, HAProxy, Caddy, Traefik: req/s, latency, CPU/request, RSS (QUICK=1 for a short run)
+bench: ## Postern vs nginx, HAProxy, Caddy, Traefik: req/s, latency, CPU/request, RSS (QUICK=1 for a short run; POSTERN_BASELINE=<rev> adds Postern built at rev)
 	./test/bench/peers/run.sh
 
 bench-scale: build ## build time, table size, lookup cost at 1k/10k/50k Ingresses; binary start-to-ready at 10k

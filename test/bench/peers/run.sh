@@ -5,6 +5,15 @@
 # upstream keep-alive, no access log, one worker / one thread /
 # GOMAXPROCS=1, TLS with one ECDSA P-256 certificate, HTTP/2 on TLS.
 #
+# Two more peers are Postern set up as the `postern` peer, with one
+# difference each:
+#
+#	postern-limit  the route carries postern.dev/max-body-size: 8m, so that
+#	               a body limit's cost per request shows next to a plain route
+#	postern-base   bin/postern built at POSTERN_BASELINE=<git rev> (cached as
+#	               bin/postern-base-<commit>): the same run before and after
+#	               a change
+#
 # Servers (proxies and backends) run on one CPU, the load generator and
 # this script on the other. For each repeat, each scenario, each peer in
 # turn (so that noise on the machine spreads over all of them):
@@ -20,7 +29,9 @@
 #
 #	DURATION=10s  REPEATS=3   each run's length, and runs per peer and scenario
 #	QUICK=1       2 s runs, 1 repeat, no warm-up: for development
-#	PEERS="nginx haproxy caddy traefik postern"
+#	PEERS="nginx haproxy caddy traefik postern postern-limit", and
+#	              postern-base when POSTERN_BASELINE is set
+#	POSTERN_BASELINE=<git rev>   build that revision for postern-base
 #	SCENARIOS="http1 https1 h2 handshake"
 #	CONNECTIONS=50 H2_STREAMS=10   client connections; HTTP/2 streams per connection
 #	WARMUP=1s     unmeasured load on each peer and scenario before the repeats
@@ -42,7 +53,10 @@ REPEATS="${REPEATS:-3}"
 WARMUP="${WARMUP:-1s}"
 CONNECTIONS="${CONNECTIONS:-50}"
 H2_STREAMS="${H2_STREAMS:-10}"
-PEERS="${PEERS:-nginx haproxy caddy traefik postern}"
+POSTERN_BASELINE="${POSTERN_BASELINE:-}"
+default_peers="nginx haproxy caddy traefik postern postern-limit"
+[[ -n "$POSTERN_BASELINE" ]] && default_peers+=" postern-base"
+PEERS="${PEERS:-$default_peers}"
 SCENARIOS="${SCENARIOS:-http1 https1 h2 handshake}"
 SERVER_CPU="${SERVER_CPU:-0}"
 LOAD_CPU="${LOAD_CPU:-1}"
@@ -55,7 +69,11 @@ RESULTS="${RESULTS:-bin/bench-results/$(date +%Y%m%d-%H%M%S)}"
 HOST=bench.example.com
 BACKEND_PORT=17000
 BACKEND_IPS=(127.0.0.11 127.0.0.12 127.0.0.13)
-ALL_PEERS=(nginx haproxy caddy traefik postern) # also fixes each peer's ports
+ALL_PEERS=(nginx haproxy caddy traefik postern postern-limit postern-base) # also fixes each peer's ports: append new ones
+
+# extra_annotation is the one annotation line a Postern peer's Ingress
+# carries beyond postern.yaml.tmpl's.
+declare -A extra_annotation=([postern-limit]="postern.dev/max-body-size: 8m")
 
 say() { printf '%s\n' "$*"; }
 die() {
@@ -78,11 +96,18 @@ for s in $SCENARIOS; do
 done
 for p in $PEERS; do
 	case " ${ALL_PEERS[*]} " in *" $p "*) ;; *) die "unknown peer '$p' (want ${ALL_PEERS[*]})" ;; esac
+	[[ "$p" != postern-base || -n "$POSTERN_BASELINE" ]] ||
+		die "peer postern-base needs POSTERN_BASELINE=<git rev>, the revision to build and measure"
 done
+if [[ " $PEERS " == *" postern-base "* ]]; then
+	base_commit="$(git rev-parse --verify --quiet "$POSTERN_BASELINE^{commit}")" ||
+		die "POSTERN_BASELINE=$POSTERN_BASELINE is not a commit of this repository"
+fi
 
 # --- processes -------------------------------------------------------------
 
-pids=() # every process started, stopped by PID on exit
+pids=()    # every process started, stopped by PID on exit
+tmpdirs=() # every temporary directory made, removed on exit
 
 # stop ends one process we started: SIGTERM, then SIGKILL after 5 s.
 stop() {
@@ -109,6 +134,7 @@ forget() {
 cleanup() {
 	local pid
 	for pid in "${pids[@]}"; do stop "$pid"; done
+	((${#tmpdirs[@]} == 0)) || rm -rf "${tmpdirs[@]}"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -249,6 +275,26 @@ say "building postern and the benchmark backend"
 make --no-print-directory build >/dev/null
 CGO_ENABLED=0 go build -trimpath -o bin/bench-backend ./test/bench/peers/backend
 
+# postern-base: bin/postern built at POSTERN_BASELINE from git archive's
+# tree of that commit, as `make build` builds it, once per commit.
+base_bin=""
+if wants postern-base; then
+	base_bin="$root/bin/postern-base-$base_commit"
+	if [[ ! -x "$base_bin" ]]; then
+		base_version="$(git describe --tags --always "$base_commit")"
+		say "building postern at $POSTERN_BASELINE ($base_version) for postern-base"
+		base_src="$(mktemp -d "$root/bin/postern-base.XXXXXX")"
+		tmpdirs+=("$base_src")
+		git archive "$base_commit" | tar -x -C "$base_src"
+		# GOWORK=off: the tree sits under this checkout, whose go.work (if
+		# any) must not pull this checkout's modules into that build.
+		(cd "$base_src" && GOWORK=off CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$base_version" \
+			-o "$base_src/postern" ./cmd/postern) || die "go build of postern at $POSTERN_BASELINE failed"
+		mv "$base_src/postern" "$base_bin"
+		rm -rf "$base_src"
+	fi
+fi
+
 skipped=() # "peer: reason"
 if [[ -n "$caddy_build" ]]; then
 	say "waiting for the caddy build"
@@ -302,7 +348,7 @@ mkdir -p "$RESULTS/raw"
 RESULTS="$(cd "$RESULTS" && pwd)"
 run="$(mktemp -d)"
 chmod 755 "$run" # nginx's worker runs as nobody
-trap 'cleanup; rm -rf "$run"' EXIT
+tmpdirs+=("$run")
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 \
 	-subj "/CN=$HOST" -addext "subjectAltName=DNS:$HOST" \
@@ -327,6 +373,7 @@ render() {
 		-e "s|@B2_IP@|${BACKEND_IPS[1]}|g" -e "s|@B3_IP@|${BACKEND_IPS[2]}|g" \
 		-e "s|@BACKEND_PORT@|$BACKEND_PORT|g" \
 		-e "s|@CERT_B64@|$(base64 -w0 "$run/cert.pem")|g" -e "s|@KEY_B64@|$(base64 -w0 "$run/key.pem")|g" \
+		-e "s|@EXTRA_ANNOTATION@|${extra_annotation[$3]:+\\n    ${extra_annotation[$3]}}|g" \
 		"$here/$1" >"$2"
 }
 
@@ -359,17 +406,21 @@ start_peer() {
 		start_server "$log" env GOMAXPROCS=1 "$traefik_bin" --configfile="$run/traefik.yml"
 		peer_version[$p]="traefik/$TRAEFIK_VERSION"
 		;;
-	postern)
-		mkdir -p "$run/postern"
-		render postern.yaml.tmpl "$run/postern/bench.yaml" postern
-		local flags=(--manifests "$run/postern" --http-addr "127.0.0.1:$(port postern 1)"
-			--https-addr "127.0.0.1:$(port postern 2)" --metrics-addr "127.0.0.1:$(port postern 3)" --log-level warn)
+	postern | postern-limit | postern-base)
+		local bin=bin/postern
+		[[ "$p" == postern-base ]] && bin="$base_bin"
+		mkdir -p "$run/$p"
+		render postern.yaml.tmpl "$run/$p/bench.yaml" "$p"
+		local flags=(--manifests "$run/$p" --http-addr "127.0.0.1:$(port "$p" 1)"
+			--https-addr "127.0.0.1:$(port "$p" 2)" --metrics-addr "127.0.0.1:$(port "$p" 3)" --log-level warn)
 		local help
-		help="$(bin/postern --help 2>&1 || true)"
+		help="$("$bin" --help 2>&1 || true)"
 		[[ "$help" == *-access-log* ]] && flags+=(--access-log=false)
 		[[ "$help" == *-acme-directory* ]] && flags+=(--acme-directory=)
-		start_server "$log" env GOMAXPROCS=1 bin/postern "${flags[@]}"
-		peer_version[$p]="$(bin/postern --version 2>/dev/null | head -n 1 | tr ' ' /)"
+		start_server "$log" env GOMAXPROCS=1 "$bin" "${flags[@]}"
+		peer_version[$p]="$("$bin" --version 2>/dev/null | head -n 1 | tr ' ' /)"
+		[[ -z "${extra_annotation[$p]:-}" ]] || peer_version[$p]+=" ($p: ${extra_annotation[$p]})"
+		[[ "$p" != postern-base ]] || peer_version[$p]+=" ($p)"
 		;;
 	esac
 	peer_pid[$p]="$started"
@@ -397,7 +448,8 @@ wait_ready() {
 
 # check fails loudly unless the peer answers 200 with a backend's body over
 # every protocol the scenarios use, with the benchmark's certificate, and
-# spreads requests over all three backends.
+# spreads requests over all three backends (and postern-limit's route has
+# its body limit).
 check() {
 	local p="$1" got want name seen=()
 	local cases=("http|200 1.1|--http1.1" "https|200 1.1|--http1.1" "https|200 2|--http2"
@@ -416,6 +468,16 @@ check() {
 		[[ " ${seen[*]} " == *" $name "* ]] || seen+=("$name")
 	done
 	((${#seen[@]} == 3)) || die "check $p: 6 requests reached ${#seen[@]} backend(s) (${seen[*]}), want all 3"
+	# A Postern peer's table as it built it, kept with the results (an old
+	# POSTERN_BASELINE may have no /debug/routes); a postern-limit whose
+	# route had no limit would measure nothing new.
+	case "$p" in postern*)
+		curl -sSf --max-time 5 -o "$RESULTS/$p-routes.json" "http://127.0.0.1:$(port "$p" 3)/debug/routes" 2>/dev/null ||
+			rm -f "$RESULTS/$p-routes.json"
+		;;
+	esac
+	[[ "$p" != postern-limit ]] || grep -Eqs '"maxBodySize": [1-9]' "$RESULTS/$p-routes.json" ||
+		die "check $p: its route has no body limit in /debug/routes on $(port "$p" 3)"
 }
 
 # --- load ------------------------------------------------------------------
@@ -573,7 +635,7 @@ for ((r = 1; r <= REPEATS; r++)); do
 				$((after - before)) $((b_after - b_before)) "$rss_load" $((others > 0 ? others : 0)) $(((t_after - t_before) / 1000000)) >>"$RESULTS/runs.tsv"
 			awk -v n="$n" -v total="$total" -v r="$r" -v s="$s" -v p="$p" -v rps="$rps" -v p99="$p99" -v req="$req" \
 				-v t=$((after - before)) -v hz="$tick_hz" -v e="$errs" \
-				'BEGIN { printf "[%d/%d] repeat %d %-9s %-8s %8.0f req/s  p99 %7.2f ms  %6.1f CPU µs/req  %d errors\n", n, total, r, s, p, rps, p99 / 1000, t * 1e6 / hz / req, e }'
+				'BEGIN { printf "[%d/%d] repeat %d %-9s %-13s %8.0f req/s  p99 %7.2f ms  %6.1f CPU µs/req  %d errors\n", n, total, r, s, p, rps, p99 / 1000, t * 1e6 / hz / req, e }'
 			sleep 1
 		done
 	done
