@@ -5,6 +5,10 @@
 // produces a Snapshot value; Build, a pure function, translates it into a
 // *route.Table and a list of Problems; the caller swaps the table into the
 // proxy and reports each Problem as an Event, a log line and a metric.
+// Cluster mode is wired here too (clustermode.go): Connect finds the
+// cluster and builds the client, the ClusterSource and the leader
+// election, and Cluster.Run watches, applies, posts Events and writes
+// status, so that cmd/postern passes plain values and imports no client-go.
 //
 // Build is front ends feeding one table builder. A front end reads one API
 // and knows its shape: the Ingress front end (ingress.go, ingress_class.go)

@@ -88,10 +88,10 @@ func serve(ctx context.Context, cfg *config, logger *zap.Logger) error {
 		Metrics:               proxyMetrics,
 		AccessLog:             accessLog,
 	})
-	var cl *cluster
+	var cl *controller.Cluster
 	if cfg.manifests == "" {
 		var err error
-		if cl, err = newCluster(cfg, logger); err != nil {
+		if cl, err = connect(cfg, logger); err != nil {
 			return err
 		}
 	}
@@ -128,7 +128,7 @@ func serve(ctx context.Context, cfg *config, logger *zap.Logger) error {
 	}, swap, logger.Named("controller"))
 	applier.SetMetrics(controllerMetrics)
 	if cl != nil {
-		cl.elector.SetMetrics(controllerMetrics)
+		cl.SetMetrics(controllerMetrics)
 	} else {
 		controllerMetrics.SetLeader(true) // standalone: no election, this process does it all
 	}
@@ -217,7 +217,7 @@ func serve(ctx context.Context, cfg *config, logger *zap.Logger) error {
 			})
 			return
 		}
-		errc <- cl.run(srcCtx, cfg, applier, applied, logger)
+		errc <- cl.Run(srcCtx, applier, applied)
 	}()
 	logger.Info("postern started", zap.String("version", version), zap.String("manifests", cfg.manifests),
 		zap.String("http_addr", httpLn.Addr().String()), zap.String("https_addr", httpsLn.Addr().String()),
@@ -255,6 +255,28 @@ func serve(ctx context.Context, cfg *config, logger *zap.Logger) error {
 	_ = adminSrv.Shutdown(shutdownCtx)
 	logger.Info("stopped")
 	return runErr
+}
+
+// connect prepares cluster mode from the command line; nothing runs until
+// Run.
+func connect(cfg *config, logger *zap.Logger) (*controller.Cluster, error) {
+	defaultNS, _, _ := strings.Cut(cfg.defaultCert, "/")
+	return controller.Connect(controller.ConnectOptions{
+		Kubeconfig: cfg.kubeconfig,
+		UserAgent:  "postern/" + version,
+		Watch: controller.ClusterOptions{
+			Namespaces:      cfg.watchNamespaces,
+			SecretNamespace: defaultNS,
+		},
+		Namespace:       cfg.namespace,
+		ElectionID:      cfg.electionID,
+		IngressClass:    cfg.ingressClass,
+		ControllerClass: cfg.controllerClass,
+		Status: controller.StatusOptions{
+			PublishService:   cfg.publishService,
+			PublishAddresses: cfg.publishAddrs,
+		},
+	}, logger)
 }
 
 func serveErr(name string, err error) error {

@@ -17,7 +17,7 @@ import (
 // newACME returns the ACME issuer, or nil when --acme-directory is empty.
 // In a cluster its cache is Secrets in Postern's namespace (shared by every
 // replica) and only the leader orders; standalone, it is a folder.
-func newACME(cfg *config, cl *cluster, table func() *route.Table, reg prometheus.Registerer, logger *zap.Logger) (*posterntls.ACME, error) {
+func newACME(cfg *config, cl *controller.Cluster, table func() *route.Table, reg prometheus.Registerer, logger *zap.Logger) (*posterntls.ACME, error) {
 	if cfg.acmeDirectory == "" {
 		return nil, nil
 	}
@@ -30,12 +30,8 @@ func newACME(cfg *config, cl *cluster, table func() *route.Table, reg prometheus
 		Registry:     reg,
 	}
 	if cl != nil {
-		cl.acmeCache = controller.NewSecretCache(cl.client, cl.ns, logger.Named("acme-cache"))
-		opts.Cache = cl.acmeCache
-		// Until the cache has listed its Secrets its Get answers
-		// ErrCacheNotSynced, not a miss, so nothing is ordered for a
-		// certificate it may hold.
-		opts.CanOrder = cl.elector.Leading
+		opts.Cache = cl.ACMECache()
+		opts.CanOrder = cl.Leading
 	} else {
 		dir := cfg.acmeCacheDir
 		if dir == "" {
