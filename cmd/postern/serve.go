@@ -60,119 +60,183 @@ func newRegistry() *prometheus.Registry {
 // serve wires the source, the controller and the proxy, and runs until ctx
 // is done; then it drains within --shutdown-grace.
 func serve(ctx context.Context, cfg *config, logger *zap.Logger) error {
-	reg := newRegistry()
-
-	proxyMetrics := observe.NewMetrics(reg)
-	controllerMetrics := controller.NewMetrics(reg)
-	var accessLog *observe.AccessLog
+	a := &app{cfg: cfg, logger: logger, reg: newRegistry(), notReady: make(chan struct{})}
+	a.proxyMetrics = observe.NewMetrics(a.reg)
+	a.controllerMetrics = controller.NewMetrics(a.reg)
 	if cfg.accessLog {
-		accessLog = observe.NewAccessLog(observe.AccessLogOptions{
-			Output: os.Stdout, Format: cfg.logFormat, Sample: cfg.accessLogSample,
-			Registerer: reg, Logger: logger.Named("access-log"),
-		})
 		// Deferred first, so it runs last: after the listeners drained,
 		// the lines still queued are written.
-		defer func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if err := accessLog.Close(ctx); err != nil {
-				logger.Warn("access log lines lost at exit", zap.Error(err))
-			}
-		}()
+		defer a.openAccessLog()()
 	}
+	if err := a.build(ctx); err != nil {
+		return err
+	}
+	if err := a.listen(ctx); err != nil {
+		return err
+	}
+	a.servers()
+	srcCtx, stopSource := context.WithCancel(ctx)
+	defer stopSource()
+	errc := a.start(ctx, srcCtx)
 
-	handler := proxy.New(proxy.Options{
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	a.drain(runErr, stopSource)
+	return runErr
+}
+
+// app is one running Postern: what serve builds, in the order it builds,
+// starts and drains it.
+type app struct {
+	cfg    *config
+	logger *zap.Logger
+	reg    *prometheus.Registry
+
+	proxyMetrics      *observe.Metrics
+	controllerMetrics *controller.Metrics
+	accessLog         *observe.AccessLog // nil: --access-log=false
+	handler           *proxy.Handler
+	cl                *controller.Cluster // nil: standalone (--manifests)
+	selfSigned        *route.Certificate
+	acme              *posterntls.ACME // nil: no ACME
+	store             *posterntls.Store
+	applier           *controller.Applier
+	applied           func() // runs after every table swap
+
+	notReady chan struct{} // closed when draining begins: /readyz fails
+	draining sync.Once
+
+	httpLn, httpsLn, adminLn net.Listener
+	httpSrv, httpsSrv        *proxy.Server
+	adminSrv                 *http.Server
+}
+
+// openAccessLog starts the access log and returns what closes it, writing
+// the lines still queued.
+func (a *app) openAccessLog() (closeLog func()) {
+	a.accessLog = observe.NewAccessLog(observe.AccessLogOptions{
+		Output: os.Stdout, Format: a.cfg.logFormat, Sample: a.cfg.accessLogSample,
+		Registerer: a.reg, Logger: a.logger.Named("access-log"),
+	})
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := a.accessLog.Close(ctx); err != nil {
+			a.logger.Warn("access log lines lost at exit", zap.Error(err))
+		}
+	}
+}
+
+// build makes the proxy, the cluster connection (unless standalone), the
+// certificates and ACME, and the controller that feeds the proxy.
+func (a *app) build(ctx context.Context) error {
+	cfg, logger := a.cfg, a.logger
+	a.handler = proxy.New(proxy.Options{
 		Logger:                logger.Named("proxy"),
 		DialTimeout:           cfg.dialTimeout,
 		ResponseHeaderTimeout: cfg.responseTimeout,
-		Metrics:               proxyMetrics,
-		AccessLog:             accessLog,
+		Metrics:               a.proxyMetrics,
+		AccessLog:             a.accessLog,
 	})
-	var cl *controller.Cluster
 	if cfg.manifests == "" {
 		var err error
-		if cl, err = connect(cfg, logger); err != nil {
+		if a.cl, err = connect(cfg, logger); err != nil {
 			return err
 		}
 	}
-	selfSigned, err := posterntls.SelfSigned(time.Now())
-	if err != nil {
+	var err error
+	if a.selfSigned, err = posterntls.SelfSigned(time.Now()); err != nil {
 		return fmt.Errorf("default certificate: %w", err)
 	}
-	acme, err := newACME(cfg, cl, handler.Table, reg, logger)
-	if err != nil {
+	if a.acme, err = newACME(cfg, a.cl, a.handler.Table, a.reg, logger); err != nil {
 		return err
 	}
-	store := posterntls.NewStore(posterntls.StoreOptions{
-		Table:    handler.Table,
-		Default:  selfSigned,
-		ACME:     acme,
+	a.store = posterntls.NewStore(posterntls.StoreOptions{
+		Table:    a.handler.Table,
+		Default:  a.selfSigned,
+		ACME:     a.acme,
 		Logger:   logger,
-		Registry: reg,
+		Registry: a.reg,
 	})
-	startupGCDone := startupGC()
-	swap := func(t *route.Table) {
-		handler.Swap(t)
-		startupGCDone()
-		if t.DefaultCertificate != nil {
-			store.SetDefault(t.DefaultCertificate)
-		} else {
-			store.SetDefault(selfSigned)
-		}
-	}
-	applier := controller.NewApplier(controller.Options{
+	a.applier = controller.NewApplier(controller.Options{
 		IngressClass:       cfg.ingressClass,
 		ControllerClass:    cfg.controllerClass,
 		DefaultCertificate: cfg.defaultCert,
-		ACME:               acme != nil,
-	}, swap, logger.Named("controller"))
-	applier.SetMetrics(controllerMetrics)
-	if cl != nil {
-		cl.SetMetrics(controllerMetrics)
+		ACME:               a.acme != nil,
+	}, a.swapper(), logger.Named("controller"))
+	a.applier.SetMetrics(a.controllerMetrics)
+	if a.cl != nil {
+		a.cl.SetMetrics(a.controllerMetrics)
 	} else {
-		controllerMetrics.SetLeader(true) // standalone: no election, this process does it all
+		a.controllerMetrics.SetLeader(true) // standalone: no election, this process does it all
 	}
 	// applied runs after every table swap: ACME orders what new hosts need.
-	applied := func() {
-		if acme != nil {
-			acme.Sync(ctx)
+	a.applied = func() {
+		if a.acme != nil {
+			a.acme.Sync(ctx)
 		}
 	}
+	return nil
+}
 
-	var draining sync.Once
-	var notReady = make(chan struct{})
-	ready := func() bool {
-		select {
-		case <-notReady:
-			return false
-		default:
-			return applier.Ready()
+// swapper returns what puts a new table in service: the proxy's, and the
+// default certificate it names.
+func (a *app) swapper() func(*route.Table) {
+	startupGCDone := startupGC()
+	return func(t *route.Table) {
+		a.handler.Swap(t)
+		startupGCDone()
+		if t.DefaultCertificate != nil {
+			a.store.SetDefault(t.DefaultCertificate)
+		} else {
+			a.store.SetDefault(a.selfSigned)
 		}
 	}
+}
 
+// ready is /readyz: false once draining began, else the controller's
+// readiness (a first table applied).
+func (a *app) ready() bool {
+	select {
+	case <-a.notReady:
+		return false
+	default:
+		return a.applier.Ready()
+	}
+}
+
+// listen opens the three listeners; on an error none stays open.
+func (a *app) listen(ctx context.Context) error {
 	var lc net.ListenConfig
-	httpLn, err := lc.Listen(ctx, "tcp", cfg.httpAddr)
-	if err != nil {
+	var err error
+	if a.httpLn, err = lc.Listen(ctx, "tcp", a.cfg.httpAddr); err != nil {
 		return fmt.Errorf("--http-addr: %w", err)
 	}
-	httpsLn, err := lc.Listen(ctx, "tcp", cfg.httpsAddr)
-	if err != nil {
-		_ = httpLn.Close()
+	if a.httpsLn, err = lc.Listen(ctx, "tcp", a.cfg.httpsAddr); err != nil {
+		_ = a.httpLn.Close()
 		return fmt.Errorf("--https-addr: %w", err)
 	}
-	adminLn, err := lc.Listen(ctx, "tcp", cfg.metricsAddr)
-	if err != nil {
-		_ = httpLn.Close()
-		_ = httpsLn.Close()
+	if a.adminLn, err = lc.Listen(ctx, "tcp", a.cfg.metricsAddr); err != nil {
+		_ = a.httpLn.Close()
+		_ = a.httpsLn.Close()
 		return fmt.Errorf("--metrics-addr: %w", err)
 	}
+	return nil
+}
+
+// servers makes the plain, TLS and admin servers.
+func (a *app) servers() {
+	cfg := a.cfg
 	serverOpts := func(name string) proxy.ServerOptions {
 		return proxy.ServerOptions{
-			Logger:            logger.Named(name),
+			Logger:            a.logger.Named(name),
 			MaxHeaderBytes:    cfg.maxHeaderBytes,
 			ReadHeaderTimeout: cfg.readHeader,
 			IdleTimeout:       cfg.idle,
-			Metrics:           proxyMetrics,
+			Metrics:           a.proxyMetrics,
 			TrustedProxies:    cfg.trustedProxies,
 			ProxyProtocol:     cfg.proxyProtocol,
 			ProxyProtocolFrom: cfg.proxyProtocolFrom,
@@ -182,60 +246,62 @@ func serve(ctx context.Context, cfg *config, logger *zap.Logger) error {
 	// The plain listener answers ACME challenges and redirects spec.tls
 	// hosts to HTTPS; the TLS one answers 421 and adds HSTS (TLSOptions).
 	httpOpts := serverOpts("http")
-	if acme != nil {
-		httpOpts.ACME = acme.HTTPHandler(http.NotFoundHandler())
+	if a.acme != nil {
+		httpOpts.ACME = a.acme.HTTPHandler(http.NotFoundHandler())
 	}
 	httpOpts.HTTPSPort = cfg.httpsPort
-	httpSrv := proxy.NewServer(handler, httpOpts)
-	httpsSrv := proxy.NewServer(handler, serverOpts("https"))
-	adminSrv := &http.Server{
-		Handler:           proxy.NewAdminHandler(proxy.AdminOptions{Table: handler.Table, Ready: ready, Registry: reg, Pprof: cfg.enablePprof}),
+	a.httpSrv = proxy.NewServer(a.handler, httpOpts)
+	a.httpsSrv = proxy.NewServer(a.handler, serverOpts("https"))
+	a.adminSrv = &http.Server{
+		Handler:           proxy.NewAdminHandler(proxy.AdminOptions{Table: a.handler.Table, Ready: a.ready, Registry: a.reg, Pprof: cfg.enablePprof}),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       60 * time.Second,
 	}
+}
 
+// start serves the listeners, runs the certificate store and, under
+// srcCtx, the source of objects (the manifests folder or the cluster);
+// the channel gets the first of them to stop.
+func (a *app) start(ctx, srcCtx context.Context) <-chan error {
 	errc := make(chan error, 4)
-	go func() { errc <- serveErr("http", httpSrv.Serve(httpLn)) }()
+	go func() { errc <- serveErr("http", a.httpSrv.Serve(a.httpLn)) }()
 	go func() {
-		errc <- serveErr("https", httpsSrv.ServeTLS(httpsLn, proxy.TLSOptions{
-			Config:           store.ServerConfig(),
-			ObserveHandshake: store.ObserveHandshake,
-			Covers:           store.Covers,
+		errc <- serveErr("https", a.httpsSrv.ServeTLS(a.httpsLn, proxy.TLSOptions{
+			Config:           a.store.ServerConfig(),
+			ObserveHandshake: a.store.ObserveHandshake,
+			Covers:           a.store.Covers,
 		}))
 	}()
-	go func() { _ = store.Run(ctx) }()
-	go func() { errc <- serveErr("metrics", adminSrv.Serve(adminLn)) }()
-
-	srcCtx, stopSource := context.WithCancel(ctx)
-	defer stopSource()
+	go func() { _ = a.store.Run(ctx) }()
+	go func() { errc <- serveErr("metrics", a.adminSrv.Serve(a.adminLn)) }()
 	go func() {
-		if cfg.manifests != "" {
-			src := controller.NewManifestSource(cfg.manifests, logger.Named("manifests"))
+		if a.cfg.manifests != "" {
+			src := controller.NewManifestSource(a.cfg.manifests, a.logger.Named("manifests"))
 			errc <- src.Run(srcCtx, func(s controller.Snapshot, problems []controller.Problem) {
-				applier.Apply(s, problems)
-				applied()
+				a.applier.Apply(s, problems)
+				a.applied()
 			})
 			return
 		}
-		errc <- cl.Run(srcCtx, applier, applied)
+		errc <- a.cl.Run(srcCtx, a.applier, a.applied)
 	}()
-	logger.Info("postern started", zap.String("version", version), zap.String("manifests", cfg.manifests),
-		zap.String("http_addr", httpLn.Addr().String()), zap.String("https_addr", httpsLn.Addr().String()),
-		zap.String("metrics_addr", adminLn.Addr().String()), zap.Bool("proxy_protocol", cfg.proxyProtocol),
+	cfg := a.cfg
+	a.logger.Info("postern started", zap.String("version", version), zap.String("manifests", cfg.manifests),
+		zap.String("http_addr", a.httpLn.Addr().String()), zap.String("https_addr", a.httpsLn.Addr().String()),
+		zap.String("metrics_addr", a.adminLn.Addr().String()), zap.Bool("proxy_protocol", cfg.proxyProtocol),
 		zap.String("proxy_protocol_from", cfg.proxyProtocolFrom.String()),
 		zap.String("trusted_proxies", cfg.trustedProxies.String()))
+	return errc
+}
 
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case runErr = <-errc:
-	}
-
-	// Drain: report not ready first, keep serving for --shutdown-delay so
-	// that load balancers polling /readyz stop sending new connections,
-	// then close the listeners and let in-flight requests finish within
-	// the grace period.
-	draining.Do(func() { close(notReady) })
+// drain reports not ready first, keeps serving for --shutdown-delay so
+// that load balancers polling /readyz stop sending new connections (not
+// when runErr says something already failed), stops the source, then
+// closes the listeners and lets in-flight requests finish within the
+// grace period.
+func (a *app) drain(runErr error, stopSource func()) {
+	cfg, logger := a.cfg, a.logger
+	a.draining.Do(func() { close(a.notReady) })
 	logger.Info("shutting down", zap.Duration("delay", cfg.shutdownDelay), zap.Duration("grace", cfg.shutdownGrace))
 	if cfg.shutdownDelay > 0 && runErr == nil {
 		time.Sleep(cfg.shutdownDelay)
@@ -244,7 +310,7 @@ func serve(ctx context.Context, cfg *config, logger *zap.Logger) error {
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.shutdownGrace)
 	defer cancel()
 	var wg sync.WaitGroup
-	for name, srv := range map[string]*proxy.Server{"http": httpSrv, "https": httpsSrv} {
+	for name, srv := range map[string]*proxy.Server{"http": a.httpSrv, "https": a.httpsSrv} {
 		wg.Go(func() {
 			if err := srv.Shutdown(shutdownCtx); err != nil {
 				logger.Warn(name+" listener did not drain in time", zap.Error(err))
@@ -252,9 +318,8 @@ func serve(ctx context.Context, cfg *config, logger *zap.Logger) error {
 		})
 	}
 	wg.Wait()
-	_ = adminSrv.Shutdown(shutdownCtx)
+	_ = a.adminSrv.Shutdown(shutdownCtx)
 	logger.Info("stopped")
-	return runErr
 }
 
 // connect prepares cluster mode from the command line; nothing runs until
