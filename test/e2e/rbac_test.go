@@ -1,0 +1,420 @@
+//go:build e2e
+
+package e2e
+
+import (
+	_ "embed"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	rbacv1 "k8s.io/api/rbac/v1"
+)
+
+// TestRBACClusterWide runs two postern replicas as the ServiceAccount of a
+// chart installed with its defaults (ClusterRole): they route, the leader
+// writes status with the chart Service's address and posts Events (and
+// patches a repeated one into a series), leadership passes to the other
+// replica, and nothing is ever forbidden.
+func TestRBACClusterWide(t *testing.T) {
+	h, dir := chartHelm(t)
+	rel := namespace(t, "rbac-postern")
+	app := namespace(t, "rbac-app")
+	startEcho(t, "rbac", "192.0.2.161:9000")
+	m := installChart(t, h, dir, "rbac", rel,
+		"--set", "ingressClass.name=rbac,ingressClass.controller=e2e.postern.dev/rbac,electionID=rbac-leader")
+	apply(t, service(app, "svc", "192.0.2.161")+
+		ingress(app, "good", "rbac", "good.rbac.example.com", "/=svc")+
+		ingress(app, "broken", "rbac", "broken.rbac.example.com", "/=missing"))
+
+	a := startAsChart(t, m, rel, true)
+	b := startAsChart(t, m, rel, true)
+	a.expect(t, "good.rbac.example.com", "/", 200, "rbac")
+	b.expect(t, "good.rbac.example.com", "/", 200, "rbac")
+	a.expect(t, "broken.rbac.example.com", "/", 503, "")
+
+	// Status: the address of the chart's own Service (--publish-service),
+	// its cluster IP since no cloud gives it a load balancer here.
+	clusterIP := kubectl(t, "get", "service", fullname(t, m), "--namespace", rel, "-o", "jsonpath={.spec.clusterIP}")
+	eventually(t, 40*time.Second, func() error {
+		if got := ingressStatus(t, app, "good"); got != clusterIP {
+			return fmt.Errorf("status of good = %q, want the Service's %s", got, clusterIP)
+		}
+		return nil
+	})
+
+	// Leader election on the chart's Lease.
+	var leader, other *Postern
+	eventually(t, 40*time.Second, func() error {
+		la, lb := strings.Contains(a.out.String(), "became leader"), strings.Contains(b.out.String(), "became leader")
+		switch {
+		case la && !lb:
+			leader, other = a, b
+		case lb && !la:
+			leader, other = b, a
+		default:
+			return fmt.Errorf("became leader: a=%v b=%v, want exactly one", la, lb)
+		}
+		return nil
+	})
+	holder := kubectl(t, "get", "lease", "rbac-leader", "--namespace", rel, "-o", "jsonpath={.spec.holderIdentity}")
+	if !strings.Contains(leader.out.String(), holder) {
+		t.Errorf("Lease holder %q is not the replica that logged becoming leader", holder)
+	}
+
+	// Events: one on the broken Ingress; then the problem goes and comes
+	// back twice, and the repeated Event becomes a series, which the
+	// events library writes with a patch.
+	brokenEvent := func() (*eventSeen, error) {
+		out, err := kubectlErr("get", "events.events.k8s.io", "--namespace", app, "-o", "json")
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s", err, out)
+		}
+		var events eventList
+		if err := json.Unmarshal([]byte(out), &events); err != nil {
+			return nil, err
+		}
+		seen := &eventSeen{}
+		for _, e := range events.Items {
+			if e.Regarding.Kind == "Ingress" && e.Regarding.Name == "broken" && e.Reason == "ServiceNotFound" {
+				seen.events++
+				if e.Series != nil {
+					seen.series = max(seen.series, e.Series.Count)
+				}
+			}
+		}
+		return seen, nil
+	}
+	eventually(t, 40*time.Second, func() error {
+		seen, err := brokenEvent()
+		if err == nil && seen.events == 0 {
+			err = fmt.Errorf("no ServiceNotFound Event on Ingress broken")
+		}
+		return err
+	})
+	for range 2 {
+		apply(t, service(app, "missing", "192.0.2.161"))
+		leader.expect(t, "broken.rbac.example.com", "/", 200, "rbac")
+		kubectl(t, "delete", "service", "missing", "--namespace", app)
+		leader.expect(t, "broken.rbac.example.com", "/", 503, "")
+	}
+	eventually(t, 40*time.Second, func() error {
+		seen, err := brokenEvent()
+		if err == nil && seen.series < 2 {
+			err = fmt.Errorf("the repeated Event is not a series: %+v", seen)
+		}
+		return err
+	})
+
+	// Hand-over: the leader stops (releasing the Lease), the other takes
+	// over and writes status for a new Ingress.
+	leader.stop()
+	logLine(t, other, 40*time.Second, "became leader")
+	apply(t, ingress(app, "later", "rbac", "later.rbac.example.com", "/=svc"))
+	other.expect(t, "later.rbac.example.com", "/", 200, "rbac")
+	eventually(t, 40*time.Second, func() error {
+		if got := ingressStatus(t, app, "later"); got != clusterIP {
+			return fmt.Errorf("status of later = %q, want %s from the new leader", got, clusterIP)
+		}
+		return nil
+	})
+	noForbidden(t, a, b)
+}
+
+type eventSeen struct{ events, series int }
+
+// TestRBACNamespaced: installed with watchNamespaces, the chart's Roles
+// are enough to serve those namespaces (and nothing elsewhere), to watch
+// the default certificate's namespace, and to read the published Service
+// from a namespace that is not watched; the ServiceAccount can do nothing
+// outside them.
+func TestRBACNamespaced(t *testing.T) {
+	h, dir := chartHelm(t)
+	rel := namespace(t, "rbacns-postern")
+	a, b := namespace(t, "rbacns-a"), namespace(t, "rbacns-b")
+	other := namespace(t, "rbacns-other")
+	certs := namespace(t, "rbacns-certs")
+	startEcho(t, "rbacns", "192.0.2.162:9000")
+	m := installChart(t, h, dir, "rbacns", rel, "--set", strings.Join([]string{
+		"watchNamespaces={" + a + "," + b + "}", "ingressClass.name=rbacns", "ingressClass.controller=e2e.postern.dev/rbacns",
+		"electionID=rbacns-leader", "defaultSSLCertificate=" + certs + "/default-tls",
+	}, ","))
+	for _, ns := range []string{a, b, other} {
+		apply(t, service(ns, "svc", "192.0.2.162")+ingress(ns, "app", "rbacns", ns+".example.com", "/=svc"))
+	}
+	p := startAsChart(t, m, rel, true)
+	p.expect(t, a+".example.com", "/", 200, "rbacns")
+	p.expect(t, b+".example.com", "/", 200, "rbacns")
+	p.expect(t, other+".example.com", "/", 404, "")
+
+	// The release namespace is not watched: the published Service is read
+	// by name through the publish-service Role.
+	name := fullname(t, m)
+	clusterIP := kubectl(t, "get", "service", name, "--namespace", rel, "-o", "jsonpath={.spec.clusterIP}")
+	eventually(t, 40*time.Second, func() error {
+		if got := ingressStatus(t, a, "app"); got != clusterIP {
+			return fmt.Errorf("status = %q, want %s", got, clusterIP)
+		}
+		return nil
+	})
+	if got := ingressStatus(t, other, "app"); got != "" {
+		t.Errorf("status written on an Ingress outside the watched namespaces: %q", got)
+	}
+	noForbidden(t, p)
+
+	for _, tc := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"list", "ingresses.networking.k8s.io", "--namespace", a}, true},
+		{[]string{"list", "ingresses.networking.k8s.io", "--namespace", other}, false},
+		{[]string{"list", "ingresses.networking.k8s.io", "--all-namespaces"}, false},
+		{[]string{"list", "ingressclasses.networking.k8s.io"}, true},
+		{[]string{"list", "secrets", "--namespace", certs}, true},
+		{[]string{"get", "secrets", "--namespace", certs}, false},
+		{[]string{"list", "services", "--namespace", certs}, false},
+		{[]string{"list", "secrets", "--namespace", other}, false},
+		{[]string{"get", "services/" + name, "--namespace", rel}, true},
+		{[]string{"get", "services/other", "--namespace", rel}, false},
+		{[]string{"create", "events.events.k8s.io", "--namespace", b}, true},
+		{[]string{"create", "events.events.k8s.io", "--namespace", other}, false},
+	} {
+		if got := canI(t, rel, name, tc.args...); got != tc.want {
+			t.Errorf("can the ServiceAccount %s? %v, want %v", strings.Join(tc.args, " "), got, tc.want)
+		}
+	}
+}
+
+// TestRBACACME: with acme.enabled the chart's Role lets postern keep its
+// ACME cache in Secrets of its own namespace (the cache's informer starts,
+// postern gets ready), and grants no Secret anywhere else.
+func TestRBACACME(t *testing.T) {
+	h, dir := chartHelm(t)
+	rel := namespace(t, "rbac-acme")
+	app := namespace(t, "rbac-acme-app")
+	startEcho(t, "rbac-acme", "192.0.2.165:9000")
+	// No Ingress asks for ACME here, so the directory is never contacted.
+	m := installChart(t, h, dir, "acme", rel, "--set", strings.Join([]string{
+		"acme.enabled=true", "acme.directory=https://acme.invalid/directory", "acme.email=ops@example.com",
+		"ingressClass.name=rbac-acme", "ingressClass.controller=e2e.postern.dev/rbac-acme", "electionID=rbac-acme",
+	}, ","))
+	apply(t, service(app, "svc", "192.0.2.165")+ingress(app, "app", "rbac-acme", "acme.example.com", "/=svc"))
+	p := startAsChart(t, m, rel, true)
+	p.expect(t, "acme.example.com", "/", 200, "rbac-acme")
+	noForbidden(t, p)
+	name := fullname(t, m)
+	for _, tc := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"create", "secrets", "--namespace", rel}, true},
+		{[]string{"update", "secrets", "--namespace", rel}, true},
+		{[]string{"get", "secrets", "--namespace", rel}, true},
+		{[]string{"delete", "secrets", "--namespace", rel}, true},
+		{[]string{"patch", "secrets", "--namespace", rel}, false},
+		{[]string{"get", "secrets", "--namespace", app}, false},
+		{[]string{"create", "secrets", "--namespace", app}, false},
+	} {
+		if got := canI(t, rel, name, tc.args...); got != tc.want {
+			t.Errorf("can the ServiceAccount %s? %v, want %v", strings.Join(tc.args, " "), got, tc.want)
+		}
+	}
+}
+
+// dropRule removes verb on resource from the rules of a Role or
+// ClusterRole the chart installed ("clusterrole/name" or
+// "role/name" in ns), leaving every other grant of the rule in place.
+func dropRule(t *testing.T, obj, ns, resource, verb string) {
+	t.Helper()
+	args := []string{"get", obj, "-o", "json"}
+	if ns != "" {
+		args = append(args, "--namespace", ns)
+	}
+	var role struct {
+		APIVersion string              `json:"apiVersion"`
+		Kind       string              `json:"kind"`
+		Metadata   map[string]any      `json:"metadata"`
+		Rules      []rbacv1.PolicyRule `json:"rules"`
+	}
+	if err := json.Unmarshal([]byte(kubectl(t, args...)), &role); err != nil {
+		t.Fatal(err)
+	}
+	var rules []rbacv1.PolicyRule
+	dropped := false
+	for _, r := range role.Rules {
+		if !slices.Contains(r.Resources, resource) || !slices.Contains(r.Verbs, verb) {
+			rules = append(rules, r)
+			continue
+		}
+		dropped = true
+		// The other resources of the rule keep every verb; this one
+		// keeps the others.
+		if rest := slices.DeleteFunc(slices.Clone(r.Resources), func(s string) bool { return s == resource }); len(rest) > 0 {
+			keep := r
+			keep.Resources = rest
+			rules = append(rules, keep)
+		}
+		if verbs := slices.DeleteFunc(slices.Clone(r.Verbs), func(s string) bool { return s == verb }); len(verbs) > 0 {
+			keep := r
+			keep.Resources, keep.Verbs = []string{resource}, verbs
+			rules = append(rules, keep)
+		}
+	}
+	if !dropped {
+		t.Fatalf("%s grants no %s on %s: %+v", obj, verb, resource, role.Rules)
+	}
+	role.Rules = rules
+	b, err := json.Marshal(role)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := kubectlStdin(string(b), "replace", "-f", "-"); err != nil {
+		t.Fatalf("kubectl replace %s: %v\n%s", obj, err, out)
+	}
+}
+
+// TestRBACMissingRule takes one rule away from the chart's RBAC at a time
+// and shows that postern needs it and says so: a log line naming the
+// resource and "forbidden", and the effect (never ready, no status, no
+// Event, no leader, watches refused) rather than a silent hang.
+func TestRBACMissingRule(t *testing.T) {
+	h, dir := chartHelm(t)
+	startEcho(t, "missing-rule", "192.0.2.163:9000")
+	type effect int
+	const (
+		neverReady effect = iota // an informer cannot sync: /readyz stays 503
+		noStatus                 // routes, but Ingress status is never written
+		noEvent                  // routes and writes status, but posts no Event
+		losesLead                // leads once (it created the Lease), cannot renew, steps down
+		relists                  // ready, but every watch is refused: changes come by relisting
+		noACME                   // ready after a bounded wait; ACME neither serves nor orders, and says why
+	)
+	// client-go's informers list through a watch (streaming lists,
+	// WatchListClient) when the API server serves them, as this one does,
+	// and fall back to list and watch when it does not: API servers before
+	// streaming lists, within the chart's kubeVersion, need list. The list
+	// cases turn streaming lists off in postern's client to take that path.
+	classic := map[string]string{"KUBE_FEATURE_WatchListClient": "false"}
+	for i, tc := range []struct {
+		name           string
+		set            string // extra --set for the install; {n} is the case's number
+		role           string // the ClusterRole or Role edited: "cluster", "own", "publish"
+		resource, verb string
+		logWords       []string
+		effect         effect
+		env            map[string]string // postern's environment
+	}{
+		{"list ingresses", "", "cluster", "ingresses", "list", []string{"forbidden", "ingresses", "list"}, neverReady, classic},
+		{"list ingressclasses", "", "cluster", "ingressclasses", "list", []string{"forbidden", "ingressclasses", "list"}, neverReady, classic},
+		{"list services", "", "cluster", "services", "list", []string{"forbidden", "services", "list"}, neverReady, classic},
+		{"list endpointslices", "", "cluster", "endpointslices", "list", []string{"forbidden", "endpointslices", "list"}, neverReady, classic},
+		{"list secrets", "", "cluster", "secrets", "list", []string{"forbidden", "secrets", "list"}, neverReady, classic},
+		{"watch endpointslices", "", "cluster", "endpointslices", "watch", []string{"forbidden", "endpointslices", "watch"}, relists, nil},
+		{"watch ingresses", "", "cluster", "ingresses", "watch", []string{"forbidden", "ingresses", "watch"}, relists, nil},
+		{"update ingresses/status", "", "cluster", "ingresses/status", "update", []string{"cannot update ingress status", "forbidden"}, noStatus, nil},
+		{"create events", "", "cluster", "events", "create", []string{"forbidden", "events", "create"}, noEvent, nil},
+		{"get leases", "", "own", "leases", "get", []string{"forbidden", "leases", "get"}, noStatus, nil},
+		{"create leases", "", "own", "leases", "create", []string{"forbidden", "leases", "create"}, noStatus, nil},
+		{"update leases", "", "own", "leases", "update", []string{"forbidden", "leases", "update"}, losesLead, nil},
+		{"get the published Service", "watchNamespaces={missing-rule-app-{n}}", "publish", "services", "get",
+			[]string{"cannot resolve the address to publish", "forbidden"}, noStatus, nil},
+		{"list the default certificate's Secrets", "watchNamespaces={missing-rule-app-{n}},defaultSSLCertificate=missing-rule-{n}/default-tls",
+			"defaultcert", "secrets", "list", []string{"forbidden", "secrets", "list"}, neverReady, classic},
+		// Cluster-wide, the ClusterRole's list on Secrets covers the ACME
+		// cache's namespace too; watching only other namespaces, the
+		// chart's own Role is what lets the cache start. Without it the
+		// rest is served: ACME must never hold up routing.
+		{"list the ACME cache's Secrets", "watchNamespaces={missing-rule-app-{n}},acme.enabled=true,acme.directory=https://acme.invalid/directory",
+			"own", "secrets", "list", []string{"forbidden", "secrets", "list"}, noACME, classic},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v) // postern inherits the test's environment
+			}
+			rel := namespace(t, fmt.Sprintf("missing-rule-%d", i))
+			app := namespace(t, fmt.Sprintf("missing-rule-app-%d", i))
+			class := fmt.Sprintf("missing-rule-%d", i)
+			set := fmt.Sprintf("ingressClass.name=%s,ingressClass.controller=e2e.postern.dev/%s,electionID=%s", class, class, class)
+			if tc.set != "" {
+				set += "," + strings.ReplaceAll(tc.set, "{n}", strconv.Itoa(i))
+			}
+			m := installChart(t, h, dir, class, rel, "--set", set)
+
+			name := fullname(t, m)
+			obj, ns := "clusterrole/"+name, ""
+			switch tc.role {
+			case "own":
+				obj, ns = "role/"+name, rel
+			case "publish":
+				obj, ns = "role/"+name+"-publish-service", rel
+			case "defaultcert":
+				obj, ns = "role/"+name+"-default-certificate", rel
+			}
+			dropRule(t, obj, ns, tc.resource, tc.verb)
+			apply(t, service(app, "svc", "192.0.2.163")+
+				ingress(app, "good", class, "good.example.com", "/=svc")+
+				ingress(app, "broken", class, "broken.example.com", "/=missing"))
+
+			p := startAsChart(t, m, rel, false)
+			line := logLine(t, p, 60*time.Second, tc.logWords...)
+			t.Logf("postern says: %s", line)
+			switch tc.effect {
+			case neverReady:
+				// It said why; it is not ready, and stays so.
+				for range 20 {
+					if code, body := httpGet(p.MetricsAddr, "", "/readyz"); code != http.StatusServiceUnavailable {
+						t.Fatalf("/readyz = %d %q without %s on %s", code, body, tc.verb, tc.resource)
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+			case relists:
+				// The initial list goes through (the streaming list falls back
+				// to a plain list), so it is ready; then every watch is
+				// refused and the informer lists again and again on
+				// client-go's back-off (up to 30 s): it keeps serving, sees
+				// changes late, and says why each time.
+				p.expect(t, "good.example.com", "/", 200, "missing-rule")
+				eventually(t, 60*time.Second, func() error {
+					n := 0
+					for _, l := range strings.Split(p.out.String(), "\n") {
+						if strings.Contains(l, "Failed to watch") && strings.Contains(l, "forbidden") && strings.Contains(l, tc.resource) {
+							n++
+						}
+					}
+					if n < 2 {
+						return fmt.Errorf("the refused watch was logged %d times, want it retried", n)
+					}
+					return nil
+				})
+			case noACME:
+				logLine(t, p, 60*time.Second, "ACME cache Secrets cannot be listed")
+				p.expect(t, "good.example.com", "/", 200, "missing-rule")
+			case losesLead:
+				logLine(t, p, 60*time.Second, "stopped leading")
+				p.expect(t, "good.example.com", "/", 200, "missing-rule")
+			case noStatus, noEvent:
+				p.expect(t, "good.example.com", "/", 200, "missing-rule")
+				status := ingressStatus(t, app, "good")
+				if tc.effect == noStatus && status != "" {
+					t.Errorf("status written without %s on %s: %q", tc.verb, tc.resource, status)
+				}
+				if tc.effect == noEvent {
+					eventually(t, 40*time.Second, func() error {
+						if ingressStatus(t, app, "good") == "" {
+							return fmt.Errorf("no status yet")
+						}
+						return nil
+					})
+					if out := kubectl(t, "get", "events.events.k8s.io", "--namespace", app, "-o", "name"); strings.TrimSpace(out) != "" {
+						t.Errorf("Events posted without create on events: %s", out)
+					}
+				}
+			}
+		})
+	}
+}
