@@ -45,14 +45,51 @@ const (
 func ParseResp(head []byte, isHead bool, r *Resp) bool {
 	*r = Resp{Fields: r.Fields[:0], ContentLength: -1}
 	line, rest, ok := cutCRLF(head)
-	if !ok || len(line) < 12 || line[8] != ' ' {
+	if !ok {
 		return false
 	}
-	http10 := false
+	var h respHead
+	if !r.statusLine(line, &h) {
+		return false
+	}
+	for {
+		line, rest, ok = cutCRLF(rest)
+		if !ok {
+			return false
+		}
+		if len(line) == 0 {
+			if len(rest) != 0 {
+				return false
+			}
+			break
+		}
+		name, value, ok := cutField(line)
+		if !ok || !r.field(name, value, &h) {
+			return false
+		}
+		r.Fields = append(r.Fields, Field{name, value})
+	}
+	return r.delimit(isHead, h)
+}
+
+// respHead is what ParseResp notes from a head besides what Resp holds.
+type respHead struct {
+	http10    bool // the status line says HTTP/1.0
+	chunked   bool // Transfer-Encoding: chunked
+	keepAlive bool // a Connection field has the keep-alive option
+}
+
+// statusLine parses the status line into r.Status and r.Reason, and notes
+// its version in h. It reports false for a version other than HTTP/1.1 or
+// HTTP/1.0, a malformed line, a status under 100, and 101.
+func (r *Resp) statusLine(line []byte, h *respHead) bool {
+	if len(line) < 12 || line[8] != ' ' {
+		return false
+	}
 	switch string(line[:8]) {
 	case "HTTP/1.1":
 	case "HTTP/1.0":
-		http10 = true
+		h.http10 = true
 	default:
 		return false
 	}
@@ -68,65 +105,57 @@ func ParseResp(head []byte, isHead bool, r *Resp) bool {
 	if len(line) > 13 {
 		r.Reason = line[13:]
 	}
-	if !fieldText(r.Reason) {
-		return false
-	}
-	chunked := false
-	keepAlive := false
-	for {
-		line, rest, ok = cutCRLF(rest)
-		if !ok {
+	return fieldText(r.Reason)
+}
+
+// field takes note of the fields that frame the response or say whether
+// the backend keeps the connection, in r and h, and reports whether the
+// response stays in the fast path's subset.
+func (r *Resp) field(name, value []byte, h *respHead) bool {
+	switch {
+	case EqualFold(name, "content-length"):
+		n, ok := parseContentLength(value)
+		if !ok || r.ContentLength >= 0 || n > 1<<50 {
 			return false
 		}
-		if len(line) == 0 {
-			if len(rest) != 0 {
-				return false
-			}
-			break
-		}
-		name, value, ok := cutField(line)
-		if !ok {
+		r.ContentLength = int64(n)
+	case EqualFold(name, "transfer-encoding"):
+		if h.chunked || !EqualFold(value, "chunked") {
 			return false
 		}
-		switch {
-		case EqualFold(name, "content-length"):
-			n, ok := parseContentLength(value)
-			if !ok || r.ContentLength >= 0 || n > 1<<50 {
-				return false
-			}
-			r.ContentLength = int64(n)
-		case EqualFold(name, "transfer-encoding"):
-			if chunked || !EqualFold(value, "chunked") {
-				return false
-			}
-			chunked = true
-		case EqualFold(name, "connection"):
-			for _, opt := range bytes.Split(value, []byte(",")) {
-				switch opt = trimSpace(opt); {
-				case EqualFold(opt, "close"):
-					r.CloseConn = true
-				case EqualFold(opt, "keep-alive"):
-					keepAlive = true
-				case len(opt) == 0:
-				default:
-					return false // names other fields as hop-by-hop: not relayed here
-				}
+		h.chunked = true
+	case EqualFold(name, "connection"):
+		for _, opt := range bytes.Split(value, []byte(",")) {
+			switch opt = trimSpace(opt); {
+			case EqualFold(opt, "close"):
+				r.CloseConn = true
+			case EqualFold(opt, "keep-alive"):
+				h.keepAlive = true
+			case len(opt) == 0:
+			default:
+				return false // names other fields as hop-by-hop: not relayed here
 			}
 		}
-		r.Fields = append(r.Fields, Field{name, value})
 	}
-	if chunked && r.ContentLength >= 0 {
+	return true
+}
+
+// delimit sets r.Body, and r.CloseConn where the version or the framing
+// implies it, once every field has been read (RFC 9112 §6.3). It reports
+// false for both Content-Length and chunked, and for chunked in HTTP/1.0.
+func (r *Resp) delimit(isHead bool, h respHead) bool {
+	if h.chunked && r.ContentLength >= 0 {
 		return false
 	}
-	if http10 && !keepAlive {
+	if h.http10 && !h.keepAlive {
 		r.CloseConn = true
 	}
 	switch {
 	case isHead || r.Status < 200 || r.Status == 204 || r.Status == 304:
 		r.Body = BodyNone
-	case chunked && !http10:
+	case h.chunked && !h.http10:
 		r.Body = BodyChunked
-	case chunked:
+	case h.chunked:
 		return false // chunked in HTTP/1.0: not relayed here
 	case r.ContentLength >= 0:
 		r.Body = BodyLength
