@@ -119,32 +119,8 @@ func (s *ManifestSource) Run(ctx context.Context, onChange func(Snapshot, []Prob
 	s.logger.Info("manifests loaded", zap.String("dir", s.dir), zap.Int("files", files), zap.Int("problems", len(problems)))
 	onChange(snap, problems)
 
-	var (
-		hold      *time.Timer
-		holdC     <-chan time.Time // nil while no re-read is pending
-		holdStart time.Time
-	)
-	defer func() {
-		if hold != nil {
-			hold.Stop()
-		}
-	}()
-	// arm schedules a re-read manifestHoldOff from now, but no later than
-	// manifestMaxHoldOff after the first event of the burst.
-	arm := func() {
-		now := time.Now()
-		if holdC == nil {
-			holdStart = now
-		}
-		wait := min(manifestHoldOff, holdStart.Add(manifestMaxHoldOff).Sub(now))
-		if hold == nil {
-			hold = time.NewTimer(wait)
-		} else {
-			hold.Reset(wait)
-		}
-		holdC = hold.C
-	}
-
+	var hold holdOff
+	defer hold.stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -154,7 +130,7 @@ func (s *ManifestSource) Run(ctx context.Context, onChange func(Snapshot, []Prob
 				return fmt.Errorf("watch %s: watcher closed", s.dir)
 			}
 			s.logger.Debug("manifests folder changed", zap.String("file", ev.Name), zap.String("op", ev.Op.String()))
-			arm()
+			hold.arm()
 		case err, ok := <-watcher.Errors:
 			if !ok {
 				return fmt.Errorf("watch %s: watcher closed", s.dir)
@@ -162,29 +138,67 @@ func (s *ManifestSource) Run(ctx context.Context, onChange func(Snapshot, []Prob
 			// Usually an overflow of the kernel's event queue: events
 			// were lost, so read everything again.
 			s.logger.Warn("watching manifests folder", zap.String("dir", s.dir), zap.Error(err))
-			arm()
-		case <-holdC:
-			holdC = nil
-			s.mu.Lock()
-			changed, err := s.scan(watcher)
-			var snap Snapshot
-			var problems []Problem
-			if changed && err == nil {
-				snap, problems = s.snapshot()
-			}
-			files := len(s.files)
-			s.mu.Unlock()
-			if err != nil {
-				s.logger.Error("cannot read manifests folder; keeping what was last read", zap.String("dir", s.dir), zap.Error(err))
-				continue
-			}
-			if !changed {
-				continue
-			}
-			s.logger.Info("manifests changed", zap.String("dir", s.dir), zap.Int("files", files), zap.Int("problems", len(problems)))
-			onChange(snap, problems)
+			hold.arm()
+		case <-hold.c:
+			hold.c = nil
+			s.reread(watcher, onChange)
 		}
 	}
+}
+
+// holdOff batches a burst of events into one re-read. Its zero value has
+// no re-read pending.
+type holdOff struct {
+	timer *time.Timer
+	c     <-chan time.Time // the timer's channel; nil while no re-read is pending
+	start time.Time        // the first event of the burst
+}
+
+// arm schedules a re-read manifestHoldOff from now, but no later than
+// manifestMaxHoldOff after the first event of the burst.
+func (h *holdOff) arm() {
+	now := time.Now()
+	if h.c == nil {
+		h.start = now
+	}
+	wait := min(manifestHoldOff, h.start.Add(manifestMaxHoldOff).Sub(now))
+	if h.timer == nil {
+		h.timer = time.NewTimer(wait)
+	} else {
+		h.timer.Reset(wait)
+	}
+	h.c = h.timer.C
+}
+
+// stop stops the timer, if there is one.
+func (h *holdOff) stop() {
+	if h.timer != nil {
+		h.timer.Stop()
+	}
+}
+
+// reread reads the folder again after a burst of events and calls onChange
+// if what was read changed. A folder that cannot be read is logged and the
+// last snapshot stays.
+func (s *ManifestSource) reread(watcher *fsnotify.Watcher, onChange func(Snapshot, []Problem)) {
+	s.mu.Lock()
+	changed, err := s.scan(watcher)
+	var snap Snapshot
+	var problems []Problem
+	if changed && err == nil {
+		snap, problems = s.snapshot()
+	}
+	files := len(s.files)
+	s.mu.Unlock()
+	if err != nil {
+		s.logger.Error("cannot read manifests folder; keeping what was last read", zap.String("dir", s.dir), zap.Error(err))
+		return
+	}
+	if !changed {
+		return
+	}
+	s.logger.Info("manifests changed", zap.String("dir", s.dir), zap.Int("files", files), zap.Int("problems", len(problems)))
+	onChange(snap, problems)
 }
 
 // scan walks the folder, reads every manifest file whose content changed and
@@ -273,69 +287,82 @@ func (s *ManifestSource) walk(watcher *fsnotify.Watcher) ([]string, []unreadable
 		}
 		return nil, nil, fmt.Errorf("read manifests folder %s: %w", s.dir, err)
 	}
-	var paths []string
-	var unreadable []unreadableDir
-	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-		if path == root {
-			if err != nil {
-				return err
-			}
-			if watcher != nil {
-				if err := watcher.Add(path); err != nil {
-					return fmt.Errorf("watch: %w", err)
-				}
-			}
-			return nil
-		}
-		rel, relErr := filepath.Rel(root, path)
-		if relErr != nil {
-			return relErr
-		}
-		rel = filepath.ToSlash(rel)
-		if skipManifestName(d.Name()) {
-			if d.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if err != nil {
-			// WalkDir reports a folder it cannot list after visiting
-			// it; an error before that (lstat) is a file that went away.
-			if d != nil && d.IsDir() {
-				unreadable = append(unreadable, unreadableDir{rel: rel, err: err})
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		switch {
-		case d.IsDir():
-			if watcher != nil {
-				if err := watcher.Add(path); err != nil {
-					s.logger.Warn("cannot watch folder", zap.String("file", rel), zap.Error(err))
-				}
-			}
-			return nil
-		case !isManifestName(d.Name()):
-			return nil
-		case d.Type()&fs.ModeSymlink != 0:
-			// Follow links to files (a ConfigMap volume is links into
-			// ..data), not to folders, which could loop.
-			fi, err := os.Stat(path)
-			if err != nil || !fi.Mode().IsRegular() {
-				s.logger.Debug("skipping link that is not to a file", zap.String("file", rel), zap.Error(err))
-				return nil
-			}
-		case !d.Type().IsRegular():
-			return nil // a FIFO would block the read
-		}
-		paths = append(paths, rel)
-		return nil
-	})
-	if err != nil {
+	w := manifestWalk{logger: s.logger, root: root, watcher: watcher}
+	if err := filepath.WalkDir(root, w.visit); err != nil {
 		return nil, nil, fmt.Errorf("read manifests folder %s: %w", s.dir, err)
 	}
-	slices.Sort(paths)
-	return paths, unreadable, nil
+	slices.Sort(w.paths)
+	return w.paths, w.unreadable, nil
+}
+
+// manifestWalk is one walk of the manifests folder: what it needs and what
+// it has found so far.
+type manifestWalk struct {
+	logger  *zap.Logger
+	root    string            // the folder, its links resolved
+	watcher *fsnotify.Watcher // nil: watch nothing
+
+	paths      []string // of the manifest files, relative to root, with "/"
+	unreadable []unreadableDir
+}
+
+// visit is the filepath.WalkDirFunc of the walk. Only the root's errors
+// end it; a folder below that cannot be listed goes into w.unreadable.
+func (w *manifestWalk) visit(path string, d fs.DirEntry, err error) error {
+	if path == w.root {
+		if err != nil {
+			return err
+		}
+		if w.watcher != nil {
+			if err := w.watcher.Add(path); err != nil {
+				return fmt.Errorf("watch: %w", err)
+			}
+		}
+		return nil
+	}
+	rel, relErr := filepath.Rel(w.root, path)
+	if relErr != nil {
+		return relErr
+	}
+	rel = filepath.ToSlash(rel)
+	if skipManifestName(d.Name()) {
+		if d.IsDir() {
+			return filepath.SkipDir
+		}
+		return nil
+	}
+	if err != nil {
+		// WalkDir reports a folder it cannot list after visiting
+		// it; an error before that (lstat) is a file that went away.
+		if d != nil && d.IsDir() {
+			w.unreadable = append(w.unreadable, unreadableDir{rel: rel, err: err})
+			return filepath.SkipDir
+		}
+		return nil
+	}
+	switch {
+	case d.IsDir():
+		if w.watcher != nil {
+			if err := w.watcher.Add(path); err != nil {
+				w.logger.Warn("cannot watch folder", zap.String("file", rel), zap.Error(err))
+			}
+		}
+		return nil
+	case !isManifestName(d.Name()):
+		return nil
+	case d.Type()&fs.ModeSymlink != 0:
+		// Follow links to files (a ConfigMap volume is links into
+		// ..data), not to folders, which could loop.
+		fi, err := os.Stat(path)
+		if err != nil || !fi.Mode().IsRegular() {
+			w.logger.Debug("skipping link that is not to a file", zap.String("file", rel), zap.Error(err))
+			return nil
+		}
+	case !d.Type().IsRegular():
+		return nil // a FIFO would block the read
+	}
+	w.paths = append(w.paths, rel)
+	return nil
 }
 
 // skipManifestName reports whether a file or folder is hidden (.git,
