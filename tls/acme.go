@@ -111,41 +111,20 @@ type stopper interface{ Stop() bool }
 // NewACME returns an ACME issuer configured by opts. Errors name the
 // option at fault; callers add the "acme" context.
 func NewACME(opts ACMEOptions) (*ACME, error) {
-	if opts.Cache == nil {
-		return nil, errors.New("no cache given")
-	}
-	if opts.Table == nil {
-		return nil, errors.New("no table given")
-	}
-	dir := opts.DirectoryURL
-	if dir == "" {
-		dir = DefaultDirectoryURL
-	}
-	if u, err := url.Parse(dir); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return nil, fmt.Errorf("directory url %q is not an http(s) url", dir)
+	opts = opts.withDefaults()
+	if err := opts.validate(); err != nil {
+		return nil, err
 	}
 	roots, err := rootCAs(opts.CABundle)
 	if err != nil {
 		return nil, err
 	}
-	renew := opts.RenewBefore
-	if renew <= 0 {
-		renew = DefaultRenewBefore
-	}
-	log := opts.Logger
-	if log == nil {
-		log = zap.NewNop()
-	}
-	log = log.Named("acme")
-	canOrder := opts.CanOrder
-	if canOrder == nil {
-		canOrder = func() bool { return true }
-	}
+	log := opts.Logger.Named("acme")
 
 	a := &ACME{
 		cache:     opts.Cache,
 		table:     opts.Table,
-		canOrder:  canOrder,
+		canOrder:  opts.CanOrder,
 		log:       log,
 		hosts:     make(map[string]*hostState),
 		sem:       make(chan struct{}, 2),
@@ -154,18 +133,74 @@ func NewACME(opts ACMEOptions) (*ACME, error) {
 	}
 	a.obtain = a.obtainCert
 	a.ready.Store(&map[string]struct{}{})
+	if err := a.registerMetrics(opts.Registry); err != nil {
+		return nil, err
+	}
+	a.m = &autocert.Manager{
+		Prompt:      autocert.AcceptTOS,
+		Cache:       &gatedCache{Cache: opts.Cache, canOrder: opts.CanOrder},
+		HostPolicy:  a.hostPolicy,
+		RenewBefore: opts.RenewBefore,
+		Email:       opts.Email,
+		Client:      acmeClient(opts.DirectoryURL, roots, opts.CanOrder, log),
+	}
+	return a, nil
+}
 
+// withDefaults returns opts with what its zero values mean filled in:
+// DirectoryURL, RenewBefore, Logger and CanOrder.
+func (opts ACMEOptions) withDefaults() ACMEOptions {
+	if opts.DirectoryURL == "" {
+		opts.DirectoryURL = DefaultDirectoryURL
+	}
+	if opts.RenewBefore <= 0 {
+		opts.RenewBefore = DefaultRenewBefore
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.CanOrder == nil {
+		opts.CanOrder = func() bool { return true }
+	}
+	return opts
+}
+
+// validate reports the first required option missing or the directory URL
+// that is not an http(s) URL. The CA bundle is checked when rootCAs reads it.
+func (opts ACMEOptions) validate() error {
+	if opts.Cache == nil {
+		return errors.New("no cache given")
+	}
+	if opts.Table == nil {
+		return errors.New("no table given")
+	}
+	dir := opts.DirectoryURL
+	if u, err := url.Parse(dir); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return fmt.Errorf("directory url %q is not an http(s) url", dir)
+	}
+	return nil
+}
+
+// registerMetrics makes a's order counters and registers them on reg, if
+// reg is not nil.
+func (a *ACME) registerMetrics(reg prometheus.Registerer) error {
 	orders := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "postern_tls_acme_orders_total",
 		Help: "Attempts to obtain an ACME certificate (from the shared cache or the CA), by result (ok or error).",
 	}, []string{"result"})
 	a.okOrders, a.badOrder = orders.WithLabelValues("ok"), orders.WithLabelValues("error")
-	if opts.Registry != nil {
-		if err := opts.Registry.Register(orders); err != nil {
-			return nil, fmt.Errorf("register metrics: %w", err)
+	if reg != nil {
+		if err := reg.Register(orders); err != nil {
+			return fmt.Errorf("register metrics: %w", err)
 		}
 	}
+	return nil
+}
 
+// acmeClient returns the client of the CA's directory dir: it trusts roots
+// (nil: the system roots) and fails every request with ErrNotLeader while
+// canOrder reports false.
+func acmeClient(dir string, roots *x509.CertPool, canOrder func() bool, log *zap.Logger) *acme.Client {
 	transport := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -176,23 +211,15 @@ func NewACME(opts ACMEOptions) (*ACME, error) {
 		MaxIdleConns:          4,
 		ForceAttemptHTTP2:     true,
 	}
-	a.m = &autocert.Manager{
-		Prompt:      autocert.AcceptTOS,
-		Cache:       &gatedCache{Cache: opts.Cache, canOrder: canOrder},
-		HostPolicy:  a.hostPolicy,
-		RenewBefore: renew,
-		Email:       opts.Email,
-		Client: &acme.Client{
-			DirectoryURL: dir,
-			UserAgent:    "postern",
-			HTTPClient: &http.Client{Transport: &gate{
-				base:     transport,
-				canOrder: canOrder,
-				log:      log,
-			}},
-		},
+	return &acme.Client{
+		DirectoryURL: dir,
+		UserAgent:    "postern",
+		HTTPClient: &http.Client{Transport: &gate{
+			base:     transport,
+			canOrder: canOrder,
+			log:      log,
+		}},
 	}
-	return a, nil
 }
 
 // rootCAs returns the system roots plus the certificates in the PEM file
