@@ -146,7 +146,10 @@ func (h *Head) field(name, value []byte) bool {
 		}
 		h.Chunked = true
 	case EqualFold(name, "connection"):
-		for _, opt := range bytes.Split(value, []byte(",")) {
+		// Each comma-separated option, without bytes.Split's allocation.
+		for rest, more := value, true; more; {
+			var opt []byte
+			opt, rest, more = bytes.Cut(rest, []byte(","))
 			switch opt = trimSpace(opt); {
 			case EqualFold(opt, "close"):
 				h.CloseConn = true

@@ -125,7 +125,10 @@ func (r *Resp) field(name, value []byte, h *respHead) bool {
 		}
 		h.chunked = true
 	case EqualFold(name, "connection"):
-		for _, opt := range bytes.Split(value, []byte(",")) {
+		// Each comma-separated option, without bytes.Split's allocation.
+		for rest, more := value, true; more; {
+			var opt []byte
+			opt, rest, more = bytes.Cut(rest, []byte(","))
 			switch opt = trimSpace(opt); {
 			case EqualFold(opt, "close"):
 				r.CloseConn = true

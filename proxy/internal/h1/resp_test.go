@@ -132,3 +132,26 @@ func BenchmarkParseResp(b *testing.B) {
 		})
 	}
 }
+
+// TestConnectionOptionsDoNotAllocate: the request and response parsers
+// read a Connection field's options without allocating (bytes.Split
+// cost one allocation per head that had one), with the same verdicts.
+func TestConnectionOptionsDoNotAllocate(t *testing.T) {
+	req := []byte("GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, , close\r\n\r\n")
+	resp := []byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: keep-alive,close\r\n\r\n")
+	var h Head
+	var r Resp
+	if n := testing.AllocsPerRun(100, func() {
+		if !ParseHead(req, &h) || !ParseResp(resp, false, &r) {
+			t.Fatal("not parsed")
+		}
+	}); n != 0 {
+		t.Errorf("%.1f allocations", n)
+	}
+	if !h.CloseConn || !r.CloseConn {
+		t.Errorf("close: request %v, response %v; want both", h.CloseConn, r.CloseConn)
+	}
+	if ParseHead([]byte("GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, x-secret\r\n\r\n"), &h) {
+		t.Error("a request naming another field in Connection was accepted")
+	}
+}
