@@ -126,59 +126,70 @@ func TestAccessLogLine(t *testing.T) {
 		if len(lines) != 2 {
 			t.Fatalf("%d lines, want 2:\n%s", len(lines), out.String())
 		}
-		line := lines[0]
-		wantKeys := []string{"bytes_in", "bytes_out", "client", "duration", "host", "ingress", "method", "namespace", "path",
-			"protocol", "request_id", "service", "status", "time", "upstream", "upstream_duration"}
-		var keys []string
-		for k := range line {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		if !reflect.DeepEqual(keys, wantKeys) {
-			t.Errorf("fields %q, want %q", keys, wantKeys)
-		}
-		for field, want := range map[string]any{
-			"request_id": "line-test-1",
-			"client":     "127.0.0.1",
-			"method":     "POST",
-			"host":       "shop.example.com",
-			"path":       "/api/items", // never the query: it may carry secrets
-			"protocol":   "HTTP/1.1",
-			"status":     float64(200),
-			"bytes_in":   float64(len("hello")),
-			"bytes_out":  float64(len(body)),
-			"upstream":   api.addr(),
-			"namespace":  "ns",
-			"ingress":    "shop",
-			"service":    "api",
-		} {
-			if line[field] != want {
-				t.Errorf("%s = %#v, want %#v", field, line[field], want)
-			}
-		}
-		ts, err := time.Parse("2006-01-02T15:04:05.000Z0700", line["time"].(string))
-		if err != nil || ts.Before(before.Truncate(time.Millisecond)) || ts.After(after) {
-			t.Errorf("time = %v (%v), want between %v and %v", line["time"], err, before, after)
-		}
-		d, _ := line["duration"].(float64)
-		ud, _ := line["upstream_duration"].(float64)
-		if d <= 0 || d > after.Sub(before).Seconds() || ud <= 0 || ud > d {
-			t.Errorf("duration %v, upstream_duration %v: want 0 < upstream_duration <= duration <= %v", line["duration"], line["upstream_duration"], after.Sub(before).Seconds())
-		}
-
-		notFound := lines[1]
-		for field, want := range map[string]any{
-			"status": float64(404), "host": "nowhere.test", "path": "/x", "upstream": "", "upstream_duration": float64(0),
-			"namespace": "", "ingress": "", "service": "", "bytes_out": float64(len(pipeline.ErrorBody(http.StatusNotFound))),
-		} {
-			if notFound[field] != want {
-				t.Errorf("404 line: %s = %#v, want %#v", field, notFound[field], want)
-			}
-		}
-		if id, _ := notFound["request_id"].(string); !generatedID.MatchString(id) {
-			t.Errorf("404 line: request_id = %q, want a generated one", id)
-		}
+		checkServedLine(t, lines[0], api.addr(), len(body), before, after)
+		checkNotFoundLine(t, lines[1])
 	})
+}
+
+// checkServedLine checks the access log line of the request TestAccessLogLine
+// sends to the api backend, made between before and after.
+func checkServedLine(t *testing.T, line map[string]any, upstream string, bytesOut int, before, after time.Time) {
+	t.Helper()
+	wantKeys := []string{"bytes_in", "bytes_out", "client", "duration", "host", "ingress", "method", "namespace", "path",
+		"protocol", "request_id", "service", "status", "time", "upstream", "upstream_duration"}
+	var keys []string
+	for k := range line {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	if !reflect.DeepEqual(keys, wantKeys) {
+		t.Errorf("fields %q, want %q", keys, wantKeys)
+	}
+	for field, want := range map[string]any{
+		"request_id": "line-test-1",
+		"client":     "127.0.0.1",
+		"method":     "POST",
+		"host":       "shop.example.com",
+		"path":       "/api/items", // never the query: it may carry secrets
+		"protocol":   "HTTP/1.1",
+		"status":     float64(200),
+		"bytes_in":   float64(len("hello")),
+		"bytes_out":  float64(bytesOut),
+		"upstream":   upstream,
+		"namespace":  "ns",
+		"ingress":    "shop",
+		"service":    "api",
+	} {
+		if line[field] != want {
+			t.Errorf("%s = %#v, want %#v", field, line[field], want)
+		}
+	}
+	ts, err := time.Parse("2006-01-02T15:04:05.000Z0700", line["time"].(string))
+	if err != nil || ts.Before(before.Truncate(time.Millisecond)) || ts.After(after) {
+		t.Errorf("time = %v (%v), want between %v and %v", line["time"], err, before, after)
+	}
+	d, _ := line["duration"].(float64)
+	ud, _ := line["upstream_duration"].(float64)
+	if d <= 0 || d > after.Sub(before).Seconds() || ud <= 0 || ud > d {
+		t.Errorf("duration %v, upstream_duration %v: want 0 < upstream_duration <= duration <= %v", line["duration"], line["upstream_duration"], after.Sub(before).Seconds())
+	}
+}
+
+// checkNotFoundLine checks the access log line of a request for a host no
+// route serves.
+func checkNotFoundLine(t *testing.T, notFound map[string]any) {
+	t.Helper()
+	for field, want := range map[string]any{
+		"status": float64(404), "host": "nowhere.test", "path": "/x", "upstream": "", "upstream_duration": float64(0),
+		"namespace": "", "ingress": "", "service": "", "bytes_out": float64(len(pipeline.ErrorBody(http.StatusNotFound))),
+	} {
+		if notFound[field] != want {
+			t.Errorf("404 line: %s = %#v, want %#v", field, notFound[field], want)
+		}
+	}
+	if id, _ := notFound["request_id"].(string); !generatedID.MatchString(id) {
+		t.Errorf("404 line: request_id = %q, want a generated one", id)
+	}
 }
 
 // blockingWriter is a sink that blocks every write until released.

@@ -167,6 +167,106 @@ func shopTable(t *testing.T, api *testBackend, dead string) *route.Table {
 	)}, nil)
 }
 
+// trafficSender returns a function that sends one request through the proxy
+// at addr and fails the test unless it is answered with want.
+func trafficSender(t *testing.T, c *http.Client, addr string) func(method, host, path, body string, want int) {
+	return func(method, host, path, body string, want int) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(t.Context(), method, "http://"+addr+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		if body == "" {
+			req.Body = http.NoBody
+		}
+		resp, _ := do(t, c, req)
+		if resp.StatusCode != want {
+			t.Fatalf("%s %s%s = %d, want %d", method, host, path, resp.StatusCode, want)
+		}
+	}
+}
+
+// checkTrafficMetrics checks the request, duration, size and upstream error
+// series after the traffic TestMetricsAfterTraffic sends to shopTable.
+func checkTrafficMetrics(t *testing.T, reg *prometheus.Registry) {
+	t.Helper()
+	wantRequests := map[string]float64{
+		reqLabels("ns", "shop", "api", "GET", "200"):   3,
+		reqLabels("ns", "shop", "api", "POST", "200"):  1,
+		reqLabels("ns", "shop", "api", "OTHER", "200"): 1,
+		reqLabels("ns", "shop", "dead", "GET", "502"):  1,
+		reqLabels("ns", "shop", "empty", "GET", "503"): 1,
+		reqLabels("", "", "", "GET", "404"):            1,
+	}
+	if d := diffMaps(values(gather(t, reg, "postern_proxy_requests_total")), wantRequests); d != "" {
+		t.Errorf("postern_proxy_requests_total (-want +got):\n%s", d)
+	}
+	wantDurations := map[string]float64{
+		labels("ns", "shop", "api"):   5,
+		labels("ns", "shop", "dead"):  1,
+		labels("ns", "shop", "empty"): 1,
+		labels("", "", ""):            1,
+	}
+	if d := diffMaps(counts(gather(t, reg, "postern_proxy_request_duration_seconds")), wantDurations); d != "" {
+		t.Errorf("postern_proxy_request_duration_seconds counts (-want +got):\n%s", d)
+	}
+	// Only requests that reached for an endpoint have an upstream time.
+	wantUpstream := map[string]float64{labels("ns", "shop", "api"): 5, labels("ns", "shop", "dead"): 1}
+	if d := diffMaps(counts(gather(t, reg, "postern_proxy_upstream_response_seconds")), wantUpstream); d != "" {
+		t.Errorf("postern_proxy_upstream_response_seconds counts (-want +got):\n%s", d)
+	}
+	if s := gather(t, reg, "postern_proxy_request_size_bytes")[labels("ns", "shop", "api")]; s.count != 5 || s.sum != float64(len("hello world")) {
+		t.Errorf("request_size_bytes of api: %d requests, %g bytes; want 5, %d", int(s.count), s.sum, len("hello world"))
+	}
+	// The backend answers "api <path>"; the proxy's 404 body is its own.
+	wantOut := float64(3*len("api /a") + len("api /a") + len("api /pot"))
+	if s := gather(t, reg, "postern_proxy_response_size_bytes")[labels("ns", "shop", "api")]; s.sum != wantOut {
+		t.Errorf("response_size_bytes of api = %g, want %g", s.sum, wantOut)
+	}
+	if s := gather(t, reg, "postern_proxy_response_size_bytes")[labels("", "", "")]; s.sum != float64(len(pipeline.ErrorBody(http.StatusNotFound))) {
+		t.Errorf("response_size_bytes of the 404 = %g, want %d", s.sum, len(pipeline.ErrorBody(http.StatusNotFound)))
+	}
+	const wantErrs = `
+	# HELP postern_proxy_upstream_errors_total Attempts to reach an endpoint that failed, by reason: dial, timeout, reset, tls, other.
+	# TYPE postern_proxy_upstream_errors_total counter
+	postern_proxy_upstream_errors_total{reason="dial"} 1
+	postern_proxy_upstream_errors_total{reason="other"} 0
+	postern_proxy_upstream_errors_total{reason="reset"} 0
+	postern_proxy_upstream_errors_total{reason="timeout"} 0
+	postern_proxy_upstream_errors_total{reason="tls"} 0
+	`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(wantErrs), "postern_proxy_upstream_errors_total"); err != nil {
+		t.Error(err)
+	}
+}
+
+// checkRetriesCounted checks that retries_total starts at 0 and counts a
+// Retried.
+func checkRetriesCounted(t *testing.T, reg *prometheus.Registry, m *observe.Metrics) {
+	t.Helper()
+	if got := scalar(t, reg, "postern_proxy_retries_total"); got != 0 {
+		t.Errorf("retries = %g before any retry", got)
+	}
+	m.Retried()
+	if got := scalar(t, reg, "postern_proxy_retries_total"); got != 1 {
+		t.Errorf("retries = %g after Retried, want 1", got)
+	}
+}
+
+// checkNoDeadSeries checks that the series of the dead and empty services are
+// gone once a table without their routes is swapped in.
+func checkNoDeadSeries(t *testing.T, reg *prometheus.Registry) {
+	t.Helper()
+	for _, name := range []string{"postern_proxy_requests_total", "postern_proxy_request_duration_seconds", "postern_proxy_upstream_response_seconds"} {
+		for k := range gather(t, reg, name) {
+			if strings.Contains(k, `service="dead"`) || strings.Contains(k, `service="empty"`) {
+				t.Errorf("%s{%s} still exported after its route went away", name, k)
+			}
+		}
+	}
+}
+
 func TestMetricsAfterTraffic(t *testing.T) {
 	t.Parallel()
 	forEachEngine(t, func(t *testing.T, e engine) {
@@ -181,21 +281,7 @@ func TestMetricsAfterTraffic(t *testing.T) {
 		addr, _ := startServer(t, e, h, ServerOptions{Metrics: m})
 		c := newClient(t)
 
-		send := func(method, host, path, body string, want int) {
-			t.Helper()
-			req, err := http.NewRequestWithContext(t.Context(), method, "http://"+addr+path, strings.NewReader(body))
-			if err != nil {
-				t.Fatal(err)
-			}
-			req.Host = host
-			if body == "" {
-				req.Body = http.NoBody
-			}
-			resp, _ := do(t, c, req)
-			if resp.StatusCode != want {
-				t.Fatalf("%s %s%s = %d, want %d", method, host, path, resp.StatusCode, want)
-			}
-		}
+		send := trafficSender(t, c, addr)
 		for range 3 {
 			send(http.MethodGet, "shop.example.com", "/a", "", http.StatusOK)
 		}
@@ -212,61 +298,8 @@ func TestMetricsAfterTraffic(t *testing.T) {
 			}
 			return n == 8
 		})
-		wantRequests := map[string]float64{
-			reqLabels("ns", "shop", "api", "GET", "200"):   3,
-			reqLabels("ns", "shop", "api", "POST", "200"):  1,
-			reqLabels("ns", "shop", "api", "OTHER", "200"): 1,
-			reqLabels("ns", "shop", "dead", "GET", "502"):  1,
-			reqLabels("ns", "shop", "empty", "GET", "503"): 1,
-			reqLabels("", "", "", "GET", "404"):            1,
-		}
-		if d := diffMaps(values(gather(t, reg, "postern_proxy_requests_total")), wantRequests); d != "" {
-			t.Errorf("postern_proxy_requests_total (-want +got):\n%s", d)
-		}
-		wantDurations := map[string]float64{
-			labels("ns", "shop", "api"):   5,
-			labels("ns", "shop", "dead"):  1,
-			labels("ns", "shop", "empty"): 1,
-			labels("", "", ""):            1,
-		}
-		if d := diffMaps(counts(gather(t, reg, "postern_proxy_request_duration_seconds")), wantDurations); d != "" {
-			t.Errorf("postern_proxy_request_duration_seconds counts (-want +got):\n%s", d)
-		}
-		// Only requests that reached for an endpoint have an upstream time.
-		wantUpstream := map[string]float64{labels("ns", "shop", "api"): 5, labels("ns", "shop", "dead"): 1}
-		if d := diffMaps(counts(gather(t, reg, "postern_proxy_upstream_response_seconds")), wantUpstream); d != "" {
-			t.Errorf("postern_proxy_upstream_response_seconds counts (-want +got):\n%s", d)
-		}
-		if s := gather(t, reg, "postern_proxy_request_size_bytes")[labels("ns", "shop", "api")]; s.count != 5 || s.sum != float64(len("hello world")) {
-			t.Errorf("request_size_bytes of api: %d requests, %g bytes; want 5, %d", int(s.count), s.sum, len("hello world"))
-		}
-		// The backend answers "api <path>"; the proxy's 404 body is its own.
-		wantOut := float64(3*len("api /a") + len("api /a") + len("api /pot"))
-		if s := gather(t, reg, "postern_proxy_response_size_bytes")[labels("ns", "shop", "api")]; s.sum != wantOut {
-			t.Errorf("response_size_bytes of api = %g, want %g", s.sum, wantOut)
-		}
-		if s := gather(t, reg, "postern_proxy_response_size_bytes")[labels("", "", "")]; s.sum != float64(len(pipeline.ErrorBody(http.StatusNotFound))) {
-			t.Errorf("response_size_bytes of the 404 = %g, want %d", s.sum, len(pipeline.ErrorBody(http.StatusNotFound)))
-		}
-		const wantErrs = `
-	# HELP postern_proxy_upstream_errors_total Attempts to reach an endpoint that failed, by reason: dial, timeout, reset, tls, other.
-	# TYPE postern_proxy_upstream_errors_total counter
-	postern_proxy_upstream_errors_total{reason="dial"} 1
-	postern_proxy_upstream_errors_total{reason="other"} 0
-	postern_proxy_upstream_errors_total{reason="reset"} 0
-	postern_proxy_upstream_errors_total{reason="timeout"} 0
-	postern_proxy_upstream_errors_total{reason="tls"} 0
-	`
-		if err := testutil.GatherAndCompare(reg, strings.NewReader(wantErrs), "postern_proxy_upstream_errors_total"); err != nil {
-			t.Error(err)
-		}
-		if got := scalar(t, reg, "postern_proxy_retries_total"); got != 0 {
-			t.Errorf("retries = %g before any retry", got)
-		}
-		m.Retried()
-		if got := scalar(t, reg, "postern_proxy_retries_total"); got != 1 {
-			t.Errorf("retries = %g after Retried, want 1", got)
-		}
+		checkTrafficMetrics(t, reg)
+		checkRetriesCounted(t, reg, m)
 
 		// The client keeps one connection alive; closing it is seen.
 		if got := scalar(t, reg, "postern_proxy_open_connections"); got != 1 {
@@ -287,13 +320,7 @@ func TestMetricsAfterTraffic(t *testing.T) {
 		h.Swap(route.NewTable([]*route.VirtualHost{vhost("shop.example.com",
 			shopRoute("/", backendOf("api", "", api)),
 		)}, nil))
-		for _, name := range []string{"postern_proxy_requests_total", "postern_proxy_request_duration_seconds", "postern_proxy_upstream_response_seconds"} {
-			for k := range gather(t, reg, name) {
-				if strings.Contains(k, `service="dead"`) || strings.Contains(k, `service="empty"`) {
-					t.Errorf("%s{%s} still exported after its route went away", name, k)
-				}
-			}
-		}
+		checkNoDeadSeries(t, reg)
 		send(http.MethodGet, "shop.example.com", "/a", "", http.StatusOK)
 		waitFor(t, "the request after the swap", func() bool {
 			return gather(t, reg, "postern_proxy_requests_total")[reqLabels("ns", "shop", "api", "GET", "200")].value == 4

@@ -39,28 +39,34 @@ func inet6Block() []byte {
 	return append(b, 0x15, 0xb3, 0x01, 0xbb)
 }
 
-func TestParseProxyHeader(t *testing.T) {
-	t.Parallel()
-	const after = "GET / HTTP/1.1\r\n"
-	tlv := []byte{0x04, 0x00, 0x03, 'a', 'b', 'c'} // PP2_TYPE_NOOP
-	tests := []struct {
-		name    string
-		in      []byte
-		src     string // "" for the real peer
-		n       int    // header length; 0: len(in) minus after
-		wantErr string // "incomplete" for errProxyIncomplete
-	}{
-		{name: "v1 TCP4", in: []byte("PROXY TCP4 203.0.113.7 192.0.2.1 5555 443\r\n" + after), src: "203.0.113.7:5555"},
-		{name: "v1 TCP6", in: []byte("PROXY TCP6 2001:db8::7 2001:db8::1 5555 443\r\n" + after), src: "[2001:db8::7]:5555"},
+// afterHeader is what a client sends after its PROXY header in the
+// proxyHeaderCase inputs that have one.
+const afterHeader = "GET / HTTP/1.1\r\n"
+
+// proxyHeaderCase is one input to parseProxyHeader and what it must yield.
+type proxyHeaderCase struct {
+	name    string
+	in      []byte
+	src     string // "" for the real peer
+	n       int    // header length; 0: len(in) minus afterHeader
+	wantErr string // "incomplete" for errProxyIncomplete
+}
+
+// proxyV1Cases are the PROXY protocol v1 (text) cases of TestParseProxyHeader,
+// and the inputs that carry no signature at all.
+func proxyV1Cases() []proxyHeaderCase {
+	return []proxyHeaderCase{
+		{name: "v1 TCP4", in: []byte("PROXY TCP4 203.0.113.7 192.0.2.1 5555 443\r\n" + afterHeader), src: "203.0.113.7:5555"},
+		{name: "v1 TCP6", in: []byte("PROXY TCP6 2001:db8::7 2001:db8::1 5555 443\r\n" + afterHeader), src: "[2001:db8::7]:5555"},
 		{name: "v1 TCP6 mapped", in: []byte("PROXY TCP6 ::ffff:203.0.113.7 ::1 1 2\r\n"), src: "203.0.113.7:1"},
-		{name: "v1 UNKNOWN", in: []byte("PROXY UNKNOWN\r\n" + after)},
-		{name: "v1 UNKNOWN with addresses", in: []byte("PROXY UNKNOWN 1.2.3.4 x y z\r\n" + after)},
+		{name: "v1 UNKNOWN", in: []byte("PROXY UNKNOWN\r\n" + afterHeader)},
+		{name: "v1 UNKNOWN with addresses", in: []byte("PROXY UNKNOWN 1.2.3.4 x y z\r\n" + afterHeader)},
 		{name: "v1 port 0 and 65535", in: []byte("PROXY TCP4 1.2.3.4 5.6.7.8 0 65535\r\n"), src: "1.2.3.4:0"},
 		{name: "v1 longest", in: []byte("PROXY TCP6 ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff 65535 65535\r\n"), src: "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535"},
 		{name: "v1 partial", in: []byte("PROXY TCP4 1.2.3.4"), wantErr: "incomplete"},
 		{name: "v1 partial signature", in: []byte("PRO"), wantErr: "incomplete"},
 		{name: "nothing", in: nil, wantErr: "incomplete"},
-		{name: "HTTP instead", in: []byte(after), wantErr: "no PROXY signature"},
+		{name: "HTTP instead", in: []byte(afterHeader), wantErr: "no PROXY signature"},
 		{name: "TLS instead", in: []byte{0x16, 0x03, 0x01, 0x00}, wantErr: "no PROXY signature"},
 		{name: "v1 lower case", in: []byte("proxy TCP4 1.2.3.4 5.6.7.8 1 2\r\n"), wantErr: "no PROXY signature"},
 		{name: "v1 bare LF", in: []byte("PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n"), wantErr: "CRLF"},
@@ -77,15 +83,21 @@ func TestParseProxyHeader(t *testing.T) {
 		{name: "v1 trailing space", in: []byte("PROXY TCP4 1.2.3.4 5.6.7.8 1 2 \r\n"), wantErr: "5 fields"},
 		{name: "v1 UDP", in: []byte("PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n"), wantErr: "protocol"},
 		{name: "v1 leading zero address", in: []byte("PROXY TCP4 01.2.3.4 5.6.7.8 1 2\r\n"), wantErr: "address"},
+	}
+}
 
-		{name: "v2 INET", in: append(v2(1, 0x11, inet4, nil), after...), src: "203.0.113.7:5555"},
-		{name: "v2 INET6", in: append(v2(1, 0x21, inet6Block(), nil), after...), src: "[2001:db8::7]:5555"},
-		{name: "v2 INET with TLVs", in: append(v2(1, 0x11, inet4, tlv), after...), src: "203.0.113.7:5555"},
-		{name: "v2 LOCAL", in: append(v2(0, 0x00, nil, nil), after...)},
-		{name: "v2 LOCAL with a block", in: append(v2(0, 0x11, inet4, nil), after...)},
-		{name: "v2 UNSPEC family", in: append(v2(1, 0x00, nil, tlv), after...)},
-		{name: "v2 UNSPEC protocol", in: append(v2(1, 0x10, inet4, nil), after...)},
-		{name: "v2 UNIX", in: append(v2(1, 0x31, make([]byte, 216), nil), after...)},
+// proxyV2Cases are the PROXY protocol v2 (binary) cases of TestParseProxyHeader.
+func proxyV2Cases() []proxyHeaderCase {
+	tlv := []byte{0x04, 0x00, 0x03, 'a', 'b', 'c'} // PP2_TYPE_NOOP
+	return []proxyHeaderCase{
+		{name: "v2 INET", in: append(v2(1, 0x11, inet4, nil), afterHeader...), src: "203.0.113.7:5555"},
+		{name: "v2 INET6", in: append(v2(1, 0x21, inet6Block(), nil), afterHeader...), src: "[2001:db8::7]:5555"},
+		{name: "v2 INET with TLVs", in: append(v2(1, 0x11, inet4, tlv), afterHeader...), src: "203.0.113.7:5555"},
+		{name: "v2 LOCAL", in: append(v2(0, 0x00, nil, nil), afterHeader...)},
+		{name: "v2 LOCAL with a block", in: append(v2(0, 0x11, inet4, nil), afterHeader...)},
+		{name: "v2 UNSPEC family", in: append(v2(1, 0x00, nil, tlv), afterHeader...)},
+		{name: "v2 UNSPEC protocol", in: append(v2(1, 0x10, inet4, nil), afterHeader...)},
+		{name: "v2 UNIX", in: append(v2(1, 0x31, make([]byte, 216), nil), afterHeader...)},
 		{name: "v2 partial signature", in: proxyV2Sig[:5], wantErr: "incomplete"},
 		{name: "v2 partial fixed part", in: v2(1, 0x11, inet4, nil)[:14], wantErr: "incomplete"},
 		{name: "v2 partial block", in: v2(1, 0x11, inet4, nil)[:20], wantErr: "incomplete"},
@@ -98,6 +110,11 @@ func TestParseProxyHeader(t *testing.T) {
 		{name: "v2 block too short", in: v2(1, 0x11, inet4[:8], nil), wantErr: "address block"},
 		{name: "v2 INET6 block too short", in: v2(1, 0x21, inet4, nil), wantErr: "address block"},
 	}
+}
+
+func TestParseProxyHeader(t *testing.T) {
+	t.Parallel()
+	tests := append(proxyV1Cases(), proxyV2Cases()...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
@@ -125,8 +142,8 @@ func TestParseProxyHeader(t *testing.T) {
 			}
 			want := tt.n
 			if want == 0 {
-				want = len(tt.in) - len(after)
-				if !strings.HasSuffix(string(tt.in), after) {
+				want = len(tt.in) - len(afterHeader)
+				if !strings.HasSuffix(string(tt.in), afterHeader) {
 					want = len(tt.in)
 				}
 			}
@@ -314,60 +331,75 @@ func proxyServer(t *testing.T, e engine, opts ServerOptions) (string, *testBacke
 	return addr, b
 }
 
+// proxyHTTPCase is one connection of TestProxyProtocolHTTP: a PROXY header
+// in front of a request, and how the server must answer it.
+type proxyHTTPCase struct {
+	name    string
+	header  []byte
+	trusted []string
+	from    []string // ProxyProtocolFrom; the test client is 127.0.0.1
+	code    int      // the status when not 200 (want is then unused)
+	want    string   // the backend's echo; "" means closed unanswered
+}
+
+// proxyHTTPCases are the cases of TestProxyProtocolHTTP.
+func proxyHTTPCases() []proxyHTTPCase {
+	return []proxyHTTPCase{
+		{name: "v1", header: []byte("PROXY TCP4 203.0.113.7 192.0.2.1 5555 80\r\n"), want: "203.0.113.7|203.0.113.7|http"},
+		{name: "v2 with TLVs", header: v2(1, 0x11, inet4, []byte{4, 0, 2, 0, 0}), want: "203.0.113.7|203.0.113.7|http"},
+		{name: "v2 IPv6", header: v2(1, 0x21, inet6Block(), nil), want: "2001:db8::7|2001:db8::7|http"},
+		{name: "LOCAL keeps the real peer", header: v2(0, 0, nil, nil), want: "127.0.0.1|127.0.0.1|http"},
+		{name: "UNKNOWN keeps the real peer", header: []byte("PROXY UNKNOWN\r\n"), want: "127.0.0.1|127.0.0.1|http"},
+		// Trust is judged on the PROXY source, not on the balancer.
+		{name: "trusted source", header: []byte("PROXY TCP4 10.1.2.3 192.0.2.1 5555 80\r\n"), trusted: []string{"10.0.0.0/8"},
+			want: "198.51.100.1, 10.1.2.3|198.51.100.1|http"},
+		{name: "trusted balancer, untrusted source", header: []byte("PROXY TCP4 203.0.113.7 192.0.2.1 5555 80\r\n"), trusted: []string{"127.0.0.1"},
+			want: "203.0.113.7|203.0.113.7|http"},
+		{name: "no header", header: nil},
+		{name: "bad header", header: []byte("PROXY TCP4 203.0.113.7 192.0.2.1 5555\r\n")},
+		{name: "v2 DGRAM", header: v2(1, 0x12, inet4, nil)},
+		// With ProxyProtocolFrom, only the balancers send the header.
+		{name: "from the balancer", header: []byte("PROXY TCP4 203.0.113.7 192.0.2.1 5555 80\r\n"), from: []string{"127.0.0.0/8"},
+			want: "203.0.113.7|203.0.113.7|http"},
+		{name: "from the balancer, no header", header: nil, from: []string{"127.0.0.1"}},
+		{name: "not from the balancer, served as it is", header: nil, from: []string{"10.0.0.0/8"},
+			want: "127.0.0.1|127.0.0.1|http"},
+		{name: "not from the balancer, header not believed", header: []byte("PROXY TCP4 203.0.113.7 192.0.2.1 5555 80\r\n"),
+			from: []string{"10.0.0.0/8"}, code: http.StatusBadRequest},
+	}
+}
+
+// serverOptions are the ServerOptions tt's trusted and from ask for.
+func (tt proxyHTTPCase) serverOptions(t *testing.T) ServerOptions {
+	t.Helper()
+	var opts ServerOptions
+	if tt.trusted != nil {
+		tp, err := pipeline.ParseTrustedProxies(tt.trusted)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts.TrustedProxies = tp
+	}
+	if tt.from != nil {
+		from, err := pipeline.ParseTrustedProxies(tt.from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts.ProxyProtocolFrom = from
+	}
+	return opts
+}
+
 func TestProxyProtocolHTTP(t *testing.T) {
 	t.Parallel()
 	forEachEngine(t, func(t *testing.T, e engine) {
 		t.Parallel()
 		const req = "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 198.51.100.1\r\n\r\n"
-		tests := []struct {
-			name    string
-			header  []byte
-			trusted []string
-			from    []string // ProxyProtocolFrom; the test client is 127.0.0.1
-			code    int      // the status when not 200 (want is then unused)
-			want    string   // the backend's echo; "" means closed unanswered
-		}{
-			{name: "v1", header: []byte("PROXY TCP4 203.0.113.7 192.0.2.1 5555 80\r\n"), want: "203.0.113.7|203.0.113.7|http"},
-			{name: "v2 with TLVs", header: v2(1, 0x11, inet4, []byte{4, 0, 2, 0, 0}), want: "203.0.113.7|203.0.113.7|http"},
-			{name: "v2 IPv6", header: v2(1, 0x21, inet6Block(), nil), want: "2001:db8::7|2001:db8::7|http"},
-			{name: "LOCAL keeps the real peer", header: v2(0, 0, nil, nil), want: "127.0.0.1|127.0.0.1|http"},
-			{name: "UNKNOWN keeps the real peer", header: []byte("PROXY UNKNOWN\r\n"), want: "127.0.0.1|127.0.0.1|http"},
-			// Trust is judged on the PROXY source, not on the balancer.
-			{name: "trusted source", header: []byte("PROXY TCP4 10.1.2.3 192.0.2.1 5555 80\r\n"), trusted: []string{"10.0.0.0/8"},
-				want: "198.51.100.1, 10.1.2.3|198.51.100.1|http"},
-			{name: "trusted balancer, untrusted source", header: []byte("PROXY TCP4 203.0.113.7 192.0.2.1 5555 80\r\n"), trusted: []string{"127.0.0.1"},
-				want: "203.0.113.7|203.0.113.7|http"},
-			{name: "no header", header: nil},
-			{name: "bad header", header: []byte("PROXY TCP4 203.0.113.7 192.0.2.1 5555\r\n")},
-			{name: "v2 DGRAM", header: v2(1, 0x12, inet4, nil)},
-			// With ProxyProtocolFrom, only the balancers send the header.
-			{name: "from the balancer", header: []byte("PROXY TCP4 203.0.113.7 192.0.2.1 5555 80\r\n"), from: []string{"127.0.0.0/8"},
-				want: "203.0.113.7|203.0.113.7|http"},
-			{name: "from the balancer, no header", header: nil, from: []string{"127.0.0.1"}},
-			{name: "not from the balancer, served as it is", header: nil, from: []string{"10.0.0.0/8"},
-				want: "127.0.0.1|127.0.0.1|http"},
-			{name: "not from the balancer, header not believed", header: []byte("PROXY TCP4 203.0.113.7 192.0.2.1 5555 80\r\n"),
-				from: []string{"10.0.0.0/8"}, code: http.StatusBadRequest},
-		}
+		tests := proxyHTTPCases()
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
 				t.Parallel()
-				var opts ServerOptions
-				if tt.trusted != nil {
-					tp, err := pipeline.ParseTrustedProxies(tt.trusted)
-					if err != nil {
-						t.Fatal(err)
-					}
-					opts.TrustedProxies = tp
-				}
-				if tt.from != nil {
-					from, err := pipeline.ParseTrustedProxies(tt.from)
-					if err != nil {
-						t.Fatal(err)
-					}
-					opts.ProxyProtocolFrom = from
-				}
-				addr, b := proxyServer(t, e, opts)
+				addr, b := proxyServer(t, e, tt.serverOptions(t))
 				resps, c, br := exchange(t, addr, string(tt.header)+req, 1)
 				if tt.code != 0 {
 					if len(resps) != 1 || resps[0].StatusCode != tt.code || b.hits.Load() != 0 {

@@ -102,32 +102,41 @@ func send(t *testing.T, addr, method string, body io.Reader, header http.Header)
 	return do(t, newClient(t), req)
 }
 
+// retryCase is a request that fails on its first endpoint, and whether the
+// retry to the second, live one must happen.
+type retryCase struct {
+	name    string
+	first   string // refused, hangup: how the first endpoint fails
+	method  string
+	body    string
+	header  http.Header
+	retries int
+	want    int  // status
+	retried bool // one retry, to the live endpoint
+}
+
+// retryCases are the cases of TestRetry.
+func retryCases() []retryCase {
+	idem := http.Header{"Idempotency-Key": {"8e03978e-40d5-43e8-bc93-6894a57f9324"}}
+	return []retryCase{
+		{"GET refused", "refused", http.MethodGet, "", nil, 0, http.StatusOK, true},
+		{"POST with body refused", "refused", http.MethodPost, "hello", nil, 0, http.StatusOK, true},
+		{"POST without body refused", "refused", http.MethodPost, "", nil, 0, http.StatusOK, true},
+		{"GET reset", "hangup", http.MethodGet, "", nil, 0, http.StatusOK, true},
+		{"DELETE reset", "hangup", http.MethodDelete, "", nil, 0, http.StatusOK, true},
+		{"POST with body sent, reset", "hangup", http.MethodPost, "hello", nil, 0, http.StatusBadGateway, false},
+		{"PUT with body sent, reset", "hangup", http.MethodPut, "hello", nil, 0, http.StatusBadGateway, false},
+		{"POST without body, reset", "hangup", http.MethodPost, "", nil, 0, http.StatusBadGateway, false},
+		{"POST with Idempotency-Key, reset", "hangup", http.MethodPost, "", idem, 0, http.StatusOK, true},
+		{"retries off", "refused", http.MethodGet, "", nil, -1, http.StatusBadGateway, false},
+	}
+}
+
 func TestRetry(t *testing.T) {
 	t.Parallel()
 	forEachEngine(t, func(t *testing.T, e engine) {
 		t.Parallel()
-		idem := http.Header{"Idempotency-Key": {"8e03978e-40d5-43e8-bc93-6894a57f9324"}}
-		tests := []struct {
-			name    string
-			first   string // refused, hangup: how the first endpoint fails
-			method  string
-			body    string
-			header  http.Header
-			retries int
-			want    int  // status
-			retried bool // one retry, to the live endpoint
-		}{
-			{"GET refused", "refused", http.MethodGet, "", nil, 0, http.StatusOK, true},
-			{"POST with body refused", "refused", http.MethodPost, "hello", nil, 0, http.StatusOK, true},
-			{"POST without body refused", "refused", http.MethodPost, "", nil, 0, http.StatusOK, true},
-			{"GET reset", "hangup", http.MethodGet, "", nil, 0, http.StatusOK, true},
-			{"DELETE reset", "hangup", http.MethodDelete, "", nil, 0, http.StatusOK, true},
-			{"POST with body sent, reset", "hangup", http.MethodPost, "hello", nil, 0, http.StatusBadGateway, false},
-			{"PUT with body sent, reset", "hangup", http.MethodPut, "hello", nil, 0, http.StatusBadGateway, false},
-			{"POST without body, reset", "hangup", http.MethodPost, "", nil, 0, http.StatusBadGateway, false},
-			{"POST with Idempotency-Key, reset", "hangup", http.MethodPost, "", idem, 0, http.StatusOK, true},
-			{"retries off", "refused", http.MethodGet, "", nil, -1, http.StatusBadGateway, false},
-		}
+		tests := retryCases()
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
 				t.Parallel()

@@ -41,6 +41,78 @@ func smuggleProxy(t *testing.T, e engine, opts ServerOptions) (string, *echoBack
 	return addr, eb
 }
 
+// malformedCase is one request of TestMalformedFraming, sent alone on a raw
+// connection.
+type malformedCase struct {
+	name      string
+	req       string
+	want      int
+	body      string // for good requests, what the backend echoes
+	close     bool   // the connection must be closed after the response
+	bodyError bool   // the framing error is in the body
+}
+
+// framingCases are the good requests of TestMalformedFraming and the bad
+// ones Postern's framing guard answers.
+func framingCases() []malformedCase {
+	return []malformedCase{
+		{name: "good Content-Length", req: "POST / HTTP/1.1\nHost: a\nContent-Length: 5\n\nhello", want: 200, body: "hello"},
+		{name: "good chunked", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n5\nhello\n0\n\n", want: 200, body: "hello"},
+		{name: "chunked with extension and trailer", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: Chunked\n\n5;ext=1\nhello\n0\nX-Sum: 1\n\n", want: 200, body: "hello"},
+		{name: "equal duplicate Content-Length", req: "POST / HTTP/1.1\nHost: a\nContent-Length: 5\nContent-Length: 5\n\nhello", want: 200, body: "hello"},
+		{name: "chunk extensions in grammar", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n5; a = \"q\\\"t\" ;b;c=d\t\nhello\n0;e\n\n", want: 200, body: "hello"},
+		{name: "absolute-form, same Host", req: "POST http://A/x HTTP/1.1\nHost: a\nContent-Length: 2\n\nhi", want: 200, body: "hi"},
+		{name: "absolute-form, HTTP/1.0 without Host", req: "POST http://a/x HTTP/1.0\nContent-Length: 2\n\nhi", want: 200, body: "hi", close: true},
+
+		{name: "Content-Length then Transfer-Encoding", req: "POST / HTTP/1.1\nHost: a\nContent-Length: 4\nTransfer-Encoding: chunked\n\n0\n\n", want: 400, close: true},
+		{name: "Transfer-Encoding then Content-Length", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\nContent-Length: 30\n\n0\n\n", want: 400, close: true},
+		{name: "Content-Length zero and chunked", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\nContent-Length: 0\n\n0\n\n", want: 400, close: true},
+		{name: "folded Transfer-Encoding", req: "POST / HTTP/1.1\nHost: a\nContent-Length: 5\nTransfer-Encoding:\n chunked\n\n0\n\n", want: 400, close: true},
+		{name: "obs-fold", req: "GET / HTTP/1.1\nHost: a\nX-Long: a\n b\n\n", want: 400, close: true},
+		{name: "HTTP/1.0 with Transfer-Encoding", req: "POST / HTTP/1.0\nHost: a\nTransfer-Encoding: chunked\nContent-Length: 5\n\nhello", want: 400, close: true},
+		{name: "HTTP/1.0 with Transfer-Encoding only", req: "POST / HTTP/1.0\nHost: a\nTransfer-Encoding: chunked\n\n0\n\n", want: 400, close: true},
+		{name: "bad chunk size", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\nzz\nhello\n0\n\n", want: 400, close: true, bodyError: true},
+		{name: "negative chunk size", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n-5\nhello\n0\n\n", want: 400, close: true, bodyError: true},
+		{name: "chunk size overflows 64 bits", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n10000000000000005\nhello\n0\n\n", want: 400, close: true, bodyError: true},
+		{name: "chunk size 0x", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n0x5\nhello\n0\n\n", want: 400, close: true, bodyError: true},
+		{name: "second chunk size bad", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n5\nhello\n5g\nworld\n0\n\n", want: 400, close: true, bodyError: true},
+		{name: "chunk extension with NUL", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n5;a\x00\nhello\n0\n\n", want: 400, close: true, bodyError: true},
+		{name: "chunk extension quote left open", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n5;a=\"b\nhello\n0\n\n", want: 400, close: true, bodyError: true},
+		{name: "chunk extension without name", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n5;=b\nhello\n0\n\n", want: 400, close: true, bodyError: true},
+		{name: "chunk extension empty", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n5;\nhello\n0\n\n", want: 400, close: true, bodyError: true},
+		{name: "chunk extension bare CR", req: "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;a\rb\r\nhello\r\n0\r\n\r\n", want: 400, close: true, bodyError: true},
+		{name: "last chunk extension garbage", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n5\nhello\n0;a b\n\n", want: 400, close: true, bodyError: true},
+		{name: "obs-fold with tab", req: "GET / HTTP/1.1\nHost: a\nX-Long: a\n\tb\n\n", want: 400, close: true},
+		{name: "absolute-form, other Host", req: "GET http://evil.example/ HTTP/1.1\nHost: a\n\n", want: 400, close: true},
+		{name: "absolute-form, other port", req: "GET http://a:8080/ HTTP/1.1\nHost: a\n\n", want: 400, close: true},
+		{name: "absolute-form, long Host", req: "GET http://a/ HTTP/1.1\nHost: a" + strings.Repeat("a", 300) + "\n\n", want: 400, close: true},
+		{name: "bare LF ends a field before Transfer-Encoding", req: "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nX-A: a\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", want: 400, close: true},
+		{name: "bare LF after chunk size", req: "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n", want: 400, close: true, bodyError: true},
+	}
+}
+
+// goParserFramingCases are the bad requests of TestMalformedFraming that
+// Go's own parser answers before any handler runs.
+func goParserFramingCases() []malformedCase {
+	return []malformedCase{
+		{name: "two Transfer-Encoding fields", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\nTransfer-Encoding: chunked\n\n0\n\n", want: 501, close: true},
+		{name: "Transfer-Encoding list", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: gzip, chunked\n\n0\n\n", want: 501, close: true},
+		{name: "unknown Transfer-Encoding", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: xchunked\n\n0\n\n", want: 501, close: true},
+		{name: "differing Content-Length", req: "POST / HTTP/1.1\nHost: a\nContent-Length: 5\nContent-Length: 6\n\nhello!", want: 400, close: true},
+		{name: "bad Content-Length", req: "POST / HTTP/1.1\nHost: a\nContent-Length: 5x\n\nhello", want: 400, close: true},
+		{name: "negative Content-Length", req: "POST / HTTP/1.1\nHost: a\nContent-Length: -1\n\n", want: 400, close: true},
+		{name: "Content-Length list", req: "POST / HTTP/1.1\nHost: a\nContent-Length: 5, 5\n\nhello", want: 400, close: true},
+		{name: "space before colon", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding : chunked\nContent-Length: 5\n\nhello", want: 400, close: true},
+		{name: "no Host", req: "GET / HTTP/1.1\n\n", want: 400, close: true},
+		{name: "NUL in a field value", req: "GET / HTTP/1.1\nHost: a\nX-A: a\x00b\n\n", want: 400, close: true},
+		{name: "NUL in Transfer-Encoding", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\x00\nContent-Length: 5\n\nhello", want: 400, close: true},
+		{name: "bare CR in a field value", req: "GET / HTTP/1.1\r\nHost: a\r\nX-A: a\rb\r\n\r\n", want: 400, close: true},
+		{name: "bare CR hiding Transfer-Encoding", req: "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nX-A: a\rTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", want: 400, close: true},
+		{name: "duplicate Host", req: "GET / HTTP/1.1\nHost: a\nHost: b\n\n", want: 400, close: true},
+		{name: "HTTP/2.0 request line", req: "GET / HTTP/2.0\nHost: a\n\n", want: 505, close: true},
+	}
+}
+
 // TestMalformedFraming sends requests on raw connections. The bad ones are
 // answered 400, 501 or 505 (by Postern's framing guard or by Go's own
 // parser) and the connection is closed. A request with malformed header
@@ -51,64 +123,7 @@ func TestMalformedFraming(t *testing.T) {
 	t.Parallel()
 	forEachEngine(t, func(t *testing.T, e engine) {
 		t.Parallel()
-		tests := []struct {
-			name      string
-			req       string
-			want      int
-			body      string // for good requests, what the backend echoes
-			close     bool   // the connection must be closed after the response
-			bodyError bool   // the framing error is in the body
-		}{
-			{name: "good Content-Length", req: "POST / HTTP/1.1\nHost: a\nContent-Length: 5\n\nhello", want: 200, body: "hello"},
-			{name: "good chunked", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n5\nhello\n0\n\n", want: 200, body: "hello"},
-			{name: "chunked with extension and trailer", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: Chunked\n\n5;ext=1\nhello\n0\nX-Sum: 1\n\n", want: 200, body: "hello"},
-			{name: "equal duplicate Content-Length", req: "POST / HTTP/1.1\nHost: a\nContent-Length: 5\nContent-Length: 5\n\nhello", want: 200, body: "hello"},
-			{name: "chunk extensions in grammar", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n5; a = \"q\\\"t\" ;b;c=d\t\nhello\n0;e\n\n", want: 200, body: "hello"},
-			{name: "absolute-form, same Host", req: "POST http://A/x HTTP/1.1\nHost: a\nContent-Length: 2\n\nhi", want: 200, body: "hi"},
-			{name: "absolute-form, HTTP/1.0 without Host", req: "POST http://a/x HTTP/1.0\nContent-Length: 2\n\nhi", want: 200, body: "hi", close: true},
-
-			{name: "Content-Length then Transfer-Encoding", req: "POST / HTTP/1.1\nHost: a\nContent-Length: 4\nTransfer-Encoding: chunked\n\n0\n\n", want: 400, close: true},
-			{name: "Transfer-Encoding then Content-Length", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\nContent-Length: 30\n\n0\n\n", want: 400, close: true},
-			{name: "Content-Length zero and chunked", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\nContent-Length: 0\n\n0\n\n", want: 400, close: true},
-			{name: "folded Transfer-Encoding", req: "POST / HTTP/1.1\nHost: a\nContent-Length: 5\nTransfer-Encoding:\n chunked\n\n0\n\n", want: 400, close: true},
-			{name: "obs-fold", req: "GET / HTTP/1.1\nHost: a\nX-Long: a\n b\n\n", want: 400, close: true},
-			{name: "HTTP/1.0 with Transfer-Encoding", req: "POST / HTTP/1.0\nHost: a\nTransfer-Encoding: chunked\nContent-Length: 5\n\nhello", want: 400, close: true},
-			{name: "HTTP/1.0 with Transfer-Encoding only", req: "POST / HTTP/1.0\nHost: a\nTransfer-Encoding: chunked\n\n0\n\n", want: 400, close: true},
-			{name: "bad chunk size", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\nzz\nhello\n0\n\n", want: 400, close: true, bodyError: true},
-			{name: "negative chunk size", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n-5\nhello\n0\n\n", want: 400, close: true, bodyError: true},
-			{name: "chunk size overflows 64 bits", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n10000000000000005\nhello\n0\n\n", want: 400, close: true, bodyError: true},
-			{name: "chunk size 0x", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n0x5\nhello\n0\n\n", want: 400, close: true, bodyError: true},
-			{name: "second chunk size bad", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n5\nhello\n5g\nworld\n0\n\n", want: 400, close: true, bodyError: true},
-			{name: "chunk extension with NUL", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n5;a\x00\nhello\n0\n\n", want: 400, close: true, bodyError: true},
-			{name: "chunk extension quote left open", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n5;a=\"b\nhello\n0\n\n", want: 400, close: true, bodyError: true},
-			{name: "chunk extension without name", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n5;=b\nhello\n0\n\n", want: 400, close: true, bodyError: true},
-			{name: "chunk extension empty", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n5;\nhello\n0\n\n", want: 400, close: true, bodyError: true},
-			{name: "chunk extension bare CR", req: "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;a\rb\r\nhello\r\n0\r\n\r\n", want: 400, close: true, bodyError: true},
-			{name: "last chunk extension garbage", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n\n5\nhello\n0;a b\n\n", want: 400, close: true, bodyError: true},
-			{name: "obs-fold with tab", req: "GET / HTTP/1.1\nHost: a\nX-Long: a\n\tb\n\n", want: 400, close: true},
-			{name: "absolute-form, other Host", req: "GET http://evil.example/ HTTP/1.1\nHost: a\n\n", want: 400, close: true},
-			{name: "absolute-form, other port", req: "GET http://a:8080/ HTTP/1.1\nHost: a\n\n", want: 400, close: true},
-			{name: "absolute-form, long Host", req: "GET http://a/ HTTP/1.1\nHost: a" + strings.Repeat("a", 300) + "\n\n", want: 400, close: true},
-			{name: "bare LF ends a field before Transfer-Encoding", req: "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nX-A: a\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", want: 400, close: true},
-			{name: "bare LF after chunk size", req: "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n", want: 400, close: true, bodyError: true},
-
-			// Go's own parser answers these before any handler runs.
-			{name: "two Transfer-Encoding fields", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\nTransfer-Encoding: chunked\n\n0\n\n", want: 501, close: true},
-			{name: "Transfer-Encoding list", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: gzip, chunked\n\n0\n\n", want: 501, close: true},
-			{name: "unknown Transfer-Encoding", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: xchunked\n\n0\n\n", want: 501, close: true},
-			{name: "differing Content-Length", req: "POST / HTTP/1.1\nHost: a\nContent-Length: 5\nContent-Length: 6\n\nhello!", want: 400, close: true},
-			{name: "bad Content-Length", req: "POST / HTTP/1.1\nHost: a\nContent-Length: 5x\n\nhello", want: 400, close: true},
-			{name: "negative Content-Length", req: "POST / HTTP/1.1\nHost: a\nContent-Length: -1\n\n", want: 400, close: true},
-			{name: "Content-Length list", req: "POST / HTTP/1.1\nHost: a\nContent-Length: 5, 5\n\nhello", want: 400, close: true},
-			{name: "space before colon", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding : chunked\nContent-Length: 5\n\nhello", want: 400, close: true},
-			{name: "no Host", req: "GET / HTTP/1.1\n\n", want: 400, close: true},
-			{name: "NUL in a field value", req: "GET / HTTP/1.1\nHost: a\nX-A: a\x00b\n\n", want: 400, close: true},
-			{name: "NUL in Transfer-Encoding", req: "POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\x00\nContent-Length: 5\n\nhello", want: 400, close: true},
-			{name: "bare CR in a field value", req: "GET / HTTP/1.1\r\nHost: a\r\nX-A: a\rb\r\n\r\n", want: 400, close: true},
-			{name: "bare CR hiding Transfer-Encoding", req: "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nX-A: a\rTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", want: 400, close: true},
-			{name: "duplicate Host", req: "GET / HTTP/1.1\nHost: a\nHost: b\n\n", want: 400, close: true},
-			{name: "HTTP/2.0 request line", req: "GET / HTTP/2.0\nHost: a\n\n", want: 505, close: true},
-		}
+		tests := append(framingCases(), goParserFramingCases()...)
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
 				t.Parallel()
