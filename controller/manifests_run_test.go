@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -167,6 +168,19 @@ func (r *manifestRecorder) waitFor(t *testing.T, step manifestStep) {
 func TestManifestSourceRun(t *testing.T) {
 	dir := t.TempDir()
 	writeManifestFiles(t, dir, map[string]string{"notes.txt": "not a manifest"})
+	rec := startManifestRun(t, dir)
+	steps := slices.Concat(manifestRunFileSteps(), manifestRunFolderSteps())
+	for _, step := range steps {
+		step.change(t, dir)
+		rec.waitFor(t, step)
+	}
+}
+
+// startManifestRun runs a ManifestSource on dir until the test ends, and
+// returns the recorder its onChange calls go to. Run must return nil within
+// 5 s of its context being cancelled.
+func startManifestRun(t *testing.T, dir string) *manifestRecorder {
+	t.Helper()
 	src := NewManifestSource(dir, zaptest.NewLogger(t))
 	rec := &manifestRecorder{changed: make(chan struct{}, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -183,10 +197,15 @@ func TestManifestSourceRun(t *testing.T) {
 			t.Error("Run did not return 5 s after its context was cancelled")
 		}
 	})
+	return rec
+}
 
+// manifestRunFileSteps are TestManifestSourceRun's first steps: the first
+// load, then one file written, modified and replaced.
+func manifestRunFileSteps() []manifestStep {
 	svc81 := strings.Replace(manifestService("a"), "port: 80", "port: 81", 1)
 	svc82 := strings.Replace(manifestService("a"), "port: 80", "port: 82", 1)
-	steps := []manifestStep{{
+	return []manifestStep{{
 		name:   "initial load of a folder with no manifests",
 		change: func(*testing.T, string) {},
 	}, {
@@ -209,7 +228,13 @@ func TestManifestSourceRun(t *testing.T) {
 		},
 		wantObjects: []string{"Service default/a"},
 		check:       manifestServicePort("a", 82),
-	}, {
+	}}
+}
+
+// manifestRunFolderSteps follow manifestRunFileSteps: subfolders added and
+// removed, a broken and a deleted file, and a ConfigMap volume's links.
+func manifestRunFolderSteps() []manifestStep {
+	return []manifestStep{{
 		name:        "new subfolders with a file written at once",
 		change:      manifestWriteStep(map[string]string{"sub/deeper/b.yaml": manifestService("b")}),
 		wantObjects: []string{"Service default/a", "Service default/b"},
@@ -248,10 +273,6 @@ func TestManifestSourceRun(t *testing.T) {
 		change:      func(t *testing.T, dir string) { manifestConfigMapSwap(t, dir, "..v2", manifestService("cm2")) },
 		wantObjects: []string{"Service default/a", "Service default/cm2"},
 	}}
-	for _, step := range steps {
-		step.change(t, dir)
-		rec.waitFor(t, step)
-	}
 }
 
 // manifestConfigMapSwap updates dir the way the kubelet updates a ConfigMap volume:

@@ -112,7 +112,13 @@ func TestManifestSourceLoadFixture(t *testing.T) {
 	if d := manifestDiff(manifestKeys(snap), want); d != "" {
 		t.Fatalf("objects:\n%s", d)
 	}
+	checkFixtureObjects(t, snap)
+}
 
+// checkFixtureObjects checks, one kind per subtest, that the objects of
+// testdata/manifests/site decoded with the fields and defaults they should
+// have.
+func checkFixtureObjects(t *testing.T, snap Snapshot) {
 	t.Run("Ingress", func(t *testing.T) {
 		ing := snap.Ingresses[1]
 		if got := ing.GroupVersionKind().String(); got != "networking.k8s.io/v1, Kind=Ingress" {
@@ -177,14 +183,19 @@ func TestManifestSourceLoadFixture(t *testing.T) {
 	})
 }
 
-func TestManifestSourceLoad(t *testing.T) {
-	const tab = "\t"
-	tests := []struct {
-		name         string
-		files        map[string]string
-		wantObjects  []string
-		wantProblems []string
-	}{{
+// manifestLoadCase is a folder for TestManifestSourceLoad (path relative
+// to it -> content) and what Load must return for it.
+type manifestLoadCase struct {
+	name         string
+	files        map[string]string
+	wantObjects  []string
+	wantProblems []string
+}
+
+// manifestLoadLayoutCases are folders Load reads in full: the layouts,
+// encodings and file names it accepts, and what it skips without a problem.
+func manifestLoadLayoutCases() []manifestLoadCase {
+	return []manifestLoadCase{{
 		name: "empty documents and comments",
 		files: map[string]string{
 			"a.yaml": "# nothing here\n---\n---\n" + manifestService("a") + "---\n# end\n---\nnull\n",
@@ -240,7 +251,14 @@ func TestManifestSourceLoad(t *testing.T) {
 				"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n---\n" + manifestService("web"),
 		},
 		wantObjects: []string{"Service default/web"},
-	}, {
+	}}
+}
+
+// manifestLoadSyntaxCases are files that do not decode: bad YAML or JSON,
+// a field of the wrong type, unknown or duplicate keys.
+func manifestLoadSyntaxCases() []manifestLoadCase {
+	const tab = "\t"
+	return []manifestLoadCase{{
 		name: "bad YAML: file and line, other files unaffected",
 		files: map[string]string{
 			"bad.yaml":  manifestService("a") + "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: b\n" + tab + "labels: {}\n",
@@ -298,7 +316,13 @@ func TestManifestSourceLoad(t *testing.T) {
 		wantProblems: []string{
 			`File /bad.yaml: InvalidManifest: line 5: Service default/b: strict decoding error: yaml: unmarshal errors: key "name" already set in map; nothing is loaded from it until it is fixed`,
 		},
-	}, {
+	}}
+}
+
+// manifestLoadKindCases are documents of kinds or API versions Postern does
+// not read.
+func manifestLoadKindCases() []manifestLoadCase {
+	return []manifestLoadCase{{
 		name: "unknown kind of a CRD is a problem, the rest loads",
 		files: map[string]string{
 			"a.yaml": "apiVersion: cert-manager.io/v1\nkind: Certificate\nmetadata:\n  name: web\n  namespace: shop\n---\n" + manifestService("a"),
@@ -331,7 +355,13 @@ func TestManifestSourceLoad(t *testing.T) {
 		wantProblems: []string{
 			"File /a.yaml: InvalidManifest: line 1: Ingress extensions/v1beta1 (web) is not supported; use apiVersion networking.k8s.io/v1; nothing is loaded from it until it is fixed",
 		},
-	}, {
+	}}
+}
+
+// manifestLoadObjectCases are objects that are incomplete, defined twice or
+// too large, and names that only look like duplicates.
+func manifestLoadObjectCases() []manifestLoadCase {
+	return []manifestLoadCase{{
 		name: "missing kind, apiVersion, name",
 		files: map[string]string{
 			"kind.yaml":    "apiVersion: v1\nmetadata:\n  name: a\n",
@@ -380,6 +410,10 @@ func TestManifestSourceLoad(t *testing.T) {
 			"File /big.yaml: InvalidManifest: cannot read: file is larger than 16 MiB; nothing is loaded from it until it is fixed",
 		},
 	}}
+}
+
+func TestManifestSourceLoad(t *testing.T) {
+	tests := slices.Concat(manifestLoadLayoutCases(), manifestLoadSyntaxCases(), manifestLoadKindCases(), manifestLoadObjectCases())
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()

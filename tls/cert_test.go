@@ -14,9 +14,21 @@ import (
 	"github.com/postern-dev/postern/proxy/route"
 )
 
-func TestParseKeyPair(t *testing.T) {
-	t.Parallel()
-	now := time.Now()
+// parseKeyPairCase is one bundle for TestParseKeyPair and what
+// ParseKeyPair should make of it.
+type parseKeyPairCase struct {
+	name      string
+	cert, key []byte
+	wantErr   string // substring; empty means success
+	isErr     error
+	names     []string
+	chain     []*x509.Certificate // expected order served
+}
+
+// parseKeyPairCases issues the certificates the cases need, valid at now,
+// and returns the cases: the accepted bundles first, then the refused ones.
+func parseKeyPairCases(t *testing.T, now time.Time) []parseKeyPairCase {
+	t.Helper()
 	root := newTestCA(t, "root", nil)
 	inter := newTestCA(t, "intermediate", root)
 	other := newTestCA(t, "other root", nil)
@@ -34,14 +46,7 @@ func TestParseKeyPair(t *testing.T) {
 	junkKey := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: []byte("not a key")})
 	junkCert := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte("not a certificate")})
 
-	cases := []struct {
-		name      string
-		cert, key []byte
-		wantErr   string // substring; empty means success
-		isErr     error
-		names     []string
-		chain     []*x509.Certificate // expected order served
-	}{
+	return []parseKeyPairCase{
 		{name: "rsa pkcs1", cert: certsPEM(rsaLeaf.chain...), key: keyPEM(t, rsaLeaf.key, "pkcs1"),
 			names: []string{"a.example.com", "b.example.com"}, chain: rsaLeaf.chain},
 		{name: "rsa pkcs8", cert: certsPEM(rsaLeaf.chain...), key: keyPEM(t, rsaLeaf.key, "pkcs8"),
@@ -83,56 +88,70 @@ func TestParseKeyPair(t *testing.T) {
 		{name: "not yet valid", cert: certsPEM(future.chain...), key: keyPEM(t, future.key, "sec1"),
 			wantErr: "certificate is not valid yet: valid from " + future.cert.NotBefore.UTC().Format(time.RFC3339)},
 	}
+}
+
+func TestParseKeyPair(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	cases := parseKeyPairCases(t, now)
 	src := route.Source{Namespace: "ns", Name: "secret"}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			got, err := ParseKeyPair(src, tc.cert, tc.key, now)
-			if tc.wantErr != "" || tc.isErr != nil {
-				if err == nil {
-					t.Fatalf("ParseKeyPair succeeded, want error %q", tc.wantErr)
-				}
-				if !strings.Contains(err.Error(), tc.wantErr) {
-					t.Errorf("error %q, want it to contain %q", err, tc.wantErr)
-				}
-				if tc.isErr != nil && !errors.Is(err, tc.isErr) {
-					t.Errorf("error %q is not %v", err, tc.isErr)
-				}
-				if got != nil {
-					t.Errorf("got a certificate with the error")
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("ParseKeyPair: %v", err)
-			}
-			if !slices.Equal(got.Names, tc.names) {
-				t.Errorf("Names = %q, want %q", got.Names, tc.names)
-			}
-			if got.Source != src {
-				t.Errorf("Source = %v, want %v", got.Source, src)
-			}
-			if !got.NotAfter.Equal(tc.chain[0].NotAfter) {
-				t.Errorf("NotAfter = %v, want %v", got.NotAfter, tc.chain[0].NotAfter)
-			}
-			if got.Cert == nil || got.Cert.Leaf == nil || !got.Cert.Leaf.Equal(tc.chain[0]) {
-				t.Fatalf("Cert.Leaf is not the leaf")
-			}
-			var gotSubjects, wantSubjects []string
-			for _, der := range got.Cert.Certificate {
-				c, err := x509.ParseCertificate(der)
-				if err != nil {
-					t.Fatal(err)
-				}
-				gotSubjects = append(gotSubjects, c.Subject.CommonName)
-			}
-			for _, c := range tc.chain {
-				wantSubjects = append(wantSubjects, c.Subject.CommonName)
-			}
-			if !slices.Equal(gotSubjects, wantSubjects) {
-				t.Errorf("served chain %q, want %q", gotSubjects, wantSubjects)
-			}
+			checkParsedKeyPair(t, tc, src, got, err)
 		})
+	}
+}
+
+// checkParsedKeyPair compares what ParseKeyPair returned for tc with what
+// the case wants: the error it names, or the names, source, expiry and
+// served chain of the certificate.
+func checkParsedKeyPair(t *testing.T, tc parseKeyPairCase, src route.Source, got *route.Certificate, err error) {
+	t.Helper()
+	if tc.wantErr != "" || tc.isErr != nil {
+		if err == nil {
+			t.Fatalf("ParseKeyPair succeeded, want error %q", tc.wantErr)
+		}
+		if !strings.Contains(err.Error(), tc.wantErr) {
+			t.Errorf("error %q, want it to contain %q", err, tc.wantErr)
+		}
+		if tc.isErr != nil && !errors.Is(err, tc.isErr) {
+			t.Errorf("error %q is not %v", err, tc.isErr)
+		}
+		if got != nil {
+			t.Errorf("got a certificate with the error")
+		}
+		return
+	}
+	if err != nil {
+		t.Fatalf("ParseKeyPair: %v", err)
+	}
+	if !slices.Equal(got.Names, tc.names) {
+		t.Errorf("Names = %q, want %q", got.Names, tc.names)
+	}
+	if got.Source != src {
+		t.Errorf("Source = %v, want %v", got.Source, src)
+	}
+	if !got.NotAfter.Equal(tc.chain[0].NotAfter) {
+		t.Errorf("NotAfter = %v, want %v", got.NotAfter, tc.chain[0].NotAfter)
+	}
+	if got.Cert == nil || got.Cert.Leaf == nil || !got.Cert.Leaf.Equal(tc.chain[0]) {
+		t.Fatalf("Cert.Leaf is not the leaf")
+	}
+	var gotSubjects, wantSubjects []string
+	for _, der := range got.Cert.Certificate {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gotSubjects = append(gotSubjects, c.Subject.CommonName)
+	}
+	for _, c := range tc.chain {
+		wantSubjects = append(wantSubjects, c.Subject.CommonName)
+	}
+	if !slices.Equal(gotSubjects, wantSubjects) {
+		t.Errorf("served chain %q, want %q", gotSubjects, wantSubjects)
 	}
 }
 

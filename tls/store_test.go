@@ -158,8 +158,14 @@ func TestHandshake(t *testing.T) {
 		})
 	}
 
-	// A client with no SNI gets the default certificate, which it does
-	// not trust.
+	checkNoSNIGetsDefault(t, f)
+	checkHandshakeCounts(t, f)
+}
+
+// checkNoSNIGetsDefault checks that a client with no SNI gets the default
+// certificate, which it does not trust.
+func checkNoSNIGetsDefault(t *testing.T, f *handshakeFixture) {
+	t.Helper()
 	noSNI := &stdtls.Config{RootCAs: f.roots, InsecureSkipVerify: true}
 	cs, err := f.srv.dial(t, noSNI)
 	<-f.srv.done
@@ -169,9 +175,13 @@ func TestHandshake(t *testing.T) {
 	if cn := cs.PeerCertificates[0].Subject.CommonName; cn != DefaultCommonName {
 		t.Errorf("no SNI: served %q", cn)
 	}
+}
 
-	// The TLS 1.1 client offers no version the server accepts, so nothing
-	// is negotiated; the CBC-only client does agree on TLS 1.2 first.
+// checkHandshakeCounts checks the handshake counter after TestHandshake's
+// dials. The TLS 1.1 client offers no version the server accepts, so
+// nothing is negotiated; the CBC-only client does agree on TLS 1.2 first.
+func checkHandshakeCounts(t *testing.T, f *handshakeFixture) {
+	t.Helper()
 	want := `
 # HELP postern_tls_handshakes_total TLS handshakes on the HTTPS listener, by result (ok or error) and negotiated version (1.2, 1.3, or empty when none was).
 # TYPE postern_tls_handshakes_total counter

@@ -39,17 +39,20 @@ type dashboard struct {
 			Query json.RawMessage `json:"query"`
 		} `json:"list"`
 	} `json:"templating"`
-	Panels []struct {
-		ID         int                      `json:"id"`
-		Type       string                   `json:"type"`
-		Title      string                   `json:"title"`
-		Datasource *datasource              `json:"datasource"`
-		GridPos    struct{ X, Y, W, H int } `json:"gridPos"`
-		Targets    []struct {
-			Expr       string      `json:"expr"`
-			Datasource *datasource `json:"datasource"`
-		} `json:"targets"`
-	} `json:"panels"`
+	Panels []panel `json:"panels"`
+}
+
+// panel is the part of a dashboard panel the test reads.
+type panel struct {
+	ID         int                      `json:"id"`
+	Type       string                   `json:"type"`
+	Title      string                   `json:"title"`
+	Datasource *datasource              `json:"datasource"`
+	GridPos    struct{ X, Y, W, H int } `json:"gridPos"`
+	Targets    []struct {
+		Expr       string      `json:"expr"`
+		Datasource *datasource `json:"datasource"`
+	} `json:"targets"`
 }
 
 type datasource struct {
@@ -158,8 +161,9 @@ func TestPromqlMetrics(t *testing.T) {
 	}
 }
 
-func TestGrafanaDashboard(t *testing.T) {
-	t.Parallel()
+// loadDashboard reads and decodes the dashboard at dashboardPath.
+func loadDashboard(t *testing.T) dashboard {
+	t.Helper()
 	data, err := os.ReadFile(dashboardPath)
 	if err != nil {
 		t.Fatal(err)
@@ -169,6 +173,12 @@ func TestGrafanaDashboard(t *testing.T) {
 	if err := dec.Decode(&d); err != nil {
 		t.Fatalf("%s is not valid JSON: %v", dashboardPath, err)
 	}
+	return d
+}
+
+func TestGrafanaDashboard(t *testing.T) {
+	t.Parallel()
+	d := loadDashboard(t)
 	if d.Title == "" || d.UID == "" {
 		t.Errorf("dashboard title %q uid %q: want both", d.Title, d.UID)
 	}
@@ -206,8 +216,26 @@ func TestGrafanaDashboard(t *testing.T) {
 		}
 		check("variable "+v.Name, labelValuesLabel.ReplaceAllString(q.Query, ")"))
 	}
+	checkPanels(t, d.Panels, check)
+	// What the dashboard is for: these must be on it.
+	for _, n := range []string{
+		"postern_proxy_requests_total", "postern_proxy_request_duration_seconds_bucket", "postern_proxy_upstream_response_seconds_bucket",
+		"postern_proxy_upstream_errors_total", "postern_controller_table_builds_total", "postern_controller_build_duration_seconds_bucket",
+		"postern_controller_problems", "postern_tls_certificate_expiry_timestamp_seconds",
+	} {
+		if !used[n] {
+			t.Errorf("the dashboard does not show %s", n)
+		}
+	}
+}
+
+// checkPanels checks the dashboard's panels: unique ids, a place in the 24
+// columns and, for all but rows, the ${datasource} variable and at least
+// one query, each passed to check.
+func checkPanels(t *testing.T, panels []panel, check func(where, expr string)) {
+	t.Helper()
 	ids := make(map[int]bool)
-	for _, p := range d.Panels {
+	for _, p := range panels {
 		where := "panel " + p.Title
 		if ids[p.ID] {
 			t.Errorf("%s: id %d used twice", where, p.ID)
@@ -230,16 +258,6 @@ func TestGrafanaDashboard(t *testing.T) {
 				t.Errorf("%s: target datasource %+v, want the ${datasource} variable", where, tg.Datasource)
 			}
 			check(where, tg.Expr)
-		}
-	}
-	// What the dashboard is for: these must be on it.
-	for _, n := range []string{
-		"postern_proxy_requests_total", "postern_proxy_request_duration_seconds_bucket", "postern_proxy_upstream_response_seconds_bucket",
-		"postern_proxy_upstream_errors_total", "postern_controller_table_builds_total", "postern_controller_build_duration_seconds_bucket",
-		"postern_controller_problems", "postern_tls_certificate_expiry_timestamp_seconds",
-	} {
-		if !used[n] {
-			t.Errorf("the dashboard does not show %s", n)
 		}
 	}
 }

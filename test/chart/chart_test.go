@@ -133,7 +133,31 @@ func checkInvariants(t *testing.T, m *Manifest) {
 	}
 	pod := pt.Spec
 
-	// Non-root, read-only, no capabilities, no escalation, seccomp.
+	checkSecurityContext(t, pod, c)
+	ports := checkListeners(t, c)
+
+	if pod.EnableServiceLinks == nil || *pod.EnableServiceLinks {
+		t.Error("enableServiceLinks is not false")
+	}
+
+	// The downward API names the pod and its namespace.
+	for _, name := range []string{"POD_NAME", "POD_NAMESPACE"} {
+		i := slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == name })
+		if i < 0 || c.Env[i].ValueFrom == nil || c.Env[i].ValueFrom.FieldRef == nil {
+			t.Errorf("env %s not from the downward API", name)
+		}
+	}
+
+	checkDrainGrace(t, pod, c)
+	checkSelectors(t, m, pt, ports)
+	checkIngressClassFlags(t, m, c)
+	checkRBACShape(t, m, pod.ServiceAccountName)
+}
+
+// checkSecurityContext: non-root, read-only, no capabilities, no
+// escalation, seccomp.
+func checkSecurityContext(t *testing.T, pod corev1.PodSpec, c *corev1.Container) {
+	t.Helper()
 	psc, sc := pod.SecurityContext, c.SecurityContext
 	switch {
 	case psc == nil || sc == nil:
@@ -149,9 +173,12 @@ func checkInvariants(t *testing.T, m *Manifest) {
 	case sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) > 0:
 		t.Errorf("capabilities = %+v, want drop [ALL] and add nothing", sc.Capabilities)
 	}
+}
 
-	// Listeners: each flag's port is the container port of that name, and
-	// the probes hit the metrics port.
+// checkListeners: each flag's port is the container port of that name, and
+// the probes hit the metrics port. It returns the container ports by name.
+func checkListeners(t *testing.T, c *corev1.Container) map[string]int32 {
+	t.Helper()
 	ports := map[string]int32{}
 	for _, p := range c.Ports {
 		ports[p.Name] = p.ContainerPort
@@ -170,20 +197,13 @@ func checkInvariants(t *testing.T, m *Manifest) {
 	if ports["metrics"] != 10254 {
 		t.Errorf("metrics port = %d, want 10254", ports["metrics"])
 	}
+	return ports
+}
 
-	if pod.EnableServiceLinks == nil || *pod.EnableServiceLinks {
-		t.Error("enableServiceLinks is not false")
-	}
-
-	// The downward API names the pod and its namespace.
-	for _, name := range []string{"POD_NAME", "POD_NAMESPACE"} {
-		i := slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == name })
-		if i < 0 || c.Env[i].ValueFrom == nil || c.Env[i].ValueFrom.FieldRef == nil {
-			t.Errorf("env %s not from the downward API", name)
-		}
-	}
-
-	// The pod outlives its drain: preStop sleep + --shutdown-grace.
+// checkDrainGrace: the pod outlives its drain: preStop sleep +
+// --shutdown-grace.
+func checkDrainGrace(t *testing.T, pod corev1.PodSpec, c *corev1.Container) {
+	t.Helper()
 	grace, _ := Flag(c.Args, "shutdown-grace")
 	d, err := time.ParseDuration(grace)
 	if err != nil {
@@ -195,8 +215,13 @@ func checkInvariants(t *testing.T, m *Manifest) {
 	if tg := pod.TerminationGracePeriodSeconds; tg == nil || time.Duration(*tg)*time.Second <= d {
 		t.Errorf("terminationGracePeriodSeconds %v is not above preStop sleep + shutdown grace (%s)", tg, d)
 	}
+}
 
-	// Every selector selects the pods, and the Services' target ports exist.
+// checkSelectors: every selector selects the pods, and the Services' target
+// ports exist.
+func checkSelectors(t *testing.T, m *Manifest, pt *corev1.PodTemplateSpec, ports map[string]int32) {
+	t.Helper()
+	pod := pt.Spec
 	podLabels := labels.Set(pt.Labels)
 	for _, s := range All[*corev1.Service](m) {
 		if !labels.SelectorFromSet(s.Spec.Selector).Matches(podLabels) {
@@ -228,8 +253,11 @@ func checkInvariants(t *testing.T, m *Manifest) {
 			t.Errorf("topology spread on %s does not select the pods", tsc.TopologyKey)
 		}
 	}
+}
 
-	// The IngressClass and the flags agree.
+// checkIngressClassFlags: the IngressClass and the flags agree.
+func checkIngressClassFlags(t *testing.T, m *Manifest, c *corev1.Container) {
+	t.Helper()
 	for _, ic := range All[*networkingv1.IngressClass](m) {
 		if v, _ := Flag(c.Args, "ingress-class"); v != ic.Name {
 			t.Errorf("--ingress-class=%s, IngressClass %s", v, ic.Name)
@@ -238,8 +266,6 @@ func checkInvariants(t *testing.T, m *Manifest) {
 			t.Errorf("--controller-class=%s, IngressClass controller %s", v, ic.Spec.Controller)
 		}
 	}
-
-	checkRBACShape(t, m, pod.ServiceAccountName)
 }
 
 func matches(t *testing.T, sel map[string]string, set labels.Set) bool {

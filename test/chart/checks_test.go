@@ -251,6 +251,23 @@ func checkACME(t *testing.T, m *Manifest) {
 }
 
 func checkServiceMonitor(t *testing.T, m *Manifest) {
+	checkServiceMonitorTargets(t, m)
+	checkHPA(t, m)
+	checkDashboardConfigMap(t, m)
+
+	c, _ := m.Container()
+	for _, want := range []string{"--access-log-sample=0.25", "--log-format=console", "--enable-pprof"} {
+		if !slices.Contains(c.Args, want) {
+			t.Errorf("args %q lack %s", c.Args, want)
+		}
+	}
+}
+
+// checkServiceMonitorTargets: the ServiceMonitor and its endpoint select
+// exactly the metrics Service, and the public Service does not expose
+// metrics.
+func checkServiceMonitorTargets(t *testing.T, m *Manifest) {
+	t.Helper()
 	var sm *unstructured.Unstructured
 	for _, u := range All[*unstructured.Unstructured](m) {
 		if u.GetKind() == "ServiceMonitor" {
@@ -294,8 +311,11 @@ func checkServiceMonitor(t *testing.T, m *Manifest) {
 			t.Error("the public Service exposes the metrics port")
 		}
 	}
+}
 
-	// The HPA scales the Deployment, which leaves replicas to it.
+// checkHPA: the HPA scales the Deployment, which leaves replicas to it.
+func checkHPA(t *testing.T, m *Manifest) {
+	t.Helper()
 	hpa := All[*autoscalingv2.HorizontalPodAutoscaler](m)
 	d := All[*appsv1.Deployment](m)
 	if len(hpa) != 1 || len(d) != 1 || hpa[0].Spec.ScaleTargetRef.Name != d[0].Name || hpa[0].Spec.ScaleTargetRef.Kind != "Deployment" {
@@ -307,8 +327,12 @@ func checkServiceMonitor(t *testing.T, m *Manifest) {
 	if len(hpa[0].Spec.Metrics) != 2 {
 		t.Errorf("HPA metrics = %+v, want CPU and memory", hpa[0].Spec.Metrics)
 	}
+}
 
-	// The dashboard ConfigMap: the sidecar's label and the chart's JSON.
+// checkDashboardConfigMap: the dashboard ConfigMap has the sidecar's label
+// and the chart's JSON.
+func checkDashboardConfigMap(t *testing.T, m *Manifest) {
+	t.Helper()
 	var cm *corev1.ConfigMap
 	for _, c := range All[*corev1.ConfigMap](m) {
 		if c.Name == "postern-dashboard" {
@@ -334,13 +358,6 @@ func checkServiceMonitor(t *testing.T, m *Manifest) {
 	wb, _ := json.Marshal(wantJSON)
 	if string(gb) != string(wb) {
 		t.Error("the ConfigMap's dashboard differs from dashboards/postern.json")
-	}
-
-	c, _ := m.Container()
-	for _, want := range []string{"--access-log-sample=0.25", "--log-format=console", "--enable-pprof"} {
-		if !slices.Contains(c.Args, want) {
-			t.Errorf("args %q lack %s", c.Args, want)
-		}
 	}
 }
 

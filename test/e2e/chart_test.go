@@ -243,6 +243,18 @@ func TestChartInstall(t *testing.T) {
 	ns := namespace(t, "chart-install")
 	m := installChart(t, h, dir, "postern", ns)
 
+	checkInstalledObjects(t, m)
+	checkServerFilledIn(t, ns)
+	checkInstallPermissions(t, ns)
+	checkUpgrade(t, h, dir, ns)
+	checkBadValuesRefused(t, h, dir, ns)
+	checkUninstall(t, h, ns)
+}
+
+// checkInstalledObjects: every object the chart rendered exists, and they
+// are the kinds an install with the defaults makes.
+func checkInstalledObjects(t *testing.T, m *chart.Manifest) {
+	t.Helper()
 	want := m.Kinds()
 	for _, o := range m.Objects {
 		kind := o.GetObjectKind().GroupVersionKind()
@@ -270,9 +282,13 @@ func TestChartInstall(t *testing.T) {
 	if fmt.Sprint(kinds) != fmt.Sprint(wantKinds) {
 		t.Errorf("installed %v, want %v", kinds, wantKinds)
 	}
+}
 
-	// What the API server filled in: a cluster IP and node ports for the
-	// LoadBalancer Service.
+// checkServerFilledIn: what the API server filled in: a cluster IP and
+// node ports for the LoadBalancer Service; and the IngressClass's
+// controller.
+func checkServerFilledIn(t *testing.T, ns string) {
+	t.Helper()
 	var svc corev1.Service
 	if err := json.Unmarshal([]byte(kubectl(t, "get", "service", "postern", "--namespace", ns, "-o", "json")), &svc); err != nil {
 		t.Fatal(err)
@@ -292,8 +308,12 @@ func TestChartInstall(t *testing.T) {
 	if ic.Spec.Controller != "postern.dev/ingress-controller" {
 		t.Errorf("IngressClass controller = %q", ic.Spec.Controller)
 	}
+}
 
-	// The ServiceAccount may do what Postern does, and nothing else.
+// checkInstallPermissions: the ServiceAccount may do what Postern does, and
+// nothing else.
+func checkInstallPermissions(t *testing.T, ns string) {
+	t.Helper()
 	for _, tc := range []struct {
 		args []string
 		want bool
@@ -318,16 +338,23 @@ func TestChartInstall(t *testing.T) {
 			t.Errorf("can the ServiceAccount %s? %v, want %v", strings.Join(tc.args, " "), got, tc.want)
 		}
 	}
+}
 
-	// Upgrade.
+// checkUpgrade: an upgrade with --reuse-values changes what it sets.
+func checkUpgrade(t *testing.T, h chart.Helm, dir, ns string) {
+	t.Helper()
 	if _, err := h.Run(helmCtx(t), "upgrade", "postern", dir, "--namespace", ns, "--reuse-values", "--set", "replicaCount=3"); err != nil {
 		t.Fatal(err)
 	}
 	if got := kubectl(t, "get", "deployment", "postern", "--namespace", ns, "-o", "jsonpath={.spec.replicas}"); got != "3" {
 		t.Errorf("replicas after upgrade = %s, want 3", got)
 	}
+}
 
-	// Bad values: refused by the schema, nothing created, no release.
+// checkBadValuesRefused: bad values are refused by the schema, nothing
+// created, no release.
+func checkBadValuesRefused(t *testing.T, h chart.Helm, dir, ns string) {
+	t.Helper()
 	_, err := h.Run(helmCtx(t), "install", "bad", dir, "--namespace", ns, "--set", "kind=StatefulSet")
 	if err == nil || !strings.Contains(err.Error(), "/kind") {
 		t.Errorf("install with kind=StatefulSet: %v, want the schema's error on /kind", err)
@@ -338,8 +365,12 @@ func TestChartInstall(t *testing.T) {
 	if out, err := kubectlErr("get", "serviceaccount", "bad-postern", "--namespace", ns); err == nil {
 		t.Errorf("the refused install created objects: %s", out)
 	}
+}
 
-	// Uninstall removes everything, cluster-scoped objects included.
+// checkUninstall: uninstall removes everything, cluster-scoped objects
+// included.
+func checkUninstall(t *testing.T, h chart.Helm, ns string) {
+	t.Helper()
 	if _, err := h.Run(helmCtx(t), "uninstall", "postern", "--namespace", ns, "--wait"); err != nil {
 		t.Fatal(err)
 	}

@@ -42,6 +42,17 @@ func BenchmarkConvergence(b *testing.B) {
 
 	cs := clientset(b)
 	ctx := b.Context()
+	createBenchObjects(ctx, b, cs, ns, objects, class)
+	p, ready := startBenchPostern(b, ns, objects, class)
+	endpointAdded, pathAdded := timeBenchChanges(ctx, b, cs, ns, p, objects, changes)
+	reportConvergence(b, objects, ready, endpointAdded, pathAdded)
+}
+
+// createBenchObjects creates objects Ingresses of class in ns, one Service
+// (and EndpointSlice) each on 192.0.2.60, and the Service added-paths on
+// 192.0.2.90 that the paths the changes add route to.
+func createBenchObjects(ctx context.Context, b *testing.B, cs kubernetes.Interface, ns string, objects int, class string) {
+	b.Helper()
 	start := time.Now()
 	forEach(b, objects+1, func(i int) error {
 		name, addr := fmt.Sprintf("svc-%04d", i), "192.0.2.60"
@@ -58,7 +69,13 @@ func BenchmarkConvergence(b *testing.B) {
 		return err
 	})
 	b.Logf("created %d Ingresses, %d Services and their EndpointSlices in %s", objects, objects+1, time.Since(start).Round(time.Millisecond))
+}
 
+// startBenchPostern starts postern on the objects of ns and returns it and
+// how long it took from start to ready; it returns once the last Ingress is
+// routed.
+func startBenchPostern(b *testing.B, ns string, objects int, class string) (*Postern, time.Duration) {
+	b.Helper()
 	started := time.Now()
 	p := startPosternNoWait(b, "--ingress-class", class, "--election-id", "bench", "--watch-namespace", ns)
 	eventually(b, 120*time.Second, func() error {
@@ -70,8 +87,14 @@ func BenchmarkConvergence(b *testing.B) {
 	ready := time.Since(started)
 	p.expectWithin(b, 60*time.Second, benchHost(objects-1), "/", 200, "bench")
 	b.Logf("start to ready: %s (first request to the last Ingress routed %s after start)", ready.Round(time.Millisecond), time.Since(started).Round(time.Millisecond))
+	return p, ready
+}
 
-	var endpointAdded, pathAdded []time.Duration
+// timeBenchChanges makes the changes, alternately an endpoint added to a
+// Service and a path added to an Ingress, and returns how long each took
+// from the API write to the first request routed by it, by kind of change.
+func timeBenchChanges(ctx context.Context, b *testing.B, cs kubernetes.Interface, ns string, p *Postern, objects, changes int) (endpointAdded, pathAdded []time.Duration) {
+	b.Helper()
 	for k := range changes {
 		i := (k * 137) % objects
 		host := benchHost(i)
@@ -98,6 +121,13 @@ func BenchmarkConvergence(b *testing.B) {
 			pathAdded = append(pathAdded, took)
 		}
 	}
+	return endpointAdded, pathAdded
+}
+
+// reportConvergence logs the table of p50, p99 and max by kind of change
+// and the time to ready, and reports them as the benchmark's metrics.
+func reportConvergence(b *testing.B, objects int, ready time.Duration, endpointAdded, pathAdded []time.Duration) {
+	b.Helper()
 	all := append(slices.Clone(endpointAdded), pathAdded...)
 	var report strings.Builder
 	fmt.Fprintf(&report, "\n| %d Ingresses, %d Services | changes | p50 | p99 | max |\n|---|---|---|---|---|\n", objects, objects+1)

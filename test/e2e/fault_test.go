@@ -350,24 +350,7 @@ func TestFaultGracefulDrain(t *testing.T) {
 	p.expectFrom(t, host, "/", names...)
 
 	l := startLoad(t, p, loadOptions{host: host, backends: names})
-	// Slow requests: two whose answer starts after 3 s, one that streams
-	// for 3 s.
-	type slow struct {
-		path   string
-		code   int
-		body   string
-		err    error
-		events int
-	}
-	slows := []*slow{{path: "/delay?d=3s"}, {path: "/delay?d=3s"}, {path: "/stream?count=11&interval=300ms"}}
-	var wg sync.WaitGroup
-	for _, s := range slows {
-		wg.Go(func() {
-			c := &http.Client{Transport: &http.Transport{Proxy: nil}, Timeout: 20 * time.Second}
-			s.code, s.body, s.err = getBody(c, p.HTTPAddr, host, s.path)
-			s.events = strings.Count(s.body, "data: ")
-		})
-	}
+	slows, wg := startSlowRequests(p, host)
 	time.Sleep(500 * time.Millisecond) // the slow requests reached their backends
 
 	term := time.Now()
@@ -375,15 +358,7 @@ func TestFaultGracefulDrain(t *testing.T) {
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	// /readyz answers 503 while the listeners drain (the slow requests
-	// keep the process up for about 2.5 s more).
-	var notReadyAfter time.Duration
-	for time.Since(term) < 2*time.Second && notReadyAfter == 0 {
-		if code, _ := httpGet(p.MetricsAddr, "", "/readyz"); code == http.StatusServiceUnavailable {
-			notReadyAfter = time.Since(term)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	notReadyAfter := waitNotReady(p, term)
 	select {
 	case <-p.done:
 	case <-time.After(grace + 5*time.Second):
@@ -412,6 +387,57 @@ func TestFaultGracefulDrain(t *testing.T) {
 	if notReadyAfter == 0 {
 		t.Errorf("/readyz never answered 503 during the drain")
 	}
+	checkSlowRequests(t, slows)
+	if r.sent < 100 || r.failed != 0 {
+		t.Errorf("%d of %d accepted requests failed during the drain (want 0 of at least 100):%s", r.failed, r.sent, r.failuresText(10))
+	}
+}
+
+// slowRequest is one of the requests TestFaultGracefulDrain keeps in flight
+// across the SIGTERM, and what it got.
+type slowRequest struct {
+	path   string
+	code   int
+	body   string
+	err    error
+	events int
+}
+
+// startSlowRequests sends, through p, the slow requests: two whose answer
+// starts after 3 s, one that streams for 3 s. Wait on the WaitGroup before
+// reading what they got.
+func startSlowRequests(p *Postern, host string) ([]*slowRequest, *sync.WaitGroup) {
+	slows := []*slowRequest{{path: "/delay?d=3s"}, {path: "/delay?d=3s"}, {path: "/stream?count=11&interval=300ms"}}
+	var wg sync.WaitGroup
+	for _, s := range slows {
+		wg.Go(func() {
+			c := &http.Client{Transport: &http.Transport{Proxy: nil}, Timeout: 20 * time.Second}
+			s.code, s.body, s.err = getBody(c, p.HTTPAddr, host, s.path)
+			s.events = strings.Count(s.body, "data: ")
+		})
+	}
+	return slows, &wg
+}
+
+// waitNotReady polls /readyz for 2 s after term and returns how long after
+// term it first answered 503, or 0 if it never did. /readyz answers 503
+// while the listeners drain (the slow requests keep the process up for
+// about 2.5 s more).
+func waitNotReady(p *Postern, term time.Time) time.Duration {
+	var notReadyAfter time.Duration
+	for time.Since(term) < 2*time.Second && notReadyAfter == 0 {
+		if code, _ := httpGet(p.MetricsAddr, "", "/readyz"); code == http.StatusServiceUnavailable {
+			notReadyAfter = time.Since(term)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return notReadyAfter
+}
+
+// checkSlowRequests checks that every slow request in flight at the SIGTERM
+// completed whole.
+func checkSlowRequests(t *testing.T, slows []*slowRequest) {
+	t.Helper()
 	for _, s := range slows {
 		whole := strings.HasPrefix(s.body, "backend: drain-") // /delay
 		if strings.HasPrefix(s.path, "/stream") {
@@ -421,9 +447,6 @@ func TestFaultGracefulDrain(t *testing.T) {
 			t.Errorf("slow request %s in flight at SIGTERM: status %d, %d events, error %v, body %q; want it whole",
 				s.path, s.code, s.events, s.err, firstLine(s.body))
 		}
-	}
-	if r.sent < 100 || r.failed != 0 {
-		t.Errorf("%d of %d accepted requests failed during the drain (want 0 of at least 100):%s", r.failed, r.sent, r.failuresText(10))
 	}
 }
 

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	rbacv1 "k8s.io/api/rbac/v1"
+
+	"github.com/postern-dev/postern/test/chart"
 )
 
 // TestRBACClusterWide runs two postern replicas as the ServiceAccount of a
@@ -48,8 +50,29 @@ func TestRBACClusterWide(t *testing.T) {
 		return nil
 	})
 
-	// Leader election on the chart's Lease.
-	var leader, other *Postern
+	leader, other := electedLeader(t, rel, a, b)
+	checkEventSeries(t, app, leader)
+
+	// Hand-over: the leader stops (releasing the Lease), the other takes
+	// over and writes status for a new Ingress.
+	leader.stop()
+	logLine(t, other, 40*time.Second, "became leader")
+	apply(t, ingress(app, "later", "rbac", "later.rbac.example.com", "/=svc"))
+	other.expect(t, "later.rbac.example.com", "/", 200, "rbac")
+	eventually(t, 40*time.Second, func() error {
+		if got := ingressStatus(t, app, "later"); got != clusterIP {
+			return fmt.Errorf("status of later = %q, want %s from the new leader", got, clusterIP)
+		}
+		return nil
+	})
+	noForbidden(t, a, b)
+}
+
+// electedLeader waits until exactly one of a and b logged becoming leader
+// on the chart's Lease, checks the Lease names it, and returns it and the
+// other replica.
+func electedLeader(t *testing.T, rel string, a, b *Postern) (leader, other *Postern) {
+	t.Helper()
 	eventually(t, 40*time.Second, func() error {
 		la, lb := strings.Contains(a.out.String(), "became leader"), strings.Contains(b.out.String(), "became leader")
 		switch {
@@ -66,10 +89,15 @@ func TestRBACClusterWide(t *testing.T) {
 	if !strings.Contains(leader.out.String(), holder) {
 		t.Errorf("Lease holder %q is not the replica that logged becoming leader", holder)
 	}
+	return leader, other
+}
 
-	// Events: one on the broken Ingress; then the problem goes and comes
-	// back twice, and the repeated Event becomes a series, which the
-	// events library writes with a patch.
+// checkEventSeries checks the Events on the broken Ingress of app: one at
+// first; then the problem goes and comes back twice (leader routing it
+// each time), and the repeated Event becomes a series, which the events
+// library writes with a patch.
+func checkEventSeries(t *testing.T, app string, leader *Postern) {
+	t.Helper()
 	brokenEvent := func() (*eventSeen, error) {
 		out, err := kubectlErr("get", "events.events.k8s.io", "--namespace", app, "-o", "json")
 		if err != nil {
@@ -110,20 +138,6 @@ func TestRBACClusterWide(t *testing.T) {
 		}
 		return err
 	})
-
-	// Hand-over: the leader stops (releasing the Lease), the other takes
-	// over and writes status for a new Ingress.
-	leader.stop()
-	logLine(t, other, 40*time.Second, "became leader")
-	apply(t, ingress(app, "later", "rbac", "later.rbac.example.com", "/=svc"))
-	other.expect(t, "later.rbac.example.com", "/", 200, "rbac")
-	eventually(t, 40*time.Second, func() error {
-		if got := ingressStatus(t, app, "later"); got != clusterIP {
-			return fmt.Errorf("status of later = %q, want %s from the new leader", got, clusterIP)
-		}
-		return nil
-	})
-	noForbidden(t, a, b)
 }
 
 type eventSeen struct{ events, series int }
@@ -285,30 +299,55 @@ func dropRule(t *testing.T, obj, ns, resource, verb string) {
 func TestRBACMissingRule(t *testing.T) {
 	h, dir := chartHelm(t)
 	startEcho(t, "missing-rule", "192.0.2.163:9000")
-	type effect int
-	const (
-		neverReady effect = iota // an informer cannot sync: /readyz stays 503
-		noStatus                 // routes, but Ingress status is never written
-		noEvent                  // routes and writes status, but posts no Event
-		losesLead                // leads once (it created the Lease), cannot renew, steps down
-		relists                  // ready, but every watch is refused: changes come by relisting
-		noACME                   // ready after a bounded wait; ACME neither serves nor orders, and says why
-	)
+	for i, tc := range missingRuleCases() {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v) // postern inherits the test's environment
+			}
+			m, rel, app := installMissingRule(t, h, dir, i, tc)
+			p := startAsChart(t, m, rel, false)
+			line := logLine(t, p, 60*time.Second, tc.logWords...)
+			t.Logf("postern says: %s", line)
+			checkRuleEffect(t, p, app, tc)
+		})
+	}
+}
+
+// ruleEffect is what postern does without the rule a missingRuleCase takes
+// away.
+type ruleEffect int
+
+const (
+	neverReady ruleEffect = iota // an informer cannot sync: /readyz stays 503
+	noStatus                     // routes, but Ingress status is never written
+	noEvent                      // routes and writes status, but posts no Event
+	losesLead                    // leads once (it created the Lease), cannot renew, steps down
+	relists                      // ready, but every watch is refused: changes come by relisting
+	noACME                       // ready after a bounded wait; ACME neither serves nor orders, and says why
+)
+
+// missingRuleCase is one rule TestRBACMissingRule takes away, what postern
+// logs without it and what it does.
+type missingRuleCase struct {
+	name           string
+	set            string // extra --set for the install; {n} is the case's number
+	role           string // the ClusterRole or Role edited: "cluster", "own", "publish"
+	resource, verb string
+	logWords       []string
+	effect         ruleEffect
+	env            map[string]string // postern's environment
+}
+
+// missingRuleCases are the rules TestRBACMissingRule takes away, one per
+// case.
+func missingRuleCases() []missingRuleCase {
 	// client-go's informers list through a watch (streaming lists,
 	// WatchListClient) when the API server serves them, as this one does,
 	// and fall back to list and watch when it does not: API servers before
 	// streaming lists, within the chart's kubeVersion, need list. The list
 	// cases turn streaming lists off in postern's client to take that path.
 	classic := map[string]string{"KUBE_FEATURE_WatchListClient": "false"}
-	for i, tc := range []struct {
-		name           string
-		set            string // extra --set for the install; {n} is the case's number
-		role           string // the ClusterRole or Role edited: "cluster", "own", "publish"
-		resource, verb string
-		logWords       []string
-		effect         effect
-		env            map[string]string // postern's environment
-	}{
+	return []missingRuleCase{
 		{"list ingresses", "", "cluster", "ingresses", "list", []string{"forbidden", "ingresses", "list"}, neverReady, classic},
 		{"list ingressclasses", "", "cluster", "ingressclasses", "list", []string{"forbidden", "ingressclasses", "list"}, neverReady, classic},
 		{"list services", "", "cluster", "services", "list", []string{"forbidden", "services", "list"}, neverReady, classic},
@@ -331,90 +370,95 @@ func TestRBACMissingRule(t *testing.T) {
 		// rest is served: ACME must never hold up routing.
 		{"list the ACME cache's Secrets", "watchNamespaces={missing-rule-app-{n}},acme.enabled=true,acme.directory=https://acme.invalid/directory",
 			"own", "secrets", "list", []string{"forbidden", "secrets", "list"}, noACME, classic},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			for k, v := range tc.env {
-				t.Setenv(k, v) // postern inherits the test's environment
-			}
-			rel := namespace(t, fmt.Sprintf("missing-rule-%d", i))
-			app := namespace(t, fmt.Sprintf("missing-rule-app-%d", i))
-			class := fmt.Sprintf("missing-rule-%d", i)
-			set := fmt.Sprintf("ingressClass.name=%s,ingressClass.controller=e2e.postern.dev/%s,electionID=%s", class, class, class)
-			if tc.set != "" {
-				set += "," + strings.ReplaceAll(tc.set, "{n}", strconv.Itoa(i))
-			}
-			m := installChart(t, h, dir, class, rel, "--set", set)
+	}
+}
 
-			name := fullname(t, m)
-			obj, ns := "clusterrole/"+name, ""
-			switch tc.role {
-			case "own":
-				obj, ns = "role/"+name, rel
-			case "publish":
-				obj, ns = "role/"+name+"-publish-service", rel
-			case "defaultcert":
-				obj, ns = "role/"+name+"-default-certificate", rel
-			}
-			dropRule(t, obj, ns, tc.resource, tc.verb)
-			apply(t, service(app, "svc", "192.0.2.163")+
-				ingress(app, "good", class, "good.example.com", "/=svc")+
-				ingress(app, "broken", class, "broken.example.com", "/=missing"))
+// installMissingRule installs the chart for case i, takes tc's rule away
+// from the Role or ClusterRole it names, and applies the app namespace's
+// Service and Ingresses (good, and broken for want of a Service). It
+// returns the chart, the release namespace and the app namespace.
+func installMissingRule(t *testing.T, h chart.Helm, dir string, i int, tc missingRuleCase) (m *chart.Manifest, rel, app string) {
+	t.Helper()
+	rel = namespace(t, fmt.Sprintf("missing-rule-%d", i))
+	app = namespace(t, fmt.Sprintf("missing-rule-app-%d", i))
+	class := fmt.Sprintf("missing-rule-%d", i)
+	set := fmt.Sprintf("ingressClass.name=%s,ingressClass.controller=e2e.postern.dev/%s,electionID=%s", class, class, class)
+	if tc.set != "" {
+		set += "," + strings.ReplaceAll(tc.set, "{n}", strconv.Itoa(i))
+	}
+	m = installChart(t, h, dir, class, rel, "--set", set)
 
-			p := startAsChart(t, m, rel, false)
-			line := logLine(t, p, 60*time.Second, tc.logWords...)
-			t.Logf("postern says: %s", line)
-			switch tc.effect {
-			case neverReady:
-				// It said why; it is not ready, and stays so.
-				for range 20 {
-					if code, body := httpGet(p.MetricsAddr, "", "/readyz"); code != http.StatusServiceUnavailable {
-						t.Fatalf("/readyz = %d %q without %s on %s", code, body, tc.verb, tc.resource)
-					}
-					time.Sleep(100 * time.Millisecond)
-				}
-			case relists:
-				// The initial list goes through (the streaming list falls back
-				// to a plain list), so it is ready; then every watch is
-				// refused and the informer lists again and again on
-				// client-go's back-off (up to 30 s): it keeps serving, sees
-				// changes late, and says why each time.
-				p.expect(t, "good.example.com", "/", 200, "missing-rule")
-				eventually(t, 60*time.Second, func() error {
-					n := 0
-					for _, l := range strings.Split(p.out.String(), "\n") {
-						if strings.Contains(l, "Failed to watch") && strings.Contains(l, "forbidden") && strings.Contains(l, tc.resource) {
-							n++
-						}
-					}
-					if n < 2 {
-						return fmt.Errorf("the refused watch was logged %d times, want it retried", n)
-					}
-					return nil
-				})
-			case noACME:
-				logLine(t, p, 60*time.Second, "ACME cache Secrets cannot be listed")
-				p.expect(t, "good.example.com", "/", 200, "missing-rule")
-			case losesLead:
-				logLine(t, p, 60*time.Second, "stopped leading")
-				p.expect(t, "good.example.com", "/", 200, "missing-rule")
-			case noStatus, noEvent:
-				p.expect(t, "good.example.com", "/", 200, "missing-rule")
-				status := ingressStatus(t, app, "good")
-				if tc.effect == noStatus && status != "" {
-					t.Errorf("status written without %s on %s: %q", tc.verb, tc.resource, status)
-				}
-				if tc.effect == noEvent {
-					eventually(t, 40*time.Second, func() error {
-						if ingressStatus(t, app, "good") == "" {
-							return fmt.Errorf("no status yet")
-						}
-						return nil
-					})
-					if out := kubectl(t, "get", "events.events.k8s.io", "--namespace", app, "-o", "name"); strings.TrimSpace(out) != "" {
-						t.Errorf("Events posted without create on events: %s", out)
-					}
+	name := fullname(t, m)
+	obj, ns := "clusterrole/"+name, ""
+	switch tc.role {
+	case "own":
+		obj, ns = "role/"+name, rel
+	case "publish":
+		obj, ns = "role/"+name+"-publish-service", rel
+	case "defaultcert":
+		obj, ns = "role/"+name+"-default-certificate", rel
+	}
+	dropRule(t, obj, ns, tc.resource, tc.verb)
+	apply(t, service(app, "svc", "192.0.2.163")+
+		ingress(app, "good", class, "good.example.com", "/=svc")+
+		ingress(app, "broken", class, "broken.example.com", "/=missing"))
+	return m, rel, app
+}
+
+// checkRuleEffect checks that p, run without tc's rule, does what tc.effect
+// says.
+func checkRuleEffect(t *testing.T, p *Postern, app string, tc missingRuleCase) {
+	t.Helper()
+	switch tc.effect {
+	case neverReady:
+		// It said why; it is not ready, and stays so.
+		for range 20 {
+			if code, body := httpGet(p.MetricsAddr, "", "/readyz"); code != http.StatusServiceUnavailable {
+				t.Fatalf("/readyz = %d %q without %s on %s", code, body, tc.verb, tc.resource)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	case relists:
+		// The initial list goes through (the streaming list falls back
+		// to a plain list), so it is ready; then every watch is
+		// refused and the informer lists again and again on
+		// client-go's back-off (up to 30 s): it keeps serving, sees
+		// changes late, and says why each time.
+		p.expect(t, "good.example.com", "/", 200, "missing-rule")
+		eventually(t, 60*time.Second, func() error {
+			n := 0
+			for _, l := range strings.Split(p.out.String(), "\n") {
+				if strings.Contains(l, "Failed to watch") && strings.Contains(l, "forbidden") && strings.Contains(l, tc.resource) {
+					n++
 				}
 			}
+			if n < 2 {
+				return fmt.Errorf("the refused watch was logged %d times, want it retried", n)
+			}
+			return nil
 		})
+	case noACME:
+		logLine(t, p, 60*time.Second, "ACME cache Secrets cannot be listed")
+		p.expect(t, "good.example.com", "/", 200, "missing-rule")
+	case losesLead:
+		logLine(t, p, 60*time.Second, "stopped leading")
+		p.expect(t, "good.example.com", "/", 200, "missing-rule")
+	case noStatus, noEvent:
+		p.expect(t, "good.example.com", "/", 200, "missing-rule")
+		status := ingressStatus(t, app, "good")
+		if tc.effect == noStatus && status != "" {
+			t.Errorf("status written without %s on %s: %q", tc.verb, tc.resource, status)
+		}
+		if tc.effect == noEvent {
+			eventually(t, 40*time.Second, func() error {
+				if ingressStatus(t, app, "good") == "" {
+					return fmt.Errorf("no status yet")
+				}
+				return nil
+			})
+			if out := kubectl(t, "get", "events.events.k8s.io", "--namespace", app, "-o", "name"); strings.TrimSpace(out) != "" {
+				t.Errorf("Events posted without create on events: %s", out)
+			}
+		}
 	}
 }

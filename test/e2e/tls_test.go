@@ -154,45 +154,9 @@ func TestTLSSecrets(t *testing.T) {
 		t.Errorf("GET https://app.tls.test/ = %d %q %v, want 200 over HTTP/2 from the tls backend", code, lastLines(body, 2), err)
 	}
 
-	// Plain HTTP redirects the TLS host.
-	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+p.HTTPAddr+"/a?b=c", nil)
-	req.Host = "app.tls.test"
-	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }, Timeout: 5 * time.Second}
-	resp, err := noFollow.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusPermanentRedirect || resp.Header.Get("Location") != "https://app.tls.test/a?b=c" {
-		t.Errorf("http://app.tls.test/a?b=c = %d Location %q, want 308 to https", resp.StatusCode, resp.Header.Get("Location"))
-	}
-
-	// An unknown host gets the default (self-signed) certificate.
-	leaf, _, err := servedCert(p.HTTPSAddr, "unknown.tls.test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if leaf.Issuer.String() == cluster.pki.ca.Subject.String() {
-		t.Errorf("an unknown host was served %s, a certificate of the test CA; want the default certificate", leaf.Subject)
-	}
-
-	// Another host on app.tls.test's connection: 421.
-	conn, err := (&tls.Dialer{Config: &tls.Config{ServerName: "app.tls.test", RootCAs: roots, NextProtos: []string{"http/1.1"}}}).DialContext(t.Context(), "tcp", p.HTTPSAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: other.tls.test\r\n\r\n")
-	resp421, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	switch {
-	case err != nil:
-		t.Errorf("Host other.tls.test on app.tls.test's connection: %v, want 421", err)
-	case resp421.StatusCode != http.StatusMisdirectedRequest:
-		t.Errorf("Host other.tls.test on app.tls.test's connection = %d, want 421", resp421.StatusCode)
-	}
-	if err == nil {
-		resp421.Body.Close()
-	}
-	conn.Close()
+	checkHTTPRedirect(t, p)
+	checkDefaultCertificate(t, p)
+	checkMisdirected(t, p, roots)
 
 	// Rotation: a new certificate in the same Secret is served on the next
 	// handshake.
@@ -210,6 +174,56 @@ func TestTLSSecrets(t *testing.T) {
 		return nil
 	})
 	t.Logf("rotated certificate served %s after the Secret update", time.Since(start).Round(time.Millisecond))
+}
+
+// checkHTTPRedirect: plain HTTP redirects the TLS host.
+func checkHTTPRedirect(t *testing.T, p *Postern) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+p.HTTPAddr+"/a?b=c", nil)
+	req.Host = "app.tls.test"
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }, Timeout: 5 * time.Second}
+	resp, err := noFollow.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusPermanentRedirect || resp.Header.Get("Location") != "https://app.tls.test/a?b=c" {
+		t.Errorf("http://app.tls.test/a?b=c = %d Location %q, want 308 to https", resp.StatusCode, resp.Header.Get("Location"))
+	}
+}
+
+// checkDefaultCertificate: an unknown host gets the default (self-signed)
+// certificate.
+func checkDefaultCertificate(t *testing.T, p *Postern) {
+	t.Helper()
+	leaf, _, err := servedCert(p.HTTPSAddr, "unknown.tls.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if leaf.Issuer.String() == cluster.pki.ca.Subject.String() {
+		t.Errorf("an unknown host was served %s, a certificate of the test CA; want the default certificate", leaf.Subject)
+	}
+}
+
+// checkMisdirected: another host on app.tls.test's connection gets 421.
+func checkMisdirected(t *testing.T, p *Postern, roots *x509.CertPool) {
+	t.Helper()
+	conn, err := (&tls.Dialer{Config: &tls.Config{ServerName: "app.tls.test", RootCAs: roots, NextProtos: []string{"http/1.1"}}}).DialContext(t.Context(), "tcp", p.HTTPSAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: other.tls.test\r\n\r\n")
+	resp421, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	switch {
+	case err != nil:
+		t.Errorf("Host other.tls.test on app.tls.test's connection: %v, want 421", err)
+	case resp421.StatusCode != http.StatusMisdirectedRequest:
+		t.Errorf("Host other.tls.test on app.tls.test's connection = %d, want 421", resp421.StatusCode)
+	}
+	if err == nil {
+		resp421.Body.Close()
+	}
+	conn.Close()
 }
 
 // pebble is a running pebble ACME server and its challenge test server,
