@@ -85,6 +85,10 @@ type ingressTranslation struct {
 	// policy is the policy of the Ingress's routes, shared by them; nil
 	// when the annotations ask for none.
 	policy *route.Policy
+	// refused, when not empty, is why the Ingress is not served as
+	// written (a snippet annotation): every path and its default backend
+	// answer 503, failing closed.
+	refused string
 }
 
 // translateIngress claims the default backend, the TLS hosts and the
@@ -98,6 +102,10 @@ func translateIngress(b *builder, ing *networkingv1.Ingress) {
 	}
 	if t.cfg.policy != (route.Policy{}) {
 		t.policy = &t.cfg.policy
+	}
+	if keys, msg := refusedSnippets(ing.Annotations, b.opts.annotationsPrefix()); len(keys) > 0 {
+		t.refused = "refused: " + strings.Join(keys, ", ")
+		b.problem(t.src, ReasonSnippetRefused, msg)
 	}
 	if ib := ing.Spec.DefaultBackend; ib != nil {
 		b.claimDefault(t.src, t.policy, func() *route.Backend { return t.backend(ib, "the default backend") })
@@ -136,8 +144,12 @@ func (t *ingressTranslation) addPath(host string, p *networkingv1.HTTPIngressPat
 
 // backend returns the backend of ib, in the Ingress's namespace, for the
 // route served names ("the default backend"). When ib cannot be served, a
-// Problem says why, and the route answers 503.
+// Problem says why, and the route answers 503; so do all the routes of a
+// refused Ingress, without a look at their Services.
 func (t *ingressTranslation) backend(ib *networkingv1.IngressBackend, served string) *route.Backend {
+	if t.refused != "" {
+		return t.b.unavailableBackend(t.ing.Namespace, "("+t.ing.Name+": refused)", t.refused)
+	}
 	be, reason, what := t.resolve(ib)
 	if reason != "" {
 		t.b.problem(t.src, reason, what+"; "+served+" answers 503")

@@ -40,4 +40,5 @@ const (
 	ReasonInvalidSecret       = "InvalidSecret"
 	ReasonUnsupportedPathType = "UnsupportedPathType"
 	ReasonACMEUnavailable     = "ACMEUnavailable"
+	ReasonSnippetRefused      = "SnippetRefused"
 )

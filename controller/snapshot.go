@@ -44,6 +44,10 @@ type Options struct {
 	// not empty). When false, Ingresses that ask for ACME get a Problem and
 	// their hosts are served the default certificate.
 	ACME bool
+	// AnnotationsPrefix is the prefix of the ingress-nginx annotations
+	// (--annotations-prefix, as ingress-nginx's flag); empty means
+	// DefaultAnnotationsPrefix.
+	AnnotationsPrefix string `json:"annotationsPrefix,omitempty"`
 	// Certificates, when not nil, remembers parsed certificates across
 	// builds so that an unchanged Secret is not parsed again. It never
 	// changes what Build returns.
@@ -54,4 +58,6 @@ type Options struct {
 const (
 	DefaultIngressClass    = "postern"
 	DefaultControllerClass = "postern.dev/ingress-controller"
+	// DefaultAnnotationsPrefix is ingress-nginx's own.
+	DefaultAnnotationsPrefix = "nginx.ingress.kubernetes.io"
 )

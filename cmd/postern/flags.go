@@ -36,6 +36,7 @@ type config struct {
 	metricsAddr     string
 	ingressClass    string
 	controllerClass string
+	annotationsPfx  string
 	logLevel        zapcore.Level
 	logFormat       string
 	accessLog       bool
@@ -90,6 +91,7 @@ func parseFlags(args []string, getenv func(string) string, stdout io.Writer) (*c
 	fs.StringVar(&c.metricsAddr, "metrics-addr", ":10254", "listener for /metrics, /healthz, /readyz and /debug/routes")
 	fs.StringVar(&c.ingressClass, "ingress-class", controller.DefaultIngressClass, "IngressClass name served")
 	fs.StringVar(&c.controllerClass, "controller-class", controller.DefaultControllerClass, "spec.controller of the IngressClasses that belong to Postern")
+	fs.StringVar(&c.annotationsPfx, "annotations-prefix", controller.DefaultAnnotationsPrefix, "prefix of the ingress-nginx annotations, as ingress-nginx's flag")
 	fs.TextVar(&c.logLevel, "log-level", zapcore.InfoLevel, "log level: debug, info, warn, error")
 	fs.StringVar(&c.logFormat, "log-format", "json", "log format: json or console")
 	fs.BoolVar(&c.accessLog, "access-log", true, "write an access-log line per request to stdout, in --log-format; false turns it off")
@@ -158,6 +160,8 @@ func (c *config) validate() error {
 		return errors.New("--ingress-class must not be empty")
 	case c.controllerClass == "":
 		return errors.New("--controller-class must not be empty")
+	case c.annotationsPfx == "" || strings.ContainsAny(c.annotationsPfx, "/ "):
+		return fmt.Errorf("invalid value %q for --annotations-prefix: want a DNS name like %s", c.annotationsPfx, controller.DefaultAnnotationsPrefix)
 	}
 	for _, d := range []struct {
 		name string

@@ -164,6 +164,7 @@ func (a *app) build(ctx context.Context) error {
 	a.applier = controller.NewApplier(controller.Options{
 		IngressClass:       cfg.ingressClass,
 		ControllerClass:    cfg.controllerClass,
+		AnnotationsPrefix:  cfg.annotationsPfx,
 		DefaultCertificate: cfg.defaultCert,
 		ACME:               a.acme != nil,
 	}, a.swapper(), logger.Named("controller"))

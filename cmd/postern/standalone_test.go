@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -98,15 +99,7 @@ func TestStandalone(t *testing.T) {
 	if err := os.WriteFile(file, []byte(manifest(backend.Listener.Addr().String(), "/")), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	httpAddr, adminAddr := freeAddr(t), freeAddr(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"--manifests", dir, "--http-addr", httpAddr, "--https-addr", freeAddr(t), "--metrics-addr", adminAddr,
-			"--log-level", "warn", "--shutdown-grace", "5s"}, env(nil), io.Discard)
-	}()
-
-	eventually(t, "/readyz 200", func() bool { code, _ := get(t, adminAddr, "", "/readyz"); return code == 200 })
+	httpAddr, adminAddr, stop := startStandalone(t, dir)
 	if code, body := get(t, httpAddr, "web.example.com", "/x"); code != 200 || body != "backend saw web.example.com /x" {
 		t.Fatalf("GET web.example.com/x = %d %q", code, body)
 	}
@@ -134,16 +127,7 @@ func TestStandalone(t *testing.T) {
 	if code, body := get(t, adminAddr, "", "/debug/routes"); code != 200 || !strings.Contains(body, `"/only"`) {
 		t.Errorf("/debug/routes = %d %q", code, body)
 	}
-
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run returned %v, want a clean exit", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("run did not return after cancellation")
-	}
+	stop()
 }
 
 // TestShutdownDelay: after SIGTERM, /readyz turns 503 at once while the
@@ -247,5 +231,63 @@ func TestStandaloneProxyProtocolFrom(t *testing.T) {
 	}
 	if got := withHeader(direct); !strings.HasPrefix(got, "HTTP/1.1 400") {
 		t.Errorf("a peer not listed, with a header: %q, want 400", got)
+	}
+}
+
+// TestStandaloneSnippetRefused: the whole program on a folder with an
+// Ingress that carries an ingress-nginx snippet answers 503 on its paths,
+// never reaching the backend, and serves it once the snippet is removed.
+func TestStandaloneSnippetRefused(t *testing.T) {
+	var hits atomic.Int64
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		fmt.Fprint(w, "backend")
+	}))
+	defer backend.Close()
+	plain := manifest(backend.Listener.Addr().String(), "/")
+	snippet := strings.Replace(plain, "metadata: {name: web, namespace: demo}\nspec:\n  ingressClassName",
+		"metadata:\n  name: web\n  namespace: demo\n  annotations:\n    nginx.ingress.kubernetes.io/configuration-snippet: 'more_set_headers \"X-A: b\";'\nspec:\n  ingressClassName", 1)
+	if snippet == plain {
+		t.Fatal("the manifest has no Ingress metadata to annotate")
+	}
+	dir := t.TempDir()
+	file := filepath.Join(dir, "app.yaml")
+	if err := os.WriteFile(file, []byte(snippet), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	httpAddr, _, stop := startStandalone(t, dir)
+	if code, body := get(t, httpAddr, "web.example.com", "/x"); code != http.StatusServiceUnavailable || hits.Load() != 0 {
+		t.Fatalf("with a snippet: %d %q, backend hits %d; want 503 and none", code, body, hits.Load())
+	}
+	if err := os.WriteFile(file, []byte(plain), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "served without the snippet", func() bool { code, _ := get(t, httpAddr, "web.example.com", "/x"); return code == 200 })
+	stop()
+}
+
+// startStandalone runs the program on the manifests folder dir until stop,
+// which fails t unless it exits cleanly, and returns once /readyz is 200.
+func startStandalone(t *testing.T, dir string) (httpAddr, adminAddr string, stop func()) {
+	t.Helper()
+	httpAddr, adminAddr = freeAddr(t), freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--manifests", dir, "--http-addr", httpAddr, "--https-addr", freeAddr(t), "--metrics-addr", adminAddr,
+			"--log-level", "error", "--shutdown-grace", "5s"}, env(nil), io.Discard)
+	}()
+	eventually(t, "/readyz 200", func() bool { code, _ := get(t, adminAddr, "", "/readyz"); return code == 200 })
+	return httpAddr, adminAddr, func() {
+		t.Helper()
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("run returned %v, want a clean exit", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("run did not return after cancellation")
+		}
 	}
 }
