@@ -146,23 +146,37 @@ func (h *Head) field(name, value []byte) bool {
 		}
 		h.Chunked = true
 	case EqualFold(name, "connection"):
-		// Each comma-separated option, without bytes.Split's allocation.
-		for rest, more := value, true; more; {
-			var opt []byte
-			opt, rest, more = bytes.Cut(rest, []byte(","))
-			switch opt = trimSpace(opt); {
-			case EqualFold(opt, "close"):
-				h.CloseConn = true
-			case EqualFold(opt, "keep-alive"), len(opt) == 0:
-			default:
-				return false // names other fields as hop-by-hop: net/http's
-			}
+		closeConn, _, ok := connectionOptions(value)
+		if !ok {
+			return false // names other fields as hop-by-hop: net/http's
 		}
+		h.CloseConn = h.CloseConn || closeConn
 	case EqualFold(name, "upgrade"), EqualFold(name, "expect"),
 		EqualFold(name, "te"), EqualFold(name, "trailer"):
 		return false
 	}
 	return true
+}
+
+// connectionOptions reads the comma-separated options of a Connection
+// field without allocating: whether they say close or keep-alive, and
+// false when one names anything else (other fields made hop-by-hop, which
+// neither parser carries). Empty options are skipped.
+func connectionOptions(value []byte) (closeConn, keepAlive, ok bool) {
+	for rest, more := value, true; more; {
+		var opt []byte
+		opt, rest, more = bytes.Cut(rest, []byte(","))
+		switch opt = trimSpace(opt); {
+		case EqualFold(opt, "close"):
+			closeConn = true
+		case EqualFold(opt, "keep-alive"):
+			keepAlive = true
+		case len(opt) == 0:
+		default:
+			return false, false, false
+		}
+	}
+	return closeConn, keepAlive, true
 }
 
 // cutCRLF splits b at its first CRLF. A bare CR or LF before it fails: so

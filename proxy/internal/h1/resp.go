@@ -1,7 +1,5 @@
 package h1
 
-import "bytes"
-
 // Resp is the parsed head of a backend's response on the fast path, as
 // slices of the upstream connection's read buffer. Its zero value is ready
 // for ParseResp, which fills every field.
@@ -125,20 +123,12 @@ func (r *Resp) field(name, value []byte, h *respHead) bool {
 		}
 		h.chunked = true
 	case EqualFold(name, "connection"):
-		// Each comma-separated option, without bytes.Split's allocation.
-		for rest, more := value, true; more; {
-			var opt []byte
-			opt, rest, more = bytes.Cut(rest, []byte(","))
-			switch opt = trimSpace(opt); {
-			case EqualFold(opt, "close"):
-				r.CloseConn = true
-			case EqualFold(opt, "keep-alive"):
-				h.keepAlive = true
-			case len(opt) == 0:
-			default:
-				return false // names other fields as hop-by-hop: not relayed here
-			}
+		closeConn, keepAlive, ok := connectionOptions(value)
+		if !ok {
+			return false // names other fields as hop-by-hop: not relayed here
 		}
+		r.CloseConn = r.CloseConn || closeConn
+		h.keepAlive = h.keepAlive || keepAlive
 	}
 	return true
 }
