@@ -346,3 +346,17 @@ func listen(t testing.TB) net.Listener {
 	}
 	return ln
 }
+
+// mustTrusted parses items as --trusted-proxies does; nil items give nil
+// (no one trusted).
+func mustTrusted(tb testing.TB, items []string) *pipeline.TrustedProxies {
+	tb.Helper()
+	if items == nil {
+		return nil
+	}
+	tp, err := pipeline.ParseTrustedProxies(items)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return tp
+}

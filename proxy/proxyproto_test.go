@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/postern-dev/postern/proxy/pipeline"
 	"github.com/postern-dev/postern/proxy/route"
 )
 
@@ -372,22 +371,7 @@ func proxyHTTPCases() []proxyHTTPCase {
 // serverOptions are the ServerOptions tt's trusted and from ask for.
 func (tt proxyHTTPCase) serverOptions(t *testing.T) ServerOptions {
 	t.Helper()
-	var opts ServerOptions
-	if tt.trusted != nil {
-		tp, err := pipeline.ParseTrustedProxies(tt.trusted)
-		if err != nil {
-			t.Fatal(err)
-		}
-		opts.TrustedProxies = tp
-	}
-	if tt.from != nil {
-		from, err := pipeline.ParseTrustedProxies(tt.from)
-		if err != nil {
-			t.Fatal(err)
-		}
-		opts.ProxyProtocolFrom = from
-	}
-	return opts
+	return ServerOptions{TrustedProxies: mustTrusted(t, tt.trusted), ProxyProtocolFrom: mustTrusted(t, tt.from)}
 }
 
 func TestProxyProtocolHTTP(t *testing.T) {
@@ -522,10 +506,7 @@ func TestProxyProtocolHTTPS(t *testing.T) {
 
 		// With ProxyProtocolFrom not naming this client, it is served without
 		// a header, as the client it is.
-		from, err := pipeline.ParseTrustedProxies([]string{"10.0.0.0/8"})
-		if err != nil {
-			t.Fatal(err)
-		}
+		from := mustTrusted(t, []string{"10.0.0.0/8"})
 		direct := startTLSServerOpts(t, e, h, pki.serverConfig(), ServerOptions{ProxyProtocol: true, ProxyProtocolFrom: from})
 		c := dialTo(tlsClient(pki.pool, false), direct)
 		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "https://default/", nil)

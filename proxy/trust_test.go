@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/postern-dev/postern/proxy/observe"
-	"github.com/postern-dev/postern/proxy/pipeline"
 	"github.com/postern-dev/postern/proxy/route"
 )
 
@@ -89,15 +88,7 @@ func TestTrustedForwardedHeaders(t *testing.T) {
 				h := New(Options{AccessLog: al})
 				t.Cleanup(h.CloseIdleConnections)
 				h.Swap(route.NewTable([]*route.VirtualHost{vhost("app.example.com", prefix("/", backendOf("b", "", b)))}, nil))
-				var opts ServerOptions
-				if tt.trusted != nil {
-					tp, err := pipeline.ParseTrustedProxies(tt.trusted)
-					if err != nil {
-						t.Fatal(err)
-					}
-					opts.TrustedProxies = tp
-				}
-				addr, s := startServer(t, e, h, opts)
+				addr, s := startServer(t, e, h, ServerOptions{TrustedProxies: mustTrusted(t, tt.trusted)})
 
 				req := forwardedClaimsRequest(t, addr)
 				if resp, body := do(t, newClient(t), req); resp.StatusCode != http.StatusOK {
@@ -133,9 +124,5 @@ func TestTrustedForwardedHeaders(t *testing.T) {
 // BenchmarkForwardedHeadersTrusted is BenchmarkForwardedHeaders with the
 // peer trusted: the X-Forwarded-For chain is walked and appended to.
 func BenchmarkForwardedHeadersTrusted(b *testing.B) {
-	tp, err := pipeline.ParseTrustedProxies([]string{"192.0.2.0/24", "10.0.0.0/8"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	benchForwarded(b, tp)
+	benchForwarded(b, mustTrusted(b, []string{"192.0.2.0/24", "10.0.0.0/8"}))
 }

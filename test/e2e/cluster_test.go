@@ -225,20 +225,7 @@ func TestLeaderFailover(t *testing.T) {
 		}
 		return nil
 	})
-	var leader, other *Postern
-	eventually(t, 40*time.Second, func() error {
-		la := strings.Contains(a.out.String(), "became leader")
-		lb := strings.Contains(b.out.String(), "became leader")
-		switch {
-		case la && !lb:
-			leader, other = a, b
-		case lb && !la:
-			leader, other = b, a
-		default:
-			return fmt.Errorf("leaders: a=%v b=%v, want exactly one", la, lb)
-		}
-		return nil
-	})
+	leader, other := oneLeader(t, a, b)
 	leader.kill() // no graceful release: the other must wait out the lease
 	apply(t, ingress(ns, "second", "failover", "second.example.com", "/=svc"))
 	other.expect(t, "second.example.com", "/", 200, "failover")
@@ -287,4 +274,23 @@ func TestAPIServerOutage(t *testing.T) {
 			t.Errorf("/readyz after the outage = %d", code)
 		}
 	}
+}
+
+// oneLeader waits until exactly one of a and b has logged becoming leader,
+// and returns it and the other replica.
+func oneLeader(t *testing.T, a, b *Postern) (leader, other *Postern) {
+	t.Helper()
+	eventually(t, 40*time.Second, func() error {
+		la, lb := strings.Contains(a.out.String(), "became leader"), strings.Contains(b.out.String(), "became leader")
+		switch {
+		case la && !lb:
+			leader, other = a, b
+		case lb && !la:
+			leader, other = b, a
+		default:
+			return fmt.Errorf("became leader: a=%v b=%v, want exactly one", la, lb)
+		}
+		return nil
+	})
+	return leader, other
 }

@@ -73,18 +73,7 @@ func TestRBACClusterWide(t *testing.T) {
 // other replica.
 func electedLeader(t *testing.T, rel string, a, b *Postern) (leader, other *Postern) {
 	t.Helper()
-	eventually(t, 40*time.Second, func() error {
-		la, lb := strings.Contains(a.out.String(), "became leader"), strings.Contains(b.out.String(), "became leader")
-		switch {
-		case la && !lb:
-			leader, other = a, b
-		case lb && !la:
-			leader, other = b, a
-		default:
-			return fmt.Errorf("became leader: a=%v b=%v, want exactly one", la, lb)
-		}
-		return nil
-	})
+	leader, other = oneLeader(t, a, b)
 	holder := kubectl(t, "get", "lease", "rbac-leader", "--namespace", rel, "-o", "jsonpath={.spec.holderIdentity}")
 	if !strings.Contains(leader.out.String(), holder) {
 		t.Errorf("Lease holder %q is not the replica that logged becoming leader", holder)
