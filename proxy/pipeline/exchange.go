@@ -49,6 +49,10 @@ type Exchange struct {
 	// Client is who the access log names as the client: Remote, or the
 	// real client behind a trusted proxy.
 	Client string
+	// ClientIP is the client's IP address as text: PeerIP, or the real
+	// client behind a trusted proxy ($remote_addr after nginx's realip);
+	// empty when the connection is not over IP.
+	ClientIP string
 	// Route is the route that matched; nil when none did.
 	Route *route.Route
 	// Backend is the backend of Route chosen; nil before the choice.

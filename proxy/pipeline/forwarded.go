@@ -39,7 +39,7 @@ func (f forwarding) Request(x *Exchange) {
 	if x.Secure {
 		proto = "https"
 	}
-	x.Client = x.Remote
+	x.Client, x.ClientIP = x.Remote, x.PeerIP
 	if x.PeerIP == "" {
 		// Not an IP connection: send no address rather than the client's.
 		x.Req.Del(headerXFF)
@@ -80,7 +80,7 @@ func (f forwarding) fromTrusted(x *Exchange, peer netip.Addr, proto string) {
 	if len(xff) > 0 {
 		sent = strings.Join(xff, ", ") + ", " + x.PeerIP
 	}
-	x.Client = client
+	x.Client, x.ClientIP = client, client
 	x.Req.Set(headerXFF, sent)
 	x.Req.Set(headerRealIP, client)
 	if _, n := in.Header(headerXFHost); n == 0 {
