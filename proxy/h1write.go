@@ -20,13 +20,23 @@ func (e *h1Engine) writeRequestHead(up *upstream.Conn, ex *h1Exchange) {
 	w := out{up.W}
 	w.bytes(head.Method)
 	w.str(" ")
-	w.bytes(head.Target)
+	if t := ex.x.Target; t != "" {
+		w.str(t)
+	} else {
+		w.bytes(head.Target)
+	}
 	w.str(" HTTP/1.1\r\n")
+	vhost := ex.x.UpstreamHost
 	for _, f := range head.Fields {
-		if hopByHop(f.Name) || drops(edits, f.Name) {
+		if hopByHop(f.Name) || drops(edits, f.Name) || (vhost != "" && h1.EqualFold(f.Name, "host")) {
 			continue
 		}
 		w.field(f)
+	}
+	if vhost != "" {
+		w.str("Host: ")
+		w.str(vhost)
+		w.str("\r\n")
 	}
 	if head.Chunked {
 		w.str("Transfer-Encoding: chunked\r\n")

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -159,6 +160,17 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	out.URL.Scheme = upstream.Scheme(st.x.Backend.Protocol)
 	out.URL.Host = st.endpoint.Address
 	out.Host = in.Host
+	if h := st.x.UpstreamHost; h != "" {
+		out.Host = h
+	}
+	if t := st.x.Target; t != "" {
+		// The target was escaped by the rewrite; keep it as it is.
+		path, query, _ := strings.Cut(t, "?")
+		out.URL.Path, out.URL.RawPath, out.URL.RawQuery = path, path, query
+		if p, err := url.PathUnescape(path); err == nil {
+			out.URL.Path = p
+		}
+	}
 	for _, name := range forwardedFields {
 		if v := in.Header[name]; len(v) > 0 {
 			out.Header[name] = slices.Clone(v)

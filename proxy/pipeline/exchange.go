@@ -63,6 +63,12 @@ type Exchange struct {
 	Key uint64
 	// Settings bound the forward: timeouts, retries, body limit.
 	Settings upstream.Settings
+	// Target, when not empty, is the request target (path and query,
+	// escaped) sent to the endpoint instead of the client's: a rewrite's.
+	Target string
+	// UpstreamHost, when not empty, is the Host sent to the endpoint
+	// instead of the client's (upstream-vhost).
+	UpstreamHost string
 	// Req are the edits to the request head sent to the endpoint; Resp
 	// the edits to every response head sent to the client.
 	Req, Resp Edits

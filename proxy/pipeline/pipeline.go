@@ -133,6 +133,12 @@ func (c *compiled) patched(t *route.Table, pa *route.Patch) *compiled {
 // compileRoute returns the policies of rt in the order they apply.
 func compileRoute(rt *route.Route) []Policy {
 	var pols []Policy
+	if rw, ok := newRewrite(rt); ok {
+		pols = append(pols, rw)
+	}
+	if rt.Policy != nil && rt.Policy.UpstreamHost != nil {
+		pols = append(pols, upstreamHost{host: rt.Policy.UpstreamHost})
+	}
 	if s, ok := routeSettings(rt); ok {
 		pols = append(pols, s)
 	}

@@ -137,3 +137,15 @@ func queryArg(rawQuery, name string) (string, bool) {
 	}
 	return "", false
 }
+
+// ExpandField returns the value of t for x for a header field (Location,
+// Host), and false when it cannot be one: a variable brought in a
+// control character (a decoded path's %0D%0A), which would split the
+// head. Callers answer 400 rather than send it.
+func (x *Exchange) ExpandField(t *route.Template, groups []string) (string, bool) {
+	v := x.ExpandString(t, groups)
+	if !fieldSafe(v) {
+		return "", false
+	}
+	return v, true
+}

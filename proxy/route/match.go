@@ -28,6 +28,20 @@ type Match struct {
 	// case-sensitive, and the first parameter of a name is the one
 	// compared, its name and value unescaped.
 	Query []FieldMatch `json:"query,omitempty"`
+
+	pathRE *regexp.Regexp // a PathRegex path compiled; nil: never matches
+}
+
+// PathExpression returns the compiled expression of a PathRegex match in a
+// table (nil otherwise, and for an expression that does not compile); its
+// capture groups are what rewrite-target's $1..$9 refer to.
+func (m *Match) PathExpression() *regexp.Regexp { return m.pathRE }
+
+// CompilePath compiles the expression of a PathRegex path, as a table
+// does: the controller calls it to tell a user that a path cannot be
+// served (RE2 has no look-around and no backreferences).
+func CompilePath(expr string) (*regexp.Regexp, error) {
+	return regexp.Compile(expr)
 }
 
 // MatchType says how a FieldMatch compares a value.
@@ -194,7 +208,7 @@ func (r *Route) compiled() *Route {
 	if r.PathType == PathPrefix {
 		norm = NormalizePrefix(r.Path)
 	}
-	fix := norm != r.Path
+	fix := norm != r.Path || (r.PathType == PathRegex && r.pathRE == nil)
 	for _, f := range r.Headers {
 		fix = fix || textproto.CanonicalMIMEHeaderKey(f.Name) != f.Name || (f.Type == MatchRegularExpression && f.re == nil)
 	}
@@ -206,6 +220,9 @@ func (r *Route) compiled() *Route {
 	}
 	c := *r
 	c.Path = norm
+	if r.PathType == PathRegex && r.pathRE == nil {
+		c.pathRE, _ = CompilePath(r.Path) // nil on error: never matches
+	}
 	c.Headers = compileFields(r.Headers, true)
 	c.Query = compileFields(r.Query, false)
 	return &c
@@ -250,7 +267,8 @@ func (r *Route) key() string {
 // Match returns the route of vh that serves a request for reqPath, or
 // nil. An Exact route wins whenever it matches, since no matching Prefix
 // route can be longer; otherwise the longest Prefix route whose path is
-// reqPath or an '/'-separated leading part of it wins. Among routes of one
+// reqPath or an '/'-separated leading part of it wins; otherwise the first
+// Regex route whose expression matches. Among routes of one
 // path the first in precedence order whose conditions req satisfies wins;
 // when none does, shorter paths are tried. reqPath must start with '/'.
 // Match does not allocate unless a query parameter is escaped.
@@ -263,6 +281,20 @@ func (vh *VirtualHost) Match(reqPath string, req Request) *Route {
 			return r
 		}
 	}
+	if r := vh.matchPrefix(reqPath, req); r != nil {
+		return r
+	}
+	for _, r := range vh.regex {
+		if r.pathRE != nil && r.pathRE.MatchString(reqPath) && r.conditionsHold(req) {
+			return r
+		}
+	}
+	return nil
+}
+
+// matchPrefix returns the longest Prefix route of vh for reqPath whose
+// conditions req satisfies, or nil.
+func (vh *VirtualHost) matchPrefix(reqPath string, req Request) *Route {
 	if len(vh.prefix) == 0 {
 		return nil
 	}

@@ -122,6 +122,12 @@ func (vh *VirtualHost) withRoutes(f func(*Route) *Route) *VirtualHost {
 	for i, r := range vh.Routes {
 		out.Routes[i] = f(r)
 	}
+	if vh.regex != nil {
+		out.regex = make([]*Route, len(vh.regex))
+		for i, r := range vh.regex {
+			out.regex[i] = f(r)
+		}
+	}
 	return out
 }
 

@@ -20,6 +20,13 @@ const (
 	// PathPrefix matches by '/'-separated elements: "/foo" matches "/foo",
 	// "/foo/" and "/foo/bar", never "/foobar".
 	PathPrefix PathType = "Prefix"
+	// PathRegex matches when the expression in Path (RE2 syntax) matches
+	// the request path, anywhere unless the expression anchors itself:
+	// ingress-nginx's regex locations, which the controller writes as
+	// "(?i)^/path". Regex routes are tried after the Exact and Prefix
+	// ones, in the order of their paths' lengths, longest first; the
+	// first that matches wins.
+	PathRegex PathType = "RegularExpression"
 )
 
 // Source names the Kubernetes object a route or backend came from, so that
@@ -182,6 +189,12 @@ type Policy struct {
 	// MaxBodySize is the largest request body, in bytes, sent to the
 	// backend; a larger one answers 413. Zero means no limit.
 	MaxBodySize int64 `json:"maxBodySize,omitempty"`
+	// Rewrite, when set, replaces the request URI sent to the endpoint
+	// (rewrite-target).
+	Rewrite *Rewrite `json:"rewrite,omitempty"`
+	// UpstreamHost, when set, is the Host sent to the endpoints instead
+	// of the client's (upstream-vhost); it may use variables.
+	UpstreamHost *Template `json:"upstreamHost,omitempty"`
 }
 
 // Retry limits of Policy.Retries.
@@ -218,6 +231,7 @@ type VirtualHost struct {
 
 	exact  map[string][]*Route // Exact routes by path, in precedence order
 	prefix map[string][]*Route // Prefix routes by normalised path, likewise
+	regex  []*Route            // Regex routes in match order
 }
 
 // NewVirtualHost returns a virtual host for host with routes put in match
@@ -240,6 +254,7 @@ func NewVirtualHost(host string, routes []*Route) *VirtualHost {
 			m = vh.exact
 		case PathPrefix:
 			m = vh.prefix
+		case PathRegex:
 		default:
 			continue
 		}
@@ -249,10 +264,15 @@ func NewVirtualHost(host string, routes []*Route) *VirtualHost {
 			continue
 		}
 		seen[key] = true
-		m[r.Path] = append(m[r.Path], r)
+		if m != nil {
+			m[r.Path] = append(m[r.Path], r)
+		} else {
+			vh.regex = append(vh.regex, r)
+		}
 		vh.Routes = append(vh.Routes, r)
 	}
 	slices.SortStableFunc(vh.Routes, compareRoutes)
+	slices.SortStableFunc(vh.regex, compareRoutes)
 	for _, m := range []map[string][]*Route{vh.exact, vh.prefix} {
 		for _, set := range m {
 			slices.SortStableFunc(set, compareConditions)
@@ -261,8 +281,25 @@ func NewVirtualHost(host string, routes []*Route) *VirtualHost {
 	return vh
 }
 
-// compareRoutes orders routes in match order.
+// compareRoutes orders routes in match order: regex routes after the
+// others; then longer paths first. Regex routes of one length are in
+// descending order of their paths, as ingress-nginx orders its regex
+// locations.
 func compareRoutes(a, b *Route) int {
+	if ar, br := a.PathType == PathRegex, b.PathType == PathRegex; ar != br {
+		if ar {
+			return 1
+		}
+		return -1
+	} else if ar {
+		if c := cmp.Compare(len(b.Path), len(a.Path)); c != 0 {
+			return c
+		}
+		if c := strings.Compare(b.Path, a.Path); c != 0 {
+			return c
+		}
+		return compareConditions(a, b)
+	}
 	if c := cmp.Compare(len(b.Path), len(a.Path)); c != 0 {
 		return c
 	}

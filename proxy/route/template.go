@@ -160,7 +160,10 @@ func parseVar(s string, captures bool) (Part, int, error) {
 		}
 		return Part{Kind: VarCapture, Group: int(s[0] - '0')}, 1, nil
 	}
-	name, n := s, 0
+	var (
+		name string
+		n    int
+	)
 	if strings.HasPrefix(s, "{") {
 		end := strings.IndexByte(s, '}')
 		if end < 0 {
