@@ -82,6 +82,7 @@ type ingressConfig struct {
 	backend backendSettings
 	policy  route.Policy
 	tls     tlsSettings
+	nginx   nginxConfig
 }
 
 // annotationRow is one postern.dev annotation and all that Postern does
@@ -152,14 +153,12 @@ var ingressAnnotations = []annotationRow{
 }
 
 // parseIngressConfig reads the postern.dev annotations of an Ingress
-// through the rows of ingressAnnotations. An invalid value never stops the
-// Ingress from being served: the default is used and a problem message
-// says so.
-func parseIngressConfig(annotations map[string]string) (ingressConfig, []string) {
-	var (
-		cfg      ingressConfig
-		problems []string
-	)
+// through the rows of ingressAnnotations, over what cfg holds already (the
+// ingress-nginx annotations': postern.dev wins). An invalid value never
+// stops the Ingress from being served: the default is used and a problem
+// message says so.
+func parseIngressConfig(annotations map[string]string, cfg ingressConfig) (ingressConfig, []string) {
+	var problems []string
 	for _, r := range ingressAnnotations {
 		if _, set := annotations[r.key]; !set && !r.readUnset {
 			continue

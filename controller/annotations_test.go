@@ -35,7 +35,7 @@ func TestParseIngressConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			cfg, problems := parseIngressConfig(tt.annotations)
+			cfg, problems := parseIngressConfig(tt.annotations, ingressConfig{})
 			if got := cfg.backend.fields.Balancer; got != tt.balancer {
 				t.Errorf("balancer = %q, want %q", got, tt.balancer)
 			}
@@ -96,7 +96,7 @@ func TestParseBackendSettings(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.key+"="+tt.value, func(t *testing.T) {
 			t.Parallel()
-			cfg, problems := parseIngressConfig(map[string]string{tt.key: tt.value})
+			cfg, problems := parseIngressConfig(map[string]string{tt.key: tt.value}, ingressConfig{})
 			if got := cfg.backend.fields; !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("settings = %+v, want %+v", got, tt.want)
 			}
@@ -150,7 +150,7 @@ func TestBackendSettingsID(t *testing.T) {
 		AnnotationMaxBodySize: "8m", AnnotationTimeoutIdle: "24h", AnnotationTimeoutRead: "90",
 		AnnotationTimeoutConnect: "5s", AnnotationRetries: "0", AnnotationBackendProtocol: "grpc",
 		AnnotationLoadBalance: "least-request",
-	})
+	}, ingressConfig{})
 	if len(problems) != 0 {
 		t.Fatalf("problems: %q", problems)
 	}
@@ -164,14 +164,14 @@ func TestBackendSettingsID(t *testing.T) {
 	}
 	defaults, problems := parseIngressConfig(map[string]string{
 		AnnotationLoadBalance: "round-robin", AnnotationBackendProtocol: "HTTP", AnnotationRetries: "1", AnnotationMaxBodySize: "0",
-	})
-	if none, _ := parseIngressConfig(nil); len(problems) != 0 || !reflect.DeepEqual(defaults, none) || defaults.backend.id != "" {
+	}, ingressConfig{})
+	if none, _ := parseIngressConfig(nil, ingressConfig{}); len(problems) != 0 || !reflect.DeepEqual(defaults, none) || defaults.backend.id != "" {
 		t.Errorf("default values give %+v (problems %q), want %+v", defaults, problems, none)
 	}
 	if !defaults.tls.host.Redirect {
 		t.Error("spec.tls hosts do not redirect by default")
 	}
-	if off, _ := parseIngressConfig(map[string]string{AnnotationSSLRedirect: "false"}); off.tls.host.Redirect {
+	if off, _ := parseIngressConfig(map[string]string{AnnotationSSLRedirect: "false"}, ingressConfig{}); off.tls.host.Redirect {
 		t.Errorf("%s: false still redirects", AnnotationSSLRedirect)
 	}
 }
@@ -242,7 +242,7 @@ func FuzzAnnotations(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, v string) {
-		cfg, problems := parseIngressConfig(map[string]string{AnnotationLoadBalance: v, "other": v})
+		cfg, problems := parseIngressConfig(map[string]string{AnnotationLoadBalance: v, "other": v}, ingressConfig{})
 		switch b := cfg.backend.fields.Balancer; b {
 		case "", balancerLeastRequest:
 		default:
@@ -261,7 +261,7 @@ func FuzzAnnotations(f *testing.F) {
 		cfg, problems = parseIngressConfig(map[string]string{
 			AnnotationRetries: v, AnnotationTimeoutConnect: v, AnnotationTimeoutRead: v,
 			AnnotationTimeoutIdle: v, AnnotationMaxBodySize: v,
-		})
+		}, ingressConfig{})
 		for _, p := range problems {
 			checkMessage(t, p)
 		}

@@ -53,6 +53,9 @@ type builder struct {
 	def      *route.Route                                          // the table's default route, nil for none
 	defOwner source                                                // who claimed def
 	problems []Problem
+	// regexHosts are the hosts in ingress-nginx's regex mode; ruleHosts
+	// every host of an Ingress rule (see nginxHosts).
+	regexHosts, ruleHosts map[string]bool
 }
 
 // newBuilder returns a builder that resolves backends and certificates

@@ -127,9 +127,23 @@ func (b *builder) serviceBackend(ns, name string, port servicePort, set backendS
 		return be, "", ""
 	}
 	be = newBackend(id, set)
-	be.Endpoints = b.endpoints(ns, name, sp.Name)
+	if be.ServiceUpstream {
+		be.Endpoints = clusterIPEndpoint(svc, sp)
+	} else {
+		be.Endpoints = b.endpoints(ns, name, sp.Name)
+	}
 	b.backends[id] = be
 	return be, "", ""
+}
+
+// clusterIPEndpoint returns the endpoint of service-upstream: the
+// Service's ClusterIP and port; none for a headless Service.
+func clusterIPEndpoint(svc *corev1.Service, sp *corev1.ServicePort) []route.Endpoint {
+	ip, err := netip.ParseAddr(svc.Spec.ClusterIP)
+	if err != nil {
+		return nil
+	}
+	return []route.Endpoint{{Address: netip.AddrPortFrom(ip, uint16(sp.Port)).String()}}
 }
 
 // unavailableBackend returns the backend, shared within namespace ns, for

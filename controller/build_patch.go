@@ -63,7 +63,7 @@ func backendsOf(t *route.Table, services map[types.NamespacedName]bool) []*route
 	var out []*route.Backend
 	seen := make(map[*route.Backend]bool)
 	for _, be := range t.Backends() {
-		if be.Unavailable != "" || seen[be] ||
+		if be.Unavailable != "" || be.ServiceUpstream || seen[be] ||
 			!services[types.NamespacedName{Namespace: be.Namespace, Name: be.Service}] {
 			continue
 		}

@@ -440,7 +440,17 @@ func checkBuiltTable(t *testing.T, tbl *route.Table) {
 		}
 		for _, r := range vh.Routes {
 			check(vh.Host, r)
-			if msg := pathProblem(r.Path); msg != "" {
+			path := r.Path
+			if r.PathType == route.PathRegex {
+				if _, err := route.CompilePath(path); err != nil {
+					t.Fatalf("host %q: regex path %q: %v", vh.Host, path, err)
+				}
+				var ok bool
+				if path, ok = strings.CutPrefix(path, "(?i)^"); !ok {
+					t.Fatalf("host %q: regex path %q is not ingress-nginx's case-insensitive, start-anchored expression", vh.Host, r.Path)
+				}
+			}
+			if msg := pathProblem(path); msg != "" {
 				t.Fatalf("host %q: path %q %s", vh.Host, r.Path, msg)
 			}
 		}

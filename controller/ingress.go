@@ -3,7 +3,9 @@ package controller
 import (
 	"cmp"
 	"fmt"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	networkingv1 "k8s.io/api/networking/v1"
@@ -26,9 +28,39 @@ const ingressKind = "Ingress"
 // that the oldest Ingress wins a conflict.
 func addIngresses(b *builder, snap Snapshot, opts Options) {
 	cls := newClassifier(snap.IngressClasses, opts)
-	for _, ing := range ourIngresses(b, snap.Ingresses, cls) {
+	ours := ourIngresses(b, snap.Ingresses, cls)
+	b.regexHosts, b.ruleHosts = nginxHosts(ours, opts.annotationsPrefix())
+	for _, ing := range ours {
 		translateIngress(b, ing)
 	}
+}
+
+// nginxHosts returns the hosts in ingress-nginx's regex mode, those of
+// the rules of an Ingress with use-regex or rewrite-target (every path of
+// such a host, from every Ingress, is a regex path), and every host of a
+// rule, which server-alias names never take.
+func nginxHosts(ings []*networkingv1.Ingress, prefix string) (regex, rules map[string]bool) {
+	regex, rules = make(map[string]bool), make(map[string]bool)
+	for _, ing := range ings {
+		on := false
+		if v, ok := ing.Annotations[prefix+"/use-regex"]; ok {
+			on, _ = strconv.ParseBool(strings.TrimSpace(v))
+		}
+		if v := strings.TrimSpace(ing.Annotations[prefix+"/rewrite-target"]); v != "" {
+			on = true
+		}
+		for _, r := range ing.Spec.Rules {
+			h, msg := normalizeHost(r.Host)
+			if msg != "" {
+				continue
+			}
+			rules[h] = true
+			if on {
+				regex[h] = true
+			}
+		}
+	}
+	return regex, rules
 }
 
 // ingressSource is the source of ing's claims and Problems.
@@ -95,17 +127,26 @@ type ingressTranslation struct {
 // routes of the rules of one of our Ingresses, in that order.
 func translateIngress(b *builder, ing *networkingv1.Ingress) {
 	t := &ingressTranslation{b: b, ing: ing, src: ingressSource(ing)}
+	prefix := b.opts.annotationsPrefix()
+	nres := readNginx(ing.Annotations, prefix, &t.cfg)
 	var msgs []string
-	t.cfg, msgs = parseIngressConfig(ing.Annotations)
-	for _, m := range msgs {
+	t.cfg, msgs = parseIngressConfig(ing.Annotations, t.cfg)
+	for _, m := range append(nres.problems, msgs...) {
 		b.problem(t.src, ReasonInvalidAnnotation, m)
 	}
 	if t.cfg.policy != (route.Policy{}) {
 		t.policy = &t.cfg.policy
 	}
-	if keys, msg := refusedSnippets(ing.Annotations, b.opts.annotationsPrefix()); len(keys) > 0 {
-		t.refused = "refused: " + strings.Join(keys, ", ")
+	var refused []string
+	if keys, msg := refusedSnippets(ing.Annotations, prefix); len(keys) > 0 {
+		refused = keys
 		b.problem(t.src, ReasonSnippetRefused, msg)
+	}
+	for _, r := range nres.refused {
+		b.problem(t.src, r.reason, r.msg)
+	}
+	if refused = append(refused, nres.keys...); len(refused) > 0 {
+		t.refused = "refused: " + strings.Join(refused, ", ")
 	}
 	if ib := ing.Spec.DefaultBackend; ib != nil {
 		b.claimDefault(t.src, t.policy, func() *route.Backend { return t.backend(ib, "the default backend") })
@@ -123,23 +164,97 @@ func translateIngress(b *builder, ing *networkingv1.Ingress) {
 			// they would go without the rule.
 			continue
 		}
-		for j := range rule.HTTP.Paths {
-			t.addPath(host, &rule.HTTP.Paths[j])
+		for _, h := range t.servedHosts(host) {
+			for j := range rule.HTTP.Paths {
+				t.addPath(h, host, &rule.HTTP.Paths[j])
+			}
 		}
 	}
 }
 
+// servedHosts returns the hosts a rule for host is served under: host,
+// and for a named host the Ingress's server-alias names that no Ingress
+// has as a host of its own (host rules always win, as in ingress-nginx).
+func (t *ingressTranslation) servedHosts(host string) []string {
+	if host == "" || len(t.cfg.nginx.aliases) == 0 {
+		return []string{host}
+	}
+	out := []string{host}
+	for _, a := range t.cfg.nginx.aliases {
+		if a != host && !t.b.ruleHosts[a] {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
 // addPath claims the route of one path of a rule for host, unless the path
-// is invalid.
-func (t *ingressTranslation) addPath(host string, p *networkingv1.HTTPIngressPath) {
+// is invalid. ruleHost is the rule's host, which decides whether the path
+// is a regex (host differs from it for a server-alias name).
+func (t *ingressTranslation) addPath(host, ruleHost string, p *networkingv1.HTTPIngressPath) {
 	rp := normalizePath(p.PathType, p.Path)
 	desc := describeRoute(host, rp.shown, rp.declared)
 	if rp.reason != "" {
 		t.b.problem(t.src, rp.reason, desc+" "+rp.msg)
 		return
 	}
-	c := routeClaim{src: t.src, host: host, pathType: rp.pathType, path: rp.path, shownPath: rp.shown, declaredType: rp.declared, policy: t.policy}
-	t.b.claimRoute(c, func() *route.Backend { return t.backend(&p.Backend, desc) })
+	policy := t.policy
+	if t.b.regexHosts[ruleHost] {
+		rp = t.regexPath(rp, p.Path, desc)
+		if rw := t.cfg.policy.Rewrite; rw != nil && rw.Target.String() == p.Path {
+			// ingress-nginx skips a rewrite to the path itself.
+			policy = t.withoutRewrite()
+		}
+	} else if t.cfg.policy.Rewrite != nil {
+		policy = t.withoutRewrite()
+	}
+	c := routeClaim{src: t.src, host: host, pathType: rp.pathType, path: rp.path, shownPath: rp.shown, declaredType: rp.declared, policy: policy}
+	t.b.claimRoute(c, func() *route.Backend {
+		if rp.reason != "" {
+			return t.b.unavailableBackend(t.ing.Namespace, "("+t.ing.Name+": invalid regex)", "invalid regex path")
+		}
+		return t.backend(&p.Backend, desc)
+	})
+}
+
+// withoutRewrite returns the Ingress's policy without its rewrite; nil
+// when nothing else is left.
+func (t *ingressTranslation) withoutRewrite() *route.Policy {
+	c := t.cfg.policy
+	c.Rewrite = nil
+	if c == (route.Policy{}) {
+		return nil
+	}
+	return &c
+}
+
+// regexPath makes rp, a path of a host in ingress-nginx's regex mode
+// (use-regex or rewrite-target on one of its Ingresses), the regex route
+// ingress-nginx writes for every path of such a host, whatever its type:
+// `~* "^<path>"`, case-insensitive, anchored at the start only. A path RE2
+// cannot compile gets a Problem and answers 503 for the literal path, so
+// that it never falls through to another route.
+func (t *ingressTranslation) regexPath(rp routePath, raw, desc string) routePath {
+	if raw == "" {
+		raw = "/"
+	}
+	rp.pathType = route.PathRegex
+	rp.path = "(?i)^" + raw
+	if _, err := route.CompilePath(rp.path); err != nil {
+		t.b.problem(t.src, ReasonInvalidPath, fmt.Sprintf("%s is not a regular expression Postern can run (RE2 has no look-around, backreferences or possessive quantifiers: %v); it answers 503", desc, shortError(err)))
+		rp.path = "(?i)^" + regexp.QuoteMeta(raw)
+		rp.reason = ReasonInvalidPath
+	}
+	return rp
+}
+
+// shortError cuts an error's text for a message.
+func shortError(err error) string {
+	s := err.Error()
+	if len(s) > 2*maxQuoted {
+		s = s[:2*maxQuoted] + "..."
+	}
+	return s
 }
 
 // backend returns the backend of ib, in the Ingress's namespace, for the

@@ -41,4 +41,7 @@ const (
 	ReasonUnsupportedPathType = "UnsupportedPathType"
 	ReasonACMEUnavailable     = "ACMEUnavailable"
 	ReasonSnippetRefused      = "SnippetRefused"
+	// ReasonUnsupportedAnnotation: an ingress-nginx annotation (or one of
+	// its values) Postern does not support; the Ingress answers 503.
+	ReasonUnsupportedAnnotation = "UnsupportedAnnotation"
 )

@@ -89,6 +89,10 @@ type Backend struct {
 	// ConnectTimeout bounds connecting to an endpoint; zero means the
 	// proxy's default (proxy.Options.DialTimeout).
 	ConnectTimeout Duration `json:"connectTimeout,omitempty"`
+	// ServiceUpstream is set when the one endpoint is the Service's
+	// ClusterIP (ingress-nginx's service-upstream), for kube-proxy to
+	// balance; the Service's EndpointSlices do not change it.
+	ServiceUpstream bool `json:"serviceUpstream,omitempty"`
 }
 
 // Duration is a time.Duration that a table renders as text ("1m30s")

@@ -1,0 +1,168 @@
+package controller
+
+// nginxTable is the controller's ingress-nginx annotation table: every
+// annotation of ingress-nginx v1.15.1's parser registry (reference
+// Appendix A), one row each, with how Postern serves it and what reads
+// it. `postern migrate` reports from it and the README's compatibility
+// table is generated from it (TestReadmeNginxTable).
+var nginxTable = []nginxRow{
+	// Paths and rewrites.
+	supported("use-regex", kindRouting, "every path of the host becomes a case-insensitive regex anchored at the start, as in ingress-nginx; RE2 syntax: a path RE2 cannot compile (look-around, backreferences) answers 503", readUseRegex),
+	supported("rewrite-target", kindRouting, "the whole URI is replaced, capture groups $1..$9, query kept, an absolute target answers 302; turns on use-regex for the host", readRewriteTarget),
+	supported("x-forwarded-prefix", kindRouting, "sent only together with rewrite-target, as in ingress-nginx", readForwardedPrefix),
+	unsupported("app-root", kindRouting, noteNotYet),
+	ignored("preserve-trailing-slash", "Postern's redirect to HTTPS always keeps the request URI as sent, trailing slash included"),
+	ignored("enable-rewrite-log", "nginx debug logging"),
+
+	// Redirects.
+	unsupported("ssl-redirect", kindRouting, noteNotYet),
+	unsupported("force-ssl-redirect", kindRouting, noteNotYet),
+	unsupported("permanent-redirect", kindRouting, noteNotYet),
+	unsupported("permanent-redirect-code", kindRouting, noteNotYet),
+	unsupported("temporal-redirect", kindRouting, noteNotYet),
+	unsupported("temporal-redirect-code", kindRouting, noteNotYet),
+	unsupported("from-to-www-redirect", kindRouting, noteNotYet),
+	unsupported("relative-redirects", kindRouting, noteNotYet),
+	unsupported("use-port-in-redirects", kindRouting, noteNotYet),
+
+	// Upstreams.
+	partial("backend-protocol", kindRouting, "HTTP, HTTPS (certificates not verified, as in ingress-nginx), GRPC, GRPCS; AUTO_HTTP is served as HTTP; FCGI is not supported (503)", readBackendProtocol),
+	supported("upstream-vhost", kindRouting, "variables allowed", readUpstreamVhost),
+	supported("service-upstream", kindRouting, "the Service's ClusterIP is dialled; passive health and retries then see one endpoint", readServiceUpstream),
+	supported("server-alias", kindRouting, "the host's rules of this Ingress are also served under each name; a name another Ingress has as a host is skipped; no nginx regex names", readServerAlias),
+	unsupported("default-backend", kindRouting, noteNotYet),
+	unsupported("custom-http-errors", kindRouting, noteNotYet),
+	unsupported("disable-proxy-intercept-errors", kindRouting, noteNotYet),
+	unsupported("proxy-redirect-from", kindRouting, noteNotYet),
+	unsupported("proxy-redirect-to", kindRouting, noteNotYet),
+	unsupported("proxy-cookie-domain", kindRouting, noteNotYet),
+	unsupported("proxy-cookie-path", kindRouting, noteNotYet),
+	unsupported("ssl-passthrough", kindRouting, noteNotYet),
+	unsupported("fastcgi-index", kindRouting, "FastCGI backends are not supported"),
+	unsupported("fastcgi-params-configmap", kindRouting, "FastCGI backends are not supported"),
+	unsupported("custom-headers", kindRouting, noteNotYet),
+
+	// Limits, timeouts, retries.
+	partial("proxy-body-size", kindTuning, "413 past the size, 0 unlimited; without it Postern sets no limit, where ingress-nginx's default is 1m", readProxyBodySize),
+	supported("proxy-connect-timeout", kindTuning, "whole seconds", readProxyConnectTimeout),
+	supported("proxy-read-timeout", kindTuning, "whole seconds, the longest wait for the response head and between two reads of the body", readProxyReadTimeout),
+	unsupported("proxy-send-timeout", kindTuning, noteNotYet),
+	partial("proxy-next-upstream", kindTuning, "Postern retries requests that never reached an endpoint (error, timeout); off turns retries off; http_* and non_idempotent are not honoured", readProxyNextUpstream),
+	partial("proxy-next-upstream-tries", kindTuning, "tries include the first; at most 6 (5 retries); 0 is the most", readProxyNextUpstreamTries),
+	ignored("proxy-next-upstream-timeout", "retries are bounded by count and the connect timeout"),
+	ignored("proxy-buffering", noteNginxTuning),
+	ignored("proxy-request-buffering", "Postern streams request bodies as they come"),
+	ignored("proxy-buffer-size", noteNginxTuning),
+	ignored("proxy-buffers-number", noteNginxTuning),
+	ignored("proxy-busy-buffers-size", noteNginxTuning),
+	ignored("proxy-max-temp-file-size", noteNginxTuning),
+	ignored("client-body-buffer-size", noteNginxTuning),
+	ignored("proxy-http-version", "Postern speaks HTTP/1.1 with keep-alive to HTTP backends"),
+	ignored("connection-proxy-header", "Postern manages the connections to backends itself"),
+	ignored("http2-push-preload", "HTTP/2 server push is obsolete"),
+	ignored("limit-rate", "response bandwidth is not limited"),
+	ignored("limit-rate-after", "response bandwidth is not limited"),
+
+	// Load balancing and affinity.
+	partial("load-balance", kindTuning, "round_robin; other values fall back to it with an Event", readLoadBalance),
+	unsupported("upstream-hash-by", kindRouting, noteNotYet),
+	unsupported("upstream-hash-by-subset", kindRouting, noteNotYet),
+	unsupported("upstream-hash-by-subset-size", kindRouting, noteNotYet),
+	unsupported("affinity", kindRouting, noteNotYet),
+	unsupported("affinity-mode", kindRouting, noteNotYet),
+	unsupported("affinity-canary-behavior", kindRouting, noteNotYet),
+	unsupported("session-cookie-name", kindRouting, noteNotYet),
+	unsupported("session-cookie-path", kindRouting, noteNotYet),
+	unsupported("session-cookie-domain", kindRouting, noteNotYet),
+	unsupported("session-cookie-expires", kindRouting, noteNotYet),
+	unsupported("session-cookie-max-age", kindRouting, noteNotYet),
+	unsupported("session-cookie-secure", kindRouting, noteNotYet),
+	unsupported("session-cookie-samesite", kindRouting, noteNotYet),
+	unsupported("session-cookie-conditional-samesite-none", kindRouting, noteNotYet),
+	unsupported("session-cookie-change-on-failure", kindRouting, noteNotYet),
+
+	// Canary.
+	unsupported("canary", kindRouting, noteNotYet),
+	unsupported("canary-by-header", kindRouting, noteNotYet),
+	unsupported("canary-by-header-value", kindRouting, noteNotYet),
+	unsupported("canary-by-header-pattern", kindRouting, noteNotYet),
+	unsupported("canary-by-cookie", kindRouting, noteNotYet),
+	unsupported("canary-weight", kindRouting, noteNotYet),
+	unsupported("canary-weight-total", kindRouting, noteNotYet),
+
+	// CORS.
+	unsupported("enable-cors", kindRouting, noteNotYet),
+	unsupported("cors-allow-origin", kindRouting, noteNotYet),
+	unsupported("cors-allow-methods", kindRouting, noteNotYet),
+	unsupported("cors-allow-headers", kindRouting, noteNotYet),
+	unsupported("cors-expose-headers", kindRouting, noteNotYet),
+	unsupported("cors-allow-credentials", kindRouting, noteNotYet),
+	unsupported("cors-max-age", kindRouting, noteNotYet),
+
+	// Mirroring, logs, tracing.
+	unsupported("mirror-target", kindRouting, noteNotYet),
+	unsupported("mirror-host", kindRouting, noteNotYet),
+	unsupported("mirror-request-body", kindRouting, noteNotYet),
+	partial("enable-access-log", kindTuning, "Postern logs every request; an access log cannot be turned off per Ingress", readBool),
+	ignored("enable-opentelemetry", "tracing is configured on the controller"),
+	ignored("opentelemetry-operation-name", "tracing is configured on the controller"),
+	ignored("opentelemetry-trust-incoming-span", "tracing is configured on the controller"),
+
+	// Rate limits (part 1 of the migration, not yet enforced: fail closed).
+	unsupported("limit-rps", kindAccess, noteAccessNotYet),
+	unsupported("limit-rpm", kindAccess, noteAccessNotYet),
+	unsupported("limit-connections", kindAccess, noteAccessNotYet),
+	unsupported("limit-burst-multiplier", kindAccess, noteAccessNotYet),
+	withAlias(unsupported("limit-allowlist", kindAccess, noteAccessNotYet), "limit-whitelist"),
+
+	// Access control and authentication.
+	withAlias(unsupported("allowlist-source-range", kindAccess, noteAccessNotYet), "whitelist-source-range"),
+	unsupported("denylist-source-range", kindAccess, noteAccessNotYet),
+	unsupported("satisfy", kindAccess, noteAccessNotYet),
+	unsupported("auth-type", kindAccess, noteAccessNotYet),
+	unsupported("auth-secret", kindAccess, noteAccessNotYet),
+	unsupported("auth-secret-type", kindAccess, noteAccessNotYet),
+	unsupported("auth-realm", kindAccess, noteAccessNotYet),
+	unsupported("auth-url", kindAccess, noteAccessNotYet),
+	unsupported("auth-method", kindAccess, noteAccessNotYet),
+	unsupported("auth-signin", kindAccess, noteAccessNotYet),
+	unsupported("auth-signin-redirect-param", kindAccess, noteAccessNotYet),
+	unsupported("auth-response-headers", kindAccess, noteAccessNotYet),
+	unsupported("auth-request-redirect", kindAccess, noteAccessNotYet),
+	unsupported("auth-proxy-set-headers", kindAccess, noteAccessNotYet),
+	unsupported("auth-always-set-cookie", kindAccess, noteAccessNotYet),
+	unsupported("auth-cache-key", kindAccess, noteAccessNotYet),
+	unsupported("auth-cache-duration", kindAccess, noteAccessNotYet),
+	unsupported("auth-keepalive", kindAccess, noteAccessNotYet),
+	unsupported("auth-keepalive-requests", kindAccess, noteAccessNotYet),
+	unsupported("auth-keepalive-share-vars", kindAccess, noteAccessNotYet),
+	unsupported("auth-keepalive-timeout", kindAccess, noteAccessNotYet),
+	ignored("enable-global-auth", "Postern has no global external auth to turn off"),
+	unsupported("auth-tls-secret", kindAccess, noteAccessNotYet),
+	unsupported("auth-tls-verify-client", kindAccess, noteAccessNotYet),
+	unsupported("auth-tls-verify-depth", kindAccess, noteAccessNotYet),
+	unsupported("auth-tls-error-page", kindAccess, noteAccessNotYet),
+	unsupported("auth-tls-pass-certificate-to-upstream", kindAccess, noteAccessNotYet),
+	unsupported("auth-tls-match-cn", kindAccess, noteAccessNotYet),
+	partial("enable-modsecurity", kindAccess, "\"false\" is accepted; Postern has no WAF, so \"true\" answers 503", readNoWAF),
+	partial("enable-owasp-core-rules", kindAccess, "\"false\" is accepted; Postern has no WAF, so \"true\" answers 503", readNoWAF),
+	unsupported("modsecurity-transaction-id", kindAccess, "Postern has no WAF"),
+
+	// Backend TLS.
+	unsupported("proxy-ssl-secret", kindAccess, noteAccessNotYet),
+	unsupported("proxy-ssl-verify", kindAccess, noteAccessNotYet),
+	unsupported("proxy-ssl-verify-depth", kindAccess, noteAccessNotYet),
+	unsupported("proxy-ssl-name", kindAccess, noteAccessNotYet),
+	unsupported("proxy-ssl-server-name", kindAccess, noteAccessNotYet),
+	ignored("proxy-ssl-ciphers", "Go's TLS defaults"),
+	ignored("proxy-ssl-protocols", "Go's TLS defaults (TLS 1.2 and 1.3)"),
+	ignored("ssl-ciphers", "Go's TLS defaults"),
+	ignored("ssl-prefer-server-ciphers", "Go's TLS defaults"),
+
+	// Snippets: refused by design (see refusedSnippets).
+	unsupported("configuration-snippet", kindAccess, noteSnippet),
+	unsupported("server-snippet", kindAccess, noteSnippet),
+	unsupported("auth-snippet", kindAccess, noteSnippet),
+	unsupported("stream-snippet", kindAccess, noteSnippet),
+	unsupported("modsecurity-snippet", kindAccess, noteSnippet),
+}
