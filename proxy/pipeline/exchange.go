@@ -79,7 +79,8 @@ type Exchange struct {
 	// request (one of the observe.Handoff* reasons).
 	Handoff string
 
-	table *route.Table // the table Decide loaded
+	table *route.Table   // the table Decide loaded
+	https *httpsRedirect // the plain listener's redirect to HTTPS; nil on TLS
 }
 
 // Reset empties x for the next request.

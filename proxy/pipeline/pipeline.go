@@ -130,12 +130,16 @@ func (c *compiled) patched(t *route.Table, pa *route.Patch) *compiled {
 	return out
 }
 
-// compileRoute returns the policies of rt in the order they apply.
+// compileRoute returns the policies of rt in the order they apply, as
+// ingress-nginx's phases order them (reference §1.5); nil for a route
+// that has only hostDefaults.
 func compileRoute(rt *route.Route) []Policy {
 	var pols []Policy
 	if rw, ok := newRewrite(rt); ok {
 		pols = append(pols, rw)
 	}
+	ssl := newSSLRedirect(rt)
+	pols = append(pols, ssl)
 	if rt.Policy != nil && rt.Policy.UpstreamHost != nil {
 		pols = append(pols, upstreamHost{host: rt.Policy.UpstreamHost})
 	}
@@ -144,6 +148,9 @@ func compileRoute(rt *route.Route) []Policy {
 	}
 	if bl, ok := newBodyLimit(rt); ok {
 		pols = append(pols, bl)
+	}
+	if len(pols) == 1 && ssl.mode == route.SSLRedirectDefault {
+		return nil
 	}
 	return pols
 }
@@ -173,7 +180,8 @@ type ListenerOptions struct {
 type Listener struct {
 	p        *Pipeline
 	secure   bool
-	policies []Policy // in order
+	https    *httpsRedirect // a plain listener's redirect to HTTPS; nil on TLS
+	policies []Policy       // in order
 }
 
 // Listener returns the decision of the requests of a listener with opts.
@@ -189,7 +197,8 @@ func (p *Pipeline) Listener(opts ListenerOptions) *Listener {
 		if opts.Challenges != nil {
 			l.policies = append(l.policies, acme{challenges: opts.Challenges})
 		}
-		l.policies = append(l.policies, gate{}, newHTTPSRedirect(opts.HTTPSPort))
+		l.policies = append(l.policies, gate{})
+		l.https = newHTTPSRedirect(opts.HTTPSPort)
 	}
 	return l
 }
@@ -199,21 +208,24 @@ func (l *Listener) Pipeline() *Pipeline { return l.p }
 
 // Decide decides x, whose engine filled In and the connection's fields:
 // the listener's policies (request ID, forwarding fields, ACME challenge,
-// 421, HSTS, the 400/405 gate, the redirect to HTTPS), the route lookup
-// (404 when none), the route's policies (settings, body limit), the
-// pipeline's own, the backend choice and the endpoint pick (503 when
-// none). Decide loads the table once: a request sees one table from start
-// to end.
+// 421, HSTS, the 400/405 gate), the route lookup (the host's redirect to
+// HTTPS, else 404, when none), the route's policies (redirects, rewrite,
+// the redirect to HTTPS, settings, body limit), the pipeline's own, the
+// backend choice and the endpoint pick (503 when none). Decide loads the
+// table once: a request sees one table from start to end.
 func (l *Listener) Decide(x *Exchange) {
 	ct := l.p.table.Load()
 	x.table = ct.t
 	x.Secure = x.Secure || l.secure
+	x.https = l.https
 	if l.run(x, l.policies) {
 		return
 	}
 	rt := ct.t.Lookup(x.In.Host(), x.In.Path(), x.In)
 	if rt == nil {
-		l.answer(x, ErrorReply(404, "no route"))
+		if !l.run(x, hostDefaults) {
+			l.answer(x, ErrorReply(404, "no route"))
+		}
 		return
 	}
 	x.Route = rt
@@ -222,7 +234,11 @@ func (l *Listener) Decide(x *Exchange) {
 		return
 	}
 	x.Settings = l.p.defaults()
-	if l.run(x, ct.policies[rt]) || l.run(x, l.p.extra) {
+	pols, ok := ct.policies[rt]
+	if !ok {
+		pols = hostDefaults
+	}
+	if l.run(x, pols) || l.run(x, l.p.extra) {
 		return
 	}
 	if x.Backend == nil {

@@ -199,6 +199,11 @@ type Policy struct {
 	// UpstreamHost, when set, is the Host sent to the endpoints instead
 	// of the client's (upstream-vhost); it may use variables.
 	UpstreamHost *Template `json:"upstreamHost,omitempty"`
+
+	// SSLRedirect says whether the route's plain HTTP requests are
+	// redirected to HTTPS; the zero value leaves it to the host's
+	// TLSHost.Redirect.
+	SSLRedirect SSLRedirect `json:"sslRedirect,omitempty"`
 }
 
 // Retry limits of Policy.Retries.
