@@ -12,8 +12,9 @@
 //	    listener policies: request ID, forwarding fields and trusted proxies,
 //	        ACME challenge, 421, HSTS, the 400/405 gate
 //	    route lookup (the host's redirect to HTTPS, else 404): route.Table.Lookup
-//	    route policies: rewrite, redirect to HTTPS, settings (timeouts,
-//	        retries), body limit (413), then Options.Policies
+//	    route policies: from-to-www, app-root, permanent/temporal redirect,
+//	        rewrite, redirect to HTTPS, settings (timeouts, retries),
+//	        body limit (413), then Options.Policies
 //	    backend choice, endpoint pick (503): upstream.Cluster.Pick
 //	-> engine: Reply (local answer) | forward with Req/Resp edits and Settings
 //

@@ -134,7 +134,18 @@ func (c *compiled) patched(t *route.Table, pa *route.Patch) *compiled {
 // ingress-nginx's phases order them (reference §1.5); nil for a route
 // that has only hostDefaults.
 func compileRoute(rt *route.Route) []Policy {
+	if hr, ok := newHostRedirect(rt); ok {
+		// from-to-www-redirect: a server of its own, nothing else runs.
+		return []Policy{hr}
+	}
 	var pols []Policy
+	if ar, ok := newAppRoot(rt); ok {
+		pols = append(pols, ar)
+	}
+	// CORS preflight: here, after app-root, before the redirect.
+	if rd, ok := newRedirect(rt); ok {
+		pols = append(pols, rd)
+	}
 	if rw, ok := newRewrite(rt); ok {
 		pols = append(pols, rw)
 	}

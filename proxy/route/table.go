@@ -200,6 +200,19 @@ type Policy struct {
 	// of the client's (upstream-vhost); it may use variables.
 	UpstreamHost *Template `json:"upstreamHost,omitempty"`
 
+	// Redirects (redirect.go), in the order they apply.
+
+	// HostRedirect, when set, answers every request of the route with a
+	// redirect to another host (from-to-www-redirect); nothing else of
+	// the policy applies.
+	HostRedirect *HostRedirect `json:"hostRedirect,omitempty"`
+	// AppRoot, when not empty, is the path a request for "/" is answered
+	// 302 to, before anything else of the route (app-root):
+	// Location <scheme>://<Host as sent><AppRoot>.
+	AppRoot string `json:"appRoot,omitempty"`
+	// Redirect, when set, answers every request of the route with a
+	// redirect (permanent-redirect, temporal-redirect).
+	Redirect *Redirect `json:"redirect,omitempty"`
 	// SSLRedirect says whether the route's plain HTTP requests are
 	// redirected to HTTPS; the zero value leaves it to the host's
 	// TLSHost.Redirect.
