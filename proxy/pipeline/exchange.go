@@ -81,6 +81,9 @@ type Exchange struct {
 
 	table *route.Table   // the table Decide loaded
 	https *httpsRedirect // the plain listener's redirect to HTTPS; nil on TLS
+	// viaHTTPS is set when a trusted proxy said, in X-Forwarded-Proto,
+	// that the client reached it over HTTPS.
+	viaHTTPS bool
 }
 
 // Reset empties x for the next request.

@@ -86,7 +86,11 @@ func (f forwarding) fromTrusted(x *Exchange, peer netip.Addr, proto string) {
 	if _, n := in.Header(headerXFHost); n == 0 {
 		x.Req.Set(headerXFHost, in.Host())
 	}
-	if _, n := in.Header(headerXFProto); n == 0 {
+	if v, n := in.Header(headerXFProto); n == 0 {
 		x.Req.Set(headerXFProto, proto)
+	} else {
+		// The first value is what the proxy nearest the client saw.
+		first, _, _ := strings.Cut(v, ",")
+		x.viaHTTPS = strings.EqualFold(strings.TrimSpace(first), "https")
 	}
 }

@@ -42,7 +42,10 @@ func (r *httpsRedirect) answer(x *Exchange) {
 // ingress-nginx's rewrite_by_lua does (reference §1.5): after the route's
 // other redirects and its rewrite, before its limits and access checks.
 // A request no route matches gets the host's redirect before the 404
-// (hostDefaults).
+// (hostDefaults). A request a trusted proxy says came over HTTPS is not
+// redirected: TLS ended in front of the proxy (what force-ssl-redirect
+// is for), and redirecting it would loop, as ingress-nginx's
+// use-forwarded-headers has it.
 //
 // ACME http-01 challenges of ACME hosts are answered by the listener
 // before the route lookup, so no setting redirects them.
@@ -59,7 +62,7 @@ func newSSLRedirect(rt *route.Route) sslRedirect {
 }
 
 func (s sslRedirect) Request(x *Exchange) {
-	if x.https == nil || s.mode == route.SSLRedirectOff {
+	if x.https == nil || x.viaHTTPS || s.mode == route.SSLRedirectOff {
 		return
 	}
 	if s.mode != route.SSLRedirectForce {

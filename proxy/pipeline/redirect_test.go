@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"net/http"
 	"testing"
 
 	"github.com/postern-dev/postern/proxy/route"
@@ -44,7 +45,9 @@ func runRedirectCases(t *testing.T, cases []redirectCase) {
 }
 
 // sslRedirectListeners return a plain listener (HTTPS on 8443, ACME
-// challenges answered), one whose HTTPS port is 443, and a TLS listener,
+// challenges answered), one whose HTTPS port is 443, a TLS listener, and
+// a plain listener behind a TLS proxy (198.51.100.0/24, the peer of every
+// request decide makes, trusted; HTTPS on 443),
 // over a table of ssl-redirect and force-ssl-redirect routes:
 //   - tls.test (spec.tls, redirect on): "/" as the host says, "/off"
 //     ssl-redirect "false", "/small" a body limit;
@@ -54,7 +57,7 @@ func runRedirectCases(t *testing.T, cases []redirectCase) {
 //     "/force" force-ssl-redirect;
 //   - acme.test (ACME certificate, redirect on) with force-ssl-redirect;
 //   - onlytls.test: in spec.tls, no route.
-func sslRedirectListeners(t *testing.T) (plain, plain443, secure *Listener) {
+func sslRedirectListeners(t *testing.T) (plain, plain443, secure, behind *Listener) {
 	t.Helper()
 	web := &route.Backend{Key: "ns/web:80", Endpoints: []route.Endpoint{{Address: "192.0.2.10:80"}}}
 	at := func(path string, pol *route.Policy) *route.Route {
@@ -76,7 +79,18 @@ func sslRedirectListeners(t *testing.T) (plain, plain443, secure *Listener) {
 	}))
 	return p.Listener(ListenerOptions{HTTPSPort: 8443, Challenges: challenges{}}),
 		p.Listener(ListenerOptions{HTTPSPort: 443}),
-		p.Listener(ListenerOptions{Secure: true})
+		p.Listener(ListenerOptions{Secure: true}),
+		p.Listener(ListenerOptions{HTTPSPort: 443, Trusted: mustTrusted(t, "198.51.100.0/24")})
+}
+
+// mustTrusted parses the trusted proxies cidrs.
+func mustTrusted(t *testing.T, cidrs ...string) *TrustedProxies {
+	t.Helper()
+	tp, err := ParseTrustedProxies(cidrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tp
 }
 
 // TestSSLRedirect: the redirect to HTTPS per route. A route may turn its
@@ -86,7 +100,7 @@ func sslRedirectListeners(t *testing.T) (plain, plain443, secure *Listener) {
 // an ACME host's challenges are answered, never redirected.
 func TestSSLRedirect(t *testing.T) {
 	t.Parallel()
-	plain, plain443, secure := sslRedirectListeners(t)
+	plain, plain443, secure, _ := sslRedirectListeners(t)
 	runRedirectCases(t, []redirectCase{
 		{name: "the host's redirect", l: plain, in: testHead{host: "TLS.test:80", path: "/a/", query: "b=1"}, status: 308, location: "https://tls.test:8443/a/?b=1"},
 		{name: "port 443 left out", l: plain443, in: testHead{host: "tls.test", path: "/a"}, status: 308, location: "https://tls.test/a"},
@@ -106,10 +120,29 @@ func TestSSLRedirect(t *testing.T) {
 	})
 }
 
+// TestSSLRedirectBehindTLSProxy: a request a trusted proxy says came
+// over HTTPS (X-Forwarded-Proto, its first value) is not redirected to
+// HTTPS, forced or not, which would loop; one it says came over HTTP is,
+// and so is one from a peer not trusted, whatever it claims.
+func TestSSLRedirectBehindTLSProxy(t *testing.T) {
+	t.Parallel()
+	plain, _, _, behind := sslRedirectListeners(t)
+	https := http.Header{"X-Forwarded-Proto": {"HTTPS"}}
+	runRedirectCases(t, []redirectCase{
+		{name: "the host's redirect, came over HTTPS", l: behind, in: testHead{host: "tls.test", header: https}},
+		{name: "force, came over HTTPS", l: behind, in: testHead{host: "notls.test", header: https}},
+		{name: "no route, came over HTTPS", l: behind, in: testHead{host: "onlytls.test", header: https}, status: 404},
+		{name: "chained proxies, the first came over HTTPS", l: behind, in: testHead{host: "notls.test", header: http.Header{"X-Forwarded-Proto": {"https, http"}}}},
+		{name: "came over HTTP", l: behind, in: testHead{host: "notls.test", header: http.Header{"X-Forwarded-Proto": {"http"}}}, status: 308, location: "https://notls.test/"},
+		{name: "no X-Forwarded-Proto", l: behind, in: testHead{host: "tls.test"}, status: 308, location: "https://tls.test/"},
+		{name: "an untrusted peer's claim", l: plain, in: testHead{host: "notls.test", header: https}, status: 308, location: "https://notls.test:8443/"},
+	})
+}
+
 // BenchmarkSSLRedirect is the decision of a plain request of a TLS host:
 // the lookup, then the route's redirect to HTTPS.
 func BenchmarkSSLRedirect(b *testing.B) {
-	plain, _, _ := sslRedirectListeners(&testing.T{})
+	plain, _, _, _ := sslRedirectListeners(&testing.T{})
 	in := &testHead{host: "tls.test", path: "/items/42", header: map[string][]string{}}
 	var x Exchange
 	b.ReportAllocs()
