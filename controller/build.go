@@ -53,9 +53,8 @@ type builder struct {
 	def      *route.Route                                          // the table's default route, nil for none
 	defOwner source                                                // who claimed def
 	problems []Problem
-	// regexHosts are the hosts in ingress-nginx's regex mode; ruleHosts
-	// every host of an Ingress rule (see nginxHosts).
-	regexHosts, ruleHosts map[string]bool
+	// nginx is what ingress-nginx's annotations set per host.
+	nginx nginxHosts
 }
 
 // newBuilder returns a builder that resolves backends and certificates

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 
 	networkingv1 "k8s.io/api/networking/v1"
@@ -29,38 +28,11 @@ const ingressKind = "Ingress"
 func addIngresses(b *builder, snap Snapshot, opts Options) {
 	cls := newClassifier(snap.IngressClasses, opts)
 	ours := ourIngresses(b, snap.Ingresses, cls)
-	b.regexHosts, b.ruleHosts = nginxHosts(ours, opts.annotationsPrefix())
+	b.nginx = nginxHostsOf(ours, opts.annotationsPrefix())
 	for _, ing := range ours {
 		translateIngress(b, ing)
 	}
-}
-
-// nginxHosts returns the hosts in ingress-nginx's regex mode, those of
-// the rules of an Ingress with use-regex or rewrite-target (every path of
-// such a host, from every Ingress, is a regex path), and every host of a
-// rule, which server-alias names never take.
-func nginxHosts(ings []*networkingv1.Ingress, prefix string) (regex, rules map[string]bool) {
-	regex, rules = make(map[string]bool), make(map[string]bool)
-	for _, ing := range ings {
-		on := false
-		if v, ok := ing.Annotations[prefix+"/use-regex"]; ok {
-			on, _ = strconv.ParseBool(strings.TrimSpace(v))
-		}
-		if v := strings.TrimSpace(ing.Annotations[prefix+"/rewrite-target"]); v != "" {
-			on = true
-		}
-		for _, r := range ing.Spec.Rules {
-			h, msg := normalizeHost(r.Host)
-			if msg != "" {
-				continue
-			}
-			rules[h] = true
-			if on {
-				regex[h] = true
-			}
-		}
-	}
-	return regex, rules
+	addFromToWWW(b)
 }
 
 // ingressSource is the source of ing's claims and Problems.
@@ -181,7 +153,7 @@ func (t *ingressTranslation) servedHosts(host string) []string {
 	}
 	out := []string{host}
 	for _, a := range t.cfg.nginx.aliases {
-		if a != host && !t.b.ruleHosts[a] {
+		if a != host && !t.b.nginx.rules[a] {
 			out = append(out, a)
 		}
 	}
@@ -199,7 +171,7 @@ func (t *ingressTranslation) addPath(host, ruleHost string, p *networkingv1.HTTP
 		return
 	}
 	policy := t.policy
-	if t.b.regexHosts[ruleHost] {
+	if t.b.nginx.regex[ruleHost] {
 		rp = t.regexPath(rp, p.Path, desc)
 		if rw := t.cfg.policy.Rewrite; rw != nil && rw.Target.String() == p.Path {
 			// ingress-nginx skips a rewrite to the path itself.
@@ -208,6 +180,9 @@ func (t *ingressTranslation) addPath(host, ruleHost string, p *networkingv1.HTTP
 	} else if t.cfg.policy.Rewrite != nil {
 		policy = t.withoutRewrite()
 	}
+	if root := t.b.nginx.appRoot[ruleHost]; root != "" {
+		policy = withAppRoot(policy, root)
+	}
 	c := routeClaim{src: t.src, host: host, pathType: rp.pathType, path: rp.path, shownPath: rp.shown, declaredType: rp.declared, policy: policy}
 	t.b.claimRoute(c, func() *route.Backend {
 		if rp.reason != "" {
@@ -215,6 +190,18 @@ func (t *ingressTranslation) addPath(host, ruleHost string, p *networkingv1.HTTP
 		}
 		return t.backend(&p.Backend, desc)
 	})
+}
+
+// withAppRoot returns a copy of p (nil: none) with the host's app-root,
+// which any Ingress of the host sets for all of its routes, as
+// ingress-nginx sets it for the server.
+func withAppRoot(p *route.Policy, root string) *route.Policy {
+	var c route.Policy
+	if p != nil {
+		c = *p
+	}
+	c.AppRoot = root
+	return &c
 }
 
 // withoutRewrite returns the Ingress's policy without its rewrite; nil

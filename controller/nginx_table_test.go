@@ -126,3 +126,39 @@ func TestNginxValues(t *testing.T) {
 		}
 	}
 }
+
+// TestNginxRedirectValues: the URLs permanent-redirect and
+// temporal-redirect take (reference 2.2), and app-root's paths.
+func TestNginxRedirectValues(t *testing.T) {
+	urls := []struct {
+		v      string
+		pathOK bool
+		ok     bool
+	}{
+		{"https://new.example.com", false, true},
+		{"HTTP://new.example.com/x", false, true},
+		{"https://new.example.com$request_uri", true, true},
+		{"$scheme://new.example.com$request_uri", false, true},
+		{"/new-location", true, true},
+		{"/new-location", false, false},
+		{"ftp://files.example.com", true, false},
+		{"new.example.com", true, false},
+		{"https://x.example.com/$server_name", true, false},
+	}
+	for _, c := range urls {
+		if _, err := parseRedirectURL(c.v, c.pathOK); (err == nil) != c.ok {
+			t.Errorf("parseRedirectURL(%q, %v) = %v, want ok %v", c.v, c.pathOK, err, c.ok)
+		}
+	}
+	roots := map[string]bool{"/foo": true, "/": true, "foo": false, "https://x.example.com/": false, "//x.example.com": false, "/a b": false, "/$uri": false}
+	for v, ok := range roots {
+		if _, err := parseAppRoot(v); (err == nil) != ok {
+			t.Errorf("parseAppRoot(%q) = %v, want ok %v", v, err, ok)
+		}
+	}
+	for v, ok := range map[string]bool{"300": true, "308": true, "301": true, "299": false, "309": false, "x": false} {
+		if err := checkRedirectCode(v, 308); (err == nil) != ok {
+			t.Errorf("checkRedirectCode(%q, 308) = %v, want ok %v", v, err, ok)
+		}
+	}
+}

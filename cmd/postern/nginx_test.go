@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// nginxIngress is an Ingress of class postern for host with one Prefix
+// path to Service web, annotated with ingress-nginx's annotations ann
+// (names without the prefix).
+func nginxIngress(name, host, path string, ann map[string]string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: %s\n  namespace: demo\n  annotations:\n", name)
+	for k, v := range ann {
+		fmt.Fprintf(&b, "    nginx.ingress.kubernetes.io/%s: %q\n", k, v)
+	}
+	fmt.Fprintf(&b, `spec:
+  ingressClassName: postern
+  rules:
+  - host: %s
+    http:
+      paths:
+      - {path: %q, pathType: ImplementationSpecific, backend: {service: {name: web, port: {name: http}}}}
+`, host, path)
+	return b.String()
+}
+
+// TestStandaloneNginxAnnotations runs the program on a folder of
+// Ingresses written for ingress-nginx and checks what a client and the
+// backend see: the controller's reading of each annotation and the
+// proxy's policy together, as a user who moves gets them.
+func TestStandaloneNginxAnnotations(t *testing.T) {
+	var hits atomic.Int64
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		fmt.Fprintf(w, "%s %s prefix=%s", r.Host, r.RequestURI, r.Header.Get("X-Forwarded-Prefix"))
+	}))
+	defer backend.Close()
+	svc, _, _ := strings.Cut(manifest(backend.Listener.Addr().String(), "/"), "---\napiVersion: networking.k8s.io/v1")
+	docs := []string{
+		svc,
+		nginxIngress("rewrite", "rw.example.com", "/api(/|$)(.*)", map[string]string{"rewrite-target": "/$2", "x-forwarded-prefix": "/api"}),
+		nginxIngress("moved", "old.example.com", "/", map[string]string{"permanent-redirect": "https://new.example.com$request_uri"}),
+		nginxIngress("app", "app.example.com", "/", map[string]string{"app-root": "/dashboard", "from-to-www-redirect": "true"}),
+		nginxIngress("elb", "elb.example.com", "/", map[string]string{"force-ssl-redirect": "true"}),
+		nginxIngress("vhost", "vhost.example.com", "/", map[string]string{"upstream-vhost": "internal.$host"}),
+		nginxIngress("digest", "digest.example.com", "/", map[string]string{"auth-type": "digest", "auth-secret": "users"}),
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "app.yaml"), []byte(strings.Join(docs, "---\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	httpAddr, _, stop := startStandalone(t, dir)
+	defer stop()
+
+	c := &http.Client{Timeout: 5 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	cases := []struct {
+		name, host, path string
+		status           int
+		location, body   string
+		noBackend        bool
+	}{
+		{name: "rewrite-target with a capture group, query kept", host: "rw.example.com", path: "/API/items?x=1", status: 200, body: "rw.example.com /items?x=1 prefix=/api"},
+		{name: "rewrite-target, the path alone", host: "rw.example.com", path: "/api", status: 200, body: "rw.example.com / prefix=/api"},
+		{name: "permanent-redirect with $request_uri", host: "old.example.com", path: "/a/b?c=1", status: 301, location: "https://new.example.com/a/b?c=1", noBackend: true},
+		{name: "app-root", host: "app.example.com", path: "/", status: 302, location: "http://app.example.com/dashboard", noBackend: true},
+		{name: "app-root leaves other paths", host: "app.example.com", path: "/dashboard", status: 200, body: "app.example.com /dashboard prefix="},
+		{name: "from-to-www-redirect", host: "www.app.example.com", path: "/foo/", status: 308, location: "http://app.example.com:80/foo", noBackend: true},
+		{name: "force-ssl-redirect without TLS", host: "elb.example.com", path: "/a/?b", status: 308, location: "https://elb.example.com/a/?b", noBackend: true},
+		{name: "upstream-vhost with a variable", host: "vhost.example.com", path: "/v", status: 200, body: "internal.vhost.example.com /v prefix="},
+		{name: "an access rule Postern cannot honour fails closed", host: "digest.example.com", path: "/", status: 503, noBackend: true},
+	}
+	for _, tc := range cases {
+		before := hits.Load()
+		req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, "http://"+httpAddr+tc.path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = tc.host
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || resp.Header.Get("Location") != tc.location {
+			t.Errorf("%s: %d Location %q, want %d %q", tc.name, resp.StatusCode, resp.Header.Get("Location"), tc.status, tc.location)
+		}
+		if tc.body != "" && string(body) != tc.body {
+			t.Errorf("%s: the backend saw %q, want %q", tc.name, body, tc.body)
+		}
+		if reached := hits.Load() != before; reached == tc.noBackend {
+			t.Errorf("%s: backend reached %v, want %v", tc.name, reached, !tc.noBackend)
+		}
+	}
+}
