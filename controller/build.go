@@ -55,6 +55,9 @@ type builder struct {
 	problems []Problem
 	// nginx is what ingress-nginx's annotations set per host.
 	nginx nginxHosts
+	// canaries are the ingress-nginx canary Ingresses, attached once
+	// every mainline has claimed its routes.
+	canaries []*canaryTranslation
 }
 
 // newBuilder returns a builder that resolves backends and certificates

@@ -11,6 +11,16 @@ import (
 type hostRoutes struct {
 	routes []*route.Route
 	owner  map[routeKey]source
+	// claimed are the routes of the claims that were won, with what a
+	// canary Ingress attached to them needs of their claim.
+	claimed map[routeKey]claimed
+}
+
+// claimed is a route and what its claim said.
+type claimed struct {
+	route    *route.Route
+	settings backendSettings // of the claim's backend
+	refused  bool            // the claim's object is refused: it answers 503
 }
 
 // routeKey is what two routes of one host must not share.
@@ -34,6 +44,10 @@ type routeClaim struct {
 	shownPath, declaredType string
 	// policy is the route's policy; nil: none.
 	policy *route.Policy
+	// settings are those of the route's backend, and refused says that the
+	// claim's object is refused (for a canary attached to the route).
+	settings backendSettings
+	refused  bool
 }
 
 // claimRoute gives the route of c to c.src, unless an earlier claim holds
@@ -43,7 +57,7 @@ type routeClaim struct {
 func (b *builder) claimRoute(c routeClaim, backend func() *route.Backend) {
 	hr := b.hosts[c.host]
 	if hr == nil {
-		hr = &hostRoutes{owner: make(map[routeKey]source)}
+		hr = &hostRoutes{owner: make(map[routeKey]source), claimed: make(map[routeKey]claimed)}
 		b.hosts[c.host] = hr
 	}
 	key := routeKey{c.pathType, c.path}
@@ -62,12 +76,25 @@ func (b *builder) claimRoute(c routeClaim, backend func() *route.Backend) {
 	}
 	hr.owner[key] = c.src
 	be := backend()
-	hr.routes = append(hr.routes, &route.Route{
+	rt := &route.Route{
 		Match:    route.Match{PathType: c.pathType, Path: c.path},
 		Policy:   c.policy,
 		Backends: route.Single(be),
 		Source:   c.src.route(),
-	})
+	}
+	hr.routes = append(hr.routes, rt)
+	hr.claimed[key] = claimed{route: rt, settings: c.settings, refused: c.refused}
+}
+
+// claimedRoute returns the route of host with key that a claim won, if
+// there is one.
+func (b *builder) claimedRoute(host string, key routeKey) (claimed, bool) {
+	hr := b.hosts[host]
+	if hr == nil {
+		return claimed{}, false
+	}
+	c, ok := hr.claimed[key]
+	return c, ok
 }
 
 // claimDefault makes the table's default route, which serves what no route

@@ -32,6 +32,7 @@ func addIngresses(b *builder, snap Snapshot, opts Options) {
 	for _, ing := range ours {
 		translateIngress(b, ing)
 	}
+	attachCanaries(b)
 	addFromToWWW(b)
 }
 
@@ -103,6 +104,11 @@ func translateIngress(b *builder, ing *networkingv1.Ingress) {
 	nres := readNginx(ing.Annotations, prefix, &t.cfg)
 	var msgs []string
 	t.cfg, msgs = parseIngressConfig(ing.Annotations, t.cfg)
+	snippets, snippetMsg := refusedSnippets(ing.Annotations, prefix)
+	if t.cfg.nginx.canary != nil {
+		t.deferCanary(nres, snippets)
+		return
+	}
 	for _, m := range append(nres.problems, msgs...) {
 		b.problem(t.src, ReasonInvalidAnnotation, m)
 	}
@@ -110,9 +116,9 @@ func translateIngress(b *builder, ing *networkingv1.Ingress) {
 		t.policy = &t.cfg.policy
 	}
 	var refused []string
-	if keys, msg := refusedSnippets(ing.Annotations, prefix); len(keys) > 0 {
-		refused = keys
-		b.problem(t.src, ReasonSnippetRefused, msg)
+	if len(snippets) > 0 {
+		refused = snippets
+		b.problem(t.src, ReasonSnippetRefused, snippetMsg)
 	}
 	for _, r := range nres.refused {
 		b.problem(t.src, r.reason, r.msg)
@@ -183,7 +189,8 @@ func (t *ingressTranslation) addPath(host, ruleHost string, p *networkingv1.HTTP
 	if root := t.b.nginx.appRoot[ruleHost]; root != "" {
 		policy = withAppRoot(policy, root)
 	}
-	c := routeClaim{src: t.src, host: host, pathType: rp.pathType, path: rp.path, shownPath: rp.shown, declaredType: rp.declared, policy: policy}
+	c := routeClaim{src: t.src, host: host, pathType: rp.pathType, path: rp.path, shownPath: rp.shown, declaredType: rp.declared, policy: policy,
+		settings: t.cfg.backend, refused: t.refused != "" || rp.reason != ""}
 	t.b.claimRoute(c, func() *route.Backend {
 		if rp.reason != "" {
 			return t.b.unavailableBackend(t.ing.Namespace, "("+t.ing.Name+": invalid regex)", "invalid regex path")
@@ -263,6 +270,11 @@ func (t *ingressTranslation) backend(ib *networkingv1.IngressBackend, served str
 // names with the settings of the Ingress's annotations, or a backend that
 // answers 503, with the reason and what is wrong.
 func (t *ingressTranslation) resolve(ib *networkingv1.IngressBackend) (be *route.Backend, reason, what string) {
+	return t.resolveWith(ib, t.cfg.backend)
+}
+
+// resolveWith is resolve with the backend settings set.
+func (t *ingressTranslation) resolveWith(ib *networkingv1.IngressBackend, set backendSettings) (be *route.Backend, reason, what string) {
 	ns := t.ing.Namespace
 	switch {
 	case ib.Service != nil && ib.Resource != nil:
@@ -285,7 +297,7 @@ func (t *ingressTranslation) resolve(ib *networkingv1.IngressBackend) (be *route
 	// The API server refuses a port with both a name and a number; the
 	// number is what such a manifest gets, as servicePort says.
 	port := servicePort{number: ib.Service.Port.Number, name: ib.Service.Port.Name}
-	return t.b.serviceBackend(ns, ib.Service.Name, port, t.cfg.backend)
+	return t.b.serviceBackend(ns, ib.Service.Name, port, set)
 }
 
 // addTLS claims the hosts of each spec.tls entry of the Ingress, with the

@@ -20,6 +20,9 @@ type nginxConfig struct {
 	regex bool
 	// aliases are the server-alias names, normalised.
 	aliases []string
+	// canary is set on a canary Ingress (canary: "true"): its canary-*
+	// settings.
+	canary *route.Canary
 }
 
 // nginxRead is the state of reading one Ingress's ingress-nginx
@@ -52,8 +55,8 @@ type nginxResult struct {
 	refused []refusal
 	keys    []string // the refused annotations, full keys
 	// problems are messages of tuning values that fell back to the
-	// default.
-	problems []string
+	// default, problemKeys their annotations' full keys.
+	problems, problemKeys []string
 }
 
 // readNginx reads the ingress-nginx annotations under prefix into cfg,
@@ -113,8 +116,15 @@ func (res *nginxResult) invalid(key, v string, r *nginxRow, err error) {
 		res.refuse(key, ReasonUnsupportedAnnotation, fmt.Sprintf("annotation %s has the value %s, which Postern does not support (%v); every path of this Ingress answers 503", key, quoteShort(v), err))
 		return
 	}
-	if r.kind == kindTuning {
+	var kept keptError
+	switch {
+	case errors.As(err, &kept):
+		res.problems = append(res.problems, fmt.Sprintf("annotation %s has the value %s: %v", key, quoteShort(v), kept))
+		res.problemKeys = append(res.problemKeys, key)
+		return
+	case r.kind == kindTuning:
 		res.problems = append(res.problems, fmt.Sprintf("annotation %s has an invalid value %s (%v); using the default", key, quoteShort(v), err))
+		res.problemKeys = append(res.problemKeys, key)
 		return
 	}
 	res.refuse(key, ReasonInvalidAnnotation, fmt.Sprintf("annotation %s has an invalid value %s (%v); every path of this Ingress answers 503, as it cannot be served as written", key, quoteShort(v), err))

@@ -192,6 +192,9 @@ func nginxHostsOf(ings []*networkingv1.Ingress, prefix string) nginxHosts {
 	www := make(map[string]bool)
 	for _, ing := range ings {
 		ann := func(name string) string { return strings.TrimSpace(ing.Annotations[prefix+"/"+name]) }
+		if canary, _ := strconv.ParseBool(ann("canary")); canary {
+			continue // a canary has no server of its own: its paths join others'
+		}
 		regex, _ := strconv.ParseBool(ann("use-regex"))
 		regex = regex || ann("rewrite-target") != ""
 		root, err := parseAppRoot(ann("app-root"))

@@ -82,13 +82,13 @@ var nginxTable = []nginxRow{
 	unsupported("session-cookie-change-on-failure", kindRouting, noteNotYet),
 
 	// Canary.
-	unsupported("canary", kindRouting, noteNotYet),
-	unsupported("canary-by-header", kindRouting, noteNotYet),
-	unsupported("canary-by-header-value", kindRouting, noteNotYet),
-	unsupported("canary-by-header-pattern", kindRouting, noteNotYet),
-	unsupported("canary-by-cookie", kindRouting, noteNotYet),
-	unsupported("canary-weight", kindRouting, noteNotYet),
-	unsupported("canary-weight-total", kindRouting, noteNotYet),
+	supported("canary", kindTuning, "each path becomes the canary backend of the mainline Ingress's route with the same host and path (one per route; none: 404); only the canary and balancing annotations of a canary Ingress count", readCanary),
+	supported("canary-by-header", kindTuning, "\"always\" to the canary, \"never\" to the mainline, other values fall through to the cookie and the weight", readCanaryByHeader),
+	supported("canary-by-header-value", kindTuning, "exact, case-sensitive; any other value falls through", readCanaryByHeaderValue),
+	partial("canary-by-header-pattern", kindTuning, "RE2, not PCRE: a pattern RE2 cannot compile sends requests with the header to the mainline, as ingress-nginx's runtime error does", readCanaryByHeaderPattern),
+	supported("canary-by-cookie", kindTuning, "\"always\" to the canary, \"never\" to the mainline, other values fall through to the weight", readCanaryByCookie),
+	supported("canary-weight", kindTuning, "out of canary-weight-total, at random per request", readCanaryWeight),
+	supported("canary-weight-total", kindTuning, "a total under 100 counts as 100, as in ingress-nginx", readCanaryWeightTotal),
 
 	// CORS.
 	unsupported("enable-cors", kindRouting, noteNotYet),

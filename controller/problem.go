@@ -44,4 +44,7 @@ const (
 	// ReasonUnsupportedAnnotation: an ingress-nginx annotation (or one of
 	// its values) Postern does not support; the Ingress answers 503.
 	ReasonUnsupportedAnnotation = "UnsupportedAnnotation"
+	// ReasonCanaryNotServed: an ingress-nginx canary Ingress (or one of
+	// its paths) is not attached to a mainline; the mainline serves all.
+	ReasonCanaryNotServed = "CanaryNotServed"
 )

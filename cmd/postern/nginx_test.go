@@ -45,9 +45,20 @@ func TestStandaloneNginxAnnotations(t *testing.T) {
 		fmt.Fprintf(w, "%s %s prefix=%s", r.Host, r.RequestURI, r.Header.Get("X-Forwarded-Prefix"))
 	}))
 	defer backend.Close()
+	canaryBackend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		fmt.Fprintf(w, "canary %s %s", r.Host, r.RequestURI)
+	}))
+	defer canaryBackend.Close()
 	svc, _, _ := strings.Cut(manifest(backend.Listener.Addr().String(), "/"), "---\napiVersion: networking.k8s.io/v1")
+	canarySvc, _, _ := strings.Cut(manifest(canaryBackend.Listener.Addr().String(), "/"), "---\napiVersion: networking.k8s.io/v1")
+	canarySvc = strings.NewReplacer("name: web", "name: web-canary", "service-name: web", "service-name: web-canary").Replace(canarySvc)
+	canaryIng := strings.Replace(nginxIngress("main-canary", "app.example.com", "/", map[string]string{"canary": "true", "canary-by-header": "X-Canary"}),
+		"name: web,", "name: web-canary,", 1)
 	docs := []string{
 		svc,
+		canarySvc,
+		canaryIng,
 		nginxIngress("rewrite", "rw.example.com", "/api(/|$)(.*)", map[string]string{"rewrite-target": "/$2", "x-forwarded-prefix": "/api"}),
 		nginxIngress("moved", "old.example.com", "/", map[string]string{"permanent-redirect": "https://new.example.com$request_uri"}),
 		nginxIngress("app", "app.example.com", "/", map[string]string{"app-root": "/dashboard", "from-to-www-redirect": "true"}),
@@ -65,6 +76,7 @@ func TestStandaloneNginxAnnotations(t *testing.T) {
 	c := &http.Client{Timeout: 5 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	cases := []struct {
 		name, host, path string
+		header           string // X-Canary
 		status           int
 		location, body   string
 		noBackend        bool
@@ -74,6 +86,8 @@ func TestStandaloneNginxAnnotations(t *testing.T) {
 		{name: "permanent-redirect with $request_uri", host: "old.example.com", path: "/a/b?c=1", status: 301, location: "https://new.example.com/a/b?c=1", noBackend: true},
 		{name: "app-root", host: "app.example.com", path: "/", status: 302, location: "http://app.example.com/dashboard", noBackend: true},
 		{name: "app-root leaves other paths", host: "app.example.com", path: "/dashboard", status: 200, body: "app.example.com /dashboard prefix="},
+		{name: "canary-by-header always", host: "app.example.com", path: "/dashboard", header: "always", status: 200, body: "canary app.example.com /dashboard"},
+		{name: "canary-by-header never", host: "app.example.com", path: "/dashboard", header: "never", status: 200, body: "app.example.com /dashboard prefix="},
 		{name: "from-to-www-redirect", host: "www.app.example.com", path: "/foo/", status: 308, location: "http://app.example.com:80/foo", noBackend: true},
 		{name: "force-ssl-redirect without TLS", host: "elb.example.com", path: "/a/?b", status: 308, location: "https://elb.example.com/a/?b", noBackend: true},
 		{name: "upstream-vhost with a variable", host: "vhost.example.com", path: "/v", status: 200, body: "internal.vhost.example.com /v prefix="},
@@ -86,6 +100,9 @@ func TestStandaloneNginxAnnotations(t *testing.T) {
 			t.Fatal(err)
 		}
 		req.Host = tc.host
+		if tc.header != "" {
+			req.Header.Set("X-Canary", tc.header)
+		}
 		resp, err := c.Do(req)
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)

@@ -144,14 +144,17 @@ func printTable(w io.Writer, t *route.Table) error {
 }
 
 // printRoute writes the rows of r: one per backend, the weight after the
-// backend's name when there are several.
+// backend's name when there are several, "(canary)" after a canary's.
 func printRoute(w io.Writer, host, path, pathType string, r *route.Route) {
 	if len(r.Backends) == 0 {
 		fmt.Fprintf(w, "%s\t%s\t%s\t-\tnone\t%s\n", host, path, pathType, r.Source)
 	}
 	for _, wb := range r.Backends {
 		name := backendName(wb.Backend)
-		if len(r.Backends) > 1 {
+		switch {
+		case wb.Backend == r.CanaryBackend():
+			name += " (canary)"
+		case len(r.Backends) > 1 && r.Canary == nil:
 			name += " weight " + strconv.Itoa(int(wb.Weight))
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", host, path, pathType, name, endpoints(wb.Backend), r.Source)

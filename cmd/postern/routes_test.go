@@ -234,3 +234,23 @@ func TestPrintTableConditionsAndWeights(t *testing.T) {
 		t.Errorf("%d rows for the route, want 2 (one per backend):\n%s", n, out.String())
 	}
 }
+
+// TestPrintTableCanary marks an ingress-nginx canary's backend, without
+// the weight 0 that only keeps the weighted choice off it.
+func TestPrintTableCanary(t *testing.T) {
+	t.Parallel()
+	main := &route.Backend{Key: "ns/main:80"}
+	can := &route.Backend{Key: "ns/canary:80"}
+	tbl := route.NewTable([]*route.VirtualHost{route.NewVirtualHost("c.test", []*route.Route{{
+		Match:    route.Match{PathType: route.PathPrefix, Path: "/"},
+		Backends: []route.WeightedBackend{{Backend: main, Weight: 1}, {Backend: can}},
+		Canary:   &route.Canary{Header: "X-Canary", WeightTotal: 100},
+	}})}, nil)
+	var out strings.Builder
+	if err := printTable(&out, tbl); err != nil {
+		t.Fatal(err)
+	}
+	if s := out.String(); !strings.Contains(s, "ns/canary:80 (canary)") || strings.Contains(s, "weight") {
+		t.Errorf("routes output:\n%s", s)
+	}
+}

@@ -52,12 +52,13 @@ const StatusClientClosedRequest = 499
 
 // labelBackend returns the backend whose Service labels the request: the
 // one chosen, or when none was (the request was answered before the
-// choice, with a 413 say) the route's only backend.
+// choice, with a 413 say) the route's only backend, or its mainline one
+// when the other is a canary.
 func (r *Record) labelBackend() *route.Backend {
 	if r.Backend != nil || r.Route == nil {
 		return r.Backend
 	}
-	if len(r.Route.Backends) == 1 {
+	if len(r.Route.Backends) == 1 || r.Route.Canary != nil {
 		return r.Route.First()
 	}
 	return nil

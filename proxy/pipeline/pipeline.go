@@ -160,6 +160,9 @@ func compileRoute(rt *route.Route) []Policy {
 	if bl, ok := newBodyLimit(rt); ok {
 		pols = append(pols, bl)
 	}
+	if c, ok := newCanary(rt); ok {
+		pols = append(pols, c)
+	}
 	if len(pols) == 1 && ssl.mode == route.SSLRedirectDefault {
 		return nil
 	}

@@ -145,6 +145,9 @@ type Route struct {
 	// them in proportion to its weight; never empty. When every weight is
 	// zero the route answers 503.
 	Backends []WeightedBackend `json:"backends"`
+	// Canary, when set, sends some requests to the last backend, by the
+	// rules of an ingress-nginx canary Ingress (canary.go).
+	Canary *Canary `json:"canary,omitempty"`
 	// Source is the object that declared the route.
 	Source Source `json:"source"`
 }
