@@ -150,6 +150,8 @@ var ingressAnnotations = []annotationRow{
 	row(AnnotationSSLRedirect, true, "true", strconv.ParseBool, func(c *ingressConfig, on bool) { c.tls.host.Redirect = on }),
 	row(AnnotationHSTS, "", "no HSTS", parseHSTS, func(c *ingressConfig, v string) { c.tls.host.HSTS = v }),
 	row(AnnotationACME, false, "false", strconv.ParseBool, func(c *ingressConfig, on bool) { c.tls.acme = on }),
+	row(AnnotationRequestHeaders, nil, "no edits", parseHeaderEdits, func(c *ingressConfig, e *route.HeaderEdits) { c.policy.RequestHeaders = e }),
+	row(AnnotationResponseHeaders, nil, "no edits", parseHeaderEdits, func(c *ingressConfig, e *route.HeaderEdits) { c.policy.ResponseHeaders = e }),
 }
 
 // parseIngressConfig reads the postern.dev annotations of an Ingress

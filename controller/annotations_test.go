@@ -123,6 +123,7 @@ func TestAnnotationRows(t *testing.T) {
 	want := []string{
 		AnnotationLoadBalance, AnnotationSSLRedirect, AnnotationHSTS, AnnotationBackendProtocol, AnnotationACME,
 		AnnotationRetries, AnnotationTimeoutConnect, AnnotationTimeoutRead, AnnotationTimeoutIdle, AnnotationMaxBodySize,
+		AnnotationRequestHeaders, AnnotationResponseHeaders,
 	}
 	rows := make(map[string]int)
 	for _, r := range ingressAnnotations {
@@ -299,4 +300,43 @@ func mustUnquote(t *testing.T, q string) string {
 		t.Fatalf("unquote %s: %v", q, err)
 	}
 	return s
+}
+
+// TestHeaderEditsAnnotation: the lines of postern.dev/request-headers and
+// response-headers, and what they refuse (the whole annotation, with one
+// problem naming the line).
+func TestHeaderEditsAnnotation(t *testing.T) {
+	t.Parallel()
+	good := "# security headers\nset x-frame-options: DENY\n\n  add X-Client: $remote_addr  \nremove X-Powered-By\nSET Cache-Control: no-store, max-age=0"
+	cfg, problems := parseIngressConfig(map[string]string{AnnotationResponseHeaders: good}, ingressConfig{})
+	if len(problems) != 0 || cfg.policy.ResponseHeaders == nil {
+		t.Fatalf("problems %q, edits %v", problems, cfg.policy.ResponseHeaders)
+	}
+	var got []string
+	for _, e := range *cfg.policy.ResponseHeaders {
+		s := string(e.Op) + " " + e.Name
+		if e.Value != nil {
+			s += ": " + e.Value.String()
+		}
+		got = append(got, s)
+	}
+	want := []string{"set X-Frame-Options: DENY", "add X-Client: $remote_addr", "remove X-Powered-By", "set Cache-Control: no-store, max-age=0"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("edits %q, want %q", got, want)
+	}
+	for v, msg := range map[string]string{
+		"set X-A":                 `line 1: set needs "Name: value"`,
+		"set X-A: b\nreplace X-B": `line 2: unknown edit "replace"`,
+		"set Content-Length: 5":   "Content-Length is the proxy's own field",
+		"remove host":             "Host is the proxy's own field",
+		"set X A: b":              `"X A" is not a header name`,
+		"set X-A: $server_name":   "server_name",
+		"# nothing":               "want lines",
+		strings.Repeat("set X-A: b\n", maxHeaderEdits+1): "more than 64 edits",
+	} {
+		cfg, problems := parseIngressConfig(map[string]string{AnnotationRequestHeaders: v}, ingressConfig{})
+		if cfg.policy.RequestHeaders != nil || len(problems) != 1 || !strings.Contains(problems[0], msg) {
+			t.Errorf("%q: edits %v, problems %q; want none and one containing %q", v, cfg.policy.RequestHeaders, problems, msg)
+		}
+	}
 }

@@ -43,5 +43,7 @@ func refusedSnippets(annotations map[string]string, prefix string) (keys []strin
 		noun = "annotations " + strings.Join(keys, ", ") + " hold"
 	}
 	return keys, fmt.Sprintf("%s nginx configuration, which Postern never runs: every path of this Ingress answers 503 "+
-		"until it is removed; move what it did to typed annotations (the README's ingress-nginx section says which exist)", noun)
+		"until it is removed; move what it did to typed annotations: "+AnnotationRequestHeaders+" for proxy_set_header, "+
+		AnnotationResponseHeaders+" for more_set_headers, add_header and proxy_hide_header, the redirect and rewrite annotations "+
+		"for return and rewrite (the README's ingress-nginx section lists them)", noun)
 }

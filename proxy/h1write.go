@@ -68,6 +68,15 @@ func (e *h1Engine) writeResponseHead(ex *h1Exchange, keep bool) {
 		if drops(edits, f.Name) {
 			continue
 		}
+		if rw := ex.x.RespRewrite; rw != nil && rewritable(f.Name) {
+			if v, ok := pipeline.RewriteResponseField(rw, string(f.Name), string(f.Value)); ok {
+				o.bytes(f.Name)
+				o.str(": ")
+				o.str(v)
+				o.str("\r\n")
+				continue
+			}
+		}
 		o.field(f)
 	}
 	if resp.Status >= 200 {
@@ -108,6 +117,12 @@ func (e *h1Engine) writeReply(ex *h1Exchange, r *pipeline.Reply, keep bool) int6
 	}
 	o.str(r.Body)
 	return int64(len(r.Body))
+}
+
+// rewritable reports whether name is a field pipeline.RewriteResponseField
+// may change.
+func rewritable(name []byte) bool {
+	return h1.EqualFold(name, "location") || h1.EqualFold(name, "refresh") || h1.EqualFold(name, "set-cookie")
 }
 
 // drops reports whether e sets or deletes the field name, so that the

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/postern-dev/postern/proxy/pipeline"
+	"github.com/postern-dev/postern/proxy/route"
 	"github.com/postern-dev/postern/proxy/upstream"
 )
 
@@ -43,6 +45,9 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 				// Protocol switches (WebSockets) are tunnels, not
 				// bodies, and are left alone.
 				resp.Body = c.LimitIdle(resp.Body, d, x.Backend, st.endpoint.Address)
+			}
+			if x.RespRewrite != nil {
+				rewriteResponseHeader(resp.Header, x.RespRewrite)
 			}
 			return resp, nil
 		}
@@ -154,5 +159,17 @@ func (bufferPool) Get() []byte { return buffers.Get().(*[bufferSize]byte)[:] }
 func (bufferPool) Put(b []byte) {
 	if len(b) == bufferSize {
 		buffers.Put((*[bufferSize]byte)(b))
+	}
+}
+
+// rewriteResponseHeader rewrites the Location, Refresh and Set-Cookie
+// fields of an endpoint's response by rw (pipeline.RewriteResponseField).
+func rewriteResponseHeader(h http.Header, rw *route.ResponseRewrite) {
+	for _, name := range [...]string{"Location", "Refresh", "Set-Cookie"} {
+		for i, v := range h[name] {
+			if nv, ok := pipeline.RewriteResponseField(rw, name, v); ok {
+				h[name][i] = nv
+			}
+		}
 	}
 }

@@ -72,6 +72,10 @@ type Exchange struct {
 	// Req are the edits to the request head sent to the endpoint; Resp
 	// the edits to every response head sent to the client.
 	Req, Resp Edits
+	// RespRewrite, when set, rewrites the Location, Refresh and
+	// Set-Cookie fields of the endpoint's response head (the engines call
+	// RewriteResponseField); Postern's own answers are not rewritten.
+	RespRewrite *route.ResponseRewrite
 	// Reply, when its Status is not zero, is the answer: nothing is
 	// forwarded.
 	Reply Reply

@@ -139,6 +139,9 @@ func compileRoute(rt *route.Route) []Policy {
 		return []Policy{hr}
 	}
 	var pols []Policy
+	if he, ok := newHeaderEdits(rt); ok {
+		pols = append(pols, he)
+	}
 	if ar, ok := newAppRoot(rt); ok {
 		pols = append(pols, ar)
 	}
@@ -153,6 +156,9 @@ func compileRoute(rt *route.Route) []Policy {
 	pols = append(pols, ssl)
 	if rt.Policy != nil && rt.Policy.UpstreamHost != nil {
 		pols = append(pols, upstreamHost{host: rt.Policy.UpstreamHost})
+	}
+	if rt.Policy != nil && rt.Policy.ResponseRewrite != nil {
+		pols = append(pols, respRewrite{rw: rt.Policy.ResponseRewrite})
 	}
 	if s, ok := routeSettings(rt); ok {
 		pols = append(pols, s)

@@ -202,6 +202,14 @@ type Policy struct {
 	// UpstreamHost, when set, is the Host sent to the endpoints instead
 	// of the client's (upstream-vhost); it may use variables.
 	UpstreamHost *Template `json:"upstreamHost,omitempty"`
+	// RequestHeaders are edits to the request head sent to the endpoints,
+	// ResponseHeaders to every response head sent to the client, the
+	// route's own answers (a redirect, a 413) included (headers.go).
+	RequestHeaders  *HeaderEdits `json:"requestHeaders,omitempty"`
+	ResponseHeaders *HeaderEdits `json:"responseHeaders,omitempty"`
+	// ResponseRewrite, when set, rewrites the Location, Refresh and
+	// Set-Cookie fields of the endpoints' responses.
+	ResponseRewrite *ResponseRewrite `json:"responseRewrite,omitempty"`
 
 	// Redirects (redirect.go), in the order they apply.
 
