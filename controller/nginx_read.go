@@ -296,6 +296,15 @@ func readProxyReadTimeout(v string, n *nginxRead) error {
 	return nil
 }
 
+func readProxySendTimeout(v string, n *nginxRead) error {
+	d, err := parseSeconds(v)
+	if err != nil {
+		return err
+	}
+	n.cfg.policy.SendTimeout = d
+	return nil
+}
+
 func readProxyNextUpstream(v string, n *nginxRead) error {
 	for w := range strings.FieldsSeq(v) {
 		switch w {

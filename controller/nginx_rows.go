@@ -46,7 +46,7 @@ var nginxTable = []nginxRow{
 	partial("proxy-body-size", kindTuning, "413 past the size, 0 unlimited; without it Postern sets no limit, where ingress-nginx's default is 1m", readProxyBodySize),
 	supported("proxy-connect-timeout", kindTuning, "whole seconds", readProxyConnectTimeout),
 	supported("proxy-read-timeout", kindTuning, "whole seconds, the longest wait for the response head and between two reads of the body", readProxyReadTimeout),
-	unsupported("proxy-send-timeout", kindTuning, noteNotYet),
+	partial("proxy-send-timeout", kindTuning, "whole seconds, each write of the request body to the endpoint (a gap, not a total) on the HTTP/1.1 engine; requests the net/http engine carries (HTTP/2 clients, gRPC and h2c backends) do not get it", readProxySendTimeout),
 	partial("proxy-next-upstream", kindTuning, "Postern retries requests that never reached an endpoint (error, timeout); off turns retries off; http_* and non_idempotent are not honoured", readProxyNextUpstream),
 	partial("proxy-next-upstream-tries", kindTuning, "tries include the first; at most 6 (5 retries); 0 is the most", readProxyNextUpstreamTries),
 	ignored("proxy-next-upstream-timeout", "retries are bounded by count and the connect timeout"),

@@ -67,6 +67,31 @@ func TestH1EngineStalledUpload(t *testing.T) {
 	}
 }
 
+// TestH1EngineSendTimeout checks that proxy-send-timeout bounds each write
+// of the body to an endpoint that stops reading it (504), however long
+// the route's read timeout: a minute here, longer than the test waits.
+func TestH1EngineSendTimeout(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	stall := rawEndpoint(t, func(net.Conn) { <-release })
+	be := &route.Backend{Key: "ns/stall:80", Endpoints: []route.Endpoint{{Address: stall}}}
+	rt := prefix("/", be)
+	rt.Policy = &route.Policy{ReadTimeout: route.Duration(time.Minute), SendTimeout: route.Duration(200 * time.Millisecond)}
+	h := New(Options{})
+	h.Swap(route.NewTable([]*route.VirtualHost{vhost("app.test", rt)}, nil))
+	t.Cleanup(h.CloseIdleConnections)
+	addr, _ := startFastServer(t, h, ServerOptions{})
+
+	c := rawConn(t, addr)
+	defer c.Close()
+	go upload(c, 32<<20)
+	resps := readResponses(t, bufio.NewReader(c), 1)
+	if len(resps) != 1 || resps[0].StatusCode != http.StatusGatewayTimeout {
+		t.Fatalf("%+v, want 504", resps)
+	}
+}
+
 // flakyListener fails its first n Accepts with an error that says to try
 // again, as a listener out of file descriptors does.
 type flakyListener struct {

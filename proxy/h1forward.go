@@ -249,8 +249,12 @@ func (e *h1Engine) sendBody(ex *h1Exchange, up *upstream.Conn) *h1Failure {
 	// once they are written can they go, and the body follows.
 	ex.consumeHead()
 	// An endpoint that stops reading the body must not hold the request
-	// for ever: each write gets the response timeout.
+	// for ever: each write gets the send timeout, else the response
+	// timeout.
 	up.WriteIdle = s.ReadTimeout
+	if s.SendTimeout > 0 {
+		up.WriteIdle = s.SendTimeout
+	}
 	var err error
 	if head.Chunked {
 		ex.bytesIn, err = h1.CopyChunked(up.W, br, s.MaxBodySize)

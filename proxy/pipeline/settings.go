@@ -10,8 +10,8 @@ import (
 // timeout-idle and retries annotations: the settings of the forward, where
 // the route changes the proxy's defaults.
 type settings struct {
-	read, idle time.Duration // zero: the default
-	retries    int
+	read, idle, send time.Duration // zero: the default
+	retries          int
 }
 
 // routeSettings returns the settings policy of rt, if it changes any
@@ -21,8 +21,8 @@ func routeSettings(rt *route.Route) (settings, bool) {
 	if p == nil {
 		return settings{}, false
 	}
-	s := settings{read: time.Duration(p.ReadTimeout), idle: time.Duration(p.IdleTimeout), retries: p.RetryBudget()}
-	return s, s.read > 0 || s.idle > 0 || s.retries != route.DefaultRetries
+	s := settings{read: time.Duration(p.ReadTimeout), idle: time.Duration(p.IdleTimeout), send: time.Duration(p.SendTimeout), retries: p.RetryBudget()}
+	return s, s.read > 0 || s.idle > 0 || s.send > 0 || s.retries != route.DefaultRetries
 }
 
 func (s settings) Request(x *Exchange) {
@@ -30,5 +30,6 @@ func (s settings) Request(x *Exchange) {
 		x.Settings.ReadTimeout = s.read
 	}
 	x.Settings.IdleTimeout = s.idle
+	x.Settings.SendTimeout = s.send
 	x.Settings.Retries = s.retries
 }

@@ -193,6 +193,10 @@ type Policy struct {
 	// proxy waits for the next part of a response body; the response is
 	// cut when it is exceeded. Zero means no limit.
 	IdleTimeout Duration `json:"idleTimeout,omitempty"`
+	// SendTimeout bounds each write of the request body to an endpoint
+	// (proxy-send-timeout: the gap between two writes, not the total);
+	// zero: ReadTimeout's.
+	SendTimeout Duration `json:"sendTimeout,omitempty"`
 	// MaxBodySize is the largest request body, in bytes, sent to the
 	// backend; a larger one answers 413. Zero means no limit.
 	MaxBodySize int64 `json:"maxBodySize,omitempty"`

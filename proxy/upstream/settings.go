@@ -33,6 +33,9 @@ type Settings struct {
 	// response body is relayed; the response is cut when it runs out.
 	// Zero means no limit.
 	IdleTimeout time.Duration
+	// SendTimeout, when not zero, bounds each write of a request body
+	// instead of ReadTimeout.
+	SendTimeout time.Duration
 	// Retries is how many times a failed attempt may be sent again to
 	// another endpoint (see Retryable).
 	Retries int
