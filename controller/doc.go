@@ -24,4 +24,10 @@
 // same Service port and settings), resolves certificates from Secrets,
 // collects the Problems and assembles the table. A Gateway API front end
 // (HTTPRoute) is meant to be another caller of the same builder.
+//
+// `postern migrate` sits beside the flow: it reads Ingresses and
+// ingress-nginx's ConfigMap (nginx_migrate_read.go) and reports, through
+// the same ingress-nginx rows and readNginx that Build uses
+// (nginx_migrate.go) and a table of ConfigMap keys (nginx_configmap.go),
+// what Postern does with each annotation and key.
 package controller

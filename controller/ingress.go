@@ -233,14 +233,18 @@ func (t *ingressTranslation) regexPath(rp routePath, raw, desc string) routePath
 		raw = "/"
 	}
 	rp.pathType = route.PathRegex
-	rp.path = "(?i)^" + raw
+	rp.path = nginxRegex(raw)
 	if _, err := route.CompilePath(rp.path); err != nil {
 		t.b.problem(t.src, ReasonInvalidPath, fmt.Sprintf("%s is not a regular expression Postern can run (RE2 has no look-around, backreferences or possessive quantifiers: %v); it answers 503", desc, shortError(err)))
-		rp.path = "(?i)^" + regexp.QuoteMeta(raw)
+		rp.path = nginxRegex(regexp.QuoteMeta(raw))
 		rp.reason = ReasonInvalidPath
 	}
 	return rp
 }
+
+// nginxRegex is the expression ingress-nginx writes for a path of a host
+// in regex mode: `~* "^<path>"`.
+func nginxRegex(path string) string { return "(?i)^" + path }
 
 // shortError cuts an error's text for a message.
 func shortError(err error) string {

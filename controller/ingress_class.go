@@ -35,12 +35,35 @@ func newClassifier(classes []*networkingv1.IngressClass, opts Options) classifie
 			c.names[ic.Name] = true
 		}
 	}
+	c.isDefault = c.defaultAmong(classes)
+	return c
+}
+
+// defaultAmong reports whether one of classes is ours and marked as the
+// cluster's default class.
+func (c classifier) defaultAmong(classes []*networkingv1.IngressClass) bool {
 	for _, ic := range classes {
 		if ic != nil && c.names[ic.Name] && ic.Annotations[networkingv1.AnnotationIsDefaultIngressClass] == "true" {
-			c.isDefault = true
+			return true
 		}
 	}
-	return c
+	return false
+}
+
+// IngressesOfClass returns the Ingresses of ings whose class is name, as
+// Postern decides its own (spec.ingressClassName, else the legacy
+// annotation), and those without a class when the IngressClass name is
+// the cluster's default. `postern migrate` reads ingress-nginx's with it.
+func IngressesOfClass(ings []*networkingv1.Ingress, classes []*networkingv1.IngressClass, name string) []*networkingv1.Ingress {
+	c := classifier{names: map[string]bool{name: true}}
+	c.isDefault = c.defaultAmong(classes)
+	var out []*networkingv1.Ingress
+	for _, ing := range ings {
+		if ing != nil && c.ours(ing) {
+			out = append(out, ing)
+		}
+	}
+	return out
 }
 
 // ours reports whether ing belongs to us. Its class is spec.ingressClassName,

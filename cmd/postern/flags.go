@@ -160,8 +160,9 @@ func (c *config) validate() error {
 		return errors.New("--ingress-class must not be empty")
 	case c.controllerClass == "":
 		return errors.New("--controller-class must not be empty")
-	case c.annotationsPfx == "" || strings.ContainsAny(c.annotationsPfx, "/ "):
-		return fmt.Errorf("invalid value %q for --annotations-prefix: want a DNS name like %s", c.annotationsPfx, controller.DefaultAnnotationsPrefix)
+	}
+	if err := checkAnnotationsPrefix(c.annotationsPfx); err != nil {
+		return err
 	}
 	for _, d := range []struct {
 		name string
@@ -201,13 +202,48 @@ func (c *config) validate() error {
 		return errors.New("--manifests and --kubeconfig are exclusive: standalone mode reads no cluster")
 	}
 	if c.manifests != "" {
-		st, err := os.Stat(c.manifests)
-		if err != nil {
-			return fmt.Errorf("--manifests: %w", err)
+		return checkManifestsDir(c.manifests)
+	}
+	return nil
+}
+
+// checkManifestsDir checks the value of --manifests.
+func checkManifestsDir(dir string) error {
+	st, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("--manifests: %w", err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("--manifests %s: not a directory", dir)
+	}
+	return nil
+}
+
+// parseCommand parses the flags of the subcommand name ("routes") from
+// args. --help prints usage (what the command does) and the flags to
+// stdout and returns errHelp; other errors are one line that starts with
+// the name.
+func parseCommand(fs *flag.FlagSet, args []string, stdout io.Writer, name, usage string) error {
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(stdout, "Usage: postern %s [flags]\n\n%s\n\nFlags:\n", name, usage)
+			fs.SetOutput(stdout)
+			fs.PrintDefaults()
+			return errHelp
 		}
-		if !st.IsDir() {
-			return fmt.Errorf("--manifests %s: not a directory", c.manifests)
-		}
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%s: unexpected argument %q (all settings are --flags)", name, fs.Arg(0))
+	}
+	return nil
+}
+
+// checkAnnotationsPrefix checks the value of --annotations-prefix.
+func checkAnnotationsPrefix(v string) error {
+	if v == "" || strings.ContainsAny(v, "/ ") {
+		return fmt.Errorf("invalid value %q for --annotations-prefix: want a DNS name like %s", v, controller.DefaultAnnotationsPrefix)
 	}
 	return nil
 }

@@ -33,10 +33,14 @@ func main() {
 
 // run is the whole program: it returns when ctx is cancelled (SIGTERM) and
 // in-flight requests have drained, or on the first fatal error.
-// "postern routes" prints the live table of a running Postern instead.
+// "postern routes" prints the live table of a running Postern instead, and
+// "postern migrate" reports on ingress-nginx's annotations.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	if len(args) > 0 && args[0] == "routes" {
 		return runRoutes(ctx, args[1:], getenv, stdout)
+	}
+	if len(args) > 0 && args[0] == "migrate" {
+		return runMigrate(ctx, args[1:], stdout, os.Stderr)
 	}
 	cfg, err := parseFlags(args, getenv, stdout)
 	if err != nil {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -26,20 +25,10 @@ const maxEndpointsShown = 4
 // route per row, with the Ingress that declared it.
 func runRoutes(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("postern routes", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	addr := fs.String("metrics-addr", "127.0.0.1:10254", "the --metrics-addr of the running Postern (HOST:PORT; an empty host means 127.0.0.1)")
 	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the answer")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(stdout, "Usage: postern routes [flags]\n\nPrints the live routing table of a running Postern.\n\nFlags:")
-			fs.SetOutput(stdout)
-			fs.PrintDefaults()
-			return errHelp
-		}
-		return fmt.Errorf("routes: %w", err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("routes: unexpected argument %q", fs.Arg(0))
+	if err := parseCommand(fs, args, stdout, "routes", "Prints the live routing table of a running Postern."); err != nil {
+		return err
 	}
 	set := false
 	fs.Visit(func(f *flag.Flag) { set = set || f.Name == "metrics-addr" })
