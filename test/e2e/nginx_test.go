@@ -1,0 +1,114 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestIngressNginxClass is an ingress-nginx user's cluster moved as it
+// is: an IngressClass nginx of controller k8s.io/ingress-nginx, its
+// Ingresses written for ingress-nginx, and Postern started with
+// --ingress-class nginx --controller-class k8s.io/ingress-nginx. Their
+// annotations work unchanged (rewrite-target with a capture group, a
+// canary Ingress by header, app-root, permanent-redirect), a snippet and
+// an access rule Postern cannot honour fail closed with a Warning Event,
+// and an Ingress of another class is not served.
+func TestIngressNginxClass(t *testing.T) {
+	ns := namespace(t, "nginxclass")
+	startEcho(t, "nginx-main", "192.0.2.171:9000")
+	startEcho(t, "nginx-canary", "192.0.2.172:9000")
+	const nginx = "nginx.ingress.kubernetes.io/"
+	apply(t, ingressClass("nginx", "k8s.io/ingress-nginx", false)+
+		service(ns, "main", "192.0.2.171")+service(ns, "canary", "192.0.2.172")+
+		annotated(strings.Replace(ingress(ns, "app", "nginx", "app.nginx.example.com", "/api(/|$)(.*)=main", "/=main"),
+			"pathType: Prefix", "pathType: ImplementationSpecific", -1),
+			nginx+"rewrite-target: /$2", nginx+"app-root: /home")+
+		annotated(strings.Replace(ingress(ns, "app-canary", "nginx", "app.nginx.example.com", "/=canary"),
+			"pathType: Prefix", "pathType: ImplementationSpecific", -1),
+			nginx+`canary: "true"`, nginx+"canary-by-header: X-Canary")+
+		annotated(ingress(ns, "moved", "nginx", "old.nginx.example.com", "/=main"),
+			nginx+"permanent-redirect: https://new.nginx.example.com$request_uri")+
+		annotated(ingress(ns, "snippet", "nginx", "snippet.nginx.example.com", "/=main"),
+			nginx+`configuration-snippet: "more_set_headers X-A: b;"`)+
+		annotated(ingress(ns, "guarded", "nginx", "guarded.nginx.example.com", "/=main"),
+			nginx+"auth-type: digest", nginx+"auth-secret: users")+
+		ingress(ns, "foreign", "someone-else", "foreign.nginx.example.com", "/=main"))
+	t.Cleanup(func() { _, _ = kubectlErr("delete", "ingressclass", "nginx") })
+	p := startPostern(t, "--ingress-class", "nginx", "--controller-class", "k8s.io/ingress-nginx", "--election-id", "nginxclass")
+
+	eventually(t, 20*time.Second, func() error {
+		code, body := p.get("app.nginx.example.com", "/API/orders?id=7")
+		if code != 200 || !strings.HasPrefix(body, "backend: nginx-main ") || !strings.Contains(body, "request: GET /orders?id=7 ") {
+			return fmt.Errorf("rewrite-target: %d %q", code, lastLines(body, 3))
+		}
+		return nil
+	})
+	if code, body := canaryGet(t, p, "always"); code != 200 || !strings.HasPrefix(body, "backend: nginx-canary ") {
+		t.Errorf("canary-by-header always: %d %q", code, lastLines(body, 2))
+	}
+	if code, body := canaryGet(t, p, "never"); code != 200 || !strings.HasPrefix(body, "backend: nginx-main ") {
+		t.Errorf("canary-by-header never: %d %q", code, lastLines(body, 2))
+	}
+	noFollow := &http.Client{Timeout: 5 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, c := range []struct{ host, path, location string }{
+		{"app.nginx.example.com", "/", "http://app.nginx.example.com/home"},
+		{"old.nginx.example.com", "/a?b=1", "https://new.nginx.example.com/a?b=1"},
+	} {
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+p.HTTPAddr+c.path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = c.host
+		resp, err := noFollow.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode/100 != 3 || resp.Header.Get("Location") != c.location {
+			t.Errorf("%s%s: %d Location %q, want a redirect to %q", c.host, c.path, resp.StatusCode, resp.Header.Get("Location"), c.location)
+		}
+	}
+	p.expect(t, "snippet.nginx.example.com", "/", 503, "")
+	p.expect(t, "guarded.nginx.example.com", "/", 503, "")
+	p.expect(t, "foreign.nginx.example.com", "/", 404, "")
+	eventually(t, 20*time.Second, func() error {
+		out := kubectl(t, "get", "events", "-n", ns, "--field-selector", "type=Warning", "-o", "custom-columns=OBJ:.involvedObject.name,REASON:.reason", "--no-headers")
+		for _, want := range []string{"snippet   SnippetRefused", "guarded   UnsupportedAnnotation"} {
+			if !strings.Contains(strings.Join(strings.Fields(out), " "), strings.Join(strings.Fields(want), " ")) {
+				return fmt.Errorf("no Warning Event %q in:\n%s", want, out)
+			}
+		}
+		return nil
+	})
+}
+
+// canaryGet sends GET app.nginx.example.com/x through p with X-Canary set.
+func canaryGet(t *testing.T, p *Postern, v string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+p.HTTPAddr+"/x", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = "app.nginx.example.com"
+	req.Header.Set("X-Canary", v)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	buf := make([]byte, 4096)
+	for {
+		n, err := resp.Body.Read(buf)
+		b.Write(buf[:n])
+		if err != nil {
+			break
+		}
+	}
+	return resp.StatusCode, b.String()
+}
