@@ -25,11 +25,11 @@ func TestIngressNginxClass(t *testing.T) {
 	const nginx = "nginx.ingress.kubernetes.io/"
 	apply(t, ingressClass("nginx", "k8s.io/ingress-nginx", false)+
 		service(ns, "main", "192.0.2.171")+service(ns, "canary", "192.0.2.172")+
-		annotated(strings.Replace(ingress(ns, "app", "nginx", "app.nginx.example.com", "/api(/|$)(.*)=main", "/=main"),
-			"pathType: Prefix", "pathType: ImplementationSpecific", -1),
+		annotated(strings.ReplaceAll(ingress(ns, "app", "nginx", "app.nginx.example.com", "/api(/|$)(.*)=main", "/=main"),
+			"pathType: Prefix", "pathType: ImplementationSpecific"),
 			nginx+"rewrite-target: /$2", nginx+"app-root: /home")+
-		annotated(strings.Replace(ingress(ns, "app-canary", "nginx", "app.nginx.example.com", "/=canary"),
-			"pathType: Prefix", "pathType: ImplementationSpecific", -1),
+		annotated(strings.ReplaceAll(ingress(ns, "app-canary", "nginx", "app.nginx.example.com", "/=canary"),
+			"pathType: Prefix", "pathType: ImplementationSpecific"),
 			nginx+`canary: "true"`, nginx+"canary-by-header: X-Canary")+
 		annotated(ingress(ns, "moved", "nginx", "old.nginx.example.com", "/=main"),
 			nginx+"permanent-redirect: https://new.nginx.example.com$request_uri")+
