@@ -90,6 +90,9 @@ type ingressTranslation struct {
 	// policy is the policy of the Ingress's routes, shared by them; nil
 	// when the annotations ask for none.
 	policy *route.Policy
+	// warnedCookiePath is set once the Problem of an affinity cookie on a
+	// regex path without session-cookie-path is made.
+	warnedCookiePath bool
 	// refused, when not empty, is why the Ingress is not served as
 	// written (a snippet annotation): every path and its default backend
 	// answer 503, failing closed.
@@ -127,7 +130,7 @@ func translateIngress(b *builder, ing *networkingv1.Ingress) {
 		t.refused = "refused: " + strings.Join(refused, ", ")
 	}
 	if ib := ing.Spec.DefaultBackend; ib != nil {
-		b.claimDefault(t.src, t.policy, func() *route.Backend { return t.backend(ib, "the default backend") })
+		b.claimDefault(t.src, withCookiePath(t.policy, "/"), func() *route.Backend { return t.backend(ib, "the default backend") })
 	}
 	t.addTLS()
 	for i := range ing.Spec.Rules {
@@ -189,6 +192,11 @@ func (t *ingressTranslation) addPath(host, ruleHost string, p *networkingv1.HTTP
 	if root := t.b.nginx.appRoot[ruleHost]; root != "" {
 		policy = withAppRoot(policy, root)
 	}
+	if policy != nil && policy.Affinity != nil && policy.Affinity.CookiePath == "" && rp.pathType == route.PathRegex && !t.warnedCookiePath {
+		t.warnedCookiePath = true
+		t.b.problem(t.src, ReasonInvalidAnnotation, fmt.Sprintf("%s is a regex path: its affinity cookie gets the path as written, which browsers take literally; set session-cookie-path, as ingress-nginx asks with use-regex", desc))
+	}
+	policy = withCookiePath(policy, p.Path)
 	c := routeClaim{src: t.src, host: host, pathType: rp.pathType, path: rp.path, shownPath: rp.shown, declaredType: rp.declared, policy: policy,
 		settings: t.cfg.backend, refused: t.refused != "" || rp.reason != ""}
 	t.b.claimRoute(c, func() *route.Backend {

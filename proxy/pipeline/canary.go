@@ -47,6 +47,9 @@ const (
 )
 
 func (c canary) Request(x *Exchange) {
+	if x.Backend != nil {
+		return // a session's cookie chose the side (affinity)
+	}
 	if c.header != "" {
 		if v, n := x.In.Header(c.header); n > 0 {
 			switch {

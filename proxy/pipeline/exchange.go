@@ -76,6 +76,8 @@ type Exchange struct {
 	// Set-Cookie fields of the endpoint's response head (the engines call
 	// RewriteResponseField); Postern's own answers are not rewritten.
 	RespRewrite *route.ResponseRewrite
+
+	sticky sticky // the route's affinity and the request's cookie
 	// Reply, when its Status is not zero, is the answer: nothing is
 	// forwarded.
 	Reply Reply

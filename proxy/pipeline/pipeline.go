@@ -166,6 +166,9 @@ func compileRoute(rt *route.Route) []Policy {
 	if bl, ok := newBodyLimit(rt); ok {
 		pols = append(pols, bl)
 	}
+	if a, ok := newAffinity(rt); ok {
+		pols = append(pols, a)
+	}
 	if c, ok := newCanary(rt); ok {
 		pols = append(pols, c)
 	}
@@ -273,7 +276,12 @@ func (l *Listener) Decide(x *Exchange) {
 	if be.ConnectTimeout > 0 {
 		x.Settings.ConnectTimeout = time.Duration(be.ConnectTimeout)
 	}
-	ep := l.p.cluster.Pick(be, x.Key)
+	var ep *route.Endpoint
+	if x.sticky.a != nil {
+		ep = l.stickyPick(x, be)
+	} else {
+		ep = l.p.cluster.Pick(be, x.Key)
+	}
 	if ep == nil {
 		// No endpoints: none ready, or the backend is Unavailable.
 		l.answer(x, ErrorReply(503, "no endpoint"))

@@ -214,6 +214,9 @@ type Policy struct {
 	// ResponseRewrite, when set, rewrites the Location, Refresh and
 	// Set-Cookie fields of the endpoints' responses.
 	ResponseRewrite *ResponseRewrite `json:"responseRewrite,omitempty"`
+	// Affinity, when set, keeps a client's requests on one endpoint with a
+	// cookie (affinity.go).
+	Affinity *Affinity `json:"affinity,omitempty"`
 
 	// Redirects (redirect.go), in the order they apply.
 
