@@ -91,13 +91,13 @@ var nginxTable = []nginxRow{
 	supported("canary-weight-total", kindTuning, "a total under 100 counts as 100, as in ingress-nginx", readCanaryWeightTotal),
 
 	// CORS.
-	unsupported("enable-cors", kindRouting, noteNotYet),
-	unsupported("cors-allow-origin", kindRouting, noteNotYet),
-	unsupported("cors-allow-methods", kindRouting, noteNotYet),
-	unsupported("cors-allow-headers", kindRouting, noteNotYet),
-	unsupported("cors-expose-headers", kindRouting, noteNotYet),
-	unsupported("cors-allow-credentials", kindRouting, noteNotYet),
-	unsupported("cors-max-age", kindRouting, noteNotYet),
+	supported("enable-cors", kindTuning, "preflights (OPTIONS from an allowed origin) answered 204 before redirects and access checks; the Access-Control-* fields on every response to an allowed origin, none added for others, no Vary, as in ingress-nginx", readEnableCORS),
+	partial("cors-allow-origin", kindAccess, "origins echoed as in ingress-nginx (one-label wildcards, ports exact, matched at the end only); a value that is not a list of origins answers 503, where ingress-nginx would allow every origin", readCORSAllowOrigin),
+	supported("cors-allow-methods", kindTuning, "", readCORSMethods),
+	supported("cors-allow-headers", kindTuning, "", readCORSHeaders),
+	supported("cors-expose-headers", kindTuning, "", readCORSExpose),
+	supported("cors-allow-credentials", kindTuning, "true by default, also beside an origin of \"*\", as in ingress-nginx", readCORSCredentials),
+	supported("cors-max-age", kindTuning, "", readCORSMaxAge),
 
 	// Mirroring, logs, tracing.
 	unsupported("mirror-target", kindRouting, noteNotYet),

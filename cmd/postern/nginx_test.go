@@ -64,6 +64,7 @@ func TestStandaloneNginxAnnotations(t *testing.T) {
 		nginxIngress("app", "app.example.com", "/", map[string]string{"app-root": "/dashboard", "from-to-www-redirect": "true"}),
 		nginxIngress("elb", "elb.example.com", "/", map[string]string{"force-ssl-redirect": "true"}),
 		nginxIngress("vhost", "vhost.example.com", "/", map[string]string{"upstream-vhost": "internal.$host"}),
+		nginxIngress("cors", "cors.example.com", "/", map[string]string{"enable-cors": "true", "cors-allow-origin": "https://*.example.com", "force-ssl-redirect": "true"}),
 		nginxIngress("digest", "digest.example.com", "/", map[string]string{"auth-type": "digest", "auth-secret": "users"}),
 	}
 	dir := t.TempDir()
@@ -77,6 +78,8 @@ func TestStandaloneNginxAnnotations(t *testing.T) {
 	cases := []struct {
 		name, host, path string
 		header           string // X-Canary
+		method, origin   string
+		acao             string // Access-Control-Allow-Origin
 		status           int
 		location, body   string
 		noBackend        bool
@@ -91,17 +94,27 @@ func TestStandaloneNginxAnnotations(t *testing.T) {
 		{name: "from-to-www-redirect", host: "www.app.example.com", path: "/foo/", status: 308, location: "http://app.example.com:80/foo", noBackend: true},
 		{name: "force-ssl-redirect without TLS", host: "elb.example.com", path: "/a/?b", status: 308, location: "https://elb.example.com/a/?b", noBackend: true},
 		{name: "upstream-vhost with a variable", host: "vhost.example.com", path: "/v", status: 200, body: "internal.vhost.example.com /v prefix="},
+		{name: "CORS preflight answered before the redirect to HTTPS", host: "cors.example.com", path: "/api", method: http.MethodOptions, origin: "https://web.example.com", status: 204, acao: "https://web.example.com", noBackend: true},
+		{name: "CORS fields on the redirect", host: "cors.example.com", path: "/api", origin: "https://web.example.com", status: 308, location: "https://cors.example.com/api", acao: "https://web.example.com", noBackend: true},
+		{name: "CORS origin not allowed", host: "cors.example.com", path: "/api", origin: "https://web.example.org", status: 308, location: "https://cors.example.com/api", noBackend: true},
 		{name: "an access rule Postern cannot honour fails closed", host: "digest.example.com", path: "/", status: 503, noBackend: true},
 	}
 	for _, tc := range cases {
 		before := hits.Load()
-		req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, "http://"+httpAddr+tc.path, nil)
+		method := tc.method
+		if method == "" {
+			method = http.MethodGet
+		}
+		req, err := http.NewRequestWithContext(context.Background(), method, "http://"+httpAddr+tc.path, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		req.Host = tc.host
 		if tc.header != "" {
 			req.Header.Set("X-Canary", tc.header)
+		}
+		if tc.origin != "" {
+			req.Header.Set("Origin", tc.origin)
 		}
 		resp, err := c.Do(req)
 		if err != nil {
@@ -111,6 +124,9 @@ func TestStandaloneNginxAnnotations(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != tc.status || resp.Header.Get("Location") != tc.location {
 			t.Errorf("%s: %d Location %q, want %d %q", tc.name, resp.StatusCode, resp.Header.Get("Location"), tc.status, tc.location)
+		}
+		if got := resp.Header.Get("Access-Control-Allow-Origin"); got != tc.acao {
+			t.Errorf("%s: Access-Control-Allow-Origin %q, want %q", tc.name, got, tc.acao)
 		}
 		if tc.body != "" && string(body) != tc.body {
 			t.Errorf("%s: the backend saw %q, want %q", tc.name, body, tc.body)

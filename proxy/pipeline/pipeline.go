@@ -145,7 +145,9 @@ func compileRoute(rt *route.Route) []Policy {
 	if ar, ok := newAppRoot(rt); ok {
 		pols = append(pols, ar)
 	}
-	// CORS preflight: here, after app-root, before the redirect.
+	if c, ok := newCORS(rt); ok {
+		pols = append(pols, c) // after app-root, before the redirects
+	}
 	if rd, ok := newRedirect(rt); ok {
 		pols = append(pols, rd)
 	}

@@ -217,6 +217,9 @@ type Policy struct {
 	// Affinity, when set, keeps a client's requests on one endpoint with a
 	// cookie (affinity.go).
 	Affinity *Affinity `json:"affinity,omitempty"`
+	// CORS, when set, answers preflights and adds the Access-Control-*
+	// fields to the responses of allowed origins (cors.go).
+	CORS *CORS `json:"cors,omitempty"`
 
 	// Redirects (redirect.go), in the order they apply.
 
