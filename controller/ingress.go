@@ -115,6 +115,7 @@ func translateIngress(b *builder, ing *networkingv1.Ingress) {
 	for _, m := range append(nres.problems, msgs...) {
 		b.problem(t.src, ReasonInvalidAnnotation, m)
 	}
+	finishRateLimit(&t.cfg.policy, ing.Namespace+"/"+ing.Name+"/"+string(ing.UID), b.opts.LimitStatusCode)
 	if t.cfg.policy != (route.Policy{}) {
 		t.policy = &t.cfg.policy
 	}

@@ -108,12 +108,12 @@ var nginxTable = []nginxRow{
 	ignored("opentelemetry-operation-name", "tracing is configured on the controller"),
 	ignored("opentelemetry-trust-incoming-span", "tracing is configured on the controller"),
 
-	// Rate limits (part 1 of the migration, not yet enforced: fail closed).
-	unsupported("limit-rps", kindAccess, noteAccessNotYet),
-	unsupported("limit-rpm", kindAccess, noteAccessNotYet),
-	unsupported("limit-connections", kindAccess, noteAccessNotYet),
-	unsupported("limit-burst-multiplier", kindAccess, noteAccessNotYet),
-	withAlias(unsupported("limit-allowlist", kindAccess, noteAccessNotYet), "limit-whitelist"),
+	// Rate limits, per client address, per Ingress, per replica.
+	supported("limit-rps", kindAccess, "requests per second per client address after --trusted-proxies, a burst of the multiplier's times let through at once (nginx's limit_req nodelay); the counts are the Ingress's, per replica; refused requests get --limit-status-code (503)", readLimitRPS),
+	supported("limit-rpm", kindAccess, "as limit-rps, per minute; both may apply", readLimitRPM),
+	supported("limit-connections", kindAccess, "requests in progress per client address; refused ones get --limit-status-code (503)", readLimitConnections),
+	supported("limit-burst-multiplier", kindTuning, "", readLimitBurst),
+	withAlias(supported("limit-allowlist", kindAccess, "addresses and CIDRs no limit applies to; an invalid one answers 503", readLimitAllowlist), "limit-whitelist"),
 
 	// Access control and authentication.
 	withAlias(unsupported("allowlist-source-range", kindAccess, noteAccessNotYet), "whitelist-source-range"),

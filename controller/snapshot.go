@@ -48,6 +48,10 @@ type Options struct {
 	// (--annotations-prefix, as ingress-nginx's flag); empty means
 	// DefaultAnnotationsPrefix.
 	AnnotationsPrefix string `json:"annotationsPrefix,omitempty"`
+	// LimitStatusCode is the answer to a request a rate limit refuses
+	// (--limit-status-code, ingress-nginx's limit-req-status-code and
+	// limit-conn-status-code); zero means 503.
+	LimitStatusCode int `json:"limitStatusCode,omitempty"`
 	// Certificates, when not nil, remembers parsed certificates across
 	// builds so that an unchanged Secret is not parsed again. It never
 	// changes what Build returns.

@@ -189,6 +189,7 @@ func (e *h1Engine) serveOne(cc *h1ClientConn, raw []byte) bool {
 	} else {
 		keep = e.forward(&ex)
 	}
+	cc.x.Done()
 	e.record(&ex)
 	if !keep || e.closing.Load() {
 		_ = cc.bw.Flush()
@@ -220,7 +221,11 @@ func (e *h1Engine) decide(ex *h1Exchange) bool {
 	x.Proto, x.ProtoMajor = "HTTP/1.1", 1
 	x.Caps = pipeline.CapH1
 	e.l.Decide(x)
-	return x.Handoff == ""
+	if x.Handoff != "" {
+		x.Done() // the engine it goes to decides it anew
+		return false
+	}
+	return true
 }
 
 // parseHead parses raw into head and returns why the engine does not

@@ -47,6 +47,7 @@ func (h *Handler) begin(w http.ResponseWriter, r *http.Request) *observation {
 
 // end records a request that was answered.
 func (h *Handler) end(ob *observation) {
+	ob.x.Done()
 	if ob.code == 0 {
 		// Nothing was written: net/http sends a 200 when the handler
 		// returns, with the headers as they are now.

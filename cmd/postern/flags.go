@@ -37,6 +37,7 @@ type config struct {
 	ingressClass    string
 	controllerClass string
 	annotationsPfx  string
+	limitStatus     int
 	logLevel        zapcore.Level
 	logFormat       string
 	accessLog       bool
@@ -92,6 +93,7 @@ func parseFlags(args []string, getenv func(string) string, stdout io.Writer) (*c
 	fs.StringVar(&c.ingressClass, "ingress-class", controller.DefaultIngressClass, "IngressClass name served")
 	fs.StringVar(&c.controllerClass, "controller-class", controller.DefaultControllerClass, "spec.controller of the IngressClasses that belong to Postern")
 	fs.StringVar(&c.annotationsPfx, "annotations-prefix", controller.DefaultAnnotationsPrefix, "prefix of the ingress-nginx annotations, as ingress-nginx's flag")
+	fs.IntVar(&c.limitStatus, "limit-status-code", 503, "status of the answer to requests a rate limit refuses (ingress-nginx's limit-req-status-code and limit-conn-status-code; 429 is the usual other)")
 	fs.TextVar(&c.logLevel, "log-level", zapcore.InfoLevel, "log level: debug, info, warn, error")
 	fs.StringVar(&c.logFormat, "log-format", "json", "log format: json or console")
 	fs.BoolVar(&c.accessLog, "access-log", true, "write an access-log line per request to stdout, in --log-format; false turns it off")
@@ -156,6 +158,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("invalid value %s for --shutdown-delay: want zero or a positive duration", c.shutdownDelay)
 	case c.proxyProtocolFrom.String() != "" && !c.proxyProtocol:
 		return errors.New("--proxy-protocol-from needs --proxy-protocol")
+	case c.limitStatus < 400 || c.limitStatus > 599:
+		return fmt.Errorf("invalid value %d for --limit-status-code: want a status from 400 to 599", c.limitStatus)
 	case c.ingressClass == "":
 		return errors.New("--ingress-class must not be empty")
 	case c.controllerClass == "":

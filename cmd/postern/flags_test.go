@@ -105,6 +105,7 @@ func TestBadFlagsAreOneClearLine(t *testing.T) {
 		{nil, map[string]string{"POSTERN_ACCESS_LOG_SAMPLE": "2"}, "invalid value 2 for --access-log-sample"},
 		{[]string{"--annotations-prefix", ""}, nil, `invalid value "" for --annotations-prefix: want a DNS name like nginx.ingress.kubernetes.io`},
 		{[]string{"--annotations-prefix", "a/b"}, nil, `invalid value "a/b" for --annotations-prefix`},
+		{[]string{"--limit-status-code", "200"}, nil, `invalid value 200 for --limit-status-code: want a status from 400 to 599`},
 		{[]string{"--access-log=maybe"}, nil, `invalid boolean value "maybe" for -access-log`},
 		{[]string{"--trusted-proxies", "10.0.0.0/8,proxy.example"}, nil, `invalid value "10.0.0.0/8,proxy.example" for flag -trusted-proxies: trusted proxy "proxy.example"`},
 		{[]string{"--trusted-proxies", "10.0.0.0/33"}, nil, `for flag -trusted-proxies: trusted proxy "10.0.0.0/33"`},

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -65,6 +66,7 @@ func TestStandaloneNginxAnnotations(t *testing.T) {
 		nginxIngress("elb", "elb.example.com", "/", map[string]string{"force-ssl-redirect": "true"}),
 		nginxIngress("vhost", "vhost.example.com", "/", map[string]string{"upstream-vhost": "internal.$host"}),
 		nginxIngress("cors", "cors.example.com", "/", map[string]string{"enable-cors": "true", "cors-allow-origin": "https://*.example.com", "force-ssl-redirect": "true"}),
+		nginxIngress("limited", "limited.example.com", "/", map[string]string{"limit-rpm": "1", "limit-burst-multiplier": "3"}),
 		nginxIngress("digest", "digest.example.com", "/", map[string]string{"auth-type": "digest", "auth-secret": "users"}),
 	}
 	dir := t.TempDir()
@@ -134,5 +136,24 @@ func TestStandaloneNginxAnnotations(t *testing.T) {
 		if reached := hits.Load() != before; reached == tc.noBackend {
 			t.Errorf("%s: backend reached %v, want %v", tc.name, reached, !tc.noBackend)
 		}
+	}
+	// limit-rpm 1 with a multiplier of 3: a burst of 3 + 1 requests, then
+	// 503 (nginx's limit_req nodelay); a minute drains one.
+	var statuses []int
+	for range 6 {
+		req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, "http://"+httpAddr+"/", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = "limited.example.com"
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		statuses = append(statuses, resp.StatusCode)
+	}
+	if want := []int{200, 200, 200, 200, 503, 503}; !slices.Equal(statuses, want) {
+		t.Errorf("limit-rpm: statuses %v, want %v", statuses, want)
 	}
 }

@@ -165,6 +165,7 @@ func (a *app) build(ctx context.Context) error {
 		IngressClass:       cfg.ingressClass,
 		ControllerClass:    cfg.controllerClass,
 		AnnotationsPrefix:  cfg.annotationsPfx,
+		LimitStatusCode:    cfg.limitStatus,
 		DefaultCertificate: cfg.defaultCert,
 		ACME:               a.acme != nil,
 	}, a.swapper(), logger.Named("controller"))

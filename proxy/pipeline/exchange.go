@@ -78,6 +78,10 @@ type Exchange struct {
 	RespRewrite *route.ResponseRewrite
 
 	sticky sticky // the route's affinity and the request's cookie
+	// held, when not nil, is the zone whose limit-connections slot of
+	// heldIP the request holds until Done.
+	held   *zone
+	heldIP netip.Addr
 	// Reply, when its Status is not zero, is the answer: nothing is
 	// forwarded.
 	Reply Reply
@@ -92,8 +96,11 @@ type Exchange struct {
 	viaHTTPS bool
 }
 
-// Reset empties x for the next request.
-func (x *Exchange) Reset() { *x = Exchange{} }
+// Reset empties x for the next request, ending the last one (Done).
+func (x *Exchange) Reset() {
+	x.Done()
+	*x = Exchange{}
+}
 
 // Decided reports whether the request is answered or handed off: the
 // policies after it do not run.

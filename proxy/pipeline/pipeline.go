@@ -46,6 +46,7 @@ type Pipeline struct {
 	metrics *observe.Metrics
 	extra   []Policy
 	table   atomic.Pointer[compiled]
+	zones   zones      // the rate limits' counts, across swaps
 	swapMu  sync.Mutex // serialises Swap, never taken by requests
 }
 
@@ -53,7 +54,7 @@ type Pipeline struct {
 // until the first Swap.
 func New(opts Options) *Pipeline {
 	p := &Pipeline{cluster: opts.Cluster, metrics: opts.Metrics, extra: opts.Policies}
-	p.table.Store(compile(route.Empty()))
+	p.table.Store(compile(route.Empty(), &p.zones))
 	return p
 }
 
@@ -77,13 +78,13 @@ func (p *Pipeline) Swap(t *route.Table) {
 	defer p.swapMu.Unlock()
 	if pa := t.Patch(); pa != nil {
 		if cur := p.table.Load(); cur.t.ID() == pa.Base && p.cluster.SyncPatch(pa) && p.metrics.Patch(pa) {
-			p.table.Store(cur.patched(t, pa))
+			p.table.Store(cur.patched(t, pa, &p.zones))
 			return
 		}
 	}
 	p.cluster.Sync(t)
 	p.metrics.Sync(t)
-	p.table.Store(compile(t))
+	p.table.Store(compile(t, &p.zones))
 }
 
 // compiled is a table with the runtime form of its routes' policies.
@@ -93,10 +94,14 @@ type compiled struct {
 	policies map[*route.Route][]Policy
 }
 
-func compile(t *route.Table) *compiled {
+// compile compiles every route of t; the zones its routes do not use are
+// dropped from zs.
+func compile(t *route.Table, zs *zones) *compiled {
 	c := &compiled{t: t, policies: make(map[*route.Route][]Policy)}
+	zs.begin()
+	defer zs.end()
 	for rt := range t.Routes() {
-		if pols := compileRoute(rt); len(pols) > 0 {
+		if pols := compileRoute(rt, zs); len(pols) > 0 {
 			c.policies[rt] = pols
 		}
 	}
@@ -106,12 +111,12 @@ func compile(t *route.Table) *compiled {
 // patched returns c for t, which pa made from c's table: the routes pa
 // replaced get their policies compiled again; the map is copied only when
 // one of them has any.
-func (c *compiled) patched(t *route.Table, pa *route.Patch) *compiled {
+func (c *compiled) patched(t *route.Table, pa *route.Patch, zs *zones) *compiled {
 	out := &compiled{t: t, policies: c.policies}
 	copied := false
 	for or, nr := range pa.Routes {
 		_, had := c.policies[or]
-		pols := compileRoute(nr)
+		pols := compileRoute(nr, zs)
 		if !had && len(pols) == 0 {
 			continue
 		}
@@ -133,7 +138,7 @@ func (c *compiled) patched(t *route.Table, pa *route.Patch) *compiled {
 // compileRoute returns the policies of rt in the order they apply, as
 // ingress-nginx's phases order them (reference §1.5); nil for a route
 // that has only hostDefaults.
-func compileRoute(rt *route.Route) []Policy {
+func compileRoute(rt *route.Route, zs *zones) []Policy {
 	if hr, ok := newHostRedirect(rt); ok {
 		// from-to-www-redirect: a server of its own, nothing else runs.
 		return []Policy{hr}
@@ -156,6 +161,9 @@ func compileRoute(rt *route.Route) []Policy {
 	}
 	ssl := newSSLRedirect(rt)
 	pols = append(pols, ssl)
+	if l, ok := newLimiter(rt, zs); ok {
+		pols = append(pols, l)
+	}
 	if rt.Policy != nil && rt.Policy.UpstreamHost != nil {
 		pols = append(pols, upstreamHost{host: rt.Policy.UpstreamHost})
 	}

@@ -220,6 +220,8 @@ type Policy struct {
 	// CORS, when set, answers preflights and adds the Access-Control-*
 	// fields to the responses of allowed origins (cors.go).
 	CORS *CORS `json:"cors,omitempty"`
+	// RateLimit, when set, limits each client's requests (limit.go).
+	RateLimit *RateLimit `json:"rateLimit,omitempty"`
 
 	// Redirects (redirect.go), in the order they apply.
 
