@@ -65,9 +65,9 @@ var nginxTable = []nginxRow{
 
 	// Load balancing and affinity.
 	partial("load-balance", kindTuning, "round_robin; other values fall back to it with an Event", readLoadBalance),
-	unsupported("upstream-hash-by", kindRouting, noteNotYet),
-	unsupported("upstream-hash-by-subset", kindRouting, noteNotYet),
-	unsupported("upstream-hash-by-subset-size", kindRouting, noteNotYet),
+	supported("upstream-hash-by", kindRouting, "a consistent (rendezvous) hash of the value, nginx variables allowed: a key keeps its endpoint while it exists, a new endpoint takes about 1/n of the keys; cookie affinity comes first, as in ingress-nginx", readUpstreamHashBy),
+	partial("upstream-hash-by-subset", kindTuning, "each key goes at random to one of its upstream-hash-by-subset-size endpoints, those its hash scores highest, rather than ingress-nginx's fixed partition of the endpoints", readBool),
+	supported("upstream-hash-by-subset-size", kindTuning, "", readHashSubsetSize),
 	supported("affinity", kindTuning, "\"cookie\": sticky sessions for the Ingress's paths, cookie HttpOnly, Secure on HTTPS, path the Ingress path", readAffinity),
 	supported("affinity-mode", kindTuning, "balanced: a random key placed by rendezvous hashing (adding an endpoint moves about 1/n of the sessions); persistent: the session keeps its endpoint while it exists", readAffinityMode),
 	supported("affinity-canary-behavior", kindTuning, "sticky (a session stays on the canary or the mainline it was sent to) or legacy", readCanaryBehavior),

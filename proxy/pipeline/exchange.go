@@ -78,6 +78,7 @@ type Exchange struct {
 	RespRewrite *route.ResponseRewrite
 
 	sticky sticky // the route's affinity and the request's cookie
+	hash   hashed // upstream-hash-by's key
 	// held, when not nil, is the zone whose limit-connections slot of
 	// heldIP the request holds until Done.
 	held   *zone

@@ -179,6 +179,9 @@ func compileRoute(rt *route.Route, zs *zones) []Policy {
 	if a, ok := newAffinity(rt); ok {
 		pols = append(pols, a)
 	}
+	if h, ok := newHashBy(rt); ok {
+		pols = append(pols, h)
+	}
 	if c, ok := newCanary(rt); ok {
 		pols = append(pols, c)
 	}
@@ -287,9 +290,12 @@ func (l *Listener) Decide(x *Exchange) {
 		x.Settings.ConnectTimeout = time.Duration(be.ConnectTimeout)
 	}
 	var ep *route.Endpoint
-	if x.sticky.a != nil {
+	switch {
+	case x.sticky.a != nil:
 		ep = l.stickyPick(x, be)
-	} else {
+	case x.hash.on:
+		ep = hashPick(be.Endpoints, x.hash, l.p.cluster.Health().Ejected)
+	default:
 		ep = l.p.cluster.Pick(be, x.Key)
 	}
 	if ep == nil {

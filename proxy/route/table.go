@@ -220,6 +220,9 @@ type Policy struct {
 	// CORS, when set, answers preflights and adds the Access-Control-*
 	// fields to the responses of allowed origins (cors.go).
 	CORS *CORS `json:"cors,omitempty"`
+	// HashBy, when set, picks the endpoint by a consistent hash of a key
+	// (hashby.go).
+	HashBy *HashBy `json:"hashBy,omitempty"`
 	// RateLimit, when set, limits each client's requests (limit.go).
 	RateLimit *RateLimit `json:"rateLimit,omitempty"`
 
