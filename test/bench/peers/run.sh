@@ -10,6 +10,13 @@
 #
 #	postern-limit  the route carries postern.dev/max-body-size: 8m, so that
 #	               a body limit's cost per request shows next to a plain route
+#	postern-nginx  the route carries ingress-nginx's rewrite-target (a prefix
+#	               added with a variable: a regex host), enable-cors
+#	               (every origin: six fields on each response), affinity: cookie
+#	               (wrk sends no cookie back: each request starts a session and
+#	               gets a Set-Cookie, the costly case) and a canary Ingress by
+#	               header and weight 10 (postern-canary.yaml.tmpl): the
+#	               migrated ingress-nginx route, beside a plain one
 #	postern-base   bin/postern built at POSTERN_BASELINE=<git rev> (cached as
 #	               bin/postern-base-<commit>): the same run before and after
 #	               a change
@@ -29,7 +36,7 @@
 #
 #	DURATION=10s  REPEATS=3   each run's length, and runs per peer and scenario
 #	QUICK=1       2 s runs, 1 repeat, no warm-up: for development
-#	PEERS="nginx haproxy caddy traefik postern postern-limit", and
+#	PEERS="nginx haproxy caddy traefik postern postern-limit postern-nginx", and
 #	              postern-base when POSTERN_BASELINE is set
 #	POSTERN_BASELINE=<git rev>   build that revision for postern-base
 #	SCENARIOS="http1 https1 h2 handshake"
@@ -54,7 +61,7 @@ WARMUP="${WARMUP:-1s}"
 CONNECTIONS="${CONNECTIONS:-50}"
 H2_STREAMS="${H2_STREAMS:-10}"
 POSTERN_BASELINE="${POSTERN_BASELINE:-}"
-default_peers="nginx haproxy caddy traefik postern postern-limit"
+default_peers="nginx haproxy caddy traefik postern postern-limit postern-nginx"
 [[ -n "$POSTERN_BASELINE" ]] && default_peers+=" postern-base"
 PEERS="${PEERS:-$default_peers}"
 SCENARIOS="${SCENARIOS:-http1 https1 h2 handshake}"
@@ -69,11 +76,15 @@ RESULTS="${RESULTS:-bin/bench-results/$(date +%Y%m%d-%H%M%S)}"
 HOST=bench.example.com
 BACKEND_PORT=17000
 BACKEND_IPS=(127.0.0.11 127.0.0.12 127.0.0.13)
-ALL_PEERS=(nginx haproxy caddy traefik postern postern-limit postern-base) # also fixes each peer's ports: append new ones
+ALL_PEERS=(nginx haproxy caddy traefik postern postern-limit postern-base postern-nginx) # also fixes each peer's ports: append new ones
 
-# extra_annotation is the one annotation line a Postern peer's Ingress
-# carries beyond postern.yaml.tmpl's.
-declare -A extra_annotation=([postern-limit]="postern.dev/max-body-size: 8m")
+# extra_annotation is the annotation lines a Postern peer's Ingress
+# carries beyond postern.yaml.tmpl's (lines joined by "\n    ").
+nginx_annotations='nginx.ingress.kubernetes.io/ssl-redirect: "false"'
+for a in 'rewrite-target: /bench$request_uri' 'enable-cors: "true"' 'affinity: cookie' 'session-cookie-path: /'; do
+	nginx_annotations+="\\n    nginx.ingress.kubernetes.io/$a"
+done
+declare -A extra_annotation=([postern-limit]="postern.dev/max-body-size: 8m" [postern-nginx]="$nginx_annotations")
 
 say() { printf '%s\n' "$*"; }
 die() {
@@ -406,11 +417,12 @@ start_peer() {
 		start_server "$log" env GOMAXPROCS=1 "$traefik_bin" --configfile="$run/traefik.yml"
 		peer_version[$p]="traefik/$TRAEFIK_VERSION"
 		;;
-	postern | postern-limit | postern-base)
+	postern | postern-limit | postern-nginx | postern-base)
 		local bin=bin/postern
 		[[ "$p" == postern-base ]] && bin="$base_bin"
 		mkdir -p "$run/$p"
 		render postern.yaml.tmpl "$run/$p/bench.yaml" "$p"
+		[[ "$p" != postern-nginx ]] || render postern-canary.yaml.tmpl "$run/$p/canary.yaml" "$p"
 		local flags=(--manifests "$run/$p" --http-addr "127.0.0.1:$(port "$p" 1)"
 			--https-addr "127.0.0.1:$(port "$p" 2)" --metrics-addr "127.0.0.1:$(port "$p" 3)" --log-level warn)
 		local help
@@ -419,7 +431,7 @@ start_peer() {
 		[[ "$help" == *-acme-directory* ]] && flags+=(--acme-directory=)
 		start_server "$log" env GOMAXPROCS=1 "$bin" "${flags[@]}"
 		peer_version[$p]="$("$bin" --version 2>/dev/null | head -n 1 | tr ' ' /)"
-		[[ -z "${extra_annotation[$p]:-}" ]] || peer_version[$p]+=" ($p: ${extra_annotation[$p]})"
+		[[ -z "${extra_annotation[$p]:-}" ]] || peer_version[$p]+=" ($p: ${extra_annotation[$p]//\\n    /, })"
 		[[ "$p" != postern-base ]] || peer_version[$p]+=" ($p)"
 		;;
 	esac
@@ -462,12 +474,14 @@ check() {
 		[[ "$got" == "$want" ]] || die "check $p: $scheme ($args) answered '$got', want '$want'"
 		grep -q '^bench backend ' "$run/body" || die "check $p: $scheme ($args) body is not the backend's: $(head -c 200 "$run/body")"
 	done
-	for _ in 1 2 3 4 5 6; do
+	# 30 requests: postern-nginx's sessions land at random (a fresh cookie
+	# each), which 6 would not spread over three backends often enough.
+	for _ in $(seq 30); do
 		fetch http "$p" >/dev/null
 		name="$(cut -d: -f1 "$run/body")"
 		[[ " ${seen[*]} " == *" $name "* ]] || seen+=("$name")
 	done
-	((${#seen[@]} == 3)) || die "check $p: 6 requests reached ${#seen[@]} backend(s) (${seen[*]}), want all 3"
+	((${#seen[@]} == 3)) || die "check $p: 30 requests reached ${#seen[@]} backend(s) (${seen[*]}), want all 3"
 	# A Postern peer's table as it built it, kept with the results (an old
 	# POSTERN_BASELINE may have no /debug/routes); a postern-limit whose
 	# route had no limit would measure nothing new.
@@ -478,6 +492,15 @@ check() {
 	esac
 	[[ "$p" != postern-limit ]] || grep -Eqs '"maxBodySize": [1-9]' "$RESULTS/$p-routes.json" ||
 		die "check $p: its route has no body limit in /debug/routes on $(port "$p" 3)"
+	if [[ "$p" == postern-nginx ]]; then
+		for want in '"rewrite"' '"cors"' '"affinity"' '"canary"'; do
+			grep -qs "$want" "$RESULTS/$p-routes.json" ||
+				die "check $p: its route has no $want in /debug/routes on $(port "$p" 3)"
+		done
+		fetch http "$p" -D "$run/headers" >/dev/null
+		grep -qi '^access-control-allow-origin: \*' "$run/headers" && grep -qi '^set-cookie: INGRESSCOOKIE=' "$run/headers" ||
+			die "check $p: a response without its CORS field or session cookie: $(tr '\r\n' '  ' <"$run/headers")"
+	fi
 }
 
 # --- load ------------------------------------------------------------------
