@@ -13,7 +13,8 @@ import (
 )
 
 // AnnotationLoadBalance chooses the load-balancing policy of the backends of
-// an Ingress: "round-robin" (the default) or "least-request".
+// an Ingress: "round-robin" (the default), "least-request" or "ewma" (the
+// peak-EWMA latency balancer).
 const AnnotationLoadBalance = "postern.dev/load-balance"
 
 // AnnotationSSLRedirect turns off, with "false", the 308 redirect to HTTPS
@@ -71,6 +72,7 @@ const defaultHSTSMaxAge = 365 * 24 * 60 * 60
 const (
 	balancerRoundRobin   = "round-robin"
 	balancerLeastRequest = "least-request"
+	balancerEWMA         = "ewma"
 )
 
 // ingressConfig is what the postern.dev annotations of one Ingress ask
@@ -200,10 +202,10 @@ func parseBalancer(v string) (string, error) {
 	switch v {
 	case balancerRoundRobin:
 		return "", nil
-	case balancerLeastRequest:
+	case balancerLeastRequest, balancerEWMA:
 		return v, nil
 	}
-	return "", fmt.Errorf("want %s or %s", balancerRoundRobin, balancerLeastRequest)
+	return "", fmt.Errorf("want %s, %s or %s", balancerRoundRobin, balancerLeastRequest, balancerEWMA)
 }
 
 // parseHSTS parses AnnotationHSTS into the header value it sends, built

@@ -24,7 +24,7 @@ func TestParseIngressConfig(t *testing.T) {
 		{"other annotations", map[string]string{"example.com/x": "y"}, "", ""},
 		{"round-robin", map[string]string{AnnotationLoadBalance: "round-robin"}, "", ""},
 		{"least-request", map[string]string{AnnotationLoadBalance: "least-request"}, "least-request", ""},
-		{"empty", map[string]string{AnnotationLoadBalance: ""}, "", `invalid value "" (want round-robin or least-request); using round-robin`},
+		{"empty", map[string]string{AnnotationLoadBalance: ""}, "", `invalid value "" (want round-robin, least-request or ewma); using round-robin`},
 		{"unknown", map[string]string{AnnotationLoadBalance: "random"}, "", `"random"`},
 		{"case", map[string]string{AnnotationLoadBalance: "LEAST-REQUEST"}, "", `"LEAST-REQUEST"`},
 		{"spaces", map[string]string{AnnotationLoadBalance: " least-request"}, "", `" least-request"`},

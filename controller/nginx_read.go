@@ -340,7 +340,10 @@ func readLoadBalance(v string, n *nginxRead) error {
 	switch v {
 	case "round_robin":
 		return nil
-	case "ewma", "chash", "chashsubset", "sticky_balanced", "sticky_persistent":
+	case "ewma":
+		n.cfg.backend.set(balancerEWMA, func(be *route.Backend) { be.Balancer = balancerEWMA })
+		return nil
+	case "chash", "chashsubset", "sticky_balanced", "sticky_persistent":
 		return fmt.Errorf("%s is not supported; round_robin is used", v)
 	}
 	return errors.New("want round_robin or ewma")

@@ -64,7 +64,7 @@ var nginxTable = []nginxRow{
 	ignored("limit-rate-after", "response bandwidth is not limited"),
 
 	// Load balancing and affinity.
-	partial("load-balance", kindTuning, "round_robin; other values fall back to it with an Event", readLoadBalance),
+	supported("load-balance", kindTuning, "round_robin, or ewma: of two endpoints picked at random, the lower peak-EWMA latency (time to the response head, 10 s decay) times requests in flight; the values ingress-nginx sets itself (chash, sticky_*) fall back to round_robin with an Event", readLoadBalance),
 	supported("upstream-hash-by", kindRouting, "a consistent (rendezvous) hash of the value, nginx variables allowed: a key keeps its endpoint while it exists, a new endpoint takes about 1/n of the keys; cookie affinity comes first, as in ingress-nginx", readUpstreamHashBy),
 	partial("upstream-hash-by-subset", kindTuning, "each key goes at random to one of its upstream-hash-by-subset-size endpoints, those its hash scores highest, rather than ingress-nginx's fixed partition of the endpoints", readBool),
 	supported("upstream-hash-by-subset-size", kindTuning, "", readHashSubsetSize),

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/postern-dev/postern/proxy/balancer"
 	"github.com/postern-dev/postern/proxy/internal/h1"
 	"github.com/postern-dev/postern/proxy/pipeline"
 	"github.com/postern-dev/postern/proxy/route"
@@ -106,9 +107,16 @@ func (e *h1Engine) forward(ex *h1Exchange) (keep bool) {
 		pools := c.Pools(ex.ep.Address)
 		pools.Begin()
 		counter := c.Acquire(ex.ep.Address)
+		var began time.Time
+		if x.Backend.Balancer == balancer.PolicyEWMA {
+			began = time.Now() // only the latency balancer needs the clock
+		}
 		up, fail := e.attempt(ex, pools)
 		if fail == nil {
 			c.Succeeded(ex.ep.Address)
+			if !began.IsZero() {
+				counter.Observe(time.Since(began))
+			}
 			keep = e.relay(ex, pools, up)
 			counter.Release()
 			pools.End()

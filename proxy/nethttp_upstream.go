@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/postern-dev/postern/proxy/balancer"
 	"github.com/postern-dev/postern/proxy/pipeline"
 	"github.com/postern-dev/postern/proxy/route"
 	"github.com/postern-dev/postern/proxy/upstream"
@@ -37,9 +38,16 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	x := st.x
 	budget := x.Settings.Retries
 	for {
+		var began time.Time
+		if x.Backend.Balancer == balancer.PolicyEWMA {
+			began = time.Now() // only the latency balancer needs the clock
+		}
 		resp, err := t.next.RoundTrip(req)
 		if err == nil {
 			c.Succeeded(st.endpoint.Address)
+			if !began.IsZero() {
+				st.counter.Observe(time.Since(began))
+			}
 			if d := x.Settings.IdleTimeout; d > 0 && resp.StatusCode != http.StatusSwitchingProtocols &&
 				resp.Body != nil && resp.Body != http.NoBody {
 				// Protocol switches (WebSockets) are tunnels, not

@@ -26,6 +26,9 @@ const (
 	// PolicyLeastRequest sends a request to the less busy of two endpoints
 	// picked at random ("power of two choices").
 	PolicyLeastRequest = "least-request"
+	// PolicyEWMA sends a request to the endpoint of two picked at random
+	// with the lower peak-EWMA latency times requests in flight (EWMA).
+	PolicyEWMA = "ewma"
 )
 
 // ErrUnknownPolicy is returned (wrapped) by New for a policy name it does not
@@ -43,7 +46,9 @@ func New(name string, inflight *InFlight) (Balancer, error) {
 		return &RoundRobin{}, nil
 	case PolicyLeastRequest:
 		return &LeastRequest{InFlight: inflight}, nil
+	case PolicyEWMA:
+		return &EWMA{InFlight: inflight}, nil
 	default:
-		return nil, fmt.Errorf("%w %q (want %q or %q)", ErrUnknownPolicy, name, PolicyRoundRobin, PolicyLeastRequest)
+		return nil, fmt.Errorf("%w %q (want %q, %q or %q)", ErrUnknownPolicy, name, PolicyRoundRobin, PolicyLeastRequest, PolicyEWMA)
 	}
 }

@@ -324,7 +324,7 @@ func TestRegistryUnknownPolicy(t *testing.T) {
 	if !errors.Is(err, ErrUnknownPolicy) {
 		t.Fatalf("Sync error = %v, want ErrUnknownPolicy", err)
 	}
-	if got := err.Error(); got != `backend ns/web:80: unknown balancer policy "fastest" (want "round-robin" or "least-request")` {
+	if got := err.Error(); got != `backend ns/web:80: unknown balancer policy "fastest" (want "round-robin", "least-request" or "ewma")` {
 		t.Errorf("Sync error = %q", got)
 	}
 	if _, ok := r.Get(b).(*RoundRobin); !ok {

@@ -21,9 +21,12 @@ type InFlight struct {
 	mu       sync.Mutex // serialises writers of counters
 }
 
-// Counter is the number of requests in flight to one endpoint.
+// Counter is the number of requests in flight to one endpoint, and the
+// moving average of its latency that EWMA reads (ewma.go).
 type Counter struct {
-	n atomic.Int64
+	n     atomic.Int64
+	ewma  atomic.Uint64 // float64 bits, nanoseconds
+	stamp atomic.Int64  // Unix nanoseconds of the last observation
 }
 
 // Release ends one request counted by InFlight.Acquire.
