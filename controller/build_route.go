@@ -48,6 +48,9 @@ type routeClaim struct {
 	// claim's object is refused (for a canary attached to the route).
 	settings backendSettings
 	refused  bool
+	// errBackend is the route's error backend (default-backend); nil:
+	// none. A refused claim gets none: its 503 must not be served around.
+	errBackend *route.Backend
 }
 
 // claimRoute gives the route of c to c.src, unless an earlier claim holds
@@ -81,6 +84,9 @@ func (b *builder) claimRoute(c routeClaim, backend func() *route.Backend) {
 		Policy:   c.policy,
 		Backends: route.Single(be),
 		Source:   c.src.route(),
+	}
+	if c.errBackend != nil && !c.refused {
+		rt.Backends = append(rt.Backends, route.WeightedBackend{Backend: c.errBackend, ErrorPage: true})
 	}
 	hr.routes = append(hr.routes, rt)
 	hr.claimed[key] = claimed{route: rt, settings: c.settings, refused: c.refused}

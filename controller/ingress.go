@@ -97,6 +97,8 @@ type ingressTranslation struct {
 	// written (a snippet annotation): every path and its default backend
 	// answer 503, failing closed.
 	refused string
+	// errBackend is the default-backend annotation's Service; nil: none.
+	errBackend *route.Backend
 }
 
 // translateIngress claims the default backend, the TLS hosts and the
@@ -116,6 +118,7 @@ func translateIngress(b *builder, ing *networkingv1.Ingress) {
 		b.problem(t.src, ReasonInvalidAnnotation, m)
 	}
 	finishRateLimit(&t.cfg.policy, ing.Namespace+"/"+ing.Name+"/"+string(ing.UID), b.opts.LimitStatusCode)
+	errRefused := t.errorPages()
 	if t.cfg.policy != (route.Policy{}) {
 		t.policy = &t.cfg.policy
 	}
@@ -126,6 +129,9 @@ func translateIngress(b *builder, ing *networkingv1.Ingress) {
 	}
 	for _, r := range nres.refused {
 		b.problem(t.src, r.reason, r.msg)
+	}
+	if errRefused != "" {
+		refused = append(refused, errRefused)
 	}
 	if refused = append(refused, nres.keys...); len(refused) > 0 {
 		t.refused = "refused: " + strings.Join(refused, ", ")
@@ -199,7 +205,7 @@ func (t *ingressTranslation) addPath(host, ruleHost string, p *networkingv1.HTTP
 	}
 	policy = withCookiePath(policy, p.Path)
 	c := routeClaim{src: t.src, host: host, pathType: rp.pathType, path: rp.path, shownPath: rp.shown, declaredType: rp.declared, policy: policy,
-		settings: t.cfg.backend, refused: t.refused != "" || rp.reason != ""}
+		settings: t.cfg.backend, refused: t.refused != "" || rp.reason != "", errBackend: t.errBackend}
 	t.b.claimRoute(c, func() *route.Backend {
 		if rp.reason != "" {
 			return t.b.unavailableBackend(t.ing.Namespace, "("+t.ing.Name+": invalid regex)", "invalid regex path")

@@ -23,6 +23,11 @@ type nginxConfig struct {
 	// canary is set on a canary Ingress (canary: "true"): its canary-*
 	// settings.
 	canary *route.Canary
+	// defaultBackend, errorCodes and noIntercept are default-backend,
+	// custom-http-errors and disable-proxy-intercept-errors.
+	defaultBackend string
+	errorCodes     []int
+	noIntercept    bool
 }
 
 // nginxRead is the state of reading one Ingress's ingress-nginx

@@ -117,6 +117,18 @@ func (e *h1Engine) forward(ex *h1Exchange) (keep bool) {
 			if !began.IsZero() {
 				counter.Observe(time.Since(began))
 			}
+			if !ex.hasBody() {
+				if ep := e.l.Pipeline().Intercept(x, ex.resp.Status); ep != nil {
+					// custom-http-errors: the endpoint's answer is dropped
+					// (its connection with it) and the error backend's
+					// relayed instead.
+					up.Close()
+					counter.Release()
+					pools.End()
+					ex.ep, tried = ep, nil
+					continue
+				}
+			}
 			keep = e.relay(ex, pools, up)
 			counter.Release()
 			pools.End()

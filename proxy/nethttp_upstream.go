@@ -48,6 +48,10 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			if !began.IsZero() {
 				st.counter.Observe(time.Since(began))
 			}
+			if next := t.intercept(req, resp, st); next != nil {
+				req = next
+				continue
+			}
 			if d := x.Settings.IdleTimeout; d > 0 && resp.StatusCode != http.StatusSwitchingProtocols &&
 				resp.Body != nil && resp.Body != http.NoBody {
 				// Protocol switches (WebSockets) are tunnels, not
@@ -73,6 +77,38 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		budget--
 		req = next
 	}
+}
+
+// intercept, when the route sends the status of resp to its error backend
+// (custom-http-errors) and req had no body, drops resp and returns the
+// request to the error backend's endpoint; nil otherwise.
+func (t *retryTransport) intercept(req *http.Request, resp *http.Response, st *reqState) *http.Request {
+	if req.Body != nil && req.Body != http.NoBody {
+		return nil
+	}
+	ep := t.h.pipeline.Intercept(st.x, resp.StatusCode)
+	if ep == nil {
+		return nil
+	}
+	resp.Body.Close()
+	if st.pools != nil {
+		st.pools.End()
+		st.pools = nil
+	}
+	st.counter.Release()
+	st.counter = t.h.cluster.Acquire(ep.Address)
+	st.endpoint, st.tried = ep, nil
+	next := req.Clone(req.Context())
+	next.URL.Scheme = upstream.Scheme(st.x.Backend.Protocol)
+	next.URL.Host = ep.Address
+	next.URL.Path, next.URL.RawPath, next.URL.RawQuery = "/", "", ""
+	next.Host = st.x.In.Host() // the client's, as nginx's $best_http_host
+	for _, ed := range st.x.Req.All() {
+		if ed.Op == pipeline.Set { // the X-Code fields; Set again is harmless
+			next.Header[ed.Name] = []string{ed.Value}
+		}
+	}
+	return next
 }
 
 // retry returns the request that sends req again to another endpoint of

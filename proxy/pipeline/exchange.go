@@ -79,6 +79,9 @@ type Exchange struct {
 
 	sticky sticky // the route's affinity and the request's cookie
 	hash   hashed // upstream-hash-by's key
+	// errors is the route's error backend (default-backend,
+	// custom-http-errors); nil: none, or already used.
+	errors *errorRoute
 	// held, when not nil, is the zone whose limit-connections slot of
 	// heldIP the request holds until Done.
 	held   *zone

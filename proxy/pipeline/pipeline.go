@@ -185,6 +185,9 @@ func compileRoute(rt *route.Route, zs *zones) []Policy {
 	if c, ok := newCanary(rt); ok {
 		pols = append(pols, c)
 	}
+	if e, ok := newErrorPages(rt); ok {
+		pols = append(pols, e)
+	}
 	if len(pols) == 1 && ssl.mode == route.SSLRedirectDefault {
 		return nil
 	}
@@ -297,6 +300,11 @@ func (l *Listener) Decide(x *Exchange) {
 		ep = hashPick(be.Endpoints, x.hash, l.p.cluster.Health().Ejected)
 	default:
 		ep = l.p.cluster.Pick(be, x.Key)
+	}
+	if ep == nil && x.errors != nil && x.errors.be != be {
+		// ingress-nginx's default-backend: it answers when the route's
+		// Service has no endpoint.
+		ep = l.p.toErrorBackend(x, 503)
 	}
 	if ep == nil {
 		// No endpoints: none ready, or the backend is Unavailable.

@@ -37,5 +37,10 @@ func (r *Route) CanaryBackend() *Backend {
 	if r.Canary == nil || len(r.Backends) < 2 {
 		return nil
 	}
-	return r.Backends[len(r.Backends)-1].Backend
+	for i := len(r.Backends) - 1; i > 0; i-- {
+		if !r.Backends[i].ErrorPage {
+			return r.Backends[i].Backend
+		}
+	}
+	return nil
 }

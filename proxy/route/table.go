@@ -160,6 +160,9 @@ type WeightedBackend struct {
 	// Weight is the share, relative to the weights of the route's other
 	// backends; zero sends it nothing.
 	Weight int32 `json:"weight"`
+	// ErrorPage marks the route's error backend (errors.go), which has
+	// weight 0.
+	ErrorPage bool `json:"errorPage,omitempty"`
 }
 
 // Single returns the backends of a route that has only be, with weight 1.
@@ -223,6 +226,9 @@ type Policy struct {
 	// HashBy, when set, picks the endpoint by a consistent hash of a key
 	// (hashby.go).
 	HashBy *HashBy `json:"hashBy,omitempty"`
+	// ErrorPages, when set, sends some answers to the route's error
+	// backend (errors.go).
+	ErrorPages *ErrorPages `json:"errorPages,omitempty"`
 	// RateLimit, when set, limits each client's requests (limit.go).
 	RateLimit *RateLimit `json:"rateLimit,omitempty"`
 
