@@ -16,6 +16,8 @@ import (
 // --ingress-class nginx --controller-class k8s.io/ingress-nginx. Their
 // annotations work unchanged (rewrite-target with a capture group, a
 // canary Ingress by header, app-root, permanent-redirect), a snippet and
+// default-backend answers for a Service that does not exist, a CORS
+// preflight is answered before limit-rpm counts requests, a snippet and
 // an access rule Postern cannot honour fail closed with a Warning Event,
 // and an Ingress of another class is not served.
 func TestIngressNginxClass(t *testing.T) {
@@ -33,6 +35,10 @@ func TestIngressNginxClass(t *testing.T) {
 			nginx+`canary: "true"`, nginx+"canary-by-header: X-Canary")+
 		annotated(ingress(ns, "moved", "nginx", "old.nginx.example.com", "/=main"),
 			nginx+"permanent-redirect: https://new.nginx.example.com$request_uri")+
+		annotated(ingress(ns, "errors", "nginx", "errors.nginx.example.com", "/=gone"),
+			nginx+"default-backend: canary", nginx+`custom-http-errors: "404,503"`)+
+		annotated(ingress(ns, "cors", "nginx", "cors.nginx.example.com", "/=main"),
+			nginx+`enable-cors: "true"`, nginx+"cors-allow-origin: https://*.example.com", nginx+`limit-rpm: "1"`, nginx+`limit-burst-multiplier: "2"`)+
 		annotated(ingress(ns, "snippet", "nginx", "snippet.nginx.example.com", "/=main"),
 			nginx+`configuration-snippet: "more_set_headers X-A: b;"`)+
 		annotated(ingress(ns, "guarded", "nginx", "guarded.nginx.example.com", "/=main"),
@@ -72,6 +78,36 @@ func TestIngressNginxClass(t *testing.T) {
 		if resp.StatusCode/100 != 3 || resp.Header.Get("Location") != c.location {
 			t.Errorf("%s%s: %d Location %q, want a redirect to %q", c.host, c.path, resp.StatusCode, resp.Header.Get("Location"), c.location)
 		}
+	}
+	// default-backend: the rule's Service does not exist, the error
+	// backend answers with X-Code 503.
+	if code, body := p.get("errors.nginx.example.com", "/page?q=1"); code != 200 || !strings.HasPrefix(body, "backend: nginx-canary ") ||
+		!strings.Contains(body, "request: GET / ") || !strings.Contains(body, "X-Code: 503\n") || !strings.Contains(body, "X-Original-Uri: /page?q=1\n") {
+		t.Errorf("default-backend: %d %q", code, body)
+	}
+	// enable-cors and limit-rpm: a preflight is answered before the limit
+	// counts it; then 2 + 1 requests pass and the next is refused.
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodOptions, "http://"+p.HTTPAddr+"/api", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = "cors.nginx.example.com"
+	req.Header.Set("Origin", "https://web.example.com")
+	resp, err := noFollow.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent || resp.Header.Get("Access-Control-Allow-Origin") != "https://web.example.com" {
+		t.Errorf("CORS preflight: %d %v", resp.StatusCode, resp.Header)
+	}
+	var statuses []int
+	for range 4 {
+		code, _ := p.get("cors.nginx.example.com", "/api")
+		statuses = append(statuses, code)
+	}
+	if fmt.Sprint(statuses) != "[200 200 200 503]" {
+		t.Errorf("limit-rpm 1, burst multiplier 2: statuses %v, want [200 200 200 503]", statuses)
 	}
 	p.expect(t, "snippet.nginx.example.com", "/", 503, "")
 	p.expect(t, "guarded.nginx.example.com", "/", 503, "")
