@@ -100,9 +100,9 @@ var nginxTable = []nginxRow{
 	supported("cors-max-age", kindTuning, "", readCORSMaxAge),
 
 	// Mirroring, logs, tracing.
-	unsupported("mirror-target", kindRouting, noteNotYet),
-	unsupported("mirror-host", kindRouting, noteNotYet),
-	unsupported("mirror-request-body", kindRouting, noteNotYet),
+	partial("mirror-target", kindRouting, "a copy of every request the Ingress forwards goes to the URL (nginx variables allowed), its answer ignored; sent after the original, never slowing the client (nginx holds the connection's next request for it); at most 256 copies in flight, more are dropped", readMirrorTarget),
+	supported("mirror-host", kindTuning, "", readMirrorHost),
+	partial("mirror-request-body", kindTuning, "on: bodies of up to 64 KiB of known length are copied; a request with a larger or chunked body is not copied", readMirrorBody),
 	partial("enable-access-log", kindTuning, "Postern logs every request; an access log cannot be turned off per Ingress", readBool),
 	ignored("enable-opentelemetry", "tracing is configured on the controller"),
 	ignored("opentelemetry-operation-name", "tracing is configured on the controller"),

@@ -40,6 +40,7 @@ import (
 type h1Engine struct {
 	l       *pipeline.Listener // set by Serve or ServeTLS before any connection
 	cluster *upstream.Cluster
+	mirror  *mirrorer
 	sink    *observe.Sink
 	metrics *observe.Metrics // open connections, hand-offs
 	// readHeaderTimeout and idleTimeout bound the wait for a request head
@@ -188,6 +189,9 @@ func (e *h1Engine) serveOne(cc *h1ClientConn, raw []byte) bool {
 		keep = e.reply(&ex)
 	} else {
 		keep = e.forward(&ex)
+		if ex.mirror != nil {
+			e.sendMirror(&ex)
+		}
 	}
 	cc.x.Done()
 	e.record(&ex)

@@ -36,6 +36,49 @@ type h1Exchange struct {
 	bytesOut int64
 	upstream time.Duration
 	tried    bool // an attempt reached the point of waiting for a response
+	// mirror is the copy of the request for mirror-target, its body
+	// filled as sendBody sends it; nil: none.
+	mirror *mirrorCopy
+}
+
+// mirrorOfHead returns the copy of the request head for x.Mirror, its
+// fields copied out of the client buffer, with room for the body when the
+// copy carries it.
+func mirrorOfHead(x *pipeline.Exchange, head *h1.Head) *mirrorCopy {
+	c := &mirrorCopy{to: x.Mirror, method: x.In.Method(), header: make(http.Header, len(head.Fields))}
+	for _, f := range head.Fields {
+		k := http.CanonicalHeaderKey(string(f.Name))
+		c.header[k] = append(c.header[k], string(f.Value))
+	}
+	n := max(head.ContentLength, 0)
+	if head.Chunked {
+		n = -1
+	}
+	keep, lost := wantBody(x.Mirror, n)
+	c.bodyLost = lost
+	if keep {
+		c.body = make([]byte, 0, n)
+	}
+	return c
+}
+
+// mirrorBody collects the body of a copy as it is sent.
+type mirrorBody mirrorCopy
+
+func (m *mirrorBody) Write(p []byte) (int, error) {
+	m.body = append(m.body, p...)
+	return len(p), nil
+}
+
+// sendMirror hands the copy of the request to the mirror sender, once
+// the original was forwarded; a body not sent whole is not copied.
+func (e *h1Engine) sendMirror(ex *h1Exchange) {
+	m := ex.mirror
+	ex.mirror = nil
+	if m.body != nil && int64(len(m.body)) != ex.head.ContentLength {
+		m.bodyLost = true
+	}
+	e.mirror.send(m)
 }
 
 // hasBody reports whether the request has a body.
@@ -100,6 +143,9 @@ type h1Failure struct {
 // another request.
 func (e *h1Engine) forward(ex *h1Exchange) (keep bool) {
 	x, head, c := ex.x, ex.head, e.cluster
+	if x.Mirror != nil {
+		ex.mirror = mirrorOfHead(x, head)
+	}
 	ex.ep = x.Endpoint
 	budget := x.Settings.Retries
 	var tried []string
@@ -281,6 +327,9 @@ func (e *h1Engine) sendBody(ex *h1Exchange, up *upstream.Conn) *h1Failure {
 		if errors.Is(err, h1.ErrTooLarge) {
 			err = upstream.ErrBodyTooLarge
 		}
+	} else if m := ex.mirror; m != nil && m.body != nil {
+		m.body = m.body[:0] // a retry sends it again
+		ex.bytesIn, err = io.CopyN(up.W, io.TeeReader(br, (*mirrorBody)(m)), head.ContentLength)
 	} else {
 		ex.bytesIn, err = io.CopyN(up.W, br, head.ContentLength)
 	}

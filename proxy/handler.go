@@ -73,6 +73,7 @@ type Handler struct {
 	metrics  *observe.Metrics // nil: none
 	log      *zap.Logger
 	proxy    *httputil.ReverseProxy // the net/http adapter's, for every request
+	mirror   *mirrorer              // sends the copies of mirror-target
 	custom   bool                   // Options.Transport was given: no fast path
 	plain    http.Handler           // ServeHTTP's: a plain listener with no options
 }
@@ -99,6 +100,7 @@ func New(opts Options) *Handler {
 		metrics:  opts.Metrics,
 		log:      log,
 		custom:   opts.Transport != nil,
+		mirror:   newMirrorer(log),
 	}
 	h.proxy = h.newReverseProxy(opts.Transport)
 	h.plain = netHTTP{h: h, l: h.pipeline.Listener(pipeline.ListenerOptions{})}
@@ -126,4 +128,7 @@ func (h *Handler) Swap(t *route.Table) { h.pipeline.Swap(t) }
 func (h *Handler) Table() *route.Table { return h.pipeline.Table() }
 
 // CloseIdleConnections closes the idle keep-alive connections to endpoints.
-func (h *Handler) CloseIdleConnections() { h.cluster.CloseIdleConnections() }
+func (h *Handler) CloseIdleConnections() {
+	h.cluster.CloseIdleConnections()
+	h.mirror.client.CloseIdleConnections()
+}

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"io"
 	"net"
 	"net/http"
@@ -44,7 +45,35 @@ func (a netHTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeReply(ob, r, &x.Reply)
 		return
 	}
+	var m *mirrorCopy
+	if x.Mirror != nil {
+		m = mirrorOfRequest(x.Mirror, r)
+	}
 	h.forward(ob, r)
+	if m != nil {
+		h.mirror.send(m)
+	}
+}
+
+// mirrorOfRequest returns the copy of r for to; a body the copy carries is
+// read first (it is small: mirrorMaxBody) and r's replaced by it.
+func mirrorOfRequest(to *pipeline.MirrorTo, r *http.Request) *mirrorCopy {
+	c := &mirrorCopy{to: to, method: r.Method, header: r.Header.Clone()}
+	n := r.ContentLength
+	if r.Body == nil || r.Body == http.NoBody {
+		n = 0
+	}
+	keep, lost := wantBody(to, n)
+	c.bodyLost = lost
+	if keep {
+		b, err := io.ReadAll(io.LimitReader(r.Body, n+1))
+		if err != nil || int64(len(b)) != n {
+			c.bodyLost = true
+		}
+		c.body = b
+		r.Body = io.NopCloser(bytes.NewReader(b))
+	}
+	return c
 }
 
 // forward sends r to the endpoint the pipeline picked: the request is

@@ -140,6 +140,7 @@ func NewServer(h *Handler, opts ServerOptions) *Server {
 	if !opts.NoFastPath && !h.custom {
 		s.fast = &h1Engine{
 			cluster:           h.cluster,
+			mirror:            h.mirror,
 			sink:              h.sink,
 			metrics:           opts.Metrics,
 			readHeaderTimeout: readHeader,

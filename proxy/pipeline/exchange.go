@@ -72,6 +72,9 @@ type Exchange struct {
 	// Req are the edits to the request head sent to the endpoint; Resp
 	// the edits to every response head sent to the client.
 	Req, Resp Edits
+	// Mirror, when set, is where the engine sends a copy of the request
+	// once it is forwarded (mirror-target).
+	Mirror *MirrorTo
 	// RespRewrite, when set, rewrites the Location, Refresh and
 	// Set-Cookie fields of the endpoint's response head (the engines call
 	// RewriteResponseField); Postern's own answers are not rewritten.

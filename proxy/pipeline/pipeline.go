@@ -188,6 +188,9 @@ func compileRoute(rt *route.Route, zs *zones) []Policy {
 	if e, ok := newErrorPages(rt); ok {
 		pols = append(pols, e)
 	}
+	if m, ok := newMirror(rt); ok {
+		pols = append(pols, m)
+	}
 	if len(pols) == 1 && ssl.mode == route.SSLRedirectDefault {
 		return nil
 	}

@@ -229,6 +229,9 @@ type Policy struct {
 	// ErrorPages, when set, sends some answers to the route's error
 	// backend (errors.go).
 	ErrorPages *ErrorPages `json:"errorPages,omitempty"`
+	// Mirror, when set, sends a copy of each forwarded request elsewhere
+	// (mirror.go).
+	Mirror *Mirror `json:"mirror,omitempty"`
 	// RateLimit, when set, limits each client's requests (limit.go).
 	RateLimit *RateLimit `json:"rateLimit,omitempty"`
 
