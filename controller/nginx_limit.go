@@ -10,12 +10,13 @@ import (
 	"github.com/postern-dev/postern/proxy/route"
 )
 
-// The readers of ingress-nginx's rate limits (reference §2.5): limit-rps,
-// limit-rpm and limit-connections per client address, limit-burst-
-// multiplier, limit-allowlist. The counts are the Ingress's (one zone
-// for all its hosts and paths, named after its UID, as ingress-nginx's),
-// per replica. An invalid limit or allow-list refuses the Ingress: served
-// without its limit it would be open to what the limit keeps out.
+// The readers of ingress-nginx's client address rules (reference §2.5):
+// the rate limits (limit-rps, limit-rpm and limit-connections per client
+// address, limit-burst-multiplier, limit-allowlist) and the source ranges
+// (allowlist-source-range, denylist-source-range). The counts are the
+// Ingress's (one zone for all its hosts and paths, named after its UID, as
+// ingress-nginx's), per replica. An invalid limit or range refuses the
+// Ingress: served without it, it would be open to what the rule keeps out.
 
 // rateLimit returns the limits being read, made on first use.
 func (n *nginxRead) rateLimit() *route.RateLimit {
@@ -115,4 +116,32 @@ func finishRateLimit(p *route.Policy, zone string, status int) {
 	if status != 0 && status != 503 {
 		rl.Status = status
 	}
+}
+
+// sourceRanges returns the source ranges being read, made on first use.
+func (n *nginxRead) sourceRanges() *route.SourceRanges {
+	if n.cfg.policy.SourceRanges == nil {
+		n.cfg.policy.SourceRanges = &route.SourceRanges{}
+	}
+	return n.cfg.policy.SourceRanges
+}
+
+// readAllowlist reads allowlist-source-range (whitelist-source-range).
+func readAllowlist(v string, n *nginxRead) error {
+	ps, err := parsePrefixList(v)
+	if err != nil {
+		return err
+	}
+	n.sourceRanges().Allow = ps
+	return nil
+}
+
+// readDenylist reads denylist-source-range.
+func readDenylist(v string, n *nginxRead) error {
+	ps, err := parsePrefixList(v)
+	if err != nil {
+		return err
+	}
+	n.sourceRanges().Deny = ps
+	return nil
 }

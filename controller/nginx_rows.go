@@ -116,8 +116,8 @@ var nginxTable = []nginxRow{
 	withAlias(supported("limit-allowlist", kindAccess, "addresses and CIDRs no limit applies to; an invalid one answers 503", readLimitAllowlist), "limit-whitelist"),
 
 	// Access control and authentication.
-	withAlias(unsupported("allowlist-source-range", kindAccess, noteAccessNotYet), "whitelist-source-range"),
-	unsupported("denylist-source-range", kindAccess, noteAccessNotYet),
+	withAlias(supported("allowlist-source-range", kindAccess, "CIDRs and addresses (comma list, spaces allowed) of the clients served, after --trusted-proxies and the PROXY protocol; others get 403; an invalid entry answers 503", readAllowlist), "whitelist-source-range"),
+	supported("denylist-source-range", kindAccess, "checked before the allow-list: the clients it covers get 403; an invalid entry answers 503", readDenylist),
 	unsupported("satisfy", kindAccess, noteAccessNotYet),
 	unsupported("auth-type", kindAccess, noteAccessNotYet),
 	unsupported("auth-secret", kindAccess, noteAccessNotYet),

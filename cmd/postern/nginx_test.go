@@ -67,6 +67,9 @@ func TestStandaloneNginxAnnotations(t *testing.T) {
 		nginxIngress("vhost", "vhost.example.com", "/", map[string]string{"upstream-vhost": "internal.$host"}),
 		nginxIngress("cors", "cors.example.com", "/", map[string]string{"enable-cors": "true", "cors-allow-origin": "https://*.example.com", "force-ssl-redirect": "true"}),
 		nginxIngress("limited", "limited.example.com", "/", map[string]string{"limit-rpm": "1", "limit-burst-multiplier": "3"}),
+		nginxIngress("allowed", "allowed.example.com", "/", map[string]string{"whitelist-source-range": "127.0.0.0/8, 10.0.0.0/8"}),
+		nginxIngress("outside", "outside.example.com", "/", map[string]string{"allowlist-source-range": "10.0.0.0/8"}),
+		nginxIngress("denied", "denied.example.com", "/", map[string]string{"denylist-source-range": "127.0.0.1", "allowlist-source-range": "127.0.0.0/8"}),
 		nginxIngress("digest", "digest.example.com", "/", map[string]string{"auth-type": "digest", "auth-secret": "users"}),
 	}
 	dir := t.TempDir()
@@ -99,6 +102,9 @@ func TestStandaloneNginxAnnotations(t *testing.T) {
 		{name: "CORS preflight answered before the redirect to HTTPS", host: "cors.example.com", path: "/api", method: http.MethodOptions, origin: "https://web.example.com", status: 204, acao: "https://web.example.com", noBackend: true},
 		{name: "CORS fields on the redirect", host: "cors.example.com", path: "/api", origin: "https://web.example.com", status: 308, location: "https://cors.example.com/api", acao: "https://web.example.com", noBackend: true},
 		{name: "CORS origin not allowed", host: "cors.example.com", path: "/api", origin: "https://web.example.org", status: 308, location: "https://cors.example.com/api", noBackend: true},
+		{name: "whitelist-source-range covers the client", host: "allowed.example.com", path: "/", status: 200, body: "allowed.example.com / prefix="},
+		{name: "allowlist-source-range without the client", host: "outside.example.com", path: "/", status: 403, noBackend: true},
+		{name: "denylist-source-range before the allow-list", host: "denied.example.com", path: "/", status: 403, noBackend: true},
 		{name: "an access rule Postern cannot honour fails closed", host: "digest.example.com", path: "/", status: 503, noBackend: true},
 	}
 	for _, tc := range cases {

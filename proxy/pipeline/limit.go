@@ -179,22 +179,10 @@ func newLimiter(rt *route.Route, zs *zones) (limiter, bool) {
 }
 
 func (l limiter) Request(x *Exchange) {
-	ip := x.Peer
-	if x.ClientIP != "" && (!ip.IsValid() || x.ClientIP != x.PeerIP) {
-		a, err := netip.ParseAddr(x.ClientIP)
-		if err != nil {
-			return // not over IP: nothing to count by
-		}
-		ip = a
+	ip, ok := clientAddr(x)
+	if !ok {
+		return // not over IP: nothing to count by
 	}
-	if !ip.IsValid() {
-		a, err := netip.ParseAddr(x.PeerIP)
-		if err != nil {
-			return
-		}
-		ip = a
-	}
-	ip = ip.Unmap()
 	for _, p := range l.exempt {
 		if p.Contains(ip) {
 			return
@@ -210,6 +198,28 @@ func (l limiter) Request(x *Exchange) {
 			x.held, x.heldIP = l.z, ip
 		}
 	}
+}
+
+// clientAddr returns the client's address as the forwarding policy found
+// it (after trusted proxies and the PROXY protocol), unmapped; false when
+// the connection is not over IP.
+func clientAddr(x *Exchange) (netip.Addr, bool) {
+	ip := x.Peer
+	if x.ClientIP != "" && (!ip.IsValid() || x.ClientIP != x.PeerIP) {
+		a, err := netip.ParseAddr(x.ClientIP)
+		if err != nil {
+			return netip.Addr{}, false
+		}
+		ip = a
+	}
+	if !ip.IsValid() {
+		a, err := netip.ParseAddr(x.PeerIP)
+		if err != nil {
+			return netip.Addr{}, false
+		}
+		ip = a
+	}
+	return ip.Unmap(), true
 }
 
 // What admit says.

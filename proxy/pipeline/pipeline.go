@@ -164,6 +164,9 @@ func compileRoute(rt *route.Route, zs *zones) []Policy {
 	if l, ok := newLimiter(rt, zs); ok {
 		pols = append(pols, l)
 	}
+	if sr, ok := newSourceRanges(rt); ok {
+		pols = append(pols, sr) // access: after the limits, before auth
+	}
 	if rt.Policy != nil && rt.Policy.UpstreamHost != nil {
 		pols = append(pols, upstreamHost{host: rt.Policy.UpstreamHost})
 	}

@@ -234,6 +234,9 @@ type Policy struct {
 	Mirror *Mirror `json:"mirror,omitempty"`
 	// RateLimit, when set, limits each client's requests (limit.go).
 	RateLimit *RateLimit `json:"rateLimit,omitempty"`
+	// SourceRanges, when set, answers 403 to the client addresses it does
+	// not allow (access.go).
+	SourceRanges *SourceRanges `json:"sourceRanges,omitempty"`
 
 	// Redirects (redirect.go), in the order they apply.
 
