@@ -79,7 +79,7 @@ func readCORSAllowOrigin(v string, n *nginxRead) error {
 		switch {
 		case o == "":
 		case !corsOriginLoose.MatchString(o):
-			return fmt.Errorf(`%s is not an origin: want a comma list of origins ("https://app.example.com", "https://*.example.com:8443", "null") or "*"`, quoteShort(o))
+			return fmt.Errorf(`%s is not an origin: want a comma list of origins ("https://app.example.com", "https://*.example.com:8443", "null") or "*"`, entryText(o))
 		case o == "*":
 			anyOrigin = true
 		case corsOrigin.MatchString(o):

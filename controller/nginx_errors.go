@@ -36,7 +36,7 @@ func readCustomHTTPErrors(v string, n *nginxRead) error {
 		}
 		c, err := strconv.Atoi(item)
 		if err != nil || c < 400 || c > 599 {
-			return fmt.Errorf("%s is not a status from 400 to 599", quoteShort(item))
+			return fmt.Errorf("%s is not a status from 400 to 599", entryText(item))
 		}
 		codes = append(codes, c)
 	}

@@ -90,7 +90,7 @@ func parsePrefixList(v string) ([]netip.Prefix, error) {
 		}
 		a, err := netip.ParseAddr(item)
 		if err != nil {
-			return nil, fmt.Errorf("%s is not an address or CIDR", quoteShort(item))
+			return nil, fmt.Errorf("%s is not an address or CIDR", entryText(item))
 		}
 		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
 	}

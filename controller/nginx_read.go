@@ -353,3 +353,12 @@ func readLoadBalance(v string, n *nginxRead) error {
 	}
 	return errors.New("want round_robin or ewma")
 }
+
+// entryText names an entry of a list value in a message: quoted when that
+// is short, else "an entry" (the message quotes the whole value already).
+func entryText(item string) string {
+	if q := quoteShort(item); len(q) <= 40 {
+		return q
+	}
+	return "an entry"
+}
