@@ -163,7 +163,10 @@ func (e *h1Engine) forward(ex *h1Exchange) (keep bool) {
 			if !began.IsZero() {
 				counter.Observe(time.Since(began))
 			}
-			if !ex.hasBody() {
+			// The head is written again from the client buffer: not when
+			// a read of the client connection may have replaced it
+			// (headStale), as for a retry.
+			if !ex.hasBody() && !ex.headStale {
 				if ep := e.l.Pipeline().Intercept(x, ex.resp.Status); ep != nil {
 					// custom-http-errors: the endpoint's answer is dropped
 					// (its connection with it) and the error backend's
