@@ -279,7 +279,11 @@ func (t *ingressTranslation) backend(ib *networkingv1.IngressBackend, served str
 		return t.b.unavailableBackend(t.ing.Namespace, "("+t.ing.Name+": refused)", t.refused)
 	}
 	be, reason, what := t.resolve(ib)
-	if reason != "" {
+	switch {
+	case reason == "":
+	case t.errBackend != nil && served != "the default backend":
+		t.b.problem(t.src, reason, what+"; "+served+" is answered by the default-backend annotation's service (X-Code 503)")
+	default:
 		t.b.problem(t.src, reason, what+"; "+served+" answers 503")
 	}
 	return be
