@@ -64,16 +64,27 @@ func readLimitBurst(v string, n *nginxRead) error {
 	return nil
 }
 
-// readLimitAllowlist reads the addresses and CIDRs exempt from the
-// limits (comma list, spaces allowed).
-func readLimitAllowlist(v string, n *nginxRead) error {
-	ps, err := parsePrefixList(v)
-	if err != nil {
-		return err
+// readPrefixes returns the reader of a comma list of addresses and CIDRs
+// (spaces allowed) set by set.
+func readPrefixes(set func(n *nginxRead, ps []netip.Prefix)) func(string, *nginxRead) error {
+	return func(v string, n *nginxRead) error {
+		ps, err := parsePrefixList(v)
+		if err != nil {
+			return err
+		}
+		set(n, ps)
+		return nil
 	}
-	n.rateLimit().Exempt = ps
-	return nil
 }
+
+var (
+	// readLimitAllowlist reads the addresses exempt from the limits.
+	readLimitAllowlist = readPrefixes(func(n *nginxRead, ps []netip.Prefix) { n.rateLimit().Exempt = ps })
+	// readAllowlist and readDenylist read allowlist-source-range
+	// (whitelist-source-range) and denylist-source-range.
+	readAllowlist = readPrefixes(func(n *nginxRead, ps []netip.Prefix) { n.sourceRanges().Allow = ps })
+	readDenylist  = readPrefixes(func(n *nginxRead, ps []netip.Prefix) { n.sourceRanges().Deny = ps })
+)
 
 // parsePrefixList parses a comma list of CIDRs and addresses, as
 // ingress-nginx's ParseIPNets does; an address is its own /32 or /128.
@@ -124,24 +135,4 @@ func (n *nginxRead) sourceRanges() *route.SourceRanges {
 		n.cfg.policy.SourceRanges = &route.SourceRanges{}
 	}
 	return n.cfg.policy.SourceRanges
-}
-
-// readAllowlist reads allowlist-source-range (whitelist-source-range).
-func readAllowlist(v string, n *nginxRead) error {
-	ps, err := parsePrefixList(v)
-	if err != nil {
-		return err
-	}
-	n.sourceRanges().Allow = ps
-	return nil
-}
-
-// readDenylist reads denylist-source-range.
-func readDenylist(v string, n *nginxRead) error {
-	ps, err := parsePrefixList(v)
-	if err != nil {
-		return err
-	}
-	n.sourceRanges().Deny = ps
-	return nil
 }

@@ -2,7 +2,6 @@ package balancer
 
 import (
 	"math"
-	"math/rand/v2"
 	"time"
 
 	"github.com/postern-dev/postern/proxy/route"
@@ -65,21 +64,8 @@ func (c *Counter) cost(now int64) float64 {
 // Pick returns the cheaper of two distinct random endpoints, or nil when
 // endpoints is empty.
 func (e *EWMA) Pick(endpoints []route.Endpoint, _ uint64) *route.Endpoint {
-	n := len(endpoints)
-	switch n {
-	case 0:
-		return nil
-	case 1:
-		return &endpoints[0]
-	}
-	r := rand.Uint64()
-	i := int((r & (1<<32 - 1)) % uint64(n))
-	j := int((r >> 32) % uint64(n-1))
-	if j >= i {
-		j++
-	}
-	a, b := &endpoints[i], &endpoints[j]
-	if e.InFlight == nil {
+	a, b := twoRandom(endpoints)
+	if b == nil || e.InFlight == nil {
 		return a
 	}
 	var now int64

@@ -27,26 +27,34 @@ type LeastRequest struct {
 	InFlight *InFlight
 }
 
-// Pick returns the less loaded of two distinct random endpoints, or nil when
-// endpoints is empty.
-func (lr *LeastRequest) Pick(endpoints []route.Endpoint, _ uint64) *route.Endpoint {
+// twoRandom returns two distinct endpoints of endpoints picked at random
+// (b nil when there is one; both nil when none), from one random number:
+// i in [0,n) and j in [0,n) \ {i}. The modulo bias is below n/2^32, far
+// under any load difference that matters.
+func twoRandom(endpoints []route.Endpoint) (a, b *route.Endpoint) {
 	n := len(endpoints)
 	switch n {
 	case 0:
-		return nil
+		return nil, nil
 	case 1:
-		return &endpoints[0]
+		return &endpoints[0], nil
 	}
 	r := rand.Uint64()
-	// Two distinct indices from one random number: i in [0,n) and j in
-	// [0,n) \ {i}. The modulo bias is below n/2^32, far under any load
-	// difference that matters.
 	i := int((r & (1<<32 - 1)) % uint64(n))
 	j := int((r >> 32) % uint64(n-1))
 	if j >= i {
 		j++
 	}
-	a, b := &endpoints[i], &endpoints[j]
+	return &endpoints[i], &endpoints[j]
+}
+
+// Pick returns the less loaded of two distinct random endpoints, or nil when
+// endpoints is empty.
+func (lr *LeastRequest) Pick(endpoints []route.Endpoint, _ uint64) *route.Endpoint {
+	a, b := twoRandom(endpoints)
+	if b == nil {
+		return a
+	}
 	ca, cb := lr.InFlight.Count(a.Address), lr.InFlight.Count(b.Address)
 	switch {
 	case ca < cb:

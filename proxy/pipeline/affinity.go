@@ -150,10 +150,14 @@ func mix64(z uint64) uint64 {
 }
 
 // endpointID is the 64-bit FNV-1a hash of an endpoint's address.
-func endpointID(addr string) uint64 {
+func endpointID(addr string) uint64 { return fnv64(addr) }
+
+// fnv64 is the 64-bit FNV-1a hash of s, without the allocation of
+// hash/fnv's interface.
+func fnv64[T string | []byte](s T) uint64 {
 	h := uint64(14695981039346656037)
-	for i := 0; i < len(addr); i++ {
-		h ^= uint64(addr[i])
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
 		h *= 1099511628211
 	}
 	return h

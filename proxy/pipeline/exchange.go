@@ -109,6 +109,16 @@ func (x *Exchange) Reset() {
 	*x = Exchange{}
 }
 
+// Done ends the exchange: the engine calls it once the response is
+// written, or the request abandoned, and gives back what the decision
+// holds (a limit-connections slot). Calling it again does nothing.
+func (x *Exchange) Done() {
+	if x.held != nil {
+		x.held.release(x.heldIP)
+		x.held = nil
+	}
+}
+
 // Decided reports whether the request is answered or handed off: the
 // policies after it do not run.
 func (x *Exchange) Decided() bool { return x.Reply.Status != 0 || x.Handoff != "" }

@@ -28,13 +28,7 @@ func newHashBy(rt *route.Route) (hashBy, bool) {
 
 func (h hashBy) Request(x *Exchange) {
 	var buf [128]byte
-	k := x.Expand(buf[:0], h.key, nil)
-	hash := uint64(14695981039346656037)
-	for _, c := range k {
-		hash ^= uint64(c)
-		hash *= 1099511628211
-	}
-	x.hash = hashed{on: true, key: hash, subset: h.subset}
+	x.hash = hashed{on: true, key: fnv64(x.Expand(buf[:0], h.key, nil)), subset: h.subset}
 }
 
 // hashed is what hashBy leaves for the pick.

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/postern-dev/postern/proxy/route"
@@ -96,13 +97,22 @@ func TestHashBySubset(t *testing.T) {
 	}
 }
 
-// Cookie affinity comes first, as ingress-nginx's balancer prefers it.
+// Cookie affinity comes first, as ingress-nginx's balancer prefers it:
+// a session stays on its endpoint whatever the path the hash is of.
 func TestHashByAffinityFirst(t *testing.T) {
 	t.Parallel()
 	l, _ := hashPipeline("$request_uri", 0, true)
 	x := decide(l, &testHead{host: "hash.test", path: "/a"}, nil)
-	if editedValues(&x.Resp, "Set-Cookie") == "" {
-		t.Error("no affinity cookie: the hash took over")
+	first, set := x.Endpoint.Address, editedValues(&x.Resp, "Set-Cookie")
+	if set == "" {
+		t.Fatal("no affinity cookie")
+	}
+	pair, _, _ := strings.Cut(set, ";")
+	for i := range 50 {
+		x := decide(l, &testHead{host: "hash.test", path: fmt.Sprintf("/p/%d", i), header: http.Header{"Cookie": {pair}}}, nil)
+		if x.Endpoint.Address != first {
+			t.Fatalf("path /p/%d with the session cookie went to %s, not the session's %s: the hash took over", i, x.Endpoint.Address, first)
+		}
 	}
 }
 

@@ -268,7 +268,7 @@ func (z *zone) release(ip netip.Addr) {
 		return
 	}
 	st.conns--
-	if st.conns == 0 && z.rps.drained(st.rps, z.now()) && z.rpm.drained(st.rpm, z.now()) {
+	if now := z.now(); st.conns == 0 && z.rps.drained(st.rps, now) && z.rpm.drained(st.rpm, now) {
 		delete(s.m, ip)
 		return
 	}
@@ -319,14 +319,4 @@ func (z *zone) entries() int {
 		s.mu.Unlock()
 	}
 	return n
-}
-
-// Done ends the exchange: the engine calls it once the response is
-// written, or the request abandoned, and gives back what the decision
-// holds (a limit-connections slot). Calling it again does nothing.
-func (x *Exchange) Done() {
-	if x.held != nil {
-		x.held.release(x.heldIP)
-		x.held = nil
-	}
 }
