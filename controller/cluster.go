@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -80,10 +81,15 @@ func NewClusterSource(client kubernetes.Interface, opts ClusterOptions, logger *
 	}
 	strip := informers.WithTransform(stripForCache)
 	// A cluster full of other Secrets (service-account tokens, Helm
-	// releases) costs nothing: only TLS Secrets are listed and watched.
-	tlsOnly := informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-		o.FieldSelector = fields.OneTermEqualSelector("type", string(corev1.SecretTypeTLS)).String()
-	})
+	// releases) costs nothing: only TLS Secrets and Opaque ones (basic
+	// auth users, client certificate authorities: what `kubectl create
+	// secret generic` makes) are listed and watched, by two informers.
+	ofType := func(t corev1.SecretType) informers.SharedInformerOption {
+		return informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("type", string(t)).String()
+		})
+	}
+	tlsOnly, opaqueOnly := ofType(corev1.SecretTypeTLS), ofType(corev1.SecretTypeOpaque)
 	if ns := opts.SecretNamespace; ns != "" && len(opts.Namespaces) > 0 && !slices.Contains(opts.Namespaces, ns) {
 		sf := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(ns), tlsOnly, strip)
 		s.factories = append(s.factories, sf)
@@ -93,10 +99,14 @@ func NewClusterSource(client kubernetes.Interface, opts ClusterOptions, logger *
 		}
 		s.secrets = append(s.secrets, gi.Lister())
 	}
+	secretsOf := func(f informers.SharedInformerFactory) informers.GenericInformer {
+		return mustGeneric(f.ForResource(corev1.SchemeGroupVersion.WithResource("secrets")))
+	}
 	for _, ns := range namespaces {
 		f := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(ns), strip)
 		sf := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(ns), tlsOnly, strip)
-		s.factories = append(s.factories, f, sf)
+		of := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(ns), opaqueOnly, strip)
+		s.factories = append(s.factories, f, sf, of)
 
 		for _, inf := range []struct {
 			gi   informers.GenericInformer
@@ -105,7 +115,8 @@ func NewClusterSource(client kubernetes.Interface, opts ClusterOptions, logger *
 			{mustGeneric(f.ForResource(networkingv1.SchemeGroupVersion.WithResource("ingresses"))), &s.ingresses},
 			{mustGeneric(f.ForResource(corev1.SchemeGroupVersion.WithResource("services"))), &s.services},
 			{mustGeneric(f.ForResource(discoveryv1.SchemeGroupVersion.WithResource("endpointslices"))), &s.endpointSlices},
-			{mustGeneric(sf.ForResource(corev1.SchemeGroupVersion.WithResource("secrets"))), &s.secrets},
+			{secretsOf(sf), &s.secrets},
+			{secretsOf(of), &s.secrets},
 		} {
 			if err := s.watch(inf.gi.Informer()); err != nil {
 				return nil, err
@@ -216,10 +227,26 @@ func (s *ClusterSource) Snapshot() (Snapshot, error) {
 	if snap.Secrets, err = listAll[*corev1.Secret](s.secrets); err != nil {
 		return Snapshot{}, err
 	}
+	snap.Secrets = onePerName(snap.Secrets)
 	if snap.IngressClasses, err = listAll[*networkingv1.IngressClass]([]cache.GenericLister{s.classes}); err != nil {
 		return Snapshot{}, err
 	}
 	return snap, nil
+}
+
+// onePerName drops the Secrets two informers both hold (each is of one
+// type, which the API server selects; a test's fake clientset does not).
+func onePerName(secrets []*corev1.Secret) []*corev1.Secret {
+	seen := make(map[types.NamespacedName]bool, len(secrets))
+	out := secrets[:0]
+	for _, sec := range secrets {
+		k := types.NamespacedName{Namespace: sec.Namespace, Name: sec.Name}
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, sec)
+		}
+	}
+	return out
 }
 
 func listAll[T any](listers []cache.GenericLister) ([]T, error) {

@@ -119,9 +119,7 @@ func translateIngress(b *builder, ing *networkingv1.Ingress) {
 	}
 	finishRateLimit(&t.cfg.policy, ing.Namespace+"/"+ing.Name+"/"+string(ing.UID), b.opts.LimitStatusCode)
 	errRefused := t.errorPages()
-	if t.cfg.policy != (route.Policy{}) {
-		t.policy = &t.cfg.policy
-	}
+	authRefused := t.finishAuth()
 	var refused []string
 	if len(snippets) > 0 {
 		refused = snippets
@@ -133,8 +131,15 @@ func translateIngress(b *builder, ing *networkingv1.Ingress) {
 	if errRefused != "" {
 		refused = append(refused, errRefused)
 	}
+	refused = append(refused, authRefused...)
 	if refused = append(refused, nres.keys...); len(refused) > 0 {
 		t.refused = "refused: " + strings.Join(refused, ", ")
+		// Every path answers 503: no password is checked and no auth
+		// service asked (it would see the requests for nothing).
+		t.cfg.policy.BasicAuth, t.cfg.policy.ExternalAuth = nil, nil
+	}
+	if t.cfg.policy != (route.Policy{}) {
+		t.policy = &t.cfg.policy
 	}
 	if ib := ing.Spec.DefaultBackend; ib != nil {
 		b.claimDefault(t.src, withCookiePath(t.policy, "/"), func() *route.Backend { return t.backend(ib, "the default backend") })

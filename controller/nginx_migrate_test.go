@@ -272,7 +272,7 @@ func TestNginxConfigMapFindings(t *testing.T) {
 		"proxy-body-size":              {NginxIgnored, "", noteSame},
 		"server-name-hash-bucket-size": {NginxIgnored, "", noteNotApplicable},
 		"proxy-stream-timeout":         {NginxIgnored, "", noteNotApplicable},
-		"global-auth-url":              {NginxUnsupported, "", "global external authentication"},
+		"global-auth-url":              {NginxSupported, "--global-auth-url", "every Ingress without an auth-url"},
 		"global-auth-snippet":          {NginxUnsupported, "", noteConfigSnippet},
 		"http-snippet":                 {NginxUnsupported, "", noteConfigSnippet},
 		"main-snippet":                 {NginxIgnored, "", noteSame},

@@ -28,6 +28,8 @@ type nginxConfig struct {
 	defaultBackend string
 	errorCodes     []int
 	noIntercept    bool
+	// auth is what the authentication annotations ask for; nil: none.
+	auth *nginxAuth
 }
 
 // nginxRead is the state of reading one Ingress's ingress-nginx

@@ -6,6 +6,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+
+	"github.com/postern-dev/postern/proxy/route"
 )
 
 // Snapshot is every object Build reads, taken at one moment. Sources fill it
@@ -52,6 +54,10 @@ type Options struct {
 	// (--limit-status-code, ingress-nginx's limit-req-status-code and
 	// limit-conn-status-code); zero means 503.
 	LimitStatusCode int `json:"limitStatusCode,omitempty"`
+	// GlobalAuth, when not nil, is the external auth of every Ingress
+	// that has no auth-url of its own and does not turn it off with
+	// enable-global-auth: "false" (--global-auth-url, ParseGlobalAuth).
+	GlobalAuth *route.ExternalAuth `json:"globalAuth,omitempty"`
 	// Certificates, when not nil, remembers parsed certificates across
 	// builds so that an unchanged Secret is not parsed again. It never
 	// changes what Build returns.

@@ -78,6 +78,14 @@ func (in *h1In) Values(name string, f func(string) bool) {
 	}
 }
 
+func (in *h1In) Fields(f func(name, value string) bool) {
+	for _, fl := range in.head.Fields {
+		if !f(view(fl.Name), view(fl.Value)) {
+			return
+		}
+	}
+}
+
 func (in *h1In) ContentLength() int64 {
 	switch {
 	case in.head.Chunked:

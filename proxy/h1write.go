@@ -41,7 +41,7 @@ func (e *h1Engine) writeRequestHead(up *upstream.Conn, ex *h1Exchange) {
 	if head.Chunked {
 		w.str("Transfer-Encoding: chunked\r\n")
 	}
-	w.edits(edits)
+	w.edits(edits, 0)
 	w.str("\r\n")
 }
 
@@ -80,7 +80,7 @@ func (e *h1Engine) writeResponseHead(ex *h1Exchange, keep bool) {
 		o.field(f)
 	}
 	if resp.Status >= 200 {
-		o.edits(edits)
+		o.edits(edits, resp.Status)
 		switch {
 		case resp.Body == h1.BodyChunked:
 			o.str("Transfer-Encoding: chunked\r\n")
@@ -101,9 +101,11 @@ func (e *h1Engine) writeReply(ex *h1Exchange, r *pipeline.Reply, keep bool) int6
 	o.str(http.StatusText(r.Status))
 	o.str("\r\n")
 	for _, f := range r.Fields {
-		o.edit(f)
+		if f.Applies(r.Status) {
+			o.edit(f)
+		}
 	}
-	o.edits(&ex.x.Resp)
+	o.edits(&ex.x.Resp, r.Status)
 	o.str("Date: ")
 	o.str(time.Now().UTC().Format(http.TimeFormat))
 	if !keep {
@@ -130,7 +132,7 @@ func rewritable(name []byte) bool {
 // for a name the engine holds as bytes).
 func drops(e *pipeline.Edits, name []byte) bool {
 	for _, ed := range e.All() {
-		if ed.Op != pipeline.Add && h1.SameName(name, ed.Name) {
+		if ed.Drops() && h1.SameName(name, ed.Name) {
 			return true
 		}
 	}
@@ -162,10 +164,13 @@ func (o out) edit(ed pipeline.Edit) {
 	o.str("\r\n")
 }
 
-// edits writes the fields the edits set or add.
-func (o out) edits(e *pipeline.Edits) {
+// edits writes the fields the edits set or add to a head of status (0:
+// a request).
+func (o out) edits(e *pipeline.Edits, status int) {
 	for _, ed := range e.All() {
-		o.edit(ed)
+		if ed.Applies(status) {
+			o.edit(ed)
+		}
 	}
 }
 

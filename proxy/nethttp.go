@@ -127,6 +127,16 @@ func (h *httpHead) Values(name string, f func(string) bool) {
 	}
 }
 
+func (h *httpHead) Fields(f func(name, value string) bool) {
+	for name, vs := range h.r.Header {
+		for _, v := range vs {
+			if !f(name, v) {
+				return
+			}
+		}
+	}
+}
+
 func (h *httpHead) ContentLength() int64 {
 	if h.r.Body == nil || h.r.Body == http.NoBody {
 		return 0
@@ -141,7 +151,13 @@ func (h *httpHead) ContentLength() int64 {
 func writeReply(w http.ResponseWriter, req *http.Request, r *pipeline.Reply) {
 	h := w.Header()
 	for _, f := range r.Fields {
-		h[f.Name] = []string{f.Value}
+		switch {
+		case !f.Applies(r.Status) || f.Op == pipeline.Del:
+		case f.Op == pipeline.Set:
+			h[f.Name] = []string{f.Value}
+		default:
+			h[f.Name] = append(h[f.Name], f.Value)
+		}
 	}
 	if r.Close {
 		h["Connection"] = []string{"close"}
@@ -155,8 +171,11 @@ func writeReply(w http.ResponseWriter, req *http.Request, r *pipeline.Reply) {
 
 // applyEdits applies e to h, taking the values of its Set edits from
 // vals as long as it lasts (so that the usual few cost no allocation).
-func applyEdits(h http.Header, e *pipeline.Edits, vals []string) {
+func applyEdits(h http.Header, e *pipeline.Edits, vals []string, status int) {
 	for _, ed := range e.All() {
+		if !ed.Applies(status) {
+			continue
+		}
 		switch ed.Op {
 		case pipeline.Set:
 			if len(vals) > 0 {
@@ -166,7 +185,7 @@ func applyEdits(h http.Header, e *pipeline.Edits, vals []string) {
 			} else {
 				h[ed.Name] = []string{ed.Value}
 			}
-		case pipeline.Add:
+		case pipeline.Add, pipeline.AddOK:
 			h[ed.Name] = append(h[ed.Name], ed.Value)
 		case pipeline.Del:
 			delete(h, ed.Name)
@@ -205,7 +224,7 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 			out.Header[name] = slices.Clone(v)
 		}
 	}
-	applyEdits(out.Header, &st.x.Req, st.reqVals[:])
+	applyEdits(out.Header, &st.x.Req, st.reqVals[:], 0)
 }
 
 // newReverseProxy returns the ReverseProxy every request of the net/http

@@ -51,7 +51,7 @@ func (h *Handler) end(ob *observation) {
 	if ob.code == 0 {
 		// Nothing was written: net/http sends a 200 when the handler
 		// returns, with the headers as they are now.
-		ob.applyEdits()
+		ob.applyEdits(http.StatusOK)
 	}
 	if !h.sink.On() {
 		return
@@ -90,10 +90,10 @@ func (h *Handler) end(ob *observation) {
 
 // applyEdits applies the response edits (X-Request-Id, HSTS) to the
 // header about to be sent, once.
-func (o *observation) applyEdits() {
+func (o *observation) applyEdits(status int) {
 	if !o.edited {
 		o.edited = true
-		applyEdits(o.Header(), &o.x.Resp, o.respVals[:])
+		applyEdits(o.Header(), &o.x.Resp, o.respVals[:], status)
 	}
 }
 
@@ -114,7 +114,7 @@ func (o *observation) WriteHeader(code int) {
 		if o.code == 0 {
 			o.code = code
 		}
-		o.applyEdits()
+		o.applyEdits(code)
 	}
 	o.ResponseWriter.WriteHeader(code)
 }
@@ -138,7 +138,7 @@ func (o *observation) Flush() {
 // status is 101, and the response header, which the ReverseProxy writes
 // itself, carries the response edits.
 func (o *observation) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	o.applyEdits()
+	o.applyEdits(http.StatusSwitchingProtocols)
 	c, brw, err := http.NewResponseController(o.ResponseWriter).Hijack()
 	if err == nil && o.code == 0 {
 		o.code = http.StatusSwitchingProtocols

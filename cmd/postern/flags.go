@@ -14,6 +14,7 @@ import (
 
 	"github.com/postern-dev/postern/controller"
 	"github.com/postern-dev/postern/proxy/pipeline"
+	"github.com/postern-dev/postern/proxy/route"
 )
 
 // config is the parsed command line.
@@ -38,20 +39,23 @@ type config struct {
 	controllerClass string
 	annotationsPfx  string
 	limitStatus     int
-	logLevel        zapcore.Level
-	logFormat       string
-	accessLog       bool
-	accessLogSample float64
-	enablePprof     bool
-	shutdownGrace   time.Duration
-	shutdownDelay   time.Duration
-	maxHeaderBytes  int
-	readHeader      time.Duration
-	idle            time.Duration
-	dialTimeout     time.Duration
-	responseTimeout time.Duration
-	trustedProxies  *pipeline.TrustedProxies
-	proxyProtocol   bool
+	globalAuth      *route.ExternalAuth
+	// The --global-auth-* flags, parsed into globalAuth by validate.
+	globalAuthURL, globalAuthMethod, globalAuthSignin, globalAuthHeaders string
+	logLevel                                                             zapcore.Level
+	logFormat                                                            string
+	accessLog                                                            bool
+	accessLogSample                                                      float64
+	enablePprof                                                          bool
+	shutdownGrace                                                        time.Duration
+	shutdownDelay                                                        time.Duration
+	maxHeaderBytes                                                       int
+	readHeader                                                           time.Duration
+	idle                                                                 time.Duration
+	dialTimeout                                                          time.Duration
+	responseTimeout                                                      time.Duration
+	trustedProxies                                                       *pipeline.TrustedProxies
+	proxyProtocol                                                        bool
 	// proxyProtocolFrom narrows proxyProtocol to these peers.
 	proxyProtocolFrom *pipeline.TrustedProxies
 	fastPath          bool
@@ -94,6 +98,10 @@ func parseFlags(args []string, getenv func(string) string, stdout io.Writer) (*c
 	fs.StringVar(&c.controllerClass, "controller-class", controller.DefaultControllerClass, "spec.controller of the IngressClasses that belong to Postern")
 	fs.StringVar(&c.annotationsPfx, "annotations-prefix", controller.DefaultAnnotationsPrefix, "prefix of the ingress-nginx annotations, as ingress-nginx's flag")
 	fs.IntVar(&c.limitStatus, "limit-status-code", 503, "status of the answer to requests a rate limit refuses (ingress-nginx's limit-req-status-code and limit-conn-status-code; 429 is the usual other)")
+	fs.StringVar(&c.globalAuthURL, "global-auth-url", "", "external auth service of every Ingress without an auth-url of its own, unless it sets enable-global-auth: \"false\" (ingress-nginx's global-auth-url; nginx variables allowed)")
+	fs.StringVar(&c.globalAuthMethod, "global-auth-method", "", "with --global-auth-url: the auth request's method (default GET)")
+	fs.StringVar(&c.globalAuthSignin, "global-auth-signin", "", "with --global-auth-url: where a 401 of the auth service sends the client (302, with rd=<the original URL>)")
+	fs.StringVar(&c.globalAuthHeaders, "global-auth-response-headers", "", "with --global-auth-url: comma list of the auth service's answer fields sent on to the backends")
 	fs.TextVar(&c.logLevel, "log-level", zapcore.InfoLevel, "log level: debug, info, warn, error")
 	fs.StringVar(&c.logFormat, "log-format", "json", "log format: json or console")
 	fs.BoolVar(&c.accessLog, "access-log", true, "write an access-log line per request to stdout, in --log-format; false turns it off")
@@ -167,6 +175,10 @@ func (c *config) validate() error {
 	}
 	if err := checkAnnotationsPrefix(c.annotationsPfx); err != nil {
 		return err
+	}
+	var err error
+	if c.globalAuth, err = controller.ParseGlobalAuth(c.globalAuthURL, c.globalAuthMethod, c.globalAuthSignin, c.globalAuthHeaders); err != nil {
+		return fmt.Errorf("invalid global auth: %w", err)
 	}
 	for _, d := range []struct {
 		name string

@@ -166,6 +166,7 @@ func (a *app) build(ctx context.Context) error {
 		ControllerClass:    cfg.controllerClass,
 		AnnotationsPrefix:  cfg.annotationsPfx,
 		LimitStatusCode:    cfg.limitStatus,
+		GlobalAuth:         cfg.globalAuth,
 		DefaultCertificate: cfg.defaultCert,
 		ACME:               a.acme != nil,
 	}, a.swapper(), logger.Named("controller"))

@@ -105,6 +105,7 @@ type Metrics struct {
 	upstreamErrs [len(upstreamErrorReasons)]prometheus.Counter
 	retries      prometheus.Counter
 	handoffs     [len(HandoffReasons)]prometheus.Counter
+	auth         [len(AuthResults)]prometheus.Observer // by AuthResults
 
 	// routes finds the metrics of a route and backend of the table being
 	// served.
@@ -207,7 +208,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for i, reason := range HandoffReasons {
 		m.handoffs[i] = handoffs.WithLabelValues(reason)
 	}
-	reg.MustRegister(m.requests, m.duration, m.upstream, m.requestSize, m.responseSize, m.openConns, errs, m.retries, handoffs)
+	auth := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "postern", Subsystem: "proxy", Name: "auth_request_seconds",
+		Help:    "Time the requests to external auth services (auth-url) took, by result (observe.AuthResults); answers from the auth cache are not counted.",
+		Buckets: DurationBuckets,
+	}, []string{"result"})
+	for i, r := range AuthResults {
+		m.auth[i] = auth.WithLabelValues(r)
+	}
+	reg.MustRegister(m.requests, m.duration, m.upstream, m.requestSize, m.responseSize, m.openConns, errs, m.retries, handoffs, auth)
 
 	m.none = m.newRouteMetrics(routeLabels{})
 	m.byLabels[routeLabels{}] = m.none
@@ -438,6 +447,27 @@ func (m *Metrics) Handoff(reason string) {
 		}
 	}
 	m.handoffs[len(HandoffReasons)-1].Inc()
+}
+
+// AuthResults are the results of a request to an external auth service:
+// a 2xx answer, a 401 or 403, another status, no answer (refused,
+// timed out, unreachable).
+var AuthResults = [...]string{"allowed", "denied", "error", "unreachable"}
+
+// The indexes of AuthResults.
+const (
+	AuthAllowed = iota
+	AuthDenied
+	AuthError
+	AuthUnreachable
+)
+
+// AuthRequest records a request to an external auth service that took d,
+// with result, one of the AuthResults indexes.
+func (m *Metrics) AuthRequest(result int, d time.Duration) {
+	if m != nil && result >= 0 && result < len(m.auth) {
+		m.auth[result].Observe(d.Seconds())
+	}
 }
 
 // ConnOpened counts a client connection a listener accepted.

@@ -13,7 +13,26 @@ const (
 	Add
 	// Del removes every field of the name.
 	Del
+	// AddOK appends a field to a response of a status nginx's add_header
+	// (without "always") adds to: 200, 201, 204, 206, 301, 302, 303, 304,
+	// 307 and 308; to no other response, and to no request.
+	AddOK
 )
+
+// Applies reports whether ed changes a head of status (0: a request).
+func (ed Edit) Applies(status int) bool {
+	if ed.Op != AddOK {
+		return true
+	}
+	switch status {
+	case 200, 201, 204, 206, 301, 302, 303, 304, 307, 308:
+		return true
+	}
+	return false
+}
+
+// Drops reports whether ed replaces or removes the fields of its name.
+func (ed Edit) Drops() bool { return ed.Op == Set || ed.Op == Del }
 
 // Edit is one change to a request or response head.
 type Edit struct {
@@ -42,6 +61,10 @@ func (e *Edits) Add(name, value string) { e.add(Edit{Add, name, value}) }
 
 // Del removes the fields named name.
 func (e *Edits) Del(name string) { e.add(Edit{Op: Del, Name: name}) }
+
+// AddOK appends a field name: value to a response of a status nginx's
+// add_header adds to (see the AddOK op).
+func (e *Edits) AddOK(name, value string) { e.add(Edit{AddOK, name, value}) }
 
 func (e *Edits) add(ed Edit) {
 	switch {
@@ -75,7 +98,7 @@ func (e *Edits) Len() int {
 // had are dropped: a Set or Del of that name replaces or removes them.
 func (e *Edits) Drops(name string) bool {
 	for _, ed := range e.All() {
-		if ed.Op != Add && strings.EqualFold(ed.Name, name) {
+		if ed.Drops() && strings.EqualFold(ed.Name, name) {
 			return true
 		}
 	}

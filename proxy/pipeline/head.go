@@ -28,6 +28,10 @@ type Head interface {
 	// Values calls f with each value of the fields named name (canonical
 	// form), in order, until f returns false.
 	Values(name string, f func(value string) bool)
+	// Fields calls f with the name (as sent; canonical form on the
+	// net/http engine) and value of each header field, in order, until f
+	// returns false.
+	Fields(f func(name, value string) bool)
 	// ContentLength is the length of the request body: -1 when it is not
 	// known ahead (chunked), 0 when there is none.
 	ContentLength() int64

@@ -51,6 +51,15 @@ func (h *testHead) Values(name string, f func(string) bool) {
 		}
 	}
 }
+func (h *testHead) Fields(f func(name, value string) bool) {
+	for name, vs := range h.header {
+		for _, v := range vs {
+			if !f(name, v) {
+				return
+			}
+		}
+	}
+}
 func (h *testHead) ContentLength() int64 { return h.contentLength }
 
 // header returns the Set or Add values of name in e, joined by "|".

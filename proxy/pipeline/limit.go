@@ -118,48 +118,11 @@ func newZone(rl *route.RateLimit) *zone {
 	return z
 }
 
-// zones are the pipeline's zones by zoneKey. A full compile keeps those
-// its routes use and drops the rest; a patch only adds.
-type zones struct {
-	mu   sync.Mutex
-	m    map[string]*zone
-	used map[string]bool // during a full compile
-}
+// zones are the pipeline's zones by zoneKey.
+type zones struct{ keptMap[string, *zone] }
 
 func (zs *zones) get(rl *route.RateLimit) *zone {
-	zs.mu.Lock()
-	defer zs.mu.Unlock()
-	k := zoneKey(rl)
-	z := zs.m[k]
-	if z == nil {
-		if zs.m == nil {
-			zs.m = make(map[string]*zone)
-		}
-		z = newZone(rl)
-		zs.m[k] = z
-	}
-	if zs.used != nil {
-		zs.used[k] = true
-	}
-	return z
-}
-
-// begin and end bracket a full compile.
-func (zs *zones) begin() {
-	zs.mu.Lock()
-	zs.used = make(map[string]bool)
-	zs.mu.Unlock()
-}
-
-func (zs *zones) end() {
-	zs.mu.Lock()
-	for k := range zs.m {
-		if !zs.used[k] {
-			delete(zs.m, k)
-		}
-	}
-	zs.used = nil
-	zs.mu.Unlock()
+	return zs.keep(zoneKey(rl), func() *zone { return newZone(rl) })
 }
 
 // newLimiter returns the limit policy of rt, if it has limits.

@@ -19,7 +19,7 @@ func limitPipeline(t *testing.T, rl *route.RateLimit, trusted string) (*Listener
 	rt := &route.Route{Match: route.Match{PathType: route.PathPrefix, Path: "/"}, Policy: &route.Policy{RateLimit: rl}, Backends: route.Single(be)}
 	p.Swap(route.NewTable([]*route.VirtualHost{route.NewVirtualHost("limit.test", []*route.Route{rt})}, nil))
 	var clock int64
-	z := p.zones.get(rl)
+	z := p.kept.zones.get(rl)
 	z.now = func() int64 { return clock }
 	opts := ListenerOptions{}
 	if trusted != "" {
@@ -247,7 +247,7 @@ func TestRateLimitAcrossSwaps(t *testing.T) {
 	if fresh := burst(); fresh < 999 {
 		t.Errorf("a new limit passed %d, want a fresh burst", fresh)
 	}
-	if n := len(p.zones.m); n != 1 {
+	if n := p.kept.zones.len(); n != 1 {
 		t.Errorf("%d zones kept, want the one in use", n)
 	}
 }

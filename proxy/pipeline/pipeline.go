@@ -46,15 +46,25 @@ type Pipeline struct {
 	metrics *observe.Metrics
 	extra   []Policy
 	table   atomic.Pointer[compiled]
-	zones   zones      // the rate limits' counts, across swaps
+	kept    kept       // what the routes' policies keep across swaps
 	swapMu  sync.Mutex // serialises Swap, never taken by requests
+}
+
+// kept is what the policies of the routes keep across table swaps: the
+// rate limits' counts, the basic auth users' verified credentials, the
+// external auth service's connections and cache.
+type kept struct {
+	zones zones
+	users userStores
+	auth  *authService
 }
 
 // New returns a pipeline serving an empty table (every request 404)
 // until the first Swap.
 func New(opts Options) *Pipeline {
 	p := &Pipeline{cluster: opts.Cluster, metrics: opts.Metrics, extra: opts.Policies}
-	p.table.Store(compile(route.Empty(), &p.zones))
+	p.kept.auth = newAuthService(opts.Metrics)
+	p.table.Store(compile(route.Empty(), &p.kept))
 	return p
 }
 
@@ -78,13 +88,13 @@ func (p *Pipeline) Swap(t *route.Table) {
 	defer p.swapMu.Unlock()
 	if pa := t.Patch(); pa != nil {
 		if cur := p.table.Load(); cur.t.ID() == pa.Base && p.cluster.SyncPatch(pa) && p.metrics.Patch(pa) {
-			p.table.Store(cur.patched(t, pa, &p.zones))
+			p.table.Store(cur.patched(t, pa, &p.kept))
 			return
 		}
 	}
 	p.cluster.Sync(t)
 	p.metrics.Sync(t)
-	p.table.Store(compile(t, &p.zones))
+	p.table.Store(compile(t, &p.kept))
 }
 
 // compiled is a table with the runtime form of its routes' policies.
@@ -94,14 +104,16 @@ type compiled struct {
 	policies map[*route.Route][]Policy
 }
 
-// compile compiles every route of t; the zones its routes do not use are
-// dropped from zs.
-func compile(t *route.Table, zs *zones) *compiled {
+// compile compiles every route of t; the zones and user stores its
+// routes do not use are dropped from k.
+func compile(t *route.Table, k *kept) *compiled {
 	c := &compiled{t: t, policies: make(map[*route.Route][]Policy)}
-	zs.begin()
-	defer zs.end()
+	k.zones.begin()
+	defer k.zones.end()
+	k.users.begin()
+	defer k.users.end()
 	for rt := range t.Routes() {
-		if pols := compileRoute(rt, zs); len(pols) > 0 {
+		if pols := compileRoute(rt, k); len(pols) > 0 {
 			c.policies[rt] = pols
 		}
 	}
@@ -111,12 +123,12 @@ func compile(t *route.Table, zs *zones) *compiled {
 // patched returns c for t, which pa made from c's table: the routes pa
 // replaced get their policies compiled again; the map is copied only when
 // one of them has any.
-func (c *compiled) patched(t *route.Table, pa *route.Patch, zs *zones) *compiled {
+func (c *compiled) patched(t *route.Table, pa *route.Patch, k *kept) *compiled {
 	out := &compiled{t: t, policies: c.policies}
 	copied := false
 	for or, nr := range pa.Routes {
 		_, had := c.policies[or]
-		pols := compileRoute(nr, zs)
+		pols := compileRoute(nr, k)
 		if !had && len(pols) == 0 {
 			continue
 		}
@@ -138,7 +150,7 @@ func (c *compiled) patched(t *route.Table, pa *route.Patch, zs *zones) *compiled
 // compileRoute returns the policies of rt in the order they apply, as
 // ingress-nginx's phases order them (reference §1.5); nil for a route
 // that has only hostDefaults.
-func compileRoute(rt *route.Route, zs *zones) []Policy {
+func compileRoute(rt *route.Route, k *kept) []Policy {
 	if hr, ok := newHostRedirect(rt); ok {
 		// from-to-www-redirect: a server of its own, nothing else runs.
 		return []Policy{hr}
@@ -161,11 +173,11 @@ func compileRoute(rt *route.Route, zs *zones) []Policy {
 	}
 	ssl := newSSLRedirect(rt)
 	pols = append(pols, ssl)
-	if l, ok := newLimiter(rt, zs); ok {
+	if l, ok := newLimiter(rt, &k.zones); ok {
 		pols = append(pols, l)
 	}
-	if sr, ok := newSourceRanges(rt); ok {
-		pols = append(pols, sr) // access: after the limits, before auth
+	if a, ok := newAccess(rt, k); ok {
+		pols = append(pols, a) // after the limits
 	}
 	if rt.Policy != nil && rt.Policy.UpstreamHost != nil {
 		pols = append(pols, upstreamHost{host: rt.Policy.UpstreamHost})

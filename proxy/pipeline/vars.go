@@ -44,8 +44,21 @@ func (x *Exchange) Expand(dst []byte, t *route.Template, groups []string) []byte
 		case route.VarMethod:
 			dst = append(dst, x.In.Method()...)
 		case route.VarHeader:
+			if p.Name == "Host" {
+				// $http_host: the Host field, which a Head holds apart.
+				dst = append(dst, x.In.Host()...)
+				break
+			}
 			v, _ := x.In.Header(p.Name)
 			dst = append(dst, v...)
+		case route.VarRemoteUser:
+			if v, n := x.In.Header("Authorization"); n == 1 {
+				if user, _, ok := basicCredentials(v); ok {
+					dst = append(dst, user...)
+				}
+			}
+		case route.VarEscapedRequestURI:
+			dst = appendEscapedComponent(dst, x.In.RequestURI())
 		case route.VarCookie:
 			v, _ := x.Cookie(p.Name)
 			dst = append(dst, v...)

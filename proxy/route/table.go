@@ -237,6 +237,15 @@ type Policy struct {
 	// SourceRanges, when set, answers 403 to the client addresses it does
 	// not allow (access.go).
 	SourceRanges *SourceRanges `json:"sourceRanges,omitempty"`
+	// BasicAuth, when set, asks for a user name and password (auth.go).
+	BasicAuth *BasicAuth `json:"basicAuth,omitempty"`
+	// ExternalAuth, when set, asks another service whether each request
+	// may go on (auth.go).
+	ExternalAuth *ExternalAuth `json:"externalAuth,omitempty"`
+	// SatisfyAny lets a request through when any of the source ranges'
+	// allow list, BasicAuth and ExternalAuth lets it (ingress-nginx's
+	// satisfy: any); false means all must (satisfy: all).
+	SatisfyAny bool `json:"satisfyAny,omitempty"`
 
 	// Redirects (redirect.go), in the order they apply.
 

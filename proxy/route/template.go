@@ -59,6 +59,14 @@ const (
 	// VarArg is $arg_<name>: the value of the first query parameter of
 	// the name (Part.Name, compared without regard to case), as sent.
 	VarArg
+	// VarEscapedRequestURI is $escaped_request_uri: $request_uri with
+	// every byte but the unreserved ones (RFC 3986 §2.3) percent-escaped,
+	// as ingress-nginx sets it for auth-signin (oauth2-proxy's documented
+	// "rd=$escaped_request_uri").
+	VarEscapedRequestURI
+	// VarRemoteUser is $remote_user: the user name of the request's
+	// Basic Authorization field, checked or not (nginx's).
+	VarRemoteUser
 	// VarCapture is $1 to $9: a capture group of the route's path
 	// expression (Part.Group); only templates parsed with captures have
 	// them.
@@ -80,17 +88,19 @@ type Part struct {
 
 // simpleVars are the variables without a name part.
 var simpleVars = map[string]VarKind{
-	"request_uri":        VarRequestURI,
-	"uri":                VarURI,
-	"document_uri":       VarURI,
-	"host":               VarHost,
-	"scheme":             VarScheme,
-	"args":               VarArgs,
-	"query_string":       VarArgs,
-	"is_args":            VarIsArgs,
-	"remote_addr":        VarRemoteAddr,
-	"binary_remote_addr": VarBinaryRemoteAddr,
-	"request_method":     VarMethod,
+	"request_uri":         VarRequestURI,
+	"uri":                 VarURI,
+	"document_uri":        VarURI,
+	"host":                VarHost,
+	"scheme":              VarScheme,
+	"args":                VarArgs,
+	"query_string":        VarArgs,
+	"is_args":             VarIsArgs,
+	"remote_addr":         VarRemoteAddr,
+	"binary_remote_addr":  VarBinaryRemoteAddr,
+	"request_method":      VarMethod,
+	"escaped_request_uri": VarEscapedRequestURI,
+	"remote_user":         VarRemoteUser,
 }
 
 // namedVars are the variable families whose name follows a prefix.
@@ -104,8 +114,8 @@ var namedVars = []struct {
 }
 
 // Variables lists the variables a Template understands, for messages.
-const Variables = "$request_uri, $uri, $host, $scheme, $args, $is_args, $remote_addr, $binary_remote_addr, " +
-	"$request_method, $http_<name>, $cookie_<name>, $arg_<name>"
+const Variables = "$request_uri, $escaped_request_uri, $uri, $host, $scheme, $args, $is_args, $remote_addr, $binary_remote_addr, " +
+	"$request_method, $remote_user, $http_<name>, $cookie_<name>, $arg_<name>"
 
 // maxTemplate is the longest template source accepted.
 const maxTemplate = 4096
