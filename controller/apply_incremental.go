@@ -25,7 +25,7 @@ type lastBuild struct {
 	at       time.Time      // Options.Now of the full build
 	objects  map[any]uint64 // every Ingress, IngressClass, Service and Secret, with the check that last saw it
 	check    uint64         // counts endpointChanges calls, so that a pointer given twice is caught
-	counts   [4]int         // how many of each, in Snapshot order
+	counts   [5]int         // how many of each, in Snapshot order
 	slices   map[*discoveryv1.EndpointSlice]sliceEntry
 	routes   int // the table's routes and backends, for the log line
 	backends int
@@ -37,8 +37,8 @@ func remember(s Snapshot, table *route.Table, problems []Problem, at time.Time) 
 		table:    table,
 		problems: problems,
 		at:       at,
-		objects:  make(map[any]uint64, len(s.Ingresses)+len(s.IngressClasses)+len(s.Services)+len(s.Secrets)),
-		counts:   [4]int{len(s.Ingresses), len(s.IngressClasses), len(s.Services), len(s.Secrets)},
+		objects:  make(map[any]uint64, len(s.Ingresses)+len(s.IngressClasses)+len(s.Services)+len(s.Secrets)+len(s.ConfigMaps)),
+		counts:   objectCounts(s),
 		slices:   make(map[*discoveryv1.EndpointSlice]sliceEntry, len(s.EndpointSlices)),
 	}
 	for _, o := range s.Ingresses {
@@ -53,12 +53,21 @@ func remember(s Snapshot, table *route.Table, problems []Problem, at time.Time) 
 	for _, o := range s.Secrets {
 		l.objects[o] = 0
 	}
+	for _, o := range s.ConfigMaps {
+		l.objects[o] = 0
+	}
 	for _, o := range s.EndpointSlices {
 		if k, ok := sliceService(o); ok {
 			l.slices[o] = sliceEntry{service: k}
 		}
 	}
 	return l
+}
+
+// objectCounts returns how many objects of each kind but EndpointSlices
+// s holds, in Snapshot order.
+func objectCounts(s Snapshot) [5]int {
+	return [5]int{len(s.Ingresses), len(s.IngressClasses), len(s.Services), len(s.Secrets), len(s.ConfigMaps)}
 }
 
 // sliceEntry is what lastBuild knows of an EndpointSlice: its Service, and
@@ -77,16 +86,16 @@ func (l *lastBuild) endpointChanges(s Snapshot, now time.Time) (changed map[type
 	if l == nil || now.Sub(l.at) >= fullBuildEvery || now.Before(l.at) {
 		return nil, false
 	}
-	if l.counts != [4]int{len(s.Ingresses), len(s.IngressClasses), len(s.Services), len(s.Secrets)} {
+	if l.counts != objectCounts(s) {
 		return nil, false
 	}
-	if len(l.objects) != l.counts[0]+l.counts[1]+l.counts[2]+l.counts[3] {
+	if len(l.objects) != l.counts[0]+l.counts[1]+l.counts[2]+l.counts[3]+l.counts[4] {
 		return nil, false // the remembered snapshot held a pointer twice
 	}
 	// Same counts, every object known and none seen twice in this check:
 	// the same objects.
 	l.check++
-	if !sameObjects(l, s.Ingresses) || !sameObjects(l, s.IngressClasses) || !sameObjects(l, s.Services) || !sameObjects(l, s.Secrets) {
+	if !sameObjects(l, s.Ingresses) || !sameObjects(l, s.IngressClasses) || !sameObjects(l, s.Services) || !sameObjects(l, s.Secrets) || !sameObjects(l, s.ConfigMaps) {
 		return nil, false
 	}
 	// A slice not remembered is new or changed; a remembered one not seen

@@ -44,6 +44,7 @@ func Build(snap Snapshot, opts Options) (*route.Table, []Problem) {
 type builder struct {
 	opts     Options
 	secrets  map[types.NamespacedName]*corev1.Secret
+	cms      map[types.NamespacedName]*corev1.ConfigMap
 	certs    map[types.NamespacedName]certResult // parsed this build
 	tls      map[string]*tlsClaim                // by normalised host
 	services map[types.NamespacedName]*corev1.Service
@@ -66,6 +67,7 @@ func newBuilder(snap Snapshot, opts Options) *builder {
 	return &builder{
 		opts:     opts,
 		secrets:  indexSecrets(snap.Secrets),
+		cms:      indexConfigMaps(snap.ConfigMaps),
 		certs:    make(map[types.NamespacedName]certResult),
 		tls:      make(map[string]*tlsClaim),
 		services: indexServices(snap.Services),

@@ -10,27 +10,35 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/postern-dev/postern/proxy/route"
 )
 
-// indexServices indexes Services by namespace and name. Of two copies of
+// indexByName indexes objects by namespace and name. Of two copies of
 // one (a folder of manifests can hold both) the same one is kept whatever
 // their order.
-func indexServices(list []*corev1.Service) map[types.NamespacedName]*corev1.Service {
-	m := make(map[types.NamespacedName]*corev1.Service, len(list))
-	for _, s := range list {
-		if s == nil {
+func indexByName[T comparable](list []T, meta func(T) *metav1.ObjectMeta) map[types.NamespacedName]T {
+	var zero T
+	m := make(map[types.NamespacedName]T, len(list))
+	for _, o := range list {
+		if o == zero {
 			continue
 		}
-		k := types.NamespacedName{Namespace: s.Namespace, Name: s.Name}
-		if cur := m[k]; cur != nil && compareCopies(&cur.ObjectMeta, &s.ObjectMeta, cur, s) <= 0 {
+		om := meta(o)
+		k := types.NamespacedName{Namespace: om.Namespace, Name: om.Name}
+		if cur, ok := m[k]; ok && compareCopies(meta(cur), om, cur, o) <= 0 {
 			continue
 		}
-		m[k] = s
+		m[k] = o
 	}
 	return m
+}
+
+// indexServices indexes Services by namespace and name (indexByName).
+func indexServices(list []*corev1.Service) map[types.NamespacedName]*corev1.Service {
+	return indexByName(list, func(s *corev1.Service) *metav1.ObjectMeta { return &s.ObjectMeta })
 }
 
 // indexEndpointSlices groups EndpointSlices by namespace and the Service

@@ -86,6 +86,8 @@ func goldenSnapshot(data []byte, strict bool) (Snapshot, error) {
 			snap.EndpointSlices = append(snap.EndpointSlices, o)
 		case *corev1.Secret:
 			snap.Secrets = append(snap.Secrets, o)
+		case *corev1.ConfigMap:
+			snap.ConfigMaps = append(snap.ConfigMaps, o)
 		default:
 			if strict {
 				return snap, fmt.Errorf("document %d: %T is not a kind a snapshot holds", i, obj)
@@ -204,6 +206,7 @@ func copySnapshot(s Snapshot) Snapshot {
 		Services:       deepCopyAll(s.Services, (*corev1.Service).DeepCopy),
 		EndpointSlices: deepCopyAll(s.EndpointSlices, (*discoveryv1.EndpointSlice).DeepCopy),
 		Secrets:        deepCopyAll(s.Secrets, (*corev1.Secret).DeepCopy),
+		ConfigMaps:     deepCopyAll(s.ConfigMaps, (*corev1.ConfigMap).DeepCopy),
 	}
 }
 
@@ -227,18 +230,21 @@ func shuffleSnapshot(s Snapshot, seed uint64) Snapshot {
 		Services:       slices.Clone(s.Services),
 		EndpointSlices: slices.Clone(s.EndpointSlices),
 		Secrets:        slices.Clone(s.Secrets),
+		ConfigMaps:     slices.Clone(s.ConfigMaps),
 	}
 	if seed == 0 {
 		slices.Reverse(c.Ingresses)
 		slices.Reverse(c.IngressClasses)
 		slices.Reverse(c.Services)
 		slices.Reverse(c.EndpointSlices)
+		slices.Reverse(c.ConfigMaps)
 		return c
 	}
 	r.Shuffle(len(c.Ingresses), func(i, j int) { c.Ingresses[i], c.Ingresses[j] = c.Ingresses[j], c.Ingresses[i] })
 	r.Shuffle(len(c.IngressClasses), func(i, j int) { c.IngressClasses[i], c.IngressClasses[j] = c.IngressClasses[j], c.IngressClasses[i] })
 	r.Shuffle(len(c.Services), func(i, j int) { c.Services[i], c.Services[j] = c.Services[j], c.Services[i] })
 	r.Shuffle(len(c.EndpointSlices), func(i, j int) { c.EndpointSlices[i], c.EndpointSlices[j] = c.EndpointSlices[j], c.EndpointSlices[i] })
+	r.Shuffle(len(c.ConfigMaps), func(i, j int) { c.ConfigMaps[i], c.ConfigMaps[j] = c.ConfigMaps[j], c.ConfigMaps[i] })
 	return c
 }
 

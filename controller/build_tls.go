@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/postern-dev/postern/proxy/route"
@@ -249,4 +250,9 @@ func (c *CertificateCache) sweep() {
 func validAt(cert *route.Certificate, now time.Time) bool {
 	leaf := cert.Cert.Leaf
 	return !now.Before(leaf.NotBefore) && !now.After(leaf.NotAfter)
+}
+
+// indexConfigMaps indexes ConfigMaps by namespace and name (indexByName).
+func indexConfigMaps(list []*corev1.ConfigMap) map[types.NamespacedName]*corev1.ConfigMap {
+	return indexByName(list, func(c *corev1.ConfigMap) *metav1.ObjectMeta { return &c.ObjectMeta })
 }

@@ -52,6 +52,7 @@ type ClusterSource struct {
 	services       []cache.GenericLister
 	endpointSlices []cache.GenericLister
 	secrets        []cache.GenericLister
+	configMaps     []cache.GenericLister
 	classes        cache.GenericLister
 	synced         []cache.InformerSynced
 	queue          workqueue.TypedRateLimitingInterface[string]
@@ -62,7 +63,7 @@ type ClusterSource struct {
 const snapshotKey = "snapshot"
 
 // NewClusterSource prepares informers for Ingresses, IngressClasses,
-// Services, EndpointSlices and TLS Secrets. Nothing is started until Run.
+// Services, EndpointSlices, TLS and Opaque Secrets and ConfigMaps. Nothing is started until Run.
 func NewClusterSource(client kubernetes.Interface, opts ClusterOptions, logger *zap.Logger) (*ClusterSource, error) {
 	if opts.HoldOff <= 0 {
 		opts.HoldOff = DefaultHoldOff
@@ -117,6 +118,7 @@ func NewClusterSource(client kubernetes.Interface, opts ClusterOptions, logger *
 			{mustGeneric(f.ForResource(discoveryv1.SchemeGroupVersion.WithResource("endpointslices"))), &s.endpointSlices},
 			{secretsOf(sf), &s.secrets},
 			{secretsOf(of), &s.secrets},
+			{mustGeneric(f.ForResource(corev1.SchemeGroupVersion.WithResource("configmaps"))), &s.configMaps},
 		} {
 			if err := s.watch(inf.gi.Informer()); err != nil {
 				return nil, err
@@ -228,6 +230,9 @@ func (s *ClusterSource) Snapshot() (Snapshot, error) {
 		return Snapshot{}, err
 	}
 	snap.Secrets = onePerName(snap.Secrets)
+	if snap.ConfigMaps, err = listAll[*corev1.ConfigMap](s.configMaps); err != nil {
+		return Snapshot{}, err
+	}
 	if snap.IngressClasses, err = listAll[*networkingv1.IngressClass]([]cache.GenericLister{s.classes}); err != nil {
 		return Snapshot{}, err
 	}

@@ -120,6 +120,9 @@ func translateIngress(b *builder, ing *networkingv1.Ingress) {
 	finishRateLimit(&t.cfg.policy, ing.Namespace+"/"+ing.Name+"/"+string(ing.UID), b.opts.LimitStatusCode)
 	errRefused := t.errorPages()
 	authRefused := t.finishAuth()
+	if key := t.customHeaders(); key != "" {
+		authRefused = append(authRefused, key)
+	}
 	var refused []string
 	if len(snippets) > 0 {
 		refused = snippets

@@ -43,8 +43,8 @@ const problemKindFile = "File"
 // ManifestSource reads a folder of manifests into Snapshots: standalone mode
 // (postern --manifests DIR). It reads every *.yaml, *.yml and *.json file
 // below the folder, skipping hidden files and folders and editors' temporary
-// files, and keeps the Ingresses, IngressClasses, Services, EndpointSlices and
-// Secrets in them. Other kinds are skipped, so it can be pointed at a real
+// files, and keeps the Ingresses, IngressClasses, Services, EndpointSlices,
+// Secrets and ConfigMaps in them. Other kinds are skipped, so it can be pointed at a real
 // manifests folder.
 //
 // A file that stops parsing keeps serving the objects last loaded from it
@@ -510,6 +510,8 @@ func (s *ManifestSource) snapshot() (Snapshot, []Problem) {
 				snap.EndpointSlices = append(snap.EndpointSlices, obj)
 			case *corev1.Secret:
 				snap.Secrets = append(snap.Secrets, obj)
+			case *corev1.ConfigMap:
+				snap.ConfigMaps = append(snap.ConfigMaps, obj)
 			}
 		}
 	}

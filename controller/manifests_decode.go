@@ -72,6 +72,7 @@ var manifestKinds = map[string]schema.GroupVersion{
 	"Service":       corev1.SchemeGroupVersion,
 	"EndpointSlice": discoveryv1.SchemeGroupVersion,
 	"Secret":        corev1.SchemeGroupVersion,
+	"ConfigMap":     corev1.SchemeGroupVersion,
 }
 
 // manifestObject is one object decoded from a manifest file.
@@ -287,6 +288,8 @@ func (d *decodedFile) accept(obj runtime.Object, gvk schema.GroupVersionKind, da
 	case *corev1.Secret:
 		kind, objMeta = "Secret", &o.ObjectMeta
 		defaultManifestSecret(o)
+	case *corev1.ConfigMap:
+		kind, objMeta = "ConfigMap", &o.ObjectMeta
 	default:
 		var namespace, name string
 		if m, err := meta.Accessor(obj); err == nil {

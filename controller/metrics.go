@@ -89,6 +89,7 @@ func (m *Metrics) built(s Snapshot, problems []Problem, d time.Duration, now tim
 		"Service":       len(s.Services),
 		"EndpointSlice": len(s.EndpointSlices),
 		"Secret":        len(s.Secrets),
+		"ConfigMap":     len(s.ConfigMaps),
 	} {
 		m.objects.WithLabelValues(kind).Set(float64(n))
 	}

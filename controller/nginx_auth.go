@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/postern-dev/postern/proxy/route"
@@ -32,8 +33,9 @@ type nginxAuth struct {
 	realm      string
 	realmSet   bool
 	external   *route.ExternalAuth
-	noGlobal   bool // enable-global-auth: "false"
-	cacheSet   bool // auth-cache-duration was given
+	noGlobal   bool   // enable-global-auth: "false"
+	setHeaders string // auth-proxy-set-headers as written
+	cacheSet   bool   // auth-cache-duration was given
 }
 
 // auth returns the authentication being read, made on first use.
@@ -230,6 +232,14 @@ func readAuthRequestRedirect(v string, n *nginxRead) error {
 	return nil
 }
 
+func readAuthProxySetHeaders(v string, n *nginxRead) error {
+	if !isObjectRef(v) {
+		return errors.New("want the name of a ConfigMap, or namespace/name")
+	}
+	n.auth().setHeaders = v
+	return nil
+}
+
 func readAuthAlwaysSetCookie(v string, n *nginxRead) error {
 	on, err := parseNginxBool(v)
 	if err == nil && on {
@@ -348,6 +358,14 @@ func (t *ingressTranslation) finishAuth() []string {
 	}
 	switch {
 	case ea != nil && ea.URL != nil:
+		if a.setHeaders != "" {
+			hs, msg := t.authProxyHeaders(a.setHeaders)
+			if msg != "" {
+				refuse("auth-proxy-set-headers", ReasonInvalidAnnotation, msg)
+				break
+			}
+			ea.Headers = hs
+		}
 		if ea.CacheKey != nil && !a.cacheSet {
 			ea.Cache = defaultCacheDuration
 		} else if ea.CacheKey == nil {
@@ -362,6 +380,59 @@ func (t *ingressTranslation) finishAuth() []string {
 		t.cfg.policy.ExternalAuth = t.b.opts.GlobalAuth
 	}
 	return refused
+}
+
+// authProxyHeaders reads the header fields of auth-proxy-set-headers'
+// ConfigMap ref, of the Ingress's namespace; it returns the Problem's
+// message of one that cannot be used.
+func (t *ingressTranslation) authProxyHeaders(ref string) (route.HeaderEdits, string) {
+	prefix := t.b.opts.annotationsPrefix()
+	cm, ns, name, msg := t.configMap(ref, "auth-proxy-set-headers", false)
+	if msg != "" {
+		return nil, msg
+	}
+	var hs route.HeaderEdits
+	for _, k := range sortedKeys(cm.Data) {
+		v := cm.Data[k]
+		if !headerNameOK.MatchString(k) || slices.Contains(forbiddenEditFields, http.CanonicalHeaderKey(k)) {
+			return nil, fmt.Sprintf("the ConfigMap %s/%s of %s/auth-proxy-set-headers has the key %s, which is not a header name Postern may set", ns, name, prefix, quoteShort(k))
+		}
+		tm, err := route.ParseTemplate(v, false)
+		if err != nil {
+			return nil, fmt.Sprintf("the ConfigMap %s/%s of %s/auth-proxy-set-headers has an invalid value for %s (%v)", ns, name, prefix, k, shortError(err))
+		}
+		hs = append(hs, route.HeaderEdit{Op: route.HeaderSet, Name: http.CanonicalHeaderKey(k), Value: tm})
+	}
+	return hs, ""
+}
+
+// configMap returns the ConfigMap ref names ("name", or "namespace/name"
+// when another namespace is allowed), for annotation; or the Problem's
+// message when it cannot be had.
+func (t *ingressTranslation) configMap(ref, annotation string, otherNamespaces bool) (cm *corev1.ConfigMap, ns, name, msg string) {
+	prefix := t.b.opts.annotationsPrefix()
+	ns, name, found := strings.Cut(ref, "/")
+	if !found {
+		ns, name = t.ing.Namespace, ref
+	}
+	if ns != t.ing.Namespace && !otherNamespaces {
+		return nil, ns, name, fmt.Sprintf("annotation %s/%s names ConfigMap %s of another namespace, which ingress-nginx does not allow either", prefix, annotation, quoteShort(ref))
+	}
+	cm = t.b.cms[types.NamespacedName{Namespace: ns, Name: name}]
+	if cm == nil {
+		return nil, ns, name, fmt.Sprintf("the ConfigMap %s/%s of annotation %s/%s is not found (Postern reads the ConfigMaps of the namespaces it watches)", ns, name, prefix, annotation)
+	}
+	return cm, ns, name, ""
+}
+
+// sortedKeys returns the keys of m in order.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }
 
 // basicAuthUsers reads the users of the basic auth's Secret. A Secret
@@ -386,12 +457,7 @@ func (t *ingressTranslation) basicAuthUsers(a *nginxAuth) (ba *route.BasicAuth, 
 	ba = &route.BasicAuth{Realm: a.realm, Source: "Secret " + ns + "/" + name}
 	var bad []string
 	if a.secretType == "auth-map" {
-		keys := make([]string, 0, len(s.Data))
-		for k := range s.Data {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		for _, k := range keys {
+		for _, k := range sortedKeys(s.Data) {
 			// ingress-nginx writes "key:value" lines: the hash ends at
 			// the first colon or line break.
 			h := string(s.Data[k])

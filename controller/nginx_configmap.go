@@ -140,7 +140,7 @@ var nginxConfigTable = []nginxConfigRow{
 	cfgRow("add-headers", NginxUnsupported, "", "global response headers are not supported", valueEmpty),
 	cfgRow("proxy-set-headers", NginxUnsupported, "", "global request headers are not supported", valueEmpty),
 	cfgRow("hide-headers", NginxUnsupported, "", "Postern does not drop backends' response headers", valueEmpty),
-	cfgRow("global-allowed-response-headers", NginxIgnored, "", "goes with the custom-headers annotation (see its row)", nil),
+	cfgRow("global-allowed-response-headers", NginxSupported, "--global-allowed-response-headers", "the only fields custom-headers ConfigMaps may set; without it Postern allows any but its own, where ingress-nginx allows none", nil),
 	cfgRow("server-tokens", NginxIgnored, "", "Postern's own answers carry no Server header", nil),
 	cfgRow("allow-backend-server-header", NginxPartial, "", "Postern passes a backend's Server header on", valueTrue),
 	cfgRow("enable-underscores-in-headers", NginxPartial, "", "Postern forwards header names with underscores, as this set to true", valueTrue),

@@ -2,6 +2,9 @@ package controller
 
 import (
 	"errors"
+	"fmt"
+	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/postern-dev/postern/proxy/route"
@@ -88,4 +91,56 @@ func readProxyCookiePath(v string, n *nginxRead) error {
 	rw := n.responseRewrite()
 	rw.CookiePathFrom, rw.CookiePathTo = from, to
 	return nil
+}
+
+// readCustomHeaders reads custom-headers: a ConfigMap of response fields,
+// resolved once the annotations are read (customHeaders).
+func readCustomHeaders(v string, n *nginxRead) error {
+	if !isObjectRef(v) {
+		return errors.New("want namespace/name of a ConfigMap")
+	}
+	n.cfg.nginx.customHeaders = v
+	return nil
+}
+
+// customHeaders adds the fields of the custom-headers ConfigMap to the
+// Ingress's response edits, set on every answer as more_set_headers does;
+// it returns the refusal of a ConfigMap that cannot be used, or "".
+func (t *ingressTranslation) customHeaders() string {
+	ref := t.cfg.nginx.customHeaders
+	if ref == "" {
+		return ""
+	}
+	prefix := t.b.opts.annotationsPrefix()
+	key := prefix + "/custom-headers"
+	refuse := func(msg string) string {
+		t.b.problem(t.src, ReasonInvalidAnnotation, msg+"; every path of this Ingress answers 503, as ingress-nginx denies it")
+		return key
+	}
+	cm, ns, name, msg := t.configMap(ref, "custom-headers", true)
+	if msg != "" {
+		return refuse(msg)
+	}
+	allowed := t.b.opts.AllowedResponseHeaders
+	var edits route.HeaderEdits
+	if p := t.cfg.policy.ResponseHeaders; p != nil {
+		edits = slices.Clone(*p)
+	}
+	for _, k := range sortedKeys(cm.Data) {
+		v := strings.TrimSpace(cm.Data[k])
+		h := http.CanonicalHeaderKey(k)
+		switch {
+		case !headerNameOK.MatchString(k) || slices.Contains(forbiddenEditFields, h):
+			return refuse(fmt.Sprintf("the ConfigMap %s/%s of %s has the key %s, which is not a header name Postern may set", ns, name, key, quoteShort(k)))
+		case v == "" || !fieldValueOK(v):
+			return refuse(fmt.Sprintf("the ConfigMap %s/%s of %s has an empty value, or one with control characters, for %s", ns, name, key, h))
+		case len(allowed) > 0 && !slices.Contains(allowed, h):
+			return refuse(fmt.Sprintf("the ConfigMap %s/%s of %s sets %s, which --global-allowed-response-headers does not list", ns, name, key, h))
+		}
+		edits = append(edits, route.HeaderEdit{Op: route.HeaderSet, Name: h, Value: route.LiteralTemplate(v)})
+	}
+	if len(edits) > 0 {
+		t.cfg.policy.ResponseHeaders = &edits
+	}
+	return ""
 }

@@ -30,6 +30,8 @@ type nginxConfig struct {
 	noIntercept    bool
 	// auth is what the authentication annotations ask for; nil: none.
 	auth *nginxAuth
+	// customHeaders is custom-headers as written: a ConfigMap.
+	customHeaders string
 }
 
 // nginxRead is the state of reading one Ingress's ingress-nginx

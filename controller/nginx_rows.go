@@ -40,7 +40,7 @@ var nginxTable = []nginxRow{
 	unsupported("ssl-passthrough", kindRouting, noteNotYet),
 	unsupported("fastcgi-index", kindRouting, "FastCGI backends are not supported"),
 	unsupported("fastcgi-params-configmap", kindRouting, "FastCGI backends are not supported"),
-	unsupported("custom-headers", kindRouting, noteNotYet),
+	partial("custom-headers", kindAccess, "a ConfigMap (namespace/name, or a name of the Ingress's namespace) of response fields set on every answer, values literal; names must be in --global-allowed-response-headers when it is set (ingress-nginx refuses every name without it); a missing ConfigMap or a name not allowed answers 503", readCustomHeaders),
 
 	// Limits, timeouts, retries.
 	partial("proxy-body-size", kindTuning, "413 past the size, 0 unlimited; without it Postern sets no limit, where ingress-nginx's default is 1m", readProxyBodySize),
@@ -129,7 +129,7 @@ var nginxTable = []nginxRow{
 	supported("auth-signin-redirect-param", kindTuning, "", readAuthSigninParam),
 	supported("auth-response-headers", kindAccess, "copied from the auth service's answer into the request forwarded; the client's fields of those names are never sent on", readAuthResponseHeaders),
 	supported("auth-request-redirect", kindAccess, "", readAuthRequestRedirect),
-	unsupported("auth-proxy-set-headers", kindAccess, noteAccessNotYet),
+	supported("auth-proxy-set-headers", kindAccess, "a ConfigMap of the Ingress's namespace: each key a field set on the auth request, nginx variables allowed; a missing ConfigMap or an invalid name answers 503", readAuthProxySetHeaders),
 	supported("auth-always-set-cookie", kindTuning, "the auth service's Set-Cookie goes with every answer; without it only with 200, 201, 204, 206, 301, 302, 303, 304, 307 and 308 ones, as nginx's add_header", readAuthAlwaysSetCookie),
 	supported("auth-cache-key", kindAccess, "answers cached per host, path and key value (nginx variables allowed), not when they set a cookie or Cache-Control forbids it; max-age wins", readAuthCacheKey),
 	supported("auth-cache-duration", kindAccess, "\"<codes|any> <time>\" items, default 200 202 401 5m", readAuthCacheDuration),

@@ -22,8 +22,11 @@ type Snapshot struct {
 	Services []*corev1.Service
 	// EndpointSlices give the addresses behind each Service.
 	EndpointSlices []*discoveryv1.EndpointSlice
-	// Secrets hold TLS certificates.
+	// Secrets hold TLS certificates, basic auth users.
 	Secrets []*corev1.Secret
+	// ConfigMaps hold what some ingress-nginx annotations name
+	// (custom-headers, auth-proxy-set-headers).
+	ConfigMaps []*corev1.ConfigMap
 }
 
 // Options are the settings Build needs from the command line.
@@ -58,6 +61,11 @@ type Options struct {
 	// that has no auth-url of its own and does not turn it off with
 	// enable-global-auth: "false" (--global-auth-url, ParseGlobalAuth).
 	GlobalAuth *route.ExternalAuth `json:"globalAuth,omitempty"`
+	// AllowedResponseHeaders, when not empty, are the only fields (in
+	// canonical form) a custom-headers ConfigMap may set
+	// (--global-allowed-response-headers, ingress-nginx's
+	// global-allowed-response-headers).
+	AllowedResponseHeaders []string `json:"allowedResponseHeaders,omitempty"`
 	// Certificates, when not nil, remembers parsed certificates across
 	// builds so that an unchanged Secret is not parsed again. It never
 	// changes what Build returns.

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"strings"
@@ -40,6 +41,7 @@ type config struct {
 	annotationsPfx  string
 	limitStatus     int
 	globalAuth      *route.ExternalAuth
+	allowedHeaders  []string
 	// The --global-auth-* flags, parsed into globalAuth by validate.
 	globalAuthURL, globalAuthMethod, globalAuthSignin, globalAuthHeaders string
 	logLevel                                                             zapcore.Level
@@ -102,6 +104,18 @@ func parseFlags(args []string, getenv func(string) string, stdout io.Writer) (*c
 	fs.StringVar(&c.globalAuthMethod, "global-auth-method", "", "with --global-auth-url: the auth request's method (default GET)")
 	fs.StringVar(&c.globalAuthSignin, "global-auth-signin", "", "with --global-auth-url: where a 401 of the auth service sends the client (302, with rd=<the original URL>)")
 	fs.StringVar(&c.globalAuthHeaders, "global-auth-response-headers", "", "with --global-auth-url: comma list of the auth service's answer fields sent on to the backends")
+	fs.Func("global-allowed-response-headers", "comma list of the only response fields a custom-headers ConfigMap may set (ingress-nginx's global-allowed-response-headers); default: any but the proxy's own", func(v string) error {
+		c.allowedHeaders = nil
+		for h := range strings.SplitSeq(v, ",") {
+			if h = strings.TrimSpace(h); h != "" {
+				if !validFieldName(h) {
+					return fmt.Errorf("%q is not a header name", h)
+				}
+				c.allowedHeaders = append(c.allowedHeaders, http.CanonicalHeaderKey(h))
+			}
+		}
+		return nil
+	})
 	fs.TextVar(&c.logLevel, "log-level", zapcore.InfoLevel, "log level: debug, info, warn, error")
 	fs.StringVar(&c.logFormat, "log-format", "json", "log format: json or console")
 	fs.BoolVar(&c.accessLog, "access-log", true, "write an access-log line per request to stdout, in --log-format; false turns it off")
@@ -285,4 +299,20 @@ func addressList(dst **pipeline.TrustedProxies) func(string) error {
 		*dst = t
 		return nil
 	}
+}
+
+// validFieldName reports whether s is a header field name (an RFC 9110
+// token).
+func validFieldName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		alnum := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+		if !alnum && strings.IndexByte("!#$%&'*+-.^_`|~", c) < 0 {
+			return false
+		}
+	}
+	return true
 }

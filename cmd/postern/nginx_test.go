@@ -71,6 +71,10 @@ func TestStandaloneNginxAnnotations(t *testing.T) {
 		nginxIngress("outside", "outside.example.com", "/", map[string]string{"allowlist-source-range": "10.0.0.0/8"}),
 		nginxIngress("denied", "denied.example.com", "/", map[string]string{"denylist-source-range": "127.0.0.1", "allowlist-source-range": "127.0.0.0/8"}),
 		nginxIngress("digest", "digest.example.com", "/", map[string]string{"auth-type": "digest", "auth-secret": "users"}),
+		nginxIngress("basic", "basic.example.com", "/", map[string]string{"auth-type": "basic", "auth-secret": "users", "auth-realm": "demo"}),
+		"apiVersion: v1\nkind: Secret\nmetadata: {name: users, namespace: demo}\ntype: Opaque\nstringData:\n  auth: \"foo:{PLAIN}bar\\n\"\n",
+		nginxIngress("headers", "headers.example.com", "/", map[string]string{"custom-headers": "demo/custom"}),
+		"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: custom, namespace: demo}\ndata:\n  X-Custom: \"42 $host\"\n",
 	}
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "app.yaml"), []byte(strings.Join(docs, "---\n")), 0o600); err != nil {
@@ -88,6 +92,8 @@ func TestStandaloneNginxAnnotations(t *testing.T) {
 		status           int
 		location, body   string
 		noBackend        bool
+		auth             string // Authorization
+		field            string // "Name: value" the response must have
 	}{
 		{name: "rewrite-target with a capture group, query kept", host: "rw.example.com", path: "/API/items?x=1", status: 200, body: "rw.example.com /items?x=1 prefix=/api"},
 		{name: "rewrite-target, the path alone", host: "rw.example.com", path: "/api", status: 200, body: "rw.example.com / prefix=/api"},
@@ -106,6 +112,9 @@ func TestStandaloneNginxAnnotations(t *testing.T) {
 		{name: "allowlist-source-range without the client", host: "outside.example.com", path: "/", status: 403, noBackend: true},
 		{name: "denylist-source-range before the allow-list", host: "denied.example.com", path: "/", status: 403, noBackend: true},
 		{name: "an access rule Postern cannot honour fails closed", host: "digest.example.com", path: "/", status: 503, noBackend: true},
+		{name: "basic auth without credentials", host: "basic.example.com", path: "/", status: 401, noBackend: true, field: `Www-Authenticate: Basic realm="demo"`},
+		{name: "basic auth with credentials", host: "basic.example.com", path: "/", status: 200, auth: "Basic Zm9vOmJhcg==", body: "basic.example.com / prefix="},
+		{name: "custom-headers, values literal", host: "headers.example.com", path: "/", status: 200, body: "headers.example.com / prefix=", field: "X-Custom: 42 $host"},
 	}
 	for _, tc := range cases {
 		before := hits.Load()
@@ -124,6 +133,9 @@ func TestStandaloneNginxAnnotations(t *testing.T) {
 		if tc.origin != "" {
 			req.Header.Set("Origin", tc.origin)
 		}
+		if tc.auth != "" {
+			req.Header.Set("Authorization", tc.auth)
+		}
 		resp, err := c.Do(req)
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
@@ -132,6 +144,9 @@ func TestStandaloneNginxAnnotations(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != tc.status || resp.Header.Get("Location") != tc.location {
 			t.Errorf("%s: %d Location %q, want %d %q", tc.name, resp.StatusCode, resp.Header.Get("Location"), tc.status, tc.location)
+		}
+		if name, v, ok := strings.Cut(tc.field, ": "); ok && resp.Header.Get(name) != v {
+			t.Errorf("%s: %s %q, want %q", tc.name, name, resp.Header.Get(name), v)
 		}
 		if got := resp.Header.Get("Access-Control-Allow-Origin"); got != tc.acao {
 			t.Errorf("%s: Access-Control-Allow-Origin %q, want %q", tc.name, got, tc.acao)

@@ -162,13 +162,14 @@ func (a *app) build(ctx context.Context) error {
 		Registry: a.reg,
 	})
 	a.applier = controller.NewApplier(controller.Options{
-		IngressClass:       cfg.ingressClass,
-		ControllerClass:    cfg.controllerClass,
-		AnnotationsPrefix:  cfg.annotationsPfx,
-		LimitStatusCode:    cfg.limitStatus,
-		GlobalAuth:         cfg.globalAuth,
-		DefaultCertificate: cfg.defaultCert,
-		ACME:               a.acme != nil,
+		IngressClass:           cfg.ingressClass,
+		ControllerClass:        cfg.controllerClass,
+		AnnotationsPrefix:      cfg.annotationsPfx,
+		LimitStatusCode:        cfg.limitStatus,
+		GlobalAuth:             cfg.globalAuth,
+		AllowedResponseHeaders: cfg.allowedHeaders,
+		DefaultCertificate:     cfg.defaultCert,
+		ACME:                   a.acme != nil,
 	}, a.swapper(), logger.Named("controller"))
 	a.applier.SetMetrics(a.controllerMetrics)
 	if a.cl != nil {

@@ -285,7 +285,7 @@ func TestExternalAuthRequest(t *testing.T) {
 	t.Parallel()
 	as := newAuthServer(t)
 	ea := extAuth(as.URL + "/ok?host=$host")
-	ea.Headers = []route.Field{{Name: "My-Custom-Header", Value: "42"}}
+	ea.Headers = route.HeaderEdits{{Op: route.HeaderSet, Name: "My-Custom-Header", Value: route.MustTemplate("42", false)}}
 	_, l := authPipeline(t, &route.Policy{ExternalAuth: ea})
 	in := &testHead{host: "auth.test", uri: "/a/b?c=d", path: "/a/b", query: "c=d", method: http.MethodPost, contentLength: 5, header: http.Header{
 		"Cookie":            {"session=1"},

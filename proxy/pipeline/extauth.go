@@ -290,7 +290,7 @@ func (e *externalAuth) request(ctx context.Context, x *Exchange) (*http.Request,
 		h.Set("X-Scheme", passScheme(x))
 	}
 	for _, f := range e.cfg.Headers {
-		h.Set(f.Name, f.Value)
+		h.Set(f.Name, x.ExpandString(f.Value, nil))
 	}
 	for _, vs := range h {
 		for _, v := range vs {

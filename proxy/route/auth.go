@@ -57,9 +57,9 @@ type ExternalAuth struct {
 	// RequestRedirect, when set, is the X-Auth-Request-Redirect sent to
 	// the auth service instead of the request URI.
 	RequestRedirect *Template `json:"requestRedirect,omitempty"`
-	// Headers are more header fields sent to the auth service
-	// (auth-proxy-set-headers), in name order.
-	Headers []Field `json:"headers,omitempty"`
+	// Headers are more header fields set on the auth request
+	// (auth-proxy-set-headers), in name order; values may use variables.
+	Headers HeaderEdits `json:"headers,omitempty"`
 	// AlwaysSetCookie sends the auth service's Set-Cookie fields to the
 	// client on every answer, not only on 2xx and 3xx ones (nginx's
 	// add_header without "always").
@@ -70,12 +70,6 @@ type ExternalAuth struct {
 	Cache    []CacheForCode `json:"cache,omitempty"`
 	// Global is set for the controller-wide auth (--global-auth-url).
 	Global bool `json:"global,omitempty"`
-}
-
-// Field is one header field.
-type Field struct {
-	Name  string `json:"name"`
-	Value string `json:"value"`
 }
 
 // CacheForCode is how long answers of the statuses Codes are cached

@@ -208,6 +208,16 @@ func isVarChar(c byte) bool {
 	return c == '_' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
 }
 
+// LiteralTemplate returns a Template of s taken as it is, '$' included
+// (ingress-nginx's custom-headers values are literal).
+func LiteralTemplate(s string) *Template {
+	t := &Template{src: s}
+	if s != "" {
+		t.parts = []Part{{Kind: VarLiteral, Text: s}}
+	}
+	return t
+}
+
 // MustTemplate is ParseTemplate for values known to be valid (tests,
 // constants); it panics on an error.
 func MustTemplate(s string, captures bool) *Template {

@@ -45,6 +45,13 @@ func TestIngressNginxAuth(t *testing.T) {
 	var authHits atomic.Int64
 	authSvc := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		authHits.Add(1)
+		if r.URL.Path == "/headers" {
+			// auth-proxy-set-headers: the ConfigMap's field, a variable expanded.
+			if r.Header.Get("My-Custom-Header") != "42" || r.Header.Get("X-Uri") != "/h?x=1" {
+				w.WriteHeader(http.StatusForbidden)
+			}
+			return
+		}
 		if r.URL.Path != "/oauth2/auth" {
 			w.WriteHeader(http.StatusNotFound)
 			return
@@ -73,7 +80,12 @@ func TestIngressNginxAuth(t *testing.T) {
 	deadAddr := dead.Addr().String()
 	dead.Close()
 
+	kubectl(t, "create", "configmap", "auth-headers", "-n", ns, "--from-literal=My-Custom-Header=42", "--from-literal=X-Uri=$request_uri")
+	kubectl(t, "create", "configmap", "custom-headers", "-n", ns, "--from-literal=X-Frame-Options=DENY")
 	apply(t, service(ns, "app", "192.0.2.181")+
+		annotated(ingress(ns, "headers", ns, "headers.auth.example.com", "/=app"),
+			`"`+nginx+`auth-url": "http://`+l.Addr().String()+`/headers"`,
+			nginx+"auth-proxy-set-headers: "+ns+"/auth-headers", nginx+"custom-headers: "+ns+"/custom-headers")+
 		annotated(ingress(ns, "basic", ns, "basic.auth.example.com", "/=app"),
 			nginx+"auth-type: basic", nginx+"auth-secret: basic-auth", `"`+nginx+`auth-realm": "Authentication Required - foo"`)+
 		annotated(ingress(ns, "oauth2", ns, "app.auth.example.com", "/=app"),
@@ -176,6 +188,10 @@ func TestIngressNginxAuth(t *testing.T) {
 		t.Errorf("satisfy any, neither: %d", resp.StatusCode)
 	}
 
+	// ConfigMaps: fields sent to the auth service, and on every answer.
+	if resp, _ := send("headers.auth.example.com", "/h?x=1", nil); resp.StatusCode != http.StatusOK || resp.Header.Get("X-Frame-Options") != "DENY" {
+		t.Errorf("auth-proxy-set-headers and custom-headers: %d, X-Frame-Options %q", resp.StatusCode, resp.Header.Get("X-Frame-Options"))
+	}
 	p.expect(t, "missing.auth.example.com", "/", 503, "")
 	p.expect(t, "down.auth.example.com", "/", 500, "")
 	eventually(t, 20*time.Second, func() error {

@@ -103,7 +103,7 @@ watch (they never get), the leader writes Ingress status and posts Events
 */}}
 {{- define "postern.watchRules" -}}
 - apiGroups: [""]
-  resources: [services, secrets]
+  resources: [services, secrets, configmaps]
   verbs: [list, watch]
 - apiGroups: [discovery.k8s.io]
   resources: [endpointslices]

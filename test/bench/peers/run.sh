@@ -17,6 +17,13 @@
 #	               gets a Set-Cookie, the costly case) and a canary Ingress by
 #	               header and weight 10 (postern-canary.yaml.tmpl): the
 #	               migrated ingress-nginx route, beside a plain one
+#	postern-basic  the route carries ingress-nginx's basic auth (auth-type:
+#	               basic, a bcrypt user in a Secret, postern-users.yaml.tmpl)
+#	               and every request sends that user's credentials: a
+#	               logged-in client, whose check Postern remembers
+#	postern-authurl  the route carries ingress-nginx's auth-url, the first
+#	               backend (any path answers 200) as the auth service: one
+#	               auth request on loopback before each request
 #	postern-base   bin/postern built at POSTERN_BASELINE=<git rev> (cached as
 #	               bin/postern-base-<commit>): the same run before and after
 #	               a change
@@ -36,7 +43,8 @@
 #
 #	DURATION=10s  REPEATS=3   each run's length, and runs per peer and scenario
 #	QUICK=1       2 s runs, 1 repeat, no warm-up: for development
-#	PEERS="nginx haproxy caddy traefik postern postern-limit postern-nginx", and
+#	PEERS="nginx haproxy caddy traefik postern postern-limit postern-nginx
+#	              postern-basic postern-authurl", and
 #	              postern-base when POSTERN_BASELINE is set
 #	POSTERN_BASELINE=<git rev>   build that revision for postern-base
 #	SCENARIOS="http1 https1 h2 handshake"
@@ -61,7 +69,7 @@ WARMUP="${WARMUP:-1s}"
 CONNECTIONS="${CONNECTIONS:-50}"
 H2_STREAMS="${H2_STREAMS:-10}"
 POSTERN_BASELINE="${POSTERN_BASELINE:-}"
-default_peers="nginx haproxy caddy traefik postern postern-limit postern-nginx"
+default_peers="nginx haproxy caddy traefik postern postern-limit postern-nginx postern-basic postern-authurl"
 [[ -n "$POSTERN_BASELINE" ]] && default_peers+=" postern-base"
 PEERS="${PEERS:-$default_peers}"
 SCENARIOS="${SCENARIOS:-http1 https1 h2 handshake}"
@@ -76,7 +84,7 @@ RESULTS="${RESULTS:-bin/bench-results/$(date +%Y%m%d-%H%M%S)}"
 HOST=bench.example.com
 BACKEND_PORT=17000
 BACKEND_IPS=(127.0.0.11 127.0.0.12 127.0.0.13)
-ALL_PEERS=(nginx haproxy caddy traefik postern postern-limit postern-base postern-nginx) # also fixes each peer's ports: append new ones
+ALL_PEERS=(nginx haproxy caddy traefik postern postern-limit postern-base postern-nginx postern-basic postern-authurl) # also fixes each peer's ports: append new ones
 
 # extra_annotation is the annotation lines a Postern peer's Ingress
 # carries beyond postern.yaml.tmpl's (lines joined by "\n    ").
@@ -84,7 +92,12 @@ nginx_annotations='nginx.ingress.kubernetes.io/ssl-redirect: "false"'
 for a in 'rewrite-target: /bench$request_uri' 'enable-cors: "true"' 'affinity: cookie' 'session-cookie-path: /'; do
 	nginx_annotations+="\\n    nginx.ingress.kubernetes.io/$a"
 done
-declare -A extra_annotation=([postern-limit]="postern.dev/max-body-size: 8m" [postern-nginx]="$nginx_annotations")
+declare -A extra_annotation=([postern-limit]="postern.dev/max-body-size: 8m" [postern-nginx]="$nginx_annotations"
+	[postern-basic]='nginx.ingress.kubernetes.io/auth-type: basic\n    nginx.ingress.kubernetes.io/auth-secret: bench-users'
+	[postern-authurl]="nginx.ingress.kubernetes.io/auth-url: http://${BACKEND_IPS[0]}:$BACKEND_PORT/auth")
+# peer_header is a header field every request to the peer carries (the
+# load generators' and the checks'): postern-basic's credentials.
+declare -A peer_header=([postern-basic]="Authorization: Basic $(printf bench:bench | base64)")
 
 say() { printf '%s\n' "$*"; }
 die() {
@@ -417,12 +430,13 @@ start_peer() {
 		start_server "$log" env GOMAXPROCS=1 "$traefik_bin" --configfile="$run/traefik.yml"
 		peer_version[$p]="traefik/$TRAEFIK_VERSION"
 		;;
-	postern | postern-limit | postern-nginx | postern-base)
+	postern | postern-limit | postern-nginx | postern-base | postern-basic | postern-authurl)
 		local bin=bin/postern
 		[[ "$p" == postern-base ]] && bin="$base_bin"
 		mkdir -p "$run/$p"
 		render postern.yaml.tmpl "$run/$p/bench.yaml" "$p"
 		[[ "$p" != postern-nginx ]] || render postern-canary.yaml.tmpl "$run/$p/canary.yaml" "$p"
+		[[ "$p" != postern-basic ]] || render postern-users.yaml.tmpl "$run/$p/users.yaml" "$p"
 		local flags=(--manifests "$run/$p" --http-addr "127.0.0.1:$(port "$p" 1)"
 			--https-addr "127.0.0.1:$(port "$p" 2)" --metrics-addr "127.0.0.1:$(port "$p" 3)" --log-level warn)
 		local help
@@ -444,6 +458,7 @@ fetch() {
 	local scheme="$1" p="$2" port
 	shift 2
 	port="$(port "$p" "$([[ "$scheme" == https ]] && echo 2 || echo 1)")"
+	[[ -z "${peer_header[$p]:-}" ]] || set -- -H "${peer_header[$p]}" "$@"
 	curl -sS --max-time 5 --cacert "$run/cert.pem" --resolve "$HOST:$port:127.0.0.1" \
 		-o "$run/body" -w '%{http_code} %{http_version}' "$@" "$scheme://$HOST:$port/" 2>/dev/null || true
 }
@@ -492,6 +507,13 @@ check() {
 	esac
 	[[ "$p" != postern-limit ]] || grep -Eqs '"maxBodySize": [1-9]' "$RESULTS/$p-routes.json" ||
 		die "check $p: its route has no body limit in /debug/routes on $(port "$p" 3)"
+	if [[ "$p" == postern-basic ]]; then
+		grep -qs '"basicAuth"' "$RESULTS/$p-routes.json" || die "check $p: its route has no basicAuth in /debug/routes"
+		[[ "$(curl -sS --max-time 5 -o /dev/null -w '%{http_code}' --resolve "$HOST:$(port "$p" 1):127.0.0.1" "http://$HOST:$(port "$p" 1)/")" == 401 ]] ||
+			die "check $p: a request without credentials was not answered 401"
+	fi
+	[[ "$p" != postern-authurl ]] || grep -qs '"externalAuth"' "$RESULTS/$p-routes.json" ||
+		die "check $p: its route has no externalAuth in /debug/routes"
 	if [[ "$p" == postern-nginx ]]; then
 		for want in '"rewrite"' '"cors"' '"affinity"' '"canary"'; do
 			grep -qs "$want" "$RESULTS/$p-routes.json" ||
@@ -520,13 +542,18 @@ unit_us() {
 load() {
 	local s="$1" p="$2" secs="$3" out="$4" url
 	local wrk=(timeout $((secs + 60)) taskset -c "$LOAD_CPU" wrk -t1 "-c$CONNECTIONS" "-d${secs}s" --timeout 5s --latency -s "$here/resolve.lua")
+	local h2=()
+	if [[ -n "${peer_header[$p]:-}" ]]; then
+		wrk+=(-H "${peer_header[$p]}")
+		h2+=(-H "${peer_header[$p]}")
+	fi
 	case "$s" in
 	http1) "${wrk[@]}" "http://$HOST:$(port "$p" 1)/" >"$out" 2>&1 ;;
 	https1) "${wrk[@]}" "https://$HOST:$(port "$p" 2)/" >"$out" 2>&1 ;;
 	handshake) "${wrk[@]}" -H 'Connection: close' "https://$HOST:$(port "$p" 2)/" >"$out" 2>&1 ;;
 	h2)
 		url="https://$HOST:$(port "$p" 2)/"
-		timeout $((secs + 60)) taskset -c "$LOAD_CPU" h2load -t1 "-c$CONNECTIONS" "-m$H2_STREAMS" -D "$secs" \
+		timeout $((secs + 60)) taskset -c "$LOAD_CPU" h2load -t1 "-c$CONNECTIONS" "-m$H2_STREAMS" -D "$secs" "${h2[@]}" \
 			--connect-to="127.0.0.1:$(port "$p" 2)" --log-file="$out.log" "$url" >"$out" 2>&1
 		;;
 	esac
