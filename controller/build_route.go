@@ -125,7 +125,15 @@ func (b *builder) table() *route.Table {
 	slices.Sort(names)
 	vhosts := make([]*route.VirtualHost, 0, len(names))
 	for _, h := range names {
-		vhosts = append(vhosts, route.NewVirtualHost(h, b.hosts[h].routes))
+		vh := route.NewVirtualHost(h, b.hosts[h].routes)
+		for _, r := range vh.Routes {
+			if r.Policy != nil && r.Policy.ClientAuth != nil {
+				// The handshake asks for what the host's routes check.
+				vh.ClientAuth = r.Policy.ClientAuth
+				break
+			}
+		}
+		vhosts = append(vhosts, vh)
 	}
 	return route.NewTable(vhosts, b.def)
 }

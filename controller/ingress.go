@@ -29,6 +29,7 @@ func addIngresses(b *builder, snap Snapshot, opts Options) {
 	cls := newClassifier(snap.IngressClasses, opts)
 	ours := ourIngresses(b, snap.Ingresses, cls)
 	b.nginx = nginxHostsOf(ours, opts.annotationsPrefix())
+	b.nginx.clientAuth = clientAuthHosts(b, ours, opts.annotationsPrefix())
 	for _, ing := range ours {
 		translateIngress(b, ing)
 	}
@@ -207,14 +208,23 @@ func (t *ingressTranslation) addPath(host, ruleHost string, p *networkingv1.HTTP
 	if root := t.b.nginx.appRoot[ruleHost]; root != "" {
 		policy = withAppRoot(policy, root)
 	}
+	hostRefused := ""
+	if hc := t.b.nginx.clientAuth[ruleHost]; hc != nil {
+		if hostRefused = hc.refused; hostRefused == "" {
+			policy = withClientAuth(policy, hc.ca)
+		}
+	}
 	if policy != nil && policy.Affinity != nil && policy.Affinity.CookiePath == "" && rp.pathType == route.PathRegex && !t.warnedCookiePath {
 		t.warnedCookiePath = true
 		t.b.problem(t.src, ReasonInvalidAnnotation, fmt.Sprintf("%s is a regex path: its affinity cookie gets the path as written, which browsers take literally; set session-cookie-path, as ingress-nginx asks with use-regex", desc))
 	}
 	policy = withCookiePath(policy, p.Path)
 	c := routeClaim{src: t.src, host: host, pathType: rp.pathType, path: rp.path, shownPath: rp.shown, declaredType: rp.declared, policy: policy,
-		settings: t.cfg.backend, refused: t.refused != "" || rp.reason != "", errBackend: t.errBackend}
+		settings: t.cfg.backend, refused: t.refused != "" || rp.reason != "" || hostRefused != "", errBackend: t.errBackend}
 	t.b.claimRoute(c, func() *route.Backend {
+		if hostRefused != "" && t.refused == "" {
+			return t.b.unavailableBackend(t.ing.Namespace, "("+t.ing.Name+": refused)", hostRefused)
+		}
 		if rp.reason != "" {
 			return t.b.unavailableBackend(t.ing.Namespace, "("+t.ing.Name+": invalid regex)", "invalid regex path")
 		}

@@ -177,6 +177,9 @@ type nginxHosts struct {
 	// toWWW are the hosts with from-to-www-redirect, in the order of
 	// their Ingresses, each with the Ingress that asked first.
 	toWWW []wwwRedirect
+	// clientAuth is the client certificate authentication of a host, the
+	// oldest Ingress's with auth-tls-secret (nginx_authtls.go).
+	clientAuth map[string]*hostClientAuth
 }
 
 // wwwRedirect is a host with from-to-www-redirect.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"io"
 	"net"
@@ -65,6 +66,7 @@ type h1ClientConn struct {
 	// secure is set on a TLS connection (ServeTLS), serverName is its SNI.
 	secure     bool
 	serverName string
+	peerCerts  []*x509.Certificate // the client's certificates, on TLS
 
 	br     *bufio.Reader
 	bw     *bufio.Writer
@@ -221,7 +223,7 @@ func (e *h1Engine) decide(ex *h1Exchange) bool {
 	x.Reset()
 	x.In = &cc.in
 	x.Remote, x.PeerIP, x.Peer = cc.remote, cc.ip, cc.peer
-	x.ServerName, x.Secure = cc.serverName, cc.secure
+	x.ServerName, x.Secure, x.PeerCertificates = cc.serverName, cc.secure, cc.peerCerts
 	x.Proto, x.ProtoMajor = "HTTP/1.1", 1
 	x.Caps = pipeline.CapH1
 	e.l.Decide(x)

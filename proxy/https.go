@@ -195,7 +195,7 @@ func (l *tlsListener) handshake(raw net.Conn) {
 		// HTTP/1.1: the fast path serves it on this goroutine, and hands
 		// it (with what it read) to net/http when it meets a request it
 		// does not take.
-		l.fast.serve(&h1ClientConn{Conn: tc, secure: true, serverName: state.ServerName,
+		l.fast.serve(&h1ClientConn{Conn: tc, secure: true, serverName: state.ServerName, peerCerts: state.PeerCertificates,
 			handoff: func(rc net.Conn) { l.hand(&tlsConn{conn: newConn(rc, l.onClose), tc: tc}) }})
 		return
 	}

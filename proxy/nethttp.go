@@ -37,7 +37,7 @@ func (a netHTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		x.PeerIP = ip
 	}
 	if r.TLS != nil {
-		x.Secure, x.ServerName = true, r.TLS.ServerName
+		x.Secure, x.ServerName, x.PeerCertificates = true, r.TLS.ServerName, r.TLS.PeerCertificates
 	}
 	x.Proto, x.ProtoMajor = r.Proto, r.ProtoMajor
 	a.l.Decide(x)

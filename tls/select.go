@@ -49,6 +49,12 @@ func (s *Store) Covers(serverName, host string) bool {
 	if h == sn {
 		return true
 	}
+	if t := s.table(); t != nil && t.ClientAuth(h) != t.ClientAuth(sn) {
+		// The connection's handshake asked for the client certificate
+		// of another host's authorities, or for none: the client must
+		// connect anew for this host.
+		return false
+	}
 	return sameCert(s.pick(sn), s.pick(h))
 }
 

@@ -136,6 +136,9 @@ func (s *Store) ServerConfig() *stdtls.Config {
 		NextProtos:     protos,
 		GetCertificate: s.GetCertificate,
 	}
+	cfg.GetConfigForClient = func(hello *stdtls.ClientHelloInfo) (*stdtls.Config, error) {
+		return s.configForClient(cfg, hello), nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.keys) == 0 {
@@ -144,6 +147,31 @@ func (s *Store) ServerConfig() *stdtls.Config {
 	cfg.SetSessionTicketKeys(s.keys)
 	s.configs = append(s.configs, cfg)
 	return cfg
+}
+
+// configForClient returns the configuration of a handshake whose server
+// name is a host with client certificate authentication (ingress-nginx's
+// auth-tls-secret): base asking for a certificate, the host's authorities
+// named in the request, the check left to the request (nginx answers a
+// bad certificate with a 400, not a failed handshake). For every other
+// host it returns nil: base as it is, no certificate asked for (a
+// browser would prompt its user for one).
+func (s *Store) configForClient(base *stdtls.Config, hello *stdtls.ClientHelloInfo) *stdtls.Config {
+	t := s.table()
+	if t == nil || hello.ServerName == "" {
+		return nil
+	}
+	ca := t.ClientAuth(hello.ServerName)
+	if !ca.Asks() {
+		return nil
+	}
+	c := base.Clone()
+	c.GetConfigForClient = nil
+	c.ClientAuth = stdtls.RequestClientCert
+	if ca.Verify != route.VerifyOptionalNoCA {
+		c.ClientCAs = ca.Pool
+	}
+	return c
 }
 
 // Run rotates the session-ticket keys of every Config ServerConfig returned,

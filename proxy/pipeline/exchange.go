@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"crypto/x509"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -31,6 +32,9 @@ type Exchange struct {
 	// ServerName is the TLS server name (SNI) of a connection of a secure
 	// listener.
 	ServerName string
+	// PeerCertificates are the certificates a TLS client sent, its own
+	// first; none when it sent none (or asked for none).
+	PeerCertificates []*x509.Certificate
 	// Proto is the protocol as the access log names it ("HTTP/1.1",
 	// "HTTP/2.0"); ProtoMajor its major version.
 	Proto      string
@@ -98,6 +102,9 @@ type Exchange struct {
 
 	table *route.Table   // the table Decide loaded
 	https *httpsRedirect // the plain listener's redirect to HTTPS; nil on TLS
+	// plainNoCert is set on a plain HTTP request of a host that wants a
+	// client certificate, until the redirect to HTTPS answers it.
+	plainNoCert bool
 	// viaHTTPS is set when a trusted proxy said, in X-Forwarded-Proto,
 	// that the client reached it over HTTPS.
 	viaHTTPS bool

@@ -289,6 +289,14 @@ func (e *externalAuth) request(ctx context.Context, x *Exchange) (*http.Request,
 		h.Set("X-Original-Uri", x.In.RequestURI())
 		h.Set("X-Scheme", passScheme(x))
 	}
+	for _, f := range clientFields {
+		// The client certificate's result, never what a client sent.
+		if v := lastSet(&x.Req, f); v != "" {
+			h.Set(f, v)
+		} else {
+			h.Del(f)
+		}
+	}
 	for _, f := range e.cfg.Headers {
 		h.Set(f.Name, x.ExpandString(f.Value, nil))
 	}

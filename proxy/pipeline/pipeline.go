@@ -156,6 +156,10 @@ func compileRoute(rt *route.Route, k *kept) []Policy {
 		return []Policy{hr}
 	}
 	var pols []Policy
+	cc, hasCC := newClientCert(rt)
+	if hasCC {
+		pols = append(pols, cc) // nginx checks it before anything else
+	}
 	if he, ok := newHeaderEdits(rt); ok {
 		pols = append(pols, he)
 	}
@@ -173,6 +177,9 @@ func compileRoute(rt *route.Route, k *kept) []Policy {
 	}
 	ssl := newSSLRedirect(rt)
 	pols = append(pols, ssl)
+	if hasCC {
+		pols = append(pols, clientCertPlain{cc})
+	}
 	if l, ok := newLimiter(rt, &k.zones); ok {
 		pols = append(pols, l)
 	}

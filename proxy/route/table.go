@@ -242,6 +242,9 @@ type Policy struct {
 	// ExternalAuth, when set, asks another service whether each request
 	// may go on (auth.go).
 	ExternalAuth *ExternalAuth `json:"externalAuth,omitempty"`
+	// ClientAuth, when set, checks the client certificate of each
+	// request (clientauth.go); every route of a host has the same.
+	ClientAuth *ClientAuth `json:"clientAuth,omitempty"`
 	// SatisfyAny lets a request through when any of the source ranges'
 	// allow list, BasicAuth and ExternalAuth lets it (ingress-nginx's
 	// satisfy: any); false means all must (satisfy: all).
@@ -297,6 +300,9 @@ type VirtualHost struct {
 	// equal length, then by path; routes of one path by precedence (see
 	// Match.Conditions).
 	Routes []*Route `json:"routes"`
+	// ClientAuth, when set, is the host's client certificate
+	// authentication (clientauth.go); its routes carry it too.
+	ClientAuth *ClientAuth `json:"clientAuth,omitempty"`
 
 	exact  map[string][]*Route // Exact routes by path, in precedence order
 	prefix map[string][]*Route // Prefix routes by normalised path, likewise
