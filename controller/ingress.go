@@ -124,6 +124,9 @@ func translateIngress(b *builder, ing *networkingv1.Ingress) {
 	if key := t.customHeaders(); key != "" {
 		authRefused = append(authRefused, key)
 	}
+	if key := t.finishProxySSL(); key != "" {
+		authRefused = append(authRefused, key)
+	}
 	var refused []string
 	if len(snippets) > 0 {
 		refused = snippets

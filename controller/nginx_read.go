@@ -32,6 +32,8 @@ type nginxConfig struct {
 	auth *nginxAuth
 	// customHeaders is custom-headers as written: a ConfigMap.
 	customHeaders string
+	// proxySSL is what the proxy-ssl-* annotations ask for; nil: none.
+	proxySSL *nginxProxySSL
 }
 
 // nginxRead is the state of reading one Ingress's ingress-nginx

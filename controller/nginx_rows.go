@@ -149,13 +149,13 @@ var nginxTable = []nginxRow{
 	unsupported("modsecurity-transaction-id", kindAccess, "Postern has no WAF"),
 
 	// Backend TLS.
-	unsupported("proxy-ssl-secret", kindAccess, noteAccessNotYet),
-	unsupported("proxy-ssl-verify", kindAccess, noteAccessNotYet),
-	unsupported("proxy-ssl-verify-depth", kindAccess, noteAccessNotYet),
-	unsupported("proxy-ssl-name", kindAccess, noteAccessNotYet),
-	unsupported("proxy-ssl-server-name", kindAccess, noteAccessNotYet),
+	supported("proxy-ssl-secret", kindAccess, "a Secret of the Ingress's namespace: tls.crt and tls.key, the client certificate presented to HTTPS and GRPCS backends, and ca.crt for proxy-ssl-verify; a missing or unusable Secret answers 503", readProxySSLSecret),
+	supported("proxy-ssl-verify", kindAccess, "on: the endpoints' certificates are checked against ca.crt for proxy-ssl-name (upstream_balancer without it, as in nginx: set it); off (the default): not checked, as in ingress-nginx", readProxySSLVerify),
+	supported("proxy-ssl-verify-depth", kindTuning, "", readProxySSLVerifyDepth),
+	supported("proxy-ssl-name", kindAccess, "", readProxySSLName),
+	supported("proxy-ssl-server-name", kindTuning, "on: proxy-ssl-name sent as SNI", readProxySSLServerName),
 	ignored("proxy-ssl-ciphers", "Go's TLS defaults"),
-	ignored("proxy-ssl-protocols", "Go's TLS defaults (TLS 1.2 and 1.3)"),
+	partial("proxy-ssl-protocols", kindTuning, "TLSv1.2 and TLSv1.3 (the others are not spoken); without it both", readProxySSLProtocols),
 	ignored("ssl-ciphers", "Go's TLS defaults"),
 	ignored("ssl-prefer-server-ciphers", "Go's TLS defaults"),
 

@@ -173,11 +173,12 @@ type poolTransport struct{ c *upstream.Cluster }
 func (t poolTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	st := stateOf(req)
 	kind, settings := upstream.KindH1, t.c.Defaults()
+	var bt *route.BackendTLS
 	if st != nil {
-		kind, settings = upstream.KindOf(st.x.Backend.Protocol), st.x.Settings
+		kind, settings, bt = upstream.KindOf(st.x.Backend.Protocol), st.x.Settings, st.x.Backend.TLS
 	}
 	ep := t.c.Pools(req.URL.Host)
-	tr := ep.Transport(kind, settings)
+	tr := ep.Transport(kind, settings, bt)
 	ep.Begin()
 	resp, err := tr.RoundTrip(req)
 	if err != nil || st == nil {

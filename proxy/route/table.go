@@ -93,6 +93,10 @@ type Backend struct {
 	// ClusterIP (ingress-nginx's service-upstream), for kube-proxy to
 	// balance; the Service's EndpointSlices do not change it.
 	ServiceUpstream bool `json:"serviceUpstream,omitempty"`
+	// TLS, when set, is how the proxy speaks TLS to the endpoints of an
+	// HTTPS or GRPCS backend (ingress-nginx's proxy-ssl-*); nil: TLS
+	// without verification, SNI or client certificate.
+	TLS *BackendTLS `json:"tls,omitempty"`
 }
 
 // Duration is a time.Duration that a table renders as text ("1m30s")

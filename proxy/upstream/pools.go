@@ -3,6 +3,9 @@ package upstream
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
 	"maps"
 	"net"
 	"net/http"
@@ -63,6 +66,7 @@ type pool struct {
 type poolKey struct {
 	kind             Kind
 	connect, respHdr time.Duration
+	tls              string // route.BackendTLS.ID; "": the default TLS
 }
 
 // Kind is how a connection speaks to its endpoint.
@@ -200,10 +204,15 @@ func (ep *Pools) End() {
 // connection that comes back from a request is closed, not kept.
 func (ep *Pools) Removed() bool { return ep.removed.Load() }
 
-// Transport returns the transport for requests of kind k with settings s,
-// making it on first use.
-func (ep *Pools) Transport(k Kind, s Settings) *http.Transport {
+// Transport returns the transport for requests of kind k with settings s
+// and, for a TLS kind, bt (nil: the default TLS), making it on first use.
+func (ep *Pools) Transport(k Kind, s Settings, bt *route.BackendTLS) *http.Transport {
 	key := poolKey{kind: k, connect: s.ConnectTimeout, respHdr: s.ReadTimeout}
+	if bt != nil && (k == KindH1TLS || k == KindH2TLS) {
+		key.tls = bt.ID
+	} else {
+		bt = nil
+	}
 	if l := ep.list.Load(); l != nil {
 		for i := range *l {
 			if (*l)[i].key == key {
@@ -222,7 +231,7 @@ func (ep *Pools) Transport(k Kind, s Settings) *http.Transport {
 			}
 		}
 	}
-	l := append(slices.Clip(old), pool{key: key, tr: newTransport(key, ep.perHost)})
+	l := append(slices.Clip(old), pool{key: key, tr: newTransport(key, bt, ep.perHost)})
 	ep.list.Store(&l)
 	return l[len(l)-1].tr
 }
@@ -237,8 +246,8 @@ func (ep *Pools) closeIdle() {
 }
 
 // newTransport returns an *http.Transport for one endpoint with the
-// settings of k, tuned for a proxy.
-func newTransport(k poolKey, perHost int) *http.Transport {
+// settings of k and bt (nil: the default TLS), tuned for a proxy.
+func newTransport(k poolKey, bt *route.BackendTLS, perHost int) *http.Transport {
 	var protocols http.Protocols
 	switch k.kind {
 	case KindH1, KindH1TLS:
@@ -281,8 +290,53 @@ func newTransport(k poolKey, perHost int) *http.Transport {
 			MinVersion:         tls.VersionTLS12,
 			ClientSessionCache: tls.NewLRUClientSessionCache(0),
 		}
+		if bt != nil {
+			backendTLS(tr.TLSClientConfig, bt)
+		}
 	}
 	return tr
+}
+
+// backendTLS applies bt to c: versions, the client certificate, SNI, and
+// the endpoint's certificate verified by VerifyConnection (the name and
+// depth as nginx's proxy_ssl_name and proxy_ssl_verify_depth have them).
+func backendTLS(c *tls.Config, bt *route.BackendTLS) {
+	if bt.MinVersion != 0 {
+		c.MinVersion = bt.MinVersion
+	}
+	c.MaxVersion = bt.MaxVersion
+	if bt.ClientCertificate != nil {
+		c.Certificates = []tls.Certificate{*bt.ClientCertificate}
+	}
+	if bt.SNI {
+		c.ServerName = bt.ServerName
+	}
+	if !bt.Verify {
+		return
+	}
+	name, depth, roots := bt.ServerName, max(bt.Depth, 1), bt.RootCAs
+	if name == "" {
+		name = "upstream_balancer"
+	}
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return errors.New("backend TLS: the endpoint sent no certificate")
+		}
+		inter := x509.NewCertPool()
+		for _, cert := range cs.PeerCertificates[1:] {
+			inter.AddCert(cert)
+		}
+		chains, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{DNSName: name, Roots: roots, Intermediates: inter})
+		if err != nil {
+			return fmt.Errorf("backend TLS: %w", err)
+		}
+		for _, ch := range chains {
+			if len(ch)-1 <= depth {
+				return nil
+			}
+		}
+		return fmt.Errorf("backend TLS: the endpoint's certificate chain is longer than proxy-ssl-verify-depth %d", depth)
+	}
 }
 
 // idleConnTimeout is how long an idle connection to an endpoint is kept,
