@@ -126,6 +126,7 @@ func (b *builder) table() *route.Table {
 	vhosts := make([]*route.VirtualHost, 0, len(names))
 	for _, h := range names {
 		vh := route.NewVirtualHost(h, b.hosts[h].routes)
+		vh.Passthrough = b.opts.SSLPassthrough && b.nginx.passthrough[h]
 		for _, r := range vh.Routes {
 			if r.Policy != nil && r.Policy.ClientAuth != nil {
 				// The handshake asks for what the host's routes check.

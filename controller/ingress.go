@@ -124,6 +124,9 @@ func translateIngress(b *builder, ing *networkingv1.Ingress) {
 	if key := t.customHeaders(); key != "" {
 		authRefused = append(authRefused, key)
 	}
+	if t.cfg.nginx.passthrough && !b.opts.SSLPassthrough {
+		b.problem(t.src, ReasonInvalidAnnotation, fmt.Sprintf("annotation %s/ssl-passthrough needs postern --enable-ssl-passthrough, as ingress-nginx's flag; without it the hosts' TLS is terminated here, as ingress-nginx does", prefix))
+	}
 	if key := t.finishProxySSL(); key != "" {
 		authRefused = append(authRefused, key)
 	}

@@ -34,6 +34,8 @@ type nginxConfig struct {
 	customHeaders string
 	// proxySSL is what the proxy-ssl-* annotations ask for; nil: none.
 	proxySSL *nginxProxySSL
+	// passthrough is ssl-passthrough: "true".
+	passthrough bool
 }
 
 // nginxRead is the state of reading one Ingress's ingress-nginx
@@ -367,4 +369,10 @@ func entryText(item string) string {
 		return q
 	}
 	return "an entry"
+}
+
+func readSSLPassthrough(v string, n *nginxRead) error {
+	on, err := parseNginxBool(v)
+	n.cfg.nginx.passthrough = on
+	return err
 }

@@ -180,6 +180,8 @@ type nginxHosts struct {
 	// clientAuth is the client certificate authentication of a host, the
 	// oldest Ingress's with auth-tls-secret (nginx_authtls.go).
 	clientAuth map[string]*hostClientAuth
+	// passthrough are the hosts of an Ingress with ssl-passthrough.
+	passthrough map[string]bool
 }
 
 // wwwRedirect is a host with from-to-www-redirect.
@@ -191,7 +193,7 @@ type wwwRedirect struct {
 // nginxHostsOf reads the per-host annotations of ings (oldest first)
 // under prefix.
 func nginxHostsOf(ings []*networkingv1.Ingress, prefix string) nginxHosts {
-	h := nginxHosts{regex: make(map[string]bool), rules: make(map[string]bool), appRoot: make(map[string]string)}
+	h := nginxHosts{regex: make(map[string]bool), rules: make(map[string]bool), appRoot: make(map[string]string), passthrough: make(map[string]bool)}
 	www := make(map[string]bool)
 	for _, ing := range ings {
 		ann := func(name string) string { return strings.TrimSpace(ing.Annotations[prefix+"/"+name]) }
@@ -205,6 +207,7 @@ func nginxHostsOf(ings []*networkingv1.Ingress, prefix string) nginxHosts {
 			root = ""
 		}
 		toWWW, _ := strconv.ParseBool(ann("from-to-www-redirect"))
+		pass, _ := strconv.ParseBool(ann("ssl-passthrough"))
 		for _, r := range ing.Spec.Rules {
 			host, msg := normalizeHost(r.Host)
 			if msg != "" {
@@ -216,6 +219,9 @@ func nginxHostsOf(ings []*networkingv1.Ingress, prefix string) nginxHosts {
 			}
 			if regex {
 				h.regex[host] = true
+			}
+			if pass {
+				h.passthrough[host] = true
 			}
 			if _, set := h.appRoot[host]; root != "" && !set {
 				h.appRoot[host] = root

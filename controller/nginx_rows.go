@@ -37,7 +37,7 @@ var nginxTable = []nginxRow{
 	supported("proxy-redirect-to", kindTuning, "read with proxy-redirect-from", readProxyRedirectTo),
 	supported("proxy-cookie-domain", kindTuning, "\"<from> <to>\": a Set-Cookie Domain equal to <from> (any case, leading dot kept) becomes <to>", readProxyCookieDomain),
 	supported("proxy-cookie-path", kindTuning, "\"<from> <to>\": a Set-Cookie Path starting with <from> gets <to> instead, case-sensitively", readProxyCookiePath),
-	unsupported("ssl-passthrough", kindRouting, noteNotYet),
+	partial("ssl-passthrough", kindRouting, "with postern --enable-ssl-passthrough: TLS connections for the Ingress's hosts go unopened to the backend of the host's route for /, an endpoint picked per connection (postern_proxy_passthrough_connections_total); no HTTP policy applies to them; plain HTTP is routed as usual; without the flag an Event says so and TLS is terminated, as in ingress-nginx", readSSLPassthrough),
 	unsupported("fastcgi-index", kindRouting, "FastCGI backends are not supported"),
 	unsupported("fastcgi-params-configmap", kindRouting, "FastCGI backends are not supported"),
 	partial("custom-headers", kindAccess, "a ConfigMap (namespace/name, or a name of the Ingress's namespace) of response fields set on every answer, values literal; names must be in --global-allowed-response-headers when it is set (ingress-nginx refuses every name without it); a missing ConfigMap or a name not allowed answers 503", readCustomHeaders),

@@ -101,8 +101,6 @@ func init() {
 // Notes shared by several rows.
 const (
 	noteNginxTuning   = "nginx buffer and connection tuning; Postern streams and sizes its buffers itself"
-	noteNotYet        = "not implemented yet; the Ingress answers 503 rather than serve without it"
-	noteAccessNotYet  = "an access rule Postern does not enforce yet; the Ingress answers 503 rather than serve unprotected"
 	noteSnippet       = "nginx configuration, which Postern never runs; the Ingress answers 503 until it is removed"
 	noteReadWithGroup = "read with "
 )

@@ -66,6 +66,10 @@ type Options struct {
 	// (--global-allowed-response-headers, ingress-nginx's
 	// global-allowed-response-headers).
 	AllowedResponseHeaders []string `json:"allowedResponseHeaders,omitempty"`
+	// SSLPassthrough turns ingress-nginx's ssl-passthrough on
+	// (--enable-ssl-passthrough); without it the annotation is a Problem
+	// and the host's TLS is terminated, as ingress-nginx does.
+	SSLPassthrough bool `json:"sslPassthrough,omitempty"`
 	// Certificates, when not nil, remembers parsed certificates across
 	// builds so that an unchanged Secret is not parsed again. It never
 	// changes what Build returns.

@@ -1,10 +1,12 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -13,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/postern-dev/postern/proxy/internal/sysio"
+	"github.com/postern-dev/postern/proxy/observe"
 	"github.com/postern-dev/postern/proxy/pipeline"
 )
 
@@ -33,6 +36,10 @@ type TLSOptions struct {
 	// MaxConcurrentStreams bounds the HTTP/2 streams a client may open at
 	// once on one connection. Zero means 250.
 	MaxConcurrentStreams int
+	// Passthrough turns ssl-passthrough on (--enable-ssl-passthrough):
+	// the ClientHello of every connection is read first, and those for a
+	// host with route.VirtualHost.Passthrough go unopened to its backend.
+	Passthrough bool
 	// Covers reports whether a request for host may be served on a
 	// connection whose TLS server name is serverName (see
 	// tls.Store.Covers); a request it refuses gets 421 Misdirected
@@ -86,6 +93,10 @@ func (s *Server) ServeTLS(ln net.Listener, opts TLSOptions) error {
 		done:      make(chan struct{}),
 	}
 	tl.fast = s.fast
+	tl.metrics = s.metrics
+	if opts.Passthrough {
+		tl.passthrough = s.passthroughTarget
+	}
 	err := s.srv.Serve(tl)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
@@ -118,6 +129,10 @@ type tlsListener struct {
 	proxyFrom *pipeline.TrustedProxies // narrows proxy to these peers (sendsProxyHeader)
 	proxyTO   time.Duration            // bounds reading it
 	fast      *h1Engine                // serves HTTP/1.1 connections first; nil: none
+	metrics   *observe.Metrics         // nil: none
+	// passthrough returns the endpoint of a server name whose
+	// connections go unopened (ssl-passthrough); nil: none do.
+	passthrough func(serverName string) (addr, backend string)
 
 	ready     chan net.Conn // handshaken connections for Accept
 	done      chan struct{} // closed by Close
@@ -171,6 +186,22 @@ func (l *tlsListener) handshake(raw net.Conn) {
 			return
 		}
 		in = pc
+	}
+	if l.passthrough != nil {
+		name, hello, ok := peekServerName(in, l.timeout)
+		if ok {
+			if addr, backend := l.passthrough(name); addr != "" {
+				l.splice(in, raw, hello, addr, backend, name)
+				return
+			} else if backend != "" {
+				// A passthrough host without an endpoint: never
+				// terminated here instead.
+				l.metrics.Passthrough(false, 0, 0)
+				_ = raw.Close()
+				return
+			}
+		}
+		in = &replayedConn{Conn: in, r: io.MultiReader(bytes.NewReader(hello), in)}
 	}
 	tc := tls.Server(in, l.config)
 	ctx, cancel := context.WithTimeout(context.Background(), l.timeout)

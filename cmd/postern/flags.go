@@ -42,6 +42,7 @@ type config struct {
 	limitStatus     int
 	globalAuth      *route.ExternalAuth
 	allowedHeaders  []string
+	sslPassthrough  bool
 	// The --global-auth-* flags, parsed into globalAuth by validate.
 	globalAuthURL, globalAuthMethod, globalAuthSignin, globalAuthHeaders string
 	logLevel                                                             zapcore.Level
@@ -116,6 +117,7 @@ func parseFlags(args []string, getenv func(string) string, stdout io.Writer) (*c
 		}
 		return nil
 	})
+	fs.BoolVar(&c.sslPassthrough, "enable-ssl-passthrough", false, "honour ingress-nginx's ssl-passthrough: the TLS connections of such hosts go unopened to their backend (the ClientHello of every HTTPS connection is read first)")
 	fs.TextVar(&c.logLevel, "log-level", zapcore.InfoLevel, "log level: debug, info, warn, error")
 	fs.StringVar(&c.logFormat, "log-format", "json", "log format: json or console")
 	fs.BoolVar(&c.accessLog, "access-log", true, "write an access-log line per request to stdout, in --log-format; false turns it off")

@@ -168,6 +168,7 @@ func (a *app) build(ctx context.Context) error {
 		LimitStatusCode:        cfg.limitStatus,
 		GlobalAuth:             cfg.globalAuth,
 		AllowedResponseHeaders: cfg.allowedHeaders,
+		SSLPassthrough:         cfg.sslPassthrough,
 		DefaultCertificate:     cfg.defaultCert,
 		ACME:                   a.acme != nil,
 	}, a.swapper(), logger.Named("controller"))
@@ -274,6 +275,7 @@ func (a *app) start(ctx, srcCtx context.Context) <-chan error {
 			Config:           a.store.ServerConfig(),
 			ObserveHandshake: a.store.ObserveHandshake,
 			Covers:           a.store.Covers,
+			Passthrough:      a.cfg.sslPassthrough,
 		}))
 	}()
 	go func() { _ = a.store.Run(ctx) }()

@@ -106,6 +106,8 @@ type Metrics struct {
 	retries      prometheus.Counter
 	handoffs     [len(HandoffReasons)]prometheus.Counter
 	auth         [len(AuthResults)]prometheus.Observer // by AuthResults
+	passthrough  [2]prometheus.Counter                 // failed, spliced
+	passBytes    [2]prometheus.Counter                 // sent, received
 
 	// routes finds the metrics of a route and backend of the table being
 	// served.
@@ -216,7 +218,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for i, r := range AuthResults {
 		m.auth[i] = auth.WithLabelValues(r)
 	}
-	reg.MustRegister(m.requests, m.duration, m.upstream, m.requestSize, m.responseSize, m.openConns, errs, m.retries, handoffs, auth)
+	pass := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "postern", Subsystem: "proxy", Name: "passthrough_connections_total",
+		Help: "TLS connections sent unopened to an endpoint (ssl-passthrough), by result: spliced, or failed (the endpoint could not be reached).",
+	}, []string{"result"})
+	m.passthrough = [2]prometheus.Counter{pass.WithLabelValues("failed"), pass.WithLabelValues("spliced")}
+	passBytes := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "postern", Subsystem: "proxy", Name: "passthrough_bytes_total",
+		Help: "Bytes of ssl-passthrough connections, by direction: sent to the endpoints, received from them.",
+	}, []string{"direction"})
+	m.passBytes = [2]prometheus.Counter{passBytes.WithLabelValues("sent"), passBytes.WithLabelValues("received")}
+	reg.MustRegister(m.requests, m.duration, m.upstream, m.requestSize, m.responseSize, m.openConns, errs, m.retries, handoffs, auth, pass, passBytes)
 
 	m.none = m.newRouteMetrics(routeLabels{})
 	m.byLabels[routeLabels{}] = m.none
@@ -468,6 +480,21 @@ func (m *Metrics) AuthRequest(result int, d time.Duration) {
 	if m != nil && result >= 0 && result < len(m.auth) {
 		m.auth[result].Observe(d.Seconds())
 	}
+}
+
+// Passthrough records an ssl-passthrough connection that was spliced
+// (with its bytes each way) or that could not reach its endpoint.
+func (m *Metrics) Passthrough(spliced bool, sent, received int64) {
+	if m == nil {
+		return
+	}
+	if !spliced {
+		m.passthrough[0].Inc()
+		return
+	}
+	m.passthrough[1].Inc()
+	m.passBytes[0].Add(float64(sent))
+	m.passBytes[1].Add(float64(received))
 }
 
 // ConnOpened counts a client connection a listener accepted.

@@ -72,3 +72,30 @@ func (t *Table) ClientAuth(serverName string) *ClientAuth {
 	}
 	return nil
 }
+
+// Passthrough returns the backend the TLS connections for serverName go
+// to unopened: that of the route for "/" of its virtual host when the
+// host has Passthrough (exact host, then one-label wildcard); nil when
+// they are terminated as usual.
+func (t *Table) Passthrough(serverName string) *Backend {
+	h := NormalizeHost(serverName)
+	vh := t.exact[h]
+	if vh == nil {
+		if i := strings.IndexByte(h, '.'); i > 0 {
+			vh = t.wildcard[h[i+1:]]
+		}
+	}
+	if vh == nil || !vh.Passthrough {
+		return nil
+	}
+	r := vh.Match("/", nil)
+	if r == nil {
+		return nil
+	}
+	for _, wb := range r.Backends {
+		if wb.Weight > 0 && !wb.ErrorPage {
+			return wb.Backend
+		}
+	}
+	return nil
+}

@@ -114,11 +114,12 @@ func usesAny(r *Route, replace map[*Backend]*Backend) bool {
 // keeps paths and types, so that match order and lookup maps carry over.
 func (vh *VirtualHost) withRoutes(f func(*Route) *Route) *VirtualHost {
 	out := &VirtualHost{
-		Host:       vh.Host,
-		Routes:     make([]*Route, len(vh.Routes)),
-		ClientAuth: vh.ClientAuth,
-		exact:      remap(vh.exact, f),
-		prefix:     remap(vh.prefix, f),
+		Host:        vh.Host,
+		Routes:      make([]*Route, len(vh.Routes)),
+		ClientAuth:  vh.ClientAuth,
+		Passthrough: vh.Passthrough,
+		exact:       remap(vh.exact, f),
+		prefix:      remap(vh.prefix, f),
 	}
 	for i, r := range vh.Routes {
 		out.Routes[i] = f(r)

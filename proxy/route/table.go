@@ -307,6 +307,11 @@ type VirtualHost struct {
 	// ClientAuth, when set, is the host's client certificate
 	// authentication (clientauth.go); its routes carry it too.
 	ClientAuth *ClientAuth `json:"clientAuth,omitempty"`
+	// Passthrough, when set, sends the host's TLS connections, unopened,
+	// to the backend of its route for "/" (ingress-nginx's
+	// ssl-passthrough, with --enable-ssl-passthrough): no HTTP policy
+	// applies to them. Plain HTTP requests are routed as usual.
+	Passthrough bool `json:"passthrough,omitempty"`
 
 	exact  map[string][]*Route // Exact routes by path, in precedence order
 	prefix map[string][]*Route // Prefix routes by normalised path, likewise
