@@ -54,29 +54,8 @@ func TestStandaloneClientCertificates(t *testing.T) {
 			"spec:\n", "spec:\n  tls: [{hosts: [mtls.example.com], secretName: site}]\n", 1),
 		strings.Replace(nginxIngress("open", "open.example.com", "/", nil), "spec:\n", "spec:\n  tls: [{hosts: [open.example.com], secretName: site}]\n", 1),
 	}
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "app.yaml"), []byte(strings.Join(docs, "---\n")), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	httpsAddr, adminAddr := freeAddr(t), freeAddr(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"--manifests", dir, "--http-addr", freeAddr(t), "--https-addr", httpsAddr, "--metrics-addr", adminAddr,
-			"--log-level", "error", "--access-log=false"}, env(nil), io.Discard)
-	}()
-	defer func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("run returned %v, want a clean exit", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("run did not return after cancellation")
-		}
-	}()
-	eventually(t, "/readyz 200", func() bool { code, _ := get(t, adminAddr, "", "/readyz"); return code == 200 })
+	httpsAddr, _ := startStandaloneTLS(t, docs)
+	ctx := t.Context()
 
 	roots := x509.NewCertPool()
 	roots.AddCert(serverCA.Cert)
@@ -156,4 +135,35 @@ func TestStandaloneClientCertificates(t *testing.T) {
 			t.Errorf("%s, another authority's certificate: %d, want 400", proto, code)
 		}
 	}
+}
+
+// startStandaloneTLS writes docs to a folder and runs the program on it
+// with args added, until the test ends; it returns the HTTPS and admin
+// addresses once /readyz answers 200.
+func startStandaloneTLS(t *testing.T, docs []string, args ...string) (httpsAddr, adminAddr string) {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "app.yaml"), []byte(strings.Join(docs, "---\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	httpsAddr, adminAddr = freeAddr(t), freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, append([]string{"--manifests", dir, "--http-addr", freeAddr(t), "--https-addr", httpsAddr, "--metrics-addr", adminAddr,
+			"--log-level", "error", "--access-log=false"}, args...), env(nil), io.Discard)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("run returned %v, want a clean exit", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("run did not return after cancellation")
+		}
+	})
+	eventually(t, "/readyz 200", func() bool { code, _ := get(t, adminAddr, "", "/readyz"); return code == 200 })
+	return httpsAddr, adminAddr
 }

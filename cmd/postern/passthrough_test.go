@@ -10,8 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -51,29 +49,8 @@ func TestStandaloneSSLPassthrough(t *testing.T) {
 		strings.Replace(nginxIngress("pass", "pass.example.com", "/", map[string]string{"ssl-passthrough": "true"}), "name: web,", "name: pass,", 1),
 		strings.Replace(nginxIngress("open", "open.example.com", "/", nil), "spec:\n", "spec:\n  tls: [{hosts: [open.example.com], secretName: site}]\n", 1),
 	}
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "app.yaml"), []byte(strings.Join(docs, "---\n")), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	httpsAddr, adminAddr := freeAddr(t), freeAddr(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"--manifests", dir, "--http-addr", freeAddr(t), "--https-addr", httpsAddr, "--metrics-addr", adminAddr,
-			"--log-level", "error", "--access-log=false", "--enable-ssl-passthrough"}, env(nil), io.Discard)
-	}()
-	defer func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("run returned %v, want a clean exit", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("run did not return after cancellation")
-		}
-	}()
-	eventually(t, "/readyz 200", func() bool { code, _ := get(t, adminAddr, "", "/readyz"); return code == 200 })
+	httpsAddr, adminAddr := startStandaloneTLS(t, docs, "--enable-ssl-passthrough")
+	ctx := t.Context()
 
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.Cert)
