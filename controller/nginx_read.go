@@ -376,3 +376,18 @@ func readSSLPassthrough(v string, n *nginxRead) error {
 	n.cfg.nginx.passthrough = on
 	return err
 }
+
+// readProxyNextUpstreamTimeout reads proxy-next-upstream-timeout: whole
+// seconds after the first attempt during which a failed one is retried;
+// 0 (nginx's default) means no limit.
+func readProxyNextUpstreamTimeout(v string, n *nginxRead) error {
+	if v == "0" {
+		return nil
+	}
+	d, err := parseSeconds(v)
+	if err != nil {
+		return err
+	}
+	n.cfg.policy.RetryTimeout = d
+	return nil
+}

@@ -49,7 +49,7 @@ var nginxTable = []nginxRow{
 	partial("proxy-send-timeout", kindTuning, "whole seconds, each write of the request body to the endpoint (a gap, not a total) on the HTTP/1.1 engine; requests the net/http engine carries (HTTP/2 clients, gRPC and h2c backends) do not get it", readProxySendTimeout),
 	partial("proxy-next-upstream", kindTuning, "Postern retries requests that never reached an endpoint (error, timeout); off turns retries off; http_* and non_idempotent are not honoured", readProxyNextUpstream),
 	partial("proxy-next-upstream-tries", kindTuning, "tries include the first; at most 6 (5 retries); 0 is the most", readProxyNextUpstreamTries),
-	ignored("proxy-next-upstream-timeout", "retries are bounded by count and the connect timeout"),
+	supported("proxy-next-upstream-timeout", kindTuning, "whole seconds after the first attempt in which a failed one is retried; 0, no limit", readProxyNextUpstreamTimeout),
 	ignored("proxy-buffering", noteNginxTuning),
 	ignored("proxy-request-buffering", "Postern streams request bodies as they come"),
 	ignored("proxy-buffer-size", noteNginxTuning),

@@ -149,6 +149,10 @@ func (e *h1Engine) forward(ex *h1Exchange) (keep bool) {
 	ex.ep = x.Endpoint
 	budget := x.Settings.Retries
 	var tried []string
+	var first time.Time // for the retry timeout only: no clock otherwise
+	if x.Settings.RetryTimeout > 0 {
+		first = time.Now()
+	}
 	for {
 		pools := c.Pools(ex.ep.Address)
 		pools.Begin()
@@ -193,7 +197,7 @@ func (e *h1Engine) forward(ex *h1Exchange) (keep bool) {
 			return false
 		}
 		c.Failed(x.Backend, ex.ep.Address, x.In.Host())
-		if budget > 0 && !ex.headStale &&
+		if budget > 0 && !ex.headStale && (first.IsZero() || time.Since(first) < x.Settings.RetryTimeout) &&
 			upstream.Retryable(fail.Err, e.idempotent(ex), ex.hasBody(), fail.sentBody) {
 			tried = append(tried, ex.ep.Address)
 			if next := c.Retry(x.Backend, x.Key, tried, fail.Err); next != nil {

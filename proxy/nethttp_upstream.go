@@ -37,6 +37,10 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	c := t.h.cluster
 	x := st.x
 	budget := x.Settings.Retries
+	var first time.Time // for the retry timeout only: no clock otherwise
+	if x.Settings.RetryTimeout > 0 {
+		first = time.Now()
+	}
 	for {
 		var began time.Time
 		if x.Backend.Balancer == balancer.PolicyEWMA {
@@ -67,7 +71,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err // the client's doing, not the endpoint's
 		}
 		c.Failed(x.Backend, st.endpoint.Address, req.Host)
-		if budget <= 0 {
+		if budget <= 0 || !first.IsZero() && time.Since(first) >= x.Settings.RetryTimeout {
 			return nil, err
 		}
 		next := t.retry(req, st, err)

@@ -12,6 +12,7 @@ import (
 type settings struct {
 	read, idle, send time.Duration // zero: the default
 	retries          int
+	retryTimeout     time.Duration
 }
 
 // routeSettings returns the settings policy of rt, if it changes any
@@ -21,8 +22,9 @@ func routeSettings(rt *route.Route) (settings, bool) {
 	if p == nil {
 		return settings{}, false
 	}
-	s := settings{read: time.Duration(p.ReadTimeout), idle: time.Duration(p.IdleTimeout), send: time.Duration(p.SendTimeout), retries: p.RetryBudget()}
-	return s, s.read > 0 || s.idle > 0 || s.send > 0 || s.retries != route.DefaultRetries
+	s := settings{read: time.Duration(p.ReadTimeout), idle: time.Duration(p.IdleTimeout), send: time.Duration(p.SendTimeout), retries: p.RetryBudget(),
+		retryTimeout: time.Duration(p.RetryTimeout)}
+	return s, s.read > 0 || s.idle > 0 || s.send > 0 || s.retries != route.DefaultRetries || s.retryTimeout > 0
 }
 
 func (s settings) Request(x *Exchange) {
@@ -32,4 +34,5 @@ func (s settings) Request(x *Exchange) {
 	x.Settings.IdleTimeout = s.idle
 	x.Settings.SendTimeout = s.send
 	x.Settings.Retries = s.retries
+	x.Settings.RetryTimeout = s.retryTimeout
 }

@@ -192,6 +192,9 @@ type Policy struct {
 	// is safe (see the proxy's package doc). Zero means DefaultRetries; a
 	// negative value means no retries.
 	Retries int `json:"retries,omitempty"`
+	// RetryTimeout, when not zero, is how long after the first attempt a
+	// failed one may still be sent again (proxy-next-upstream-timeout).
+	RetryTimeout Duration `json:"retryTimeout,omitempty"`
 	// ReadTimeout bounds the wait for an endpoint's response headers once
 	// the request is sent (the proxy answers 504); zero means the proxy's
 	// default (proxy.Options.ResponseHeaderTimeout).

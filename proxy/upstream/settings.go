@@ -39,6 +39,9 @@ type Settings struct {
 	// Retries is how many times a failed attempt may be sent again to
 	// another endpoint (see Retryable).
 	Retries int
+	// RetryTimeout, when not zero, ends the retries that long after the
+	// first attempt began.
+	RetryTimeout time.Duration
 	// MaxBodySize is the largest request body sent on; a larger one
 	// answers 413. Zero means no limit.
 	MaxBodySize int64
