@@ -13,6 +13,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/postern-dev/postern/proxy/route"
 )
@@ -117,26 +118,7 @@ func isObjectRef(v string) bool {
 	if found && !isDNSLabel(ns) || strings.Contains(name, "/") {
 		return false
 	}
-	return isDNSSubdomain(name)
-}
-
-// isDNSSubdomain reports whether s is an RFC 1123 subdomain, as object
-// names are.
-func isDNSSubdomain(s string) bool {
-	if s == "" || len(s) > 253 {
-		return false
-	}
-	for l := range strings.SplitSeq(s, ".") {
-		if l == "" || l[0] == '-' || l[len(l)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(l); i++ {
-			if c := l[i]; (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
-				return false
-			}
-		}
-	}
-	return true
+	return len(validation.IsDNS1123Subdomain(name)) == 0
 }
 
 // parseAuthURL parses an auth URL as ingress-nginx's StringToURL checks

@@ -145,25 +145,11 @@ func (b *builder) clientAuthOf(ing *networkingv1.Ingress, ann func(string) strin
 	if s == nil {
 		return refuse(fmt.Sprintf("the client certificate authorities' Secret %s/%s of %s/auth-tls-secret is not found (Postern reads Secrets of type Opaque and kubernetes.io/tls)", ns, name, prefix))
 	}
-	ca := &route.ClientAuth{Source: "Secret " + ns + "/" + name, Verify: route.VerifyOn, Depth: 1, Pool: x509.NewCertPool()}
-	for rest := s.Data["ca.crt"]; len(rest) > 0; {
-		var blk *pem.Block
-		if blk, rest = pem.Decode(rest); blk == nil {
-			break
-		}
-		if blk.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			return refuse(fmt.Sprintf("the Secret %s/%s has a certificate in ca.crt that does not parse (%v)", ns, name, shortError(err)))
-		}
-		ca.Pool.AddCert(c)
-		ca.Authorities = append(ca.Authorities, c.Subject.String())
+	pool, subjects, err := parseAuthorities(s.Data["ca.crt"])
+	if err != nil {
+		return refuse(fmt.Sprintf("the Secret %s/%s has %v", ns, name, err))
 	}
-	if len(ca.Authorities) == 0 {
-		return refuse(fmt.Sprintf("the Secret %s/%s has no PEM certificate in its key ca.crt", ns, name))
-	}
+	ca := &route.ClientAuth{Source: "Secret " + ns + "/" + name, Verify: route.VerifyOn, Depth: 1, Pool: pool, Authorities: subjects}
 	if crl := s.Data["ca.crl"]; len(crl) > 0 {
 		lists, err := parseCRLs(crl)
 		if err != nil {
@@ -240,4 +226,31 @@ func withClientAuth(p *route.Policy, ca *route.ClientAuth) *route.Policy {
 	}
 	c.ClientAuth = ca
 	return &c
+}
+
+// parseAuthorities parses the PEM certificates of a ca.crt: the pool of
+// them and their subjects; an error when one does not parse or there is
+// none.
+func parseAuthorities(data []byte) (*x509.CertPool, []string, error) {
+	pool := x509.NewCertPool()
+	var subjects []string
+	for rest := data; len(rest) > 0; {
+		var blk *pem.Block
+		if blk, rest = pem.Decode(rest); blk == nil {
+			break
+		}
+		if blk.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, nil, fmt.Errorf("a certificate in ca.crt that does not parse (%v)", shortError(err))
+		}
+		pool.AddCert(c)
+		subjects = append(subjects, c.Subject.String())
+	}
+	if len(subjects) == 0 {
+		return nil, nil, errors.New("no PEM certificate in its key ca.crt")
+	}
+	return pool, subjects, nil
 }

@@ -3,9 +3,7 @@ package controller
 import (
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"strconv"
@@ -156,10 +154,11 @@ func (t *ingressTranslation) finishProxySSL() string {
 			bt.ClientCertificate, bt.HasClientCert = &c, true
 		}
 		if len(ca) > 0 {
-			bt.RootCAs = x509.NewCertPool()
-			if !appendPEMCerts(bt.RootCAs, ca) {
-				return refuse(fmt.Sprintf("the Secret %s/%s has no PEM certificate in ca.crt", ns, name))
+			pool, _, err := parseAuthorities(ca)
+			if err != nil {
+				return refuse(fmt.Sprintf("the Secret %s/%s has %v", ns, name, err))
 			}
+			bt.RootCAs = pool
 		}
 		switch {
 		case ps.verify && bt.RootCAs == nil:
@@ -177,21 +176,4 @@ func (t *ingressTranslation) finishProxySSL() string {
 	bt.ID = hex.EncodeToString(h.Sum(nil)[:8])
 	t.cfg.backend.set("tls="+bt.ID, func(be *route.Backend) { be.TLS = bt })
 	return ""
-}
-
-// appendPEMCerts adds the PEM certificates of data to pool and reports
-// whether there was one.
-func appendPEMCerts(pool *x509.CertPool, data []byte) bool {
-	found := false
-	for rest := data; len(rest) > 0; {
-		var blk *pem.Block
-		if blk, rest = pem.Decode(rest); blk == nil {
-			break
-		}
-		if c, err := x509.ParseCertificate(blk.Bytes); err == nil && blk.Type == "CERTIFICATE" {
-			pool.AddCert(c)
-			found = true
-		}
-	}
-	return found
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -402,7 +403,7 @@ func (e *externalAuth) cacheFor(status int, header http.Header) time.Duration {
 	}
 	var ttl time.Duration
 	for _, c := range e.cfg.Cache {
-		if c.Codes == nil || containsInt(c.Codes, status) {
+		if c.Codes == nil || slices.Contains(c.Codes, status) {
 			ttl = time.Duration(c.TTL)
 			break
 		}
@@ -427,15 +428,6 @@ func (e *externalAuth) cacheFor(status int, header http.Header) time.Duration {
 		}
 	}
 	return ttl
-}
-
-func containsInt(s []int, v int) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // authCache holds auth answers by key until they expire, at most
