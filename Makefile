@@ -11,7 +11,7 @@ GOLANGCI_VERSION := v2.15.0
 GOLANGCI  := $(CACHE)/bin/golangci-lint-$(GOLANGCI_VERSION)
 FUZZTIME  ?= 5s
 
-.PHONY: all build run test lint unit fuzz e2e bench bench-scale bench-micro bench-convergence tools clean chart dockerfile-lint
+.PHONY: all build run cluster cluster-down cluster-check test lint unit fuzz e2e bench bench-scale bench-micro bench-convergence tools clean chart dockerfile-lint
 
 all: build
 
@@ -22,7 +22,16 @@ build: ## build bin/postern and the demo backend bin/echo
 run: build ## the quickstart: demo backends + postern on examples/quickstart
 	./examples/quickstart/run.sh
 
-test: lint unit fuzz chart dockerfile-lint e2e ## everything CI runs
+cluster: ## a local cluster with two Nodes, left running (source .cluster/env for kubectl; make cluster-down stops it)
+	./test/testbed/cluster.sh up
+
+cluster-down: ## stop the cluster of make cluster
+	./test/testbed/cluster.sh down
+
+cluster-check: ## make cluster, used as the README says, then cluster-down (skipped if one is running)
+	./test/testbed/check.sh
+
+test: lint unit fuzz chart dockerfile-lint e2e cluster-check ## everything CI runs
 	@echo "make test: all checks passed"
 
 lint: tools ## gofmt, go vet, golangci-lint

@@ -72,6 +72,14 @@ func installChart(t *testing.T, h chart.Helm, dir, release, ns string, args ...s
 	return m
 }
 
+// installChartNoPods installs the chart with no replicas, for the tests that run
+// postern as its Pods would (startAsChart), so no Pod of the chart's competes with
+// them for the leader's lease.
+func installChartNoPods(t *testing.T, h chart.Helm, dir, release, ns string, args ...string) *chart.Manifest {
+	t.Helper()
+	return installChart(t, h, dir, release, ns, append(args, "--set", "replicaCount=0")...)
+}
+
 // startAsChart runs postern as a pod of the chart's Deployment in ns would
 // run: with its arguments (but listeners on this test's ports), as its
 // ServiceAccount (the admin's kubeconfig impersonating it), in ns (what
@@ -120,14 +128,14 @@ func logLine(t *testing.T, p *Postern, timeout time.Duration, words ...string) s
 	t.Helper()
 	var found string
 	eventually(t, timeout, func() error {
-		for _, l := range strings.Split(p.out.String(), "\n") {
+		for _, l := range strings.Split(p.Out.String(), "\n") {
 			low := strings.ToLower(l)
 			if !slices.ContainsFunc(words, func(w string) bool { return !strings.Contains(low, strings.ToLower(w)) }) {
 				found = l
 				return nil
 			}
 		}
-		return fmt.Errorf("no log line with %q in:\n%s", words, p.tail(15))
+		return fmt.Errorf("no log line with %q in:\n%s", words, p.Tail(15))
 	})
 	return found
 }
@@ -137,7 +145,7 @@ func logLine(t *testing.T, p *Postern, timeout time.Duration, words ...string) s
 func noForbidden(t *testing.T, ps ...*Postern) {
 	t.Helper()
 	for _, p := range ps {
-		for _, l := range strings.Split(p.out.String(), "\n") {
+		for _, l := range strings.Split(p.Out.String(), "\n") {
 			if strings.Contains(strings.ToLower(l), "forbidden") {
 				t.Errorf("postern was refused something the chart should grant:\n%s", l)
 			}

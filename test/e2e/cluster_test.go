@@ -226,7 +226,7 @@ func TestLeaderFailover(t *testing.T) {
 		return nil
 	})
 	leader, other := oneLeader(t, a, b)
-	leader.kill() // no graceful release: the other must wait out the lease
+	leader.Kill() // no graceful release: the other must wait out the lease
 	apply(t, ingress(ns, "second", "failover", "second.example.com", "/=svc"))
 	other.expect(t, "second.example.com", "/", 200, "failover")
 	eventually(t, 60*time.Second, func() error {
@@ -235,7 +235,7 @@ func TestLeaderFailover(t *testing.T) {
 		}
 		return nil
 	})
-	if !strings.Contains(other.out.String(), "became leader") {
+	if !strings.Contains(other.Out.String(), "became leader") {
 		t.Errorf("the surviving replica never logged becoming leader")
 	}
 }
@@ -264,12 +264,12 @@ func TestAPIServerOutage(t *testing.T) {
 	p.expectWithin(t, 90*time.Second, "after.example.com", "/", 200, "outage")
 	reconnected := time.Since(restarted).Round(time.Millisecond)
 	t.Logf("change after the restart served %s after the API server came back", reconnected)
-	r := l.stop()
+	r := l.Stop()
 	report(t, "api server outage", r, fmt.Sprintf("API server stopped 10 s; a change after the restart served %s after it came back", reconnected))
 	if r.sent < 100 || r.failed != 0 {
 		t.Errorf("during the outage %d of %d requests failed (want 0 of at least 100):%s", r.failed, r.sent, r.failuresText(10))
 	}
-	if !p.exited() {
+	if !p.Exited() {
 		if code, _ := httpGet(p.MetricsAddr, "", "/readyz"); code != 200 {
 			t.Errorf("/readyz after the outage = %d", code)
 		}
@@ -281,7 +281,7 @@ func TestAPIServerOutage(t *testing.T) {
 func oneLeader(t *testing.T, a, b *Postern) (leader, other *Postern) {
 	t.Helper()
 	eventually(t, 40*time.Second, func() error {
-		la, lb := strings.Contains(a.out.String(), "became leader"), strings.Contains(b.out.String(), "became leader")
+		la, lb := strings.Contains(a.Out.String(), "became leader"), strings.Contains(b.Out.String(), "became leader")
 		switch {
 		case la && !lb:
 			leader, other = a, b

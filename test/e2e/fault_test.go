@@ -59,7 +59,7 @@ func TestFaultTableSwaps(t *testing.T) {
 
 	l := startLoad(t, p, loadOptions{host: host, backends: []string{"swaps-1", "swaps-2"}})
 	last, took := churn(t, clientset(t), ns, "churn", swaps, swapInterval)
-	r := l.stop()
+	r := l.Stop()
 
 	// The last change is served; the one before it is gone (it falls
 	// through to "/").
@@ -114,10 +114,10 @@ func TestFaultRollingUpdate(t *testing.T) {
 		// What kubelet's SIGTERM would do after the endpoint left: the
 		// old backend drains and exits.
 		time.Sleep(500 * time.Millisecond)
-		oldProcs[i].stop()
+		oldProcs[i].Stop()
 	}
 	time.Sleep(time.Second)
-	r := l.stop()
+	r := l.Stop()
 	report(t, "rolling update", r, "3 endpoints replaced one by one; retries off")
 	if r.sent < 500 || r.failed != 0 {
 		t.Errorf("%d of %d requests failed during the rollout (want 0 of at least 500):%s", r.failed, r.sent, r.failuresText(10))
@@ -166,13 +166,13 @@ func TestFaultBackendKilled(t *testing.T) {
 	victim := streams[0].backend
 	time.Sleep(300 * time.Millisecond) // the streams are mid-response
 	kill := time.Now()
-	procs[victim].kill()
+	procs[victim].Kill()
 	killed := time.Now() // the victim's sockets are closed from here on
 	for _, s := range streams {
 		s.wait(t)
 	}
 	time.Sleep(2 * time.Second) // load on the survivors only
-	r := l.stop()
+	r := l.Stop()
 
 	retries = metricSum(t, p, "postern_proxy_retries_total") - retries
 	cut := 0
@@ -355,18 +355,18 @@ func TestFaultGracefulDrain(t *testing.T) {
 
 	term := time.Now()
 	l.expectRefusedFrom(term)
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	notReadyAfter := waitNotReady(p, term)
 	select {
-	case <-p.done:
+	case <-p.Done():
 	case <-time.After(grace + 5*time.Second):
 		t.Fatalf("postern still running %s after SIGTERM (--shutdown-grace %s)", grace+5*time.Second, grace)
 	}
 	exitAfter := time.Since(term)
 	wg.Wait()
-	r := l.stop()
+	r := l.Stop()
 
 	closedAfter := time.Duration(-1)
 	for _, o := range l.outcomesFrom(term, time.Now()) {
@@ -376,10 +376,10 @@ func TestFaultGracefulDrain(t *testing.T) {
 		}
 	}
 	report(t, "graceful drain", r, fmt.Sprintf("refused after SIGTERM not counted; /readyz 503 %s and first refusal %s after SIGTERM; exit %d after %s",
-		notReadyAfter.Round(time.Millisecond), closedAfter.Round(time.Millisecond), p.cmd.ProcessState.ExitCode(), exitAfter.Round(time.Millisecond)))
+		notReadyAfter.Round(time.Millisecond), closedAfter.Round(time.Millisecond), p.Cmd.ProcessState.ExitCode(), exitAfter.Round(time.Millisecond)))
 
-	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
-		t.Errorf("exit code %d after SIGTERM, want 0:\n%s", code, p.tail(20))
+	if code := p.Cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("exit code %d after SIGTERM, want 0:\n%s", code, p.Tail(20))
 	}
 	if exitAfter > grace+2*time.Second {
 		t.Errorf("exited %s after SIGTERM, want within --shutdown-grace %s", exitAfter, grace)

@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -11,283 +10,119 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/postern-dev/postern/test/testbed"
 )
 
 // env is what run.sh hands the tests.
 var env struct {
-	postern, echo, kubeDir, kubectl string
+	postern, echo, node, kubeDir, kubectl string
 }
 
-// cluster is the API server and etcd every test shares.
+// cluster is the cluster every test shares: the control plane (API server, etcd,
+// controller manager, scheduler) and two Nodes whose Pods the node agent runs.
 var cluster struct {
-	dir        string
-	pki        *pki
-	etcdURL    string
+	*testbed.Cluster
+	pki        *testbed.PKI
 	apiAddr    string // 192.0.2.1:port
 	kubeconfig string
-	etcd       *proc
-	api        *proc
 }
 
 // apiIP is where the API server listens: TEST-NET-1 on the namespace's lo.
 const apiIP = "192.0.2.1"
 
-// TestMain starts etcd and kube-apiserver once for the whole suite.
+// Images the Nodes run: Postern's own image (the chart's) and the demo backend's.
+const (
+	posternImage = "ghcr.io/postern-dev/postern"
+	echoImage    = "ghcr.io/postern-dev/echo:e2e"
+)
+
+// Timing of the cluster's failure handling, shorter than kube's defaults so that a
+// lost Node is noticed and its Pods evicted within a test's time.
+const (
+	nodeLease       = 8 * time.Second
+	nodeGracePeriod = 10 * time.Second
+	evictAfter      = 10 * time.Second
+)
+
+// TestMain starts the cluster once for the whole suite.
 func TestMain(m *testing.M) {
 	env.postern = os.Getenv("POSTERN_E2E_BIN")
 	env.echo = os.Getenv("POSTERN_E2E_ECHO")
+	env.node = os.Getenv("POSTERN_E2E_NODE")
 	env.kubeDir = os.Getenv("POSTERN_E2E_KUBE")
 	env.kubectl = os.Getenv("POSTERN_E2E_KUBECTL")
-	if env.postern == "" || env.kubeDir == "" {
+	if env.postern == "" || env.kubeDir == "" || env.node == "" {
 		fmt.Println("e2e: run through test/e2e/run.sh (make e2e), which builds the binaries and the network namespace")
 		os.Exit(1)
 	}
 	code := func() int {
 		start := time.Now()
-		if err := startCluster(); err != nil {
+		c, err := testbed.Start(testbed.Options{KubeDir: env.kubeDir, APIIP: apiIP, ControlPlane: true,
+			NodeMonitorGracePeriod: nodeGracePeriod, EvictAfter: evictAfter, NetnsPrefix: os.Getenv("POSTERN_E2E_NETNS")})
+		if err != nil {
 			fmt.Fprintln(os.Stderr, "e2e: start cluster:", err)
-			dumpCluster()
-			stopCluster()
 			return 1
 		}
-		fmt.Printf("e2e: kube-apiserver and etcd ready in %s\n", time.Since(start).Round(time.Millisecond))
-		defer stopCluster()
-		return m.Run()
+		defer c.Stop()
+		cluster.Cluster, cluster.pki, cluster.apiAddr, cluster.kubeconfig = c, c.PKI, c.APIAddr, c.Kubeconfig
+		for i := range 2 {
+			if _, err := c.StartNode(testbed.NodeOptions{Name: fmt.Sprintf("node-%d", i+1), CIDR: testbed.NodeCIDR(i),
+				Agent: env.node, LeaseDuration: nodeLease,
+				Images: []string{"*postern-dev/postern=" + env.postern, "*postern-dev/echo=" + env.echo}}); err != nil {
+				fmt.Fprintln(os.Stderr, "e2e: start node:", err)
+				return 1
+			}
+		}
+		if err := c.WaitNodesReady(2 * time.Minute); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e:", err)
+			fmt.Fprint(os.Stderr, c.Dump(40))
+			return 1
+		}
+		fmt.Printf("e2e: cluster (control plane and 2 Nodes) ready in %s\n", time.Since(start).Round(time.Millisecond))
+		code := m.Run()
+		if code != 0 {
+			fmt.Fprint(os.Stderr, c.Dump(40))
+		}
+		return code
 	}()
 	os.Exit(code)
 }
 
-func startCluster() error {
-	dir, err := os.MkdirTemp("", "postern-e2e-")
-	if err != nil {
-		return err
-	}
-	cluster.dir = dir
-	if cluster.pki, err = newPKI(dir, net.ParseIP(apiIP), net.ParseIP("127.0.0.1")); err != nil {
-		return err
-	}
-	clientPort, peerPort, apiPort := freePortN(), freePortN(), freePortN()
-	cluster.etcdURL = fmt.Sprintf("http://127.0.0.1:%d", clientPort)
-	peer := fmt.Sprintf("http://127.0.0.1:%d", peerPort)
-	cluster.etcd, err = startProc("etcd", filepath.Join(env.kubeDir, "etcd"),
-		"--name", "e2e", "--data-dir", filepath.Join(dir, "etcd"),
-		"--listen-client-urls", cluster.etcdURL, "--advertise-client-urls", cluster.etcdURL,
-		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-		"--initial-cluster", "e2e="+peer, "--unsafe-no-fsync", "--log-level", "warn")
-	if err != nil {
-		return err
-	}
-	cluster.apiAddr = fmt.Sprintf("%s:%d", apiIP, apiPort)
-	if err := startAPIServerProc(); err != nil {
-		return err
-	}
-	cluster.kubeconfig = filepath.Join(dir, "admin.kubeconfig")
-	if err := os.WriteFile(cluster.kubeconfig, []byte(kubeconfigFor("")), 0o600); err != nil {
-		return err
-	}
-	return waitAPIServer(120 * time.Second)
-}
-
-func startAPIServerProc() error {
-	_, port, _ := net.SplitHostPort(cluster.apiAddr)
-	p := cluster.pki
-	var err error
-	cluster.api, err = startProc("kube-apiserver", filepath.Join(env.kubeDir, "kube-apiserver"),
-		"--etcd-servers", cluster.etcdURL,
-		"--bind-address", apiIP, "--advertise-address", apiIP, "--secure-port", port,
-		"--tls-cert-file", p.serverCert, "--tls-private-key-file", p.serverKey,
-		"--client-ca-file", p.caCert,
-		"--service-account-key-file", p.saPub, "--service-account-signing-key-file", p.saKey,
-		"--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
-		"--authorization-mode", "RBAC",
-		"--service-cluster-ip-range", "10.96.0.0/16",
-		"--cert-dir", filepath.Join(cluster.dir, "apiserver-certs"),
-		"--enable-priority-and-fairness=false",
-		"--event-ttl", "1h",
-		"-v", "0")
-	return err
-}
-
 // kubeconfigFor writes a kubeconfig for the admin, impersonating as when
 // it is not empty ("system:serviceaccount:ns:name").
-func kubeconfigFor(as string) string {
-	p := cluster.pki
-	imp := ""
-	if as != "" {
-		imp = "\n    as: " + as
-	}
-	return fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters:
-- name: e2e
-  cluster:
-    server: https://%s
-    certificate-authority: %s
-users:
-- name: admin
-  user:
-    client-certificate: %s
-    client-key: %s%s
-contexts:
-- name: e2e
-  context: {cluster: e2e, user: admin}
-current-context: e2e
-`, cluster.apiAddr, p.caCert, p.adminCert, p.adminKey, imp)
-}
-
-func waitAPIServer(timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	var last error
-	for time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		out, err := exec.CommandContext(ctx, env.kubectl, "--kubeconfig", cluster.kubeconfig, "get", "--raw", "/readyz").CombinedOutput()
-		cancel()
-		if err == nil && strings.TrimSpace(string(out)) == "ok" {
-			return nil
-		}
-		last = fmt.Errorf("%w: %s", err, lastLines(string(out), 3))
-		if cluster.api.exited() {
-			return fmt.Errorf("kube-apiserver exited: %s", cluster.api.tail(30))
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	return fmt.Errorf("kube-apiserver not ready within %s: %w", timeout, last)
-}
-
-func stopCluster() {
-	if cluster.api != nil {
-		cluster.api.stop()
-	}
-	if cluster.etcd != nil {
-		cluster.etcd.stop()
-	}
-	if cluster.dir != "" {
-		_ = os.RemoveAll(cluster.dir)
-	}
-}
-
-func dumpCluster() {
-	for _, p := range []*proc{cluster.etcd, cluster.api} {
-		if p != nil {
-			fmt.Fprintf(os.Stderr, "--- %s log tail ---\n%s\n", p.name, p.tail(40))
-		}
-	}
-}
+func kubeconfigFor(as string) string { return cluster.KubeconfigFor(as) }
 
 // stopAPIServer stops the API server (etcd keeps running).
 func stopAPIServer(t testing.TB) {
 	t.Helper()
-	cluster.api.stop()
+	cluster.StopAPIServer()
 }
 
 // startAPIServer starts it again on the same address, certificates and etcd.
 func startAPIServer(t testing.TB) {
 	t.Helper()
-	if err := startAPIServerProc(); err != nil {
+	if err := cluster.StartAPIServer(); err != nil {
 		t.Fatal(err)
 	}
-	if err := waitAPIServer(120 * time.Second); err != nil {
+	if err := cluster.WaitAPIServer(120 * time.Second); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// proc is a process the tests started; its output goes to a buffer that a
-// failing test prints.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	out  *syncBuffer
-	done chan struct{}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// proc is a process a test started.
+type proc = testbed.Proc
 
 func startProc(name, bin string, args ...string) (*proc, error) {
-	p := &proc{name: name, out: &syncBuffer{}, done: make(chan struct{})}
-	// Processes live until stop or kill, not a context: their owner decides.
-	p.cmd = exec.Command(bin, args...) //nolint:noctx // lifetime managed by stop/kill
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	go func() {
-		_ = p.cmd.Wait()
-		close(p.done)
-	}()
-	return p, nil
+	return testbed.StartProc(name, bin, args...)
 }
 
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
+func lastLines(s string, n int) string { return testbed.LastLines(s, n) }
 
-// stop sends SIGTERM, then SIGKILL after 10 s.
-func (p *proc) stop() {
-	if p.exited() {
-		return
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-func (p *proc) kill() {
-	if !p.exited() {
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-func (p *proc) tail(n int) string { return lastLines(p.out.String(), n) }
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-func freePortN() int {
-	var lc net.ListenConfig
-	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+func freePortN() int { return testbed.FreePort() }
 
 // kubectl runs kubectl as the admin and returns its output; failure fails t.
 func kubectl(t testing.TB, args ...string) string {
@@ -335,7 +170,7 @@ func startEcho(t testing.TB, name string, addrs ...string) *proc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(p.stop)
+	t.Cleanup(p.Stop)
 	for _, a := range addrs {
 		eventually(t, 10*time.Second, func() error {
 			c, err := (&net.Dialer{Timeout: time.Second}).Dial("tcp", a)
@@ -360,8 +195,8 @@ func startPostern(t testing.TB, args ...string) *Postern {
 	t.Helper()
 	p := startPosternNoWait(t, args...)
 	eventually(t, 60*time.Second, func() error {
-		if p.exited() {
-			t.Fatalf("postern exited:\n%s", p.tail(30))
+		if p.Exited() {
+			t.Fatalf("postern exited:\n%s", p.Tail(30))
 		}
 		code, body := httpGet(p.MetricsAddr, "", "/readyz")
 		if code != http.StatusOK {
@@ -387,9 +222,9 @@ func startPosternNoWait(t testing.TB, args ...string) *Postern {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		p.stop()
+		p.Stop()
 		if t.Failed() {
-			t.Logf("--- postern %s log tail ---\n%s", p.HTTPAddr, p.tail(60))
+			t.Logf("--- postern %s log tail ---\n%s", p.HTTPAddr, p.Tail(60))
 		}
 	})
 	return p

@@ -96,7 +96,7 @@ func startLoad(t testing.TB, p *Postern, opts loadOptions) *load {
 	for i := range opts.workers {
 		l.wg.Go(func() { l.work(time.Duration(i) * opts.interval / time.Duration(opts.workers)) })
 	}
-	t.Cleanup(func() { l.stop() })
+	t.Cleanup(func() { l.Stop() })
 	return l
 }
 
@@ -157,7 +157,7 @@ func (l *load) do(c *http.Client) outcome {
 }
 
 // fromBackend reports whether an echo body came from one of names (any
-// backend when names is empty).
+// backend when names is empty); a name ending in * is a prefix.
 func fromBackend(body string, names []string) bool {
 	if !strings.HasPrefix(body, "backend: ") {
 		return false
@@ -166,7 +166,11 @@ func fromBackend(body string, names []string) bool {
 		return true
 	}
 	for _, n := range names {
-		if strings.HasPrefix(body, "backend: "+n+" ") {
+		if prefix, ok := strings.CutSuffix(n, "*"); ok {
+			if strings.HasPrefix(body, "backend: "+prefix) {
+				return true
+			}
+		} else if strings.HasPrefix(body, "backend: "+n+" ") {
 			return true
 		}
 	}
@@ -178,7 +182,7 @@ func fromBackend(body string, names []string) bool {
 func (l *load) expectRefusedFrom(t time.Time) { l.refusedFrom.Store(t.UnixNano()) }
 
 // stop ends the load, waits for the requests in flight and sums up.
-func (l *load) stop() loadResult {
+func (l *load) Stop() loadResult {
 	l.once.Do(func() {
 		close(l.quit)
 		l.wg.Wait()

@@ -26,7 +26,7 @@ func TestIngressNginxClientCertificates(t *testing.T) {
 	ns := namespace(t, "nginxauthtls")
 	startEcho(t, "authtls-app", "192.0.2.185:9000")
 	const nginx = "nginx.ingress.kubernetes.io/"
-	kubectl(t, "create", "secret", "generic", "ca-secret", "-n", ns, "--from-file=ca.crt="+cluster.pki.caCert)
+	kubectl(t, "create", "secret", "generic", "ca-secret", "-n", ns, "--from-file=ca.crt="+cluster.pki.CACert)
 	secret, _ := tlsSecretYAML(t, ns, "site-tls", "mtls.authtls.test")
 	apply(t, service(ns, "app", "192.0.2.185")+secret+
 		tlsIngress(ns, "app", ns, "mtls.authtls.test", "app", "site-tls",
@@ -34,7 +34,7 @@ func TestIngressNginxClientCertificates(t *testing.T) {
 	p := startPostern(t, "--ingress-class", ns, "--election-id", ns)
 
 	certFor := func(cn string) *tls.Certificate {
-		certFile, keyFile, err := cluster.pki.issue("client-"+cn, &x509.Certificate{
+		certFile, keyFile, err := cluster.pki.Issue("client-"+cn, &x509.Certificate{
 			Subject: pkix.Name{CommonName: cn}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 		})
 		if err != nil {
@@ -47,7 +47,7 @@ func TestIngressNginxClientCertificates(t *testing.T) {
 		return &c
 	}
 	roots := x509.NewCertPool()
-	roots.AddCert(cluster.pki.ca)
+	roots.AddCert(cluster.pki.CA)
 	get := func(cert *tls.Certificate) (int, string, error) {
 		cfg := &tls.Config{RootCAs: roots, ServerName: "mtls.authtls.test", MinVersion: tls.VersionTLS12}
 		if cert != nil {

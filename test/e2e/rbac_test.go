@@ -28,7 +28,7 @@ func TestRBACClusterWide(t *testing.T) {
 	rel := namespace(t, "rbac-postern")
 	app := namespace(t, "rbac-app")
 	startEcho(t, "rbac", "192.0.2.161:9000")
-	m := installChart(t, h, dir, "rbac", rel,
+	m := installChartNoPods(t, h, dir, "rbac", rel,
 		"--set", "ingressClass.name=rbac,ingressClass.controller=e2e.postern.dev/rbac,electionID=rbac-leader")
 	apply(t, service(app, "svc", "192.0.2.161")+
 		ingress(app, "good", "rbac", "good.rbac.example.com", "/=svc")+
@@ -55,7 +55,7 @@ func TestRBACClusterWide(t *testing.T) {
 
 	// Hand-over: the leader stops (releasing the Lease), the other takes
 	// over and writes status for a new Ingress.
-	leader.stop()
+	leader.Stop()
 	logLine(t, other, 40*time.Second, "became leader")
 	apply(t, ingress(app, "later", "rbac", "later.rbac.example.com", "/=svc"))
 	other.expect(t, "later.rbac.example.com", "/", 200, "rbac")
@@ -75,7 +75,7 @@ func electedLeader(t *testing.T, rel string, a, b *Postern) (leader, other *Post
 	t.Helper()
 	leader, other = oneLeader(t, a, b)
 	holder := kubectl(t, "get", "lease", "rbac-leader", "--namespace", rel, "-o", "jsonpath={.spec.holderIdentity}")
-	if !strings.Contains(leader.out.String(), holder) {
+	if !strings.Contains(leader.Out.String(), holder) {
 		t.Errorf("Lease holder %q is not the replica that logged becoming leader", holder)
 	}
 	return leader, other
@@ -143,7 +143,7 @@ func TestRBACNamespaced(t *testing.T) {
 	other := namespace(t, "rbacns-other")
 	certs := namespace(t, "rbacns-certs")
 	startEcho(t, "rbacns", "192.0.2.162:9000")
-	m := installChart(t, h, dir, "rbacns", rel, "--set", strings.Join([]string{
+	m := installChartNoPods(t, h, dir, "rbacns", rel, "--set", strings.Join([]string{
 		"watchNamespaces={" + a + "," + b + "}", "ingressClass.name=rbacns", "ingressClass.controller=e2e.postern.dev/rbacns",
 		"electionID=rbacns-leader", "defaultSSLCertificate=" + certs + "/default-tls",
 	}, ","))
@@ -205,7 +205,7 @@ func TestRBACACME(t *testing.T) {
 	app := namespace(t, "rbac-acme-app")
 	startEcho(t, "rbac-acme", "192.0.2.165:9000")
 	// No Ingress asks for ACME here, so the directory is never contacted.
-	m := installChart(t, h, dir, "acme", rel, "--set", strings.Join([]string{
+	m := installChartNoPods(t, h, dir, "acme", rel, "--set", strings.Join([]string{
 		"acme.enabled=true", "acme.directory=https://acme.invalid/directory", "acme.email=ops@example.com",
 		"ingressClass.name=rbac-acme", "ingressClass.controller=e2e.postern.dev/rbac-acme", "electionID=rbac-acme",
 	}, ","))
@@ -379,7 +379,7 @@ func installMissingRule(t *testing.T, h chart.Helm, dir string, i int, tc missin
 	if tc.set != "" {
 		set += "," + strings.ReplaceAll(tc.set, "{n}", strconv.Itoa(i))
 	}
-	m = installChart(t, h, dir, class, rel, "--set", set)
+	m = installChartNoPods(t, h, dir, class, rel, "--set", set)
 
 	name := fullname(t, m)
 	obj, ns := "clusterrole/"+name, ""
@@ -420,7 +420,7 @@ func checkRuleEffect(t *testing.T, p *Postern, app string, tc missingRuleCase) {
 		p.expect(t, "good.example.com", "/", 200, "missing-rule")
 		eventually(t, 60*time.Second, func() error {
 			n := 0
-			for _, l := range strings.Split(p.out.String(), "\n") {
+			for _, l := range strings.Split(p.Out.String(), "\n") {
 				if strings.Contains(l, "Failed to watch") && strings.Contains(l, "forbidden") && strings.Contains(l, tc.resource) {
 					n++
 				}

@@ -10,9 +10,13 @@
 #
 # The API server refuses loopback addresses in EndpointSlices, so the whole
 # run happens inside a network namespace of its own, with TEST-NET-1
-# (192.0.2.0/24) on that namespace's loopback for the backends. Nothing can
-# leave the namespace: it has no other interface. Binaries are built outside
-# it first (the namespace cannot reach the module proxy).
+# (192.0.2.0/24) on that namespace's loopback for the API server and the
+# backends tests start themselves. The cluster's two Nodes (test/testbed,
+# test/node) add a bridge each there, with TEST-NET-2 (198.51.100.0/24)
+# addresses for their Pods, each Pod in a namespace of its own hanging off its
+# Node's bridge. Nothing can leave: the run's namespace has no other interface.
+# Binaries are built outside it first (the namespace cannot reach the module
+# proxy).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root="$PWD"
@@ -21,6 +25,8 @@ kube="$(test/kube/build.sh)"
 # helm, for the chart tests (chart_test.go); built once, cached like the API server.
 helm="$(test/chart/helm.sh)"
 make --no-print-directory build
+# The node agent, the kubelet of the test cluster's Nodes.
+CGO_ENABLED=0 go build -trimpath -o bin/postern-node ./test/node
 go test -c -tags e2e -race -o bin/e2e.test ./test/e2e
 
 # iproute2 for the network namespace; Debian's pebble (Let's Encrypt's test
@@ -29,6 +35,9 @@ missing=()
 command -v ip >/dev/null || missing+=(iproute2)
 command -v pebble >/dev/null || missing+=(pebble)
 command -v pebble-challtestsrv >/dev/null || missing+=(golang-github-letsencrypt-challtestsrv-dev)
+# curl and openssl, for the walkthrough's commands (walkthrough_test.go).
+command -v curl >/dev/null || missing+=(curl)
+command -v openssl >/dev/null || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
@@ -43,6 +52,12 @@ if [ -z "$report" ]; then
 	keep_report=0
 fi
 cleanup() {
+	# The Pods' namespaces (named $ns-<node>-<pod uid> by the node agents), then ours.
+	for podns in /run/netns/"$ns"-*; do
+		[ -e "$podns" ] || continue
+		ip netns pids "${podns##*/}" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+		ip netns del "${podns##*/}" 2>/dev/null || true
+	done
 	ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
 	ip netns del "$ns" 2>/dev/null || true
 	if [ "$keep_report" = 0 ]; then rm -f "$report"; fi
@@ -58,6 +73,8 @@ ip netns exec "$ns" env \
 	POSTERN_E2E_REPORT="$report" \
 	POSTERN_E2E_BIN="$root/bin/postern" \
 	POSTERN_E2E_ECHO="$root/bin/echo" \
+	POSTERN_E2E_NODE="$root/bin/postern-node" \
+	POSTERN_E2E_NETNS="$ns" \
 	POSTERN_E2E_KUBE="$kube" \
 	POSTERN_E2E_KUBECTL="$kubectl" \
 	POSTERN_E2E_HELM="$helm" \

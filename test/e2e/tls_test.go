@@ -52,7 +52,7 @@ spec:
 // for host issued by the run's CA, and the certificate's serial.
 func tlsSecretYAML(t testing.TB, ns, name, host string) (string, string) {
 	t.Helper()
-	certFile, keyFile, err := cluster.pki.issue(name+"-"+host, &x509.Certificate{
+	certFile, keyFile, err := cluster.pki.Issue(name+"-"+host, &x509.Certificate{
 		Subject:     pkix.Name{CommonName: host},
 		DNSNames:    []string{host},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
@@ -137,7 +137,7 @@ func TestTLSSecrets(t *testing.T) {
 		tlsIngress(ns, "other", "tls", "other.tls.test", "svc", "other-tls"))
 	p := startPostern(t, "--ingress-class", "tls", "--election-id", "tls")
 	roots := x509.NewCertPool()
-	roots.AddCert(cluster.pki.ca)
+	roots.AddCert(cluster.pki.CA)
 
 	eventually(t, 20*time.Second, func() error {
 		leaf, _, err := servedCert(p.HTTPSAddr, "app.tls.test")
@@ -200,7 +200,7 @@ func checkDefaultCertificate(t *testing.T, p *Postern) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if leaf.Issuer.String() == cluster.pki.ca.Subject.String() {
+	if leaf.Issuer.String() == cluster.pki.CA.Subject.String() {
 		t.Errorf("an unknown host was served %s, a certificate of the test CA; want the default certificate", leaf.Subject)
 	}
 }
@@ -241,7 +241,7 @@ type pebble struct {
 // authorization without an HTTP attempt was validated by tls-alpn-01.
 func (pb *pebble) validated(t *testing.T, typ string) {
 	t.Helper()
-	log := pb.proc.out.String()
+	log := pb.proc.Out.String()
 	valid := strings.Contains(log, "set VALID by completed challenge")
 	overHTTP := strings.Contains(log, "Attempting to validate w/ HTTP")
 	if !valid || overHTTP != (typ == "http-01") {
@@ -260,7 +260,7 @@ func startPebble(t *testing.T, ip string, httpPort, tlsPort int) *pebble {
 		}
 	}
 	dir := t.TempDir()
-	certFile, keyFile, err := cluster.pki.issue("pebble", &x509.Certificate{
+	certFile, keyFile, err := cluster.pki.Issue("pebble", &x509.Certificate{
 		Subject:     pkix.Name{CommonName: "pebble"},
 		DNSNames:    []string{"localhost", "pebble"},
 		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
@@ -277,9 +277,9 @@ func startPebble(t *testing.T, ip string, httpPort, tlsPort int) *pebble {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(cts.stop)
+	t.Cleanup(cts.Stop)
 	pb := &pebble{
-		caBundle: cluster.pki.caCert,
+		caBundle: cluster.pki.CACert,
 		mgmt:     fmt.Sprintf("127.0.0.1:%d", freePortN()),
 	}
 	listen := fmt.Sprintf("127.0.0.1:%d", freePortN())
@@ -302,9 +302,9 @@ func startPebble(t *testing.T, ip string, httpPort, tlsPort int) *pebble {
 	}
 	pb.proc = pp
 	t.Cleanup(func() {
-		pp.stop()
+		pp.Stop()
 		if t.Failed() {
-			t.Logf("--- pebble log tail ---\n%s", pp.tail(40))
+			t.Logf("--- pebble log tail ---\n%s", pp.Tail(40))
 		}
 	})
 	eventually(t, 20*time.Second, func() error {
@@ -419,7 +419,7 @@ func TestACMEAcrossReplicas(t *testing.T) {
 	}
 
 	// A restart orders nothing new: the same certificate comes back.
-	p1.stop()
+	p1.Stop()
 	p1b := startPostern(t, args(ip1)...)
 	p1b.HTTPSAddr = ip1 + ":5001"
 	if got := waitIssued(t, p1b.HTTPSAddr, host, roots, 30*time.Second); got.SerialNumber.Cmp(leaf.SerialNumber) != 0 {
@@ -452,9 +452,9 @@ func TestACMEStandaloneHTTP01(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		p.stop()
+		p.Stop()
 		if t.Failed() {
-			t.Logf("--- postern log tail ---\n%s", p.tail(60))
+			t.Logf("--- postern log tail ---\n%s", p.Tail(60))
 		}
 	})
 	leaf := waitIssued(t, p.HTTPSAddr, host, pb.roots(t), 90*time.Second)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the real kube-apiserver, etcd and kubectl the end-to-end tests run, once, into
+# Builds the real Kubernetes control plane the end-to-end tests and `make cluster` run
+# (kube-apiserver, kube-controller-manager, kube-scheduler, etcd) and kubectl, once, into
 # a cache folder keyed by version. Later runs reuse the binaries.
 # Usage: test/kube/build.sh  (prints the folder holding the binaries)
 set -euo pipefail
@@ -12,16 +13,20 @@ out="$cache/kube-$k8s_version-etcd-$etcd_version"
 mkdir -p "$out"
 
 cd "$here"
-if [ ! -x "$out/kube-apiserver" ]; then
-	echo "building kube-apiserver $k8s_version into $out (10-15 minutes cold, once)" >&2
-	minor="${k8s_version#v1.}"
-	minor="${minor%%.*}"
-	pkg=k8s.io/component-base/version
-	CGO_ENABLED=0 go build -trimpath -o "$out/kube-apiserver.tmp" \
-		-ldflags "-s -w -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean" \
-		k8s.io/kubernetes/cmd/kube-apiserver
-	mv "$out/kube-apiserver.tmp" "$out/kube-apiserver"
-fi
+# The control plane's components, each with the version stamp a release has. The API
+# server is the long one cold (10-15 minutes); the others take a few more.
+minor="${k8s_version#v1.}"
+minor="${minor%%.*}"
+pkg=k8s.io/component-base/version
+for component in kube-apiserver kube-controller-manager kube-scheduler; do
+	if [ ! -x "$out/$component" ]; then
+		echo "building $component $k8s_version into $out (once)" >&2
+		CGO_ENABLED=0 go build -trimpath -o "$out/$component.tmp" \
+			-ldflags "-s -w -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean" \
+			"k8s.io/kubernetes/cmd/$component"
+		mv "$out/$component.tmp" "$out/$component"
+	fi
+done
 if [ ! -x "$out/kubectl" ]; then
 	echo "building kubectl $k8s_version into $out" >&2
 	CGO_ENABLED=0 go build -trimpath -o "$out/kubectl.tmp" \
