@@ -142,7 +142,15 @@ func parseChunkSizeLine(line []byte) (int64, bool) {
 	if !ok {
 		return 0, false
 	}
-	if i < len(line) && !validChunkExt(line[i:]) {
+	// What follows the digits is trailing whitespace or extensions starting with
+	// ";" at once: RFC 9112 allows whitespace before the ";", but Go's reader (and
+	// Framing, which reads as it does) refuses it, and a line one parser takes and
+	// the next one refuses must not be relayed.
+	rest := line[i:]
+	for len(rest) > 0 && (rest[len(rest)-1] == ' ' || rest[len(rest)-1] == '\t') {
+		rest = rest[:len(rest)-1]
+	}
+	if len(rest) > 0 && (rest[0] != ';' || !validChunkExt(rest)) {
 		return 0, false
 	}
 	return int64(size), true //nolint:gosec // at most 15 hex digits

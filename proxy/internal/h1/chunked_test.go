@@ -29,6 +29,9 @@ func TestH1CopyChunked(t *testing.T) {
 		{"huge size", "1000000000000000\r\n", 0, errChunked, ""},
 		{"bare lf", "5\nhello\r\n0\r\n\r\n", 0, errChunked, ""},
 		{"bad extension", "5;\"x\r\nhello\r\n0\r\n\r\n", 0, errChunked, ""},
+		// RFC 9112's BWS before ";" is refused, as Go's reader and Framing refuse it.
+		{"space before extension", "0 ;0\r\n\r\n", 0, errChunked, ""},
+		{"trailing space", "5 \r\nhello\r\n0\t\r\n\r\n", 5, nil, ""},
 		{"cut short", "5\r\nhel", 3, io.ErrUnexpectedEOF, ""},
 		{"no last chunk", "5\r\nhello\r\n", 5, io.ErrUnexpectedEOF, ""},
 		{"folded trailer", "0\r\nX: a\r\n b\r\n\r\n", 0, errChunked, ""},
