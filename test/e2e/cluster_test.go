@@ -11,57 +11,64 @@ import (
 )
 
 // TestRoutingFollowsTheCluster: routing after apply, then every kind of
-// update converges: a path changed, a host added, endpoints scaled up and
-// down, the Service deleted, the Ingress deleted.
+// update converges: a path changed, a host added, the Deployment behind a
+// Service scaled up, down and to zero, the Service deleted, the Ingress
+// deleted.
 func TestRoutingFollowsTheCluster(t *testing.T) {
 	ns := namespace(t, "routing")
-	startEcho(t, "web-a", "192.0.2.11:9000")
-	startEcho(t, "web-b", "192.0.2.12:9000")
-	startEcho(t, "api", "192.0.2.13:9000")
 	apply(t, ingressClass("routing", "e2e.postern.dev/routing", false)+
-		service(ns, "web", "192.0.2.11")+service(ns, "api", "192.0.2.13")+
+		echoDeployment(ns, "web", 1, "v1")+echoDeployment(ns, "api", 1, "v1")+
 		ingress(ns, "shop", "routing", "shop.example.com", "/=web", "/api=api"))
 	p := startPostern(t, "--ingress-class", "routing", "--controller-class", "e2e.postern.dev/routing", "--election-id", "routing")
 
-	p.expect(t, "shop.example.com", "/", 200, "web-a")
-	p.expect(t, "shop.example.com", "/api/orders", 200, "api")
+	p.expectWithin(t, 60*time.Second, "shop.example.com", "/", 200, "web")
+	p.expectWithin(t, 60*time.Second, "shop.example.com", "/api/orders", 200, "api")
 	p.expect(t, "unknown.example.com", "/", 404, "")
 
 	// Path changed: /api becomes /v2.
 	apply(t, ingress(ns, "shop", "routing", "shop.example.com", "/=web", "/v2=api"))
 	p.expect(t, "shop.example.com", "/v2/x", 200, "api")
-	p.expect(t, "shop.example.com", "/api/orders", 200, "web-a")
+	p.expect(t, "shop.example.com", "/api/orders", 200, "web")
 
 	// Host added.
 	apply(t, ingress(ns, "blog", "routing", "blog.example.com", "/=api"))
 	p.expect(t, "blog.example.com", "/", 200, "api")
 
-	// Endpoints scaled up: both backends get traffic.
-	apply(t, service(ns, "web", "192.0.2.11", "192.0.2.12"))
-	eventually(t, 20*time.Second, func() error {
+	// Scaled up: both Pods get traffic.
+	kubectl(t, "scale", "-n", ns, "deployment/web", "--replicas", "2")
+	eventually(t, 60*time.Second, func() error {
 		seen := map[string]bool{}
 		for range 10 {
 			_, body := p.get("shop.example.com", "/")
 			seen[strings.Fields(body + " x x")[1]] = true
 		}
-		if !seen["web-a"] || !seen["web-b"] {
+		if len(seen) != 2 {
 			return fmt.Errorf("backends seen: %v", seen)
 		}
 		return nil
 	})
-	// Scaled down to the other one.
-	apply(t, service(ns, "web", "192.0.2.12"))
-	eventually(t, 20*time.Second, func() error {
+	// Scaled down to one: every request goes to the Pod that stays.
+	kubectl(t, "scale", "-n", ns, "deployment/web", "--replicas", "1")
+	eventually(t, 60*time.Second, func() error {
+		var ready []string
+		for _, pi := range pods(t, ns, "web") {
+			if pi.Ready && !pi.Deleting {
+				ready = append(ready, pi.Name)
+			}
+		}
+		if len(ready) != 1 {
+			return fmt.Errorf("ready Pods of web: %v, want one", ready)
+		}
 		for range 6 {
-			if _, body := p.get("shop.example.com", "/"); !strings.HasPrefix(body, "backend: web-b ") {
-				return fmt.Errorf("still routed to %q", lastLines(body, 1))
+			if _, body := p.get("shop.example.com", "/"); !fromBackend(body, ready) {
+				return fmt.Errorf("still routed to %q, want %s only", firstLine(body), ready[0])
 			}
 		}
 		return nil
 	})
 	// Scaled to zero: 503.
-	apply(t, service(ns, "web"))
-	p.expect(t, "shop.example.com", "/", 503, "")
+	kubectl(t, "scale", "-n", ns, "deployment/web", "--replicas", "0")
+	p.expectWithin(t, 60*time.Second, "shop.example.com", "/", 503, "")
 
 	// Service deleted: the path answers 503, it never falls through.
 	kubectl(t, "delete", "-n", ns, "service", "api")
@@ -77,12 +84,11 @@ func TestRoutingFollowsTheCluster(t *testing.T) {
 // class-less while our IngressClass is the default; never otherwise.
 func TestClassFiltering(t *testing.T) {
 	ns := namespace(t, "classes")
-	startEcho(t, "classes", "192.0.2.21:9000")
 	ctrl := "e2e.postern.dev/classes"
 	apply(t, ingressClass("classes", ctrl, true)+
 		ingressClass("classes-by-controller", ctrl, false)+
 		ingressClass("someone-else", "example.com/other", false)+
-		service(ns, "svc", "192.0.2.21")+
+		echoWorkload(ns, "svc", "classes", 1, "v1")+
 		ingress(ns, "by-name", "classes", "by-name.example.com", "/=svc")+
 		ingress(ns, "by-controller", "classes-by-controller", "by-controller.example.com", "/=svc")+
 		ingress(ns, "foreign", "someone-else", "foreign.example.com", "/=svc")+
@@ -95,7 +101,7 @@ func TestClassFiltering(t *testing.T) {
 	})
 	p := startPostern(t, "--ingress-class", "classes", "--controller-class", ctrl, "--election-id", "classes")
 	for _, h := range []string{"by-name", "by-controller", "default", "legacy"} {
-		p.expect(t, h+".example.com", "/", 200, "classes")
+		p.expectWithin(t, 60*time.Second, h+".example.com", "/", 200, "classes")
 	}
 	p.expect(t, "foreign.example.com", "/", 404, "")
 }
@@ -105,12 +111,11 @@ func TestClassFiltering(t *testing.T) {
 func TestWatchNamespace(t *testing.T) {
 	in := namespace(t, "watched")
 	out := namespace(t, "unwatched")
-	startEcho(t, "watched", "192.0.2.31:9000")
-	apply(t, service(in, "svc", "192.0.2.31")+service(out, "svc", "192.0.2.31")+
+	apply(t, echoWorkload(in, "svc", "watched", 1, "v1")+echoWorkload(out, "svc", "unwatched", 1, "v1")+
 		ingress(in, "in", "watchns", "in.example.com", "/=svc")+
 		ingress(out, "out", "watchns", "out.example.com", "/=svc"))
 	p := startPostern(t, "--ingress-class", "watchns", "--election-id", "watchns", "--watch-namespace", in)
-	p.expect(t, "in.example.com", "/", 200, "watched")
+	p.expectWithin(t, 60*time.Second, "in.example.com", "/", 200, "watched")
 	p.expect(t, "out.example.com", "/", 404, "")
 }
 
@@ -143,13 +148,12 @@ type eventList struct {
 // while the others keep serving.
 func TestStatusAndEvents(t *testing.T) {
 	ns := namespace(t, "status")
-	startEcho(t, "status", "192.0.2.41:9000")
-	apply(t, service(ns, "svc", "192.0.2.41")+
+	apply(t, echoWorkload(ns, "svc", "status", 1, "v1")+
 		ingress(ns, "good", "status", "good.example.com", "/=svc")+
 		ingress(ns, "broken", "status", "broken.example.com", "/=missing"))
 	p := startPostern(t, "--ingress-class", "status", "--election-id", "status", "--publish-status-address", "192.0.2.241")
 
-	p.expect(t, "good.example.com", "/", 200, "status")
+	p.expectWithin(t, 60*time.Second, "good.example.com", "/", 200, "status")
 	p.expect(t, "broken.example.com", "/", 503, "")
 	eventually(t, 40*time.Second, func() error {
 		if got := ingressStatus(t, ns, "good"); got != "192.0.2.241" {
@@ -212,12 +216,11 @@ func TestStatusAndEvents(t *testing.T) {
 // when it is killed the other takes over the status writes.
 func TestLeaderFailover(t *testing.T) {
 	ns := namespace(t, "failover")
-	startEcho(t, "failover", "192.0.2.51:9000")
-	apply(t, service(ns, "svc", "192.0.2.51")+ingress(ns, "first", "failover", "first.example.com", "/=svc"))
+	apply(t, echoWorkload(ns, "svc", "failover", 1, "v1")+ingress(ns, "first", "failover", "first.example.com", "/=svc"))
 	args := []string{"--ingress-class", "failover", "--election-id", "failover", "--publish-status-address", "192.0.2.251"}
 	a := startPostern(t, args...)
 	b := startPostern(t, args...)
-	a.expect(t, "first.example.com", "/", 200, "failover")
+	a.expectWithin(t, 60*time.Second, "first.example.com", "/", 200, "failover")
 	b.expect(t, "first.example.com", "/", 200, "failover")
 	eventually(t, 40*time.Second, func() error {
 		if got := ingressStatus(t, ns, "first"); got != "192.0.2.251" {
@@ -245,14 +248,13 @@ func TestLeaderFailover(t *testing.T) {
 // picked up.
 func TestAPIServerOutage(t *testing.T) {
 	ns := namespace(t, "outage")
-	startEcho(t, "outage", "192.0.2.55:9000")
-	apply(t, service(ns, "svc", "192.0.2.55")+ingress(ns, "app", "outage", "app.example.com", "/=svc"))
+	apply(t, echoWorkload(ns, "svc", "outage", 1, "v1")+ingress(ns, "app", "outage", "app.example.com", "/=svc"))
 	p := startPostern(t, "--ingress-class", "outage", "--election-id", "outage")
-	p.expect(t, "app.example.com", "/", 200, "outage")
+	p.expectWithin(t, 60*time.Second, "app.example.com", "/", 200, "outage")
 
 	// Two workers, one request each per 20 ms: the outage can last up to
 	// two minutes with the reconnect, so keep the request count modest.
-	l := startLoad(t, p, loadOptions{host: "app.example.com", backends: []string{"outage"}, workers: 2, interval: 20 * time.Millisecond})
+	l := startLoad(t, p, loadOptions{host: "app.example.com", backends: anyBackend("outage"), workers: 2, interval: 20 * time.Millisecond})
 	stopAPIServer(t)
 	time.Sleep(10 * time.Second)
 	startAPIServer(t)

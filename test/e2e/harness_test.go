@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -266,12 +267,21 @@ func (p *Postern) expectWithin(t testing.TB, timeout time.Duration, host, path s
 	t.Helper()
 	eventually(t, timeout, func() error {
 		code, body := p.get(host, path)
-		if code != want || (backend != "" && !strings.HasPrefix(body, "backend: "+backend+" ")) {
+		if code != want || (backend != "" && !servedBy(body, backend)) {
 			return fmt.Errorf("GET %s%s = %d %q, want %d from %q", host, path, code, lastLines(body, 2), want, backend)
 		}
 		return nil
 	})
 }
+
+// servedBy says whether an echo response came from the backend name: the process of
+// that name, or a Pod of the Deployment of that name (<name>-<hash>-<suffix>).
+func servedBy(body, name string) bool {
+	rest, ok := strings.CutPrefix(body, "backend: "+name)
+	return ok && podSuffix.MatchString(rest)
+}
+
+var podSuffix = regexp.MustCompile(`^(-[a-z0-9]+-[a-z0-9]+)? `)
 
 // eventually polls f until it returns nil or timeout passes.
 func eventually(t testing.TB, timeout time.Duration, f func() error) {

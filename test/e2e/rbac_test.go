@@ -27,16 +27,15 @@ func TestRBACClusterWide(t *testing.T) {
 	h, dir := chartHelm(t)
 	rel := namespace(t, "rbac-postern")
 	app := namespace(t, "rbac-app")
-	startEcho(t, "rbac", "192.0.2.161:9000")
 	m := installChartNoPods(t, h, dir, "rbac", rel,
 		"--set", "ingressClass.name=rbac,ingressClass.controller=e2e.postern.dev/rbac,electionID=rbac-leader")
-	apply(t, service(app, "svc", "192.0.2.161")+
+	apply(t, echoWorkload(app, "svc", "rbac", 1, "v1")+
 		ingress(app, "good", "rbac", "good.rbac.example.com", "/=svc")+
 		ingress(app, "broken", "rbac", "broken.rbac.example.com", "/=missing"))
 
 	a := startAsChart(t, m, rel, true)
 	b := startAsChart(t, m, rel, true)
-	a.expect(t, "good.rbac.example.com", "/", 200, "rbac")
+	a.expectWithin(t, 60*time.Second, "good.rbac.example.com", "/", 200, "rbac")
 	b.expect(t, "good.rbac.example.com", "/", 200, "rbac")
 	a.expect(t, "broken.rbac.example.com", "/", 503, "")
 
@@ -115,7 +114,7 @@ func checkEventSeries(t *testing.T, app string, leader *Postern) {
 		return err
 	})
 	for range 2 {
-		apply(t, service(app, "missing", "192.0.2.161"))
+		apply(t, echoWorkload(app, "missing", "rbac", 1, "v1"))
 		leader.expect(t, "broken.rbac.example.com", "/", 200, "rbac")
 		kubectl(t, "delete", "service", "missing", "--namespace", app)
 		leader.expect(t, "broken.rbac.example.com", "/", 503, "")
@@ -203,15 +202,14 @@ func TestRBACACME(t *testing.T) {
 	h, dir := chartHelm(t)
 	rel := namespace(t, "rbac-acme")
 	app := namespace(t, "rbac-acme-app")
-	startEcho(t, "rbac-acme", "192.0.2.165:9000")
 	// No Ingress asks for ACME here, so the directory is never contacted.
 	m := installChartNoPods(t, h, dir, "acme", rel, "--set", strings.Join([]string{
 		"acme.enabled=true", "acme.directory=https://acme.invalid/directory", "acme.email=ops@example.com",
 		"ingressClass.name=rbac-acme", "ingressClass.controller=e2e.postern.dev/rbac-acme", "electionID=rbac-acme",
 	}, ","))
-	apply(t, service(app, "svc", "192.0.2.165")+ingress(app, "app", "rbac-acme", "acme.example.com", "/=svc"))
+	apply(t, echoWorkload(app, "svc", "rbac-acme", 1, "v1")+ingress(app, "app", "rbac-acme", "acme.example.com", "/=svc"))
 	p := startAsChart(t, m, rel, true)
-	p.expect(t, "acme.example.com", "/", 200, "rbac-acme")
+	p.expectWithin(t, 60*time.Second, "acme.example.com", "/", 200, "rbac-acme")
 	noForbidden(t, p)
 	name := fullname(t, m)
 	for _, tc := range []struct {

@@ -27,6 +27,12 @@ import (
 // ingress-nginx's documentation has users write too: the Pod keeps serving for two
 // seconds after it is marked terminating, while every proxy takes it out.
 func echoDeployment(ns, name string, replicas int, version string) string {
+	return echoWorkload(ns, name, name, replicas, version)
+}
+
+// echoWorkload is echoDeployment with the Service named svc and the Deployment (and
+// its Pods' label app, and their names' start) app.
+func echoWorkload(ns, svc, name string, replicas int, version string) string {
 	return fmt.Sprintf(`apiVersion: apps/v1
 kind: Deployment
 metadata: {name: %[2]s, namespace: %[1]s}
@@ -54,12 +60,12 @@ spec:
 ---
 apiVersion: v1
 kind: Service
-metadata: {name: %[2]s, namespace: %[1]s}
+metadata: {name: %[6]s, namespace: %[1]s}
 spec:
   selector: {app: %[2]s}
   ports: [{name: http, port: 80, targetPort: http}]
 ---
-`, ns, name, replicas, echoImage, version)
+`, ns, name, replicas, echoImage, version, svc)
 }
 
 // podInfo is what the tests read of a Pod.
