@@ -52,7 +52,7 @@ chart: ## helm lint and helm template of charts/postern with each ci/*-values.ya
 dockerfile-lint: tools ## BuildKit's own Dockerfile checks, offline; the Dockerfile's go build line is the Makefile's, and builds
 	cd test/dockerfile && $(GO) vet ./... && $(GOLANGCI) run ./... && $(GO) test -count=1 ./...
 
-e2e: ## end-to-end tests against a real kube-apiserver + etcd (built once, cached)
+e2e: ## end-to-end tests on the cluster of make cluster: real control plane + two Nodes (built once, cached)
 	./test/e2e/run.sh
 
 bench-convergence: ## API write -> routed request, 1,000 Ingresses, real kube-apiserver

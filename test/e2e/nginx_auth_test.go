@@ -27,7 +27,6 @@ import (
 // Secret and an auth service that is down fail closed.
 func TestIngressNginxAuth(t *testing.T) {
 	ns := namespace(t, "nginxauth")
-	startEcho(t, "auth-app", "192.0.2.181:9000")
 	const nginx = "nginx.ingress.kubernetes.io/"
 
 	hash, err := bcrypt.GenerateFromPassword([]byte("bar"), bcrypt.DefaultCost)
@@ -82,7 +81,7 @@ func TestIngressNginxAuth(t *testing.T) {
 
 	kubectl(t, "create", "configmap", "auth-headers", "-n", ns, "--from-literal=My-Custom-Header=42", "--from-literal=X-Uri=$request_uri")
 	kubectl(t, "create", "configmap", "custom-headers", "-n", ns, "--from-literal=X-Frame-Options=DENY")
-	apply(t, service(ns, "app", "192.0.2.181")+
+	apply(t, echoWorkload(ns, "app", "auth-app", 1, "v1")+
 		annotated(ingress(ns, "headers", ns, "headers.auth.example.com", "/=app"),
 			`"`+nginx+`auth-url": "http://`+l.Addr().String()+`/headers"`,
 			nginx+"auth-proxy-set-headers: "+ns+"/auth-headers", nginx+"custom-headers: "+ns+"/custom-headers")+
@@ -99,6 +98,7 @@ func TestIngressNginxAuth(t *testing.T) {
 			nginx+"auth-type: basic", nginx+"auth-secret: nothere")+
 		annotated(ingress(ns, "down", ns, "down.auth.example.com", "/=app"),
 			`"`+nginx+`auth-url": "http://`+deadAddr+`/check"`))
+	waitRollout(t, ns, "auth-app")
 	p := startPostern(t, "--ingress-class", ns, "--election-id", ns)
 
 	noFollow := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
@@ -143,7 +143,7 @@ func TestIngressNginxAuth(t *testing.T) {
 	if got := resp.Header.Get("WWW-Authenticate"); got != `Basic realm="Authentication Required - foo"` {
 		t.Errorf("basic auth challenge %q", got)
 	}
-	if resp, body := send("basic.auth.example.com", "/", basicCreds("foo", "bar")); resp.StatusCode != http.StatusOK || !strings.HasPrefix(body, "backend: auth-app ") || strings.Contains(strings.ToLower(body), "authorization:") {
+	if resp, body := send("basic.auth.example.com", "/", basicCreds("foo", "bar")); resp.StatusCode != http.StatusOK || !servedBy(body, "auth-app") || strings.Contains(strings.ToLower(body), "authorization:") {
 		t.Errorf("basic auth with credentials: %d %q (the Authorization field must not reach the endpoint)", resp.StatusCode, lastLines(body, 8))
 	}
 	if resp, _ := send("basic.auth.example.com", "/", basicCreds("foo", "baz")); resp.StatusCode != http.StatusUnauthorized {

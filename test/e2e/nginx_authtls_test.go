@@ -24,13 +24,13 @@ import (
 // subject with 403.
 func TestIngressNginxClientCertificates(t *testing.T) {
 	ns := namespace(t, "nginxauthtls")
-	startEcho(t, "authtls-app", "192.0.2.185:9000")
 	const nginx = "nginx.ingress.kubernetes.io/"
 	kubectl(t, "create", "secret", "generic", "ca-secret", "-n", ns, "--from-file=ca.crt="+cluster.pki.CACert)
 	secret, _ := tlsSecretYAML(t, ns, "site-tls", "mtls.authtls.test")
-	apply(t, service(ns, "app", "192.0.2.185")+secret+
+	apply(t, echoWorkload(ns, "app", "authtls-app", 1, "v1")+secret+
 		tlsIngress(ns, "app", ns, "mtls.authtls.test", "app", "site-tls",
 			nginx+"auth-tls-secret: "+ns+"/ca-secret", nginx+`auth-tls-match-cn: "CN=(alice|bob)"`))
+	waitRollout(t, ns, "authtls-app")
 	p := startPostern(t, "--ingress-class", ns, "--election-id", ns)
 
 	certFor := func(cn string) *tls.Certificate {

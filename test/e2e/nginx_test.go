@@ -22,11 +22,9 @@ import (
 // and an Ingress of another class is not served.
 func TestIngressNginxClass(t *testing.T) {
 	ns := namespace(t, "nginxclass")
-	startEcho(t, "nginx-main", "192.0.2.171:9000")
-	startEcho(t, "nginx-canary", "192.0.2.172:9000")
 	const nginx = "nginx.ingress.kubernetes.io/"
 	apply(t, ingressClass("nginx", "k8s.io/ingress-nginx", false)+
-		service(ns, "main", "192.0.2.171")+service(ns, "canary", "192.0.2.172")+
+		echoWorkload(ns, "main", "nginx-main", 1, "v1")+echoWorkload(ns, "canary", "nginx-canary", 1, "v1")+
 		annotated(strings.ReplaceAll(ingress(ns, "app", "nginx", "app.nginx.example.com", "/api(/|$)(.*)=main", "/=main"),
 			"pathType: Prefix", "pathType: ImplementationSpecific"),
 			nginx+"rewrite-target: /$2", nginx+"app-root: /home")+
@@ -45,19 +43,20 @@ func TestIngressNginxClass(t *testing.T) {
 			nginx+"auth-type: digest", nginx+"auth-secret: users")+
 		ingress(ns, "foreign", "someone-else", "foreign.nginx.example.com", "/=main"))
 	t.Cleanup(func() { _, _ = kubectlErr("delete", "ingressclass", "nginx") })
+	waitRollout(t, ns, "nginx-main", "nginx-canary")
 	p := startPostern(t, "--ingress-class", "nginx", "--controller-class", "k8s.io/ingress-nginx", "--election-id", "nginxclass")
 
-	eventually(t, 20*time.Second, func() error {
+	eventually(t, 60*time.Second, func() error {
 		code, body := p.get("app.nginx.example.com", "/API/orders?id=7")
-		if code != 200 || !strings.HasPrefix(body, "backend: nginx-main ") || !strings.Contains(body, "request: GET /orders?id=7 ") {
+		if code != 200 || !servedBy(body, "nginx-main") || !strings.Contains(body, "request: GET /orders?id=7 ") {
 			return fmt.Errorf("rewrite-target: %d %q", code, lastLines(body, 3))
 		}
 		return nil
 	})
-	if code, body := canaryGet(t, p, "always"); code != 200 || !strings.HasPrefix(body, "backend: nginx-canary ") {
+	if code, body := canaryGet(t, p, "always"); code != 200 || !servedBy(body, "nginx-canary") {
 		t.Errorf("canary-by-header always: %d %q", code, lastLines(body, 2))
 	}
-	if code, body := canaryGet(t, p, "never"); code != 200 || !strings.HasPrefix(body, "backend: nginx-main ") {
+	if code, body := canaryGet(t, p, "never"); code != 200 || !servedBy(body, "nginx-main") {
 		t.Errorf("canary-by-header never: %d %q", code, lastLines(body, 2))
 	}
 	noFollow := &http.Client{Timeout: 5 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
@@ -81,7 +80,7 @@ func TestIngressNginxClass(t *testing.T) {
 	}
 	// default-backend: the rule's Service does not exist, the error
 	// backend answers with X-Code 503.
-	if code, body := p.get("errors.nginx.example.com", "/page?q=1"); code != 200 || !strings.HasPrefix(body, "backend: nginx-canary ") ||
+	if code, body := p.get("errors.nginx.example.com", "/page?q=1"); code != 200 || !servedBy(body, "nginx-canary") ||
 		!strings.Contains(body, "request: GET / ") || !strings.Contains(body, "X-Code: 503\n") || !strings.Contains(body, "X-Original-Uri: /page?q=1\n") {
 		t.Errorf("default-backend: %d %q", code, body)
 	}

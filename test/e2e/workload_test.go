@@ -68,6 +68,14 @@ spec:
 `, ns, name, replicas, echoImage, version, svc)
 }
 
+// waitRollout waits until the Deployments in ns have all their Pods Ready.
+func waitRollout(t testing.TB, ns string, deployments ...string) {
+	t.Helper()
+	for _, d := range deployments {
+		kubectl(t, "rollout", "status", "-n", ns, "deployment/"+d, "--timeout", "120s")
+	}
+}
+
 // podInfo is what the tests read of a Pod.
 type podInfo struct {
 	Name, UID, Node, IP string

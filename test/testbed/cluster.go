@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -59,8 +60,12 @@ type Cluster struct {
 	APIAddr    string // APIIP:port
 	Kubeconfig string // the admin's (system:masters)
 
-	Etcd, API, ControllerManager, Scheduler *Proc
-	nodes                                   []*Node
+	Etcd, API *Proc
+	// The controller manager and the scheduler are restarted when they exit, as
+	// the kubelet restarts a control plane's static Pods: both exit on purpose
+	// when the API server goes away while they start.
+	ControllerManager, Scheduler *Supervised
+	nodes                        []*Node
 }
 
 // Start runs etcd and the API server, then (with ControlPlane) the controller manager
@@ -219,14 +224,14 @@ func (c *Cluster) startControllers() error {
 	if o.NodeMonitorGracePeriod > 0 {
 		args = append(args, "--node-monitor-grace-period", o.NodeMonitorGracePeriod.String())
 	}
-	if c.ControllerManager, err = c.start("kube-controller-manager", filepath.Join(o.KubeDir, "kube-controller-manager"), args...); err != nil {
+	if c.ControllerManager, err = c.supervise("kube-controller-manager", filepath.Join(o.KubeDir, "kube-controller-manager"), args...); err != nil {
 		return err
 	}
 	sched, err := c.componentKubeconfig("kube-scheduler", "system:kube-scheduler")
 	if err != nil {
 		return err
 	}
-	c.Scheduler, err = c.start("kube-scheduler", filepath.Join(o.KubeDir, "kube-scheduler"),
+	c.Scheduler, err = c.supervise("kube-scheduler", filepath.Join(o.KubeDir, "kube-scheduler"),
 		"--kubeconfig", sched, "--authentication-kubeconfig", sched, "--authorization-kubeconfig", sched,
 		"--bind-address", "127.0.0.1", "--secure-port", strconv.Itoa(FreePort()),
 		"--leader-elect=false", "-v", "0")
@@ -305,7 +310,12 @@ func (c *Cluster) Stop() {
 	for _, n := range c.nodes {
 		n.Stop()
 	}
-	for _, p := range []*Proc{c.Scheduler, c.ControllerManager, c.API, c.Etcd} {
+	for _, s := range []*Supervised{c.Scheduler, c.ControllerManager} {
+		if s != nil {
+			s.Stop()
+		}
+	}
+	for _, p := range []*Proc{c.API, c.Etcd} {
 		if p != nil {
 			p.Stop()
 		}
@@ -318,7 +328,13 @@ func (c *Cluster) Stop() {
 // Dump is the last lines of every component's output, for a failed start or test.
 func (c *Cluster) Dump(lines int) string {
 	var b strings.Builder
-	for _, p := range []*Proc{c.Etcd, c.API, c.ControllerManager, c.Scheduler} {
+	procs := []*Proc{c.Etcd, c.API}
+	for _, s := range []*Supervised{c.ControllerManager, c.Scheduler} {
+		if s != nil {
+			procs = append(procs, s.Current())
+		}
+	}
+	for _, p := range procs {
 		if p != nil {
 			fmt.Fprintf(&b, "--- %s log tail ---\n%s\n", p.Name, p.Tail(lines))
 		}
@@ -344,3 +360,68 @@ func FreePort() int {
 
 // firstHost is the first address of a prefix (a Node's own address on its bridge).
 func firstHost(p netip.Prefix) netip.Addr { return p.Masked().Addr().Next() }
+
+// Supervised is a component kept running: started again a second after it exits.
+type Supervised struct {
+	mu       sync.Mutex
+	cur      *Proc
+	restarts int
+	stopping bool
+	done     chan struct{}
+}
+
+func (c *Cluster) supervise(name, bin string, args ...string) (*Supervised, error) {
+	p, err := c.start(name, bin, args...)
+	if err != nil {
+		return nil, err
+	}
+	s := &Supervised{cur: p, done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		for {
+			s.mu.Lock()
+			p := s.cur
+			s.mu.Unlock()
+			<-p.Done()
+			time.Sleep(time.Second)
+			s.mu.Lock()
+			if s.stopping {
+				s.mu.Unlock()
+				return
+			}
+			np, err := c.start(name, bin, args...)
+			if err != nil {
+				s.mu.Unlock()
+				return
+			}
+			_, _ = fmt.Fprintf(np.Out, "testbed: %s restarted after it exited: %s\n", name, p.Tail(3))
+			s.cur, s.restarts = np, s.restarts+1
+			s.mu.Unlock()
+		}
+	}()
+	return s, nil
+}
+
+// Current is the running process.
+func (s *Supervised) Current() *Proc {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cur
+}
+
+// Restarts counts the restarts so far.
+func (s *Supervised) Restarts() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.restarts
+}
+
+// Stop stops the component for good.
+func (s *Supervised) Stop() {
+	s.mu.Lock()
+	s.stopping = true
+	p := s.cur
+	s.mu.Unlock()
+	p.Stop()
+	<-s.done
+}
