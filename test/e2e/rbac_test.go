@@ -141,17 +141,16 @@ func TestRBACNamespaced(t *testing.T) {
 	a, b := namespace(t, "rbacns-a"), namespace(t, "rbacns-b")
 	other := namespace(t, "rbacns-other")
 	certs := namespace(t, "rbacns-certs")
-	startEcho(t, "rbacns", "192.0.2.162:9000")
 	m := installChartNoPods(t, h, dir, "rbacns", rel, "--set", strings.Join([]string{
 		"watchNamespaces={" + a + "," + b + "}", "ingressClass.name=rbacns", "ingressClass.controller=e2e.postern.dev/rbacns",
 		"electionID=rbacns-leader", "defaultSSLCertificate=" + certs + "/default-tls",
 	}, ","))
 	for _, ns := range []string{a, b, other} {
-		apply(t, service(ns, "svc", "192.0.2.162")+ingress(ns, "app", "rbacns", ns+".example.com", "/=svc"))
+		apply(t, echoWorkload(ns, "svc", "rbacns", 1, "v1")+ingress(ns, "app", "rbacns", ns+".example.com", "/=svc"))
 	}
 	p := startAsChart(t, m, rel, true)
-	p.expect(t, a+".example.com", "/", 200, "rbacns")
-	p.expect(t, b+".example.com", "/", 200, "rbacns")
+	p.expectWithin(t, 60*time.Second, a+".example.com", "/", 200, "rbacns")
+	p.expectWithin(t, 60*time.Second, b+".example.com", "/", 200, "rbacns")
 	p.expect(t, other+".example.com", "/", 404, "")
 
 	// The release namespace is not watched: the published Service is read

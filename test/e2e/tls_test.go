@@ -129,12 +129,12 @@ func httpsGet(addr, host, path string, roots *x509.CertPool) (int, string, error
 // a rotated Secret is served on the next handshake without a restart.
 func TestTLSSecrets(t *testing.T) {
 	ns := namespace(t, "tls")
-	startEcho(t, "tls", "192.0.2.60:9000")
 	secret, serial1 := tlsSecretYAML(t, ns, "app-tls", "app.tls.test")
 	other, _ := tlsSecretYAML(t, ns, "other-tls", "other.tls.test")
-	apply(t, service(ns, "svc", "192.0.2.60")+secret+other+
+	apply(t, echoWorkload(ns, "svc", "tls", 1, "v1")+secret+other+
 		tlsIngress(ns, "app", "tls", "app.tls.test", "svc", "app-tls", `postern.dev/hsts: "max-age=600"`)+
 		tlsIngress(ns, "other", "tls", "other.tls.test", "svc", "other-tls"))
+	waitRollout(t, ns, "tls")
 	p := startPostern(t, "--ingress-class", "tls", "--election-id", "tls")
 	roots := x509.NewCertPool()
 	roots.AddCert(cluster.pki.CA)
@@ -150,7 +150,7 @@ func TestTLSSecrets(t *testing.T) {
 		return nil
 	})
 	code, body, err := httpsGet(p.HTTPSAddr, "app.tls.test", "/", roots)
-	if err != nil || code != 200 || !strings.HasPrefix(body, "HTTP/2.0 backend: tls ") {
+	if err != nil || code != 200 || !strings.HasPrefix(body, "HTTP/2.0 ") || !servedBy(strings.TrimPrefix(body, "HTTP/2.0 "), "tls") {
 		t.Errorf("GET https://app.tls.test/ = %d %q %v, want 200 over HTTP/2 from the tls backend", code, lastLines(body, 2), err)
 	}
 
@@ -372,9 +372,9 @@ func TestACMEAcrossReplicas(t *testing.T) {
 	const ip1, ip2 = "192.0.2.70", "192.0.2.72"
 	pb := startPebble(t, ip1, 5002, 5001)
 	ns := namespace(t, "acme")
-	startEcho(t, "acme", "192.0.2.71:9000")
 	host := "secure.postern.test"
-	apply(t, service(ns, "svc", "192.0.2.71")+acmeIngress(ns, "acme", host))
+	apply(t, echoWorkload(ns, "svc", "acme", 1, "v1")+acmeIngress(ns, "acme", host))
+	waitRollout(t, ns, "acme")
 
 	args := func(ip string) []string {
 		return []string{"--ingress-class", "acme", "--election-id", "acme", "--namespace", ns,
@@ -389,7 +389,8 @@ func TestACMEAcrossReplicas(t *testing.T) {
 	t.Logf("certificate for %s issued and served %s after start (serial %s)", host, time.Since(start).Round(time.Millisecond), leaf.SerialNumber)
 	pb.validated(t, "tls-alpn-01")
 	code, body, err := httpsGet(p1.HTTPSAddr, host, "/", roots)
-	if err != nil || code != 200 || !strings.Contains(body, "backend: acme ") {
+	_, echoed, found := strings.Cut(body, "backend: ")
+	if err != nil || code != 200 || !found || !servedBy("backend: "+echoed, "acme") {
 		t.Errorf("GET https://%s/ = %d %q %v", host, code, lastLines(body, 2), err)
 	}
 
