@@ -179,7 +179,7 @@ func (c *container) start(ctx context.Context, pod *corev1.Pod, vols map[string]
 		copies.Wait()
 		err := cmd.Wait()
 		_ = logf.Close()
-		_ = killGroup(cmd.Process.Pid) // what the program left behind in its group
+		killGroup(cmd.Process.Pid) // what the program left behind in its group
 		_ = os.Remove(pidFile)
 		cancel()
 		c.exitedWith(cmd.ProcessState, err)
@@ -332,16 +332,8 @@ func (l *logWriter) copy(stream string, r io.Reader) {
 	}
 }
 
-// killGroup kills a process group.
-func killGroup(pid int) error {
-	if err := syscall.Kill(-pid, syscall.SIGKILL); err != nil {
-		if errors.Is(err, syscall.ESRCH) {
-			return errNoProcess
-		}
-		return err
-	}
-	return nil
-}
+// killGroup kills a process group; one already gone is no error worth telling.
+func killGroup(pid int) { _ = syscall.Kill(-pid, syscall.SIGKILL) }
 
 // procStart is the start time of a process (field 22 of /proc/pid/stat), so that a
 // process id recorded by an earlier run is only killed if it is still that process.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -327,10 +326,8 @@ func killRecordedPids(dir string) {
 			continue
 		}
 		if started, err := os.ReadFile(filepath.Join(dir, e.Name())); err == nil && len(started) > 0 && string(started) == procStart(pid) {
-			_ = killGroup(pid)
+			killGroup(pid)
 		}
 		_ = os.Remove(filepath.Join(dir, e.Name()))
 	}
 }
-
-var errNoProcess = errors.New("no such process")

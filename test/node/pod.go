@@ -337,7 +337,8 @@ func (w *podWorker) ensure(ctx context.Context, pod *corev1.Pod, c *container) {
 // done says whether the Pod has finished for good (restartPolicy Never or OnFailure):
 // every container ended and none will run again.
 func (w *podWorker) done(pod *corev1.Pod) bool {
-	return phase(pod, w.inits, w.containers) == corev1.PodSucceeded || phase(pod, w.inits, w.containers) == corev1.PodFailed
+	ph := phase(pod, w.inits, w.containers)
+	return ph == corev1.PodSucceeded || ph == corev1.PodFailed
 }
 
 func isTerminal(p *corev1.Pod) bool {
