@@ -93,6 +93,9 @@ type Exchange struct {
 	// heldIP the request holds until Done.
 	held   *zone
 	heldIP netip.Addr
+	// ListenerPort is the port clients reach the request's listener on
+	// (ListenerOptions.Port).
+	ListenerPort int
 	// Reply, when its Status is not zero, is the answer: nothing is
 	// forwarded.
 	Reply Reply

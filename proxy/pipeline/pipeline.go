@@ -172,6 +172,9 @@ func compileRoute(rt *route.Route, k *kept) []Policy {
 	if rd, ok := newRedirect(rt); ok {
 		pols = append(pols, rd)
 	}
+	if rd, ok := newURLRedirect(rt); ok {
+		pols = append(pols, rd)
+	}
 	if rw, ok := newRewrite(rt); ok {
 		pols = append(pols, rw)
 	}
@@ -185,6 +188,9 @@ func compileRoute(rt *route.Route, k *kept) []Policy {
 	}
 	if a, ok := newAccess(rt, k); ok {
 		pols = append(pols, a) // after the limits
+	}
+	if rw, ok := newURLRewrite(rt); ok {
+		pols = append(pols, rw)
 	}
 	if rt.Policy != nil && rt.Policy.UpstreamHost != nil {
 		pols = append(pols, upstreamHost{host: rt.Policy.UpstreamHost})
@@ -234,6 +240,10 @@ type ListenerOptions struct {
 	// HTTPSPort is the port clients reach HTTPS on, for the Location of
 	// the redirect to HTTPS; 0 and 443 are left out of it.
 	HTTPSPort int
+	// Port is the port clients reach the listener on (the Service's,
+	// not the container's), for the Gateway API's redirects; zero means
+	// 80 on a plain listener and HTTPSPort (else 443) on a secure one.
+	Port int
 	// Covers, on a secure listener, reports whether a request for host
 	// may be served on a connection whose TLS server name is serverName;
 	// nil: any.
@@ -244,13 +254,24 @@ type ListenerOptions struct {
 type Listener struct {
 	p        *Pipeline
 	secure   bool
+	port     int            // ListenerOptions.Port, defaulted
 	https    *httpsRedirect // a plain listener's redirect to HTTPS; nil on TLS
 	policies []Policy       // in order
 }
 
 // Listener returns the decision of the requests of a listener with opts.
 func (p *Pipeline) Listener(opts ListenerOptions) *Listener {
-	l := &Listener{p: p, secure: opts.Secure}
+	l := &Listener{p: p, secure: opts.Secure, port: opts.Port}
+	if l.port == 0 {
+		switch {
+		case !opts.Secure:
+			l.port = 80
+		case opts.HTTPSPort > 0:
+			l.port = opts.HTTPSPort
+		default:
+			l.port = 443
+		}
+	}
 	l.policies = append(l.policies, requestID{}, forwarding{trusted: opts.Trusted})
 	if opts.Secure {
 		if opts.Covers != nil {
@@ -282,6 +303,7 @@ func (l *Listener) Decide(x *Exchange) {
 	x.table = ct.t
 	x.Secure = x.Secure || l.secure
 	x.https = l.https
+	x.ListenerPort = l.port
 	if l.run(x, l.policies) {
 		return
 	}
@@ -330,6 +352,11 @@ func (l *Listener) Decide(x *Exchange) {
 		// ingress-nginx's default-backend: it answers when the route's
 		// Service has no endpoint.
 		ep = l.p.toErrorBackend(x, 503)
+	}
+	if ep == nil && be.FailStatus != 0 && be.Unavailable != "" {
+		// A Gateway API backendRef that cannot be resolved: 500.
+		l.answer(x, ErrorReply(be.FailStatus, "backend not resolved"))
+		return
 	}
 	if ep == nil {
 		// No endpoints: none ready, or the backend is Unavailable.

@@ -34,6 +34,11 @@ func (t *Table) Lookup(host, reqPath string, req Request) *Route {
 				return r
 			}
 		}
+		if t.deep {
+			if r := t.matchDeep(host[i+1:], reqPath, req); r != nil {
+				return r
+			}
+		}
 	}
 	if t.any != nil {
 		if r := t.any.Match(reqPath, req); r != nil {
@@ -54,8 +59,35 @@ func (t *Table) Host(host string) *VirtualHost {
 		if vh := t.wildcard[host[i+1:]]; vh != nil {
 			return vh
 		}
+		for rest := host[i+1:]; t.deep; {
+			j := strings.IndexByte(rest, '.')
+			if j < 0 {
+				break
+			}
+			rest = rest[j+1:]
+			if vh := t.wildcard[rest]; vh != nil && vh.AnyDepth {
+				return vh
+			}
+		}
 	}
 	return t.any
+}
+
+// matchDeep tries the AnyDepth wildcard hosts above parent (the host
+// without its first label), the longest suffix first.
+func (t *Table) matchDeep(parent, reqPath string, req Request) *Route {
+	for rest := parent; ; {
+		j := strings.IndexByte(rest, '.')
+		if j < 0 {
+			return nil
+		}
+		rest = rest[j+1:]
+		if vh := t.wildcard[rest]; vh != nil && vh.AnyDepth {
+			if r := vh.Match(reqPath, req); r != nil {
+				return r
+			}
+		}
+	}
 }
 
 // NormalizeHost returns host without its port, lower-cased and without a

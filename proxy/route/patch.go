@@ -74,6 +74,7 @@ func (t *Table) WithBackends(replace map[*Backend]*Backend) *Table {
 		wildcard:           make(map[string]*VirtualHost, len(t.wildcard)),
 		tlsExact:           t.tlsExact,
 		tlsWildcard:        t.tlsWildcard,
+		deep:               t.deep,
 	}
 	for i, vh := range t.VirtualHosts {
 		nvh := vh
@@ -118,6 +119,7 @@ func (vh *VirtualHost) withRoutes(f func(*Route) *Route) *VirtualHost {
 		Routes:      make([]*Route, len(vh.Routes)),
 		ClientAuth:  vh.ClientAuth,
 		Passthrough: vh.Passthrough,
+		AnyDepth:    vh.AnyDepth,
 		exact:       remap(vh.exact, f),
 		prefix:      remap(vh.prefix, f),
 	}

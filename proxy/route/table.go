@@ -81,6 +81,10 @@ type Backend struct {
 	// and answers 503; it stays in the table so that its traffic never falls
 	// through to a shorter path that belongs to someone else.
 	Unavailable string `json:"unavailable,omitempty"`
+	// FailStatus is the status an Unavailable backend's requests are
+	// answered with; zero means 503. The Gateway API asks 500 for a
+	// backendRef that cannot be resolved.
+	FailStatus int `json:"failStatus,omitempty"`
 	// Protocol is how the proxy talks to the endpoints: ProtocolHTTP (also
 	// the zero value), ProtocolHTTPS, ProtocolH2C, ProtocolGRPC or
 	// ProtocolGRPCS.
@@ -270,6 +274,13 @@ type Policy struct {
 	// Redirect, when set, answers every request of the route with a
 	// redirect (permanent-redirect, temporal-redirect).
 	Redirect *Redirect `json:"redirect,omitempty"`
+	// URLRedirect, when set, answers every request of the route with a
+	// redirect to its URL with parts replaced (the Gateway API's
+	// RequestRedirect filter).
+	URLRedirect *URLRedirect `json:"urlRedirect,omitempty"`
+	// URLRewrite, when set, changes the Host and path sent to the
+	// endpoints (the Gateway API's URLRewrite filter).
+	URLRewrite *URLRewrite `json:"urlRewrite,omitempty"`
 	// SSLRedirect says whether the route's plain HTTP requests are
 	// redirected to HTTPS; the zero value leaves it to the host's
 	// TLSHost.Redirect.
@@ -315,6 +326,12 @@ type VirtualHost struct {
 	// ssl-passthrough, with --enable-ssl-passthrough): no HTTP policy
 	// applies to them. Plain HTTP requests are routed as usual.
 	Passthrough bool `json:"passthrough,omitempty"`
+	// AnyDepth makes a wildcard host match hosts any number of labels
+	// below its suffix, as Gateway API hostnames do ("*.example.com"
+	// matches "a.b.example.com"); without it a wildcard matches one
+	// label, as Ingress hosts do. A host one label below is matched by
+	// the one-label wildcard first.
+	AnyDepth bool `json:"anyDepth,omitempty"`
 
 	exact  map[string][]*Route // Exact routes by path, in precedence order
 	prefix map[string][]*Route // Prefix routes by normalised path, likewise
@@ -429,6 +446,7 @@ type Table struct {
 	exact       map[string]*VirtualHost // by lower-case host
 	wildcard    map[string]*VirtualHost // by the suffix after "*."
 	any         *VirtualHost            // rules without a host
+	deep        bool                    // some wildcard host has AnyDepth
 	tlsExact    map[string]*TLSHost     // by lower-case host
 	tlsWildcard map[string]*TLSHost     // by the suffix after "*."
 
@@ -460,6 +478,7 @@ func NewTable(hosts []*VirtualHost, def *Route) *Table {
 				continue
 			}
 			t.wildcard[suffix] = vh
+			t.deep = t.deep || vh.AnyDepth
 		default:
 			if _, dup := t.exact[vh.Host]; dup {
 				continue

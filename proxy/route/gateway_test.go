@@ -1,0 +1,66 @@
+package route
+
+import "testing"
+
+// TestAnyDepthWildcard: a wildcard host with AnyDepth (a Gateway API
+// hostname) matches hosts at any depth, the longest suffix first, and a
+// patched table keeps it; one without matches one label only.
+func TestAnyDepthWildcard(t *testing.T) {
+	be := &Backend{Key: "ns/a:80", Endpoints: []Endpoint{{Address: "192.0.2.1:80"}}}
+	at := func(src string) []*Route {
+		return []*Route{{Match: Match{PathType: PathPrefix, Path: "/"}, Backends: Single(be), Source: Source{Name: src}}}
+	}
+	deep := NewVirtualHost("*.example.com", at("deep"))
+	deep.AnyDepth = true
+	deeper := NewVirtualHost("*.b.example.com", at("deeper"))
+	deeper.AnyDepth = true
+	tbl := NewTable([]*VirtualHost{deep, deeper, NewVirtualHost("*.ingress.test", at("ingress"))}, nil)
+	patched := tbl.WithBackends(map[*Backend]*Backend{be: {Key: be.Key, Endpoints: []Endpoint{{Address: "192.0.2.2:80"}}}})
+	for _, tc := range []struct{ host, want string }{
+		{"a.example.com", "deep"},
+		{"x.y.example.com", "deep"},
+		{"x.b.example.com", "deeper"},
+		{"x.y.b.example.com", "deeper"},
+		{"example.com", ""},
+		{"a.ingress.test", "ingress"},
+		{"a.b.ingress.test", ""},
+	} {
+		for name, tb := range map[string]*Table{"built": tbl, "patched": patched} {
+			got := ""
+			if r := tb.Lookup(tc.host, "/", nil); r != nil {
+				got = r.Source.Name
+			}
+			if got != tc.want {
+				t.Errorf("%s: %s routed to %q, want %q", name, tc.host, got, tc.want)
+			}
+			vh := tb.Host(tc.host)
+			if (vh != nil) != (tc.want != "") {
+				t.Errorf("%s: Host(%s) = %v, want a host: %v", name, tc.host, vh, tc.want != "")
+			}
+		}
+	}
+}
+
+// TestPathModifier: ReplacePrefixMatch replaces whole path elements and
+// never doubles a slash; ReplaceFullPath replaces everything.
+func TestPathModifier(t *testing.T) {
+	for _, tc := range []struct {
+		pm   PathModifier
+		in   string
+		want string
+	}{
+		{PathModifier{Type: ReplacePrefixMatch, Prefix: "/prefix/one", Value: "/one"}, "/prefix/one/two", "/one/two"},
+		{PathModifier{Type: ReplacePrefixMatch, Prefix: "/prefix/one", Value: "/one"}, "/prefix/one", "/one"},
+		{PathModifier{Type: ReplacePrefixMatch, Prefix: "/prefix/one", Value: "/one"}, "/prefix/one/", "/one/"},
+		{PathModifier{Type: ReplacePrefixMatch, Prefix: "/strip", Value: "/"}, "/strip/three", "/three"},
+		{PathModifier{Type: ReplacePrefixMatch, Prefix: "/strip", Value: "/"}, "/strip", "/"},
+		{PathModifier{Type: ReplacePrefixMatch, Prefix: "/strip", Value: "/"}, "/strip/", "/"},
+		{PathModifier{Type: ReplacePrefixMatch, Prefix: "/", Value: "/api"}, "/x", "/api/x"},
+		{PathModifier{Type: ReplacePrefixMatch, Prefix: "/a", Value: "/b/"}, "/a/c", "/b/c"},
+		{PathModifier{Type: ReplaceFullPath, Value: "/one"}, "/any/thing", "/one"},
+	} {
+		if got := tc.pm.Apply(tc.in); got != tc.want {
+			t.Errorf("%+v on %s = %s, want %s", tc.pm, tc.in, got, tc.want)
+		}
+	}
+}
