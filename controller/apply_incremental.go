@@ -21,11 +21,11 @@ const fullBuildEvery = time.Minute
 // found in the set, and a changed one (a new pointer) is not.
 type lastBuild struct {
 	table    *route.Table
-	problems []Problem      // what Build reported; a patch never changes them
-	at       time.Time      // Options.Now of the full build
-	objects  map[any]uint64 // every Ingress, IngressClass, Service and Secret, with the check that last saw it
-	check    uint64         // counts endpointChanges calls, so that a pointer given twice is caught
-	counts   [5]int         // how many of each, in Snapshot order
+	problems []Problem        // what Build reported; a patch never changes them
+	at       time.Time        // Options.Now of the full build
+	objects  map[any]uint64   // every object but the EndpointSlices, with the check that last saw it
+	check    uint64           // counts endpointChanges calls, so that a pointer given twice is caught
+	counts   [objectKinds]int // how many of each, in Snapshot order
 	slices   map[*discoveryv1.EndpointSlice]sliceEntry
 	routes   int // the table's routes and backends, for the log line
 	backends int
@@ -37,25 +37,14 @@ func remember(s Snapshot, table *route.Table, problems []Problem, at time.Time) 
 		table:    table,
 		problems: problems,
 		at:       at,
-		objects:  make(map[any]uint64, len(s.Ingresses)+len(s.IngressClasses)+len(s.Services)+len(s.Secrets)+len(s.ConfigMaps)),
+		objects:  make(map[any]uint64),
 		counts:   objectCounts(s),
 		slices:   make(map[*discoveryv1.EndpointSlice]sliceEntry, len(s.EndpointSlices)),
 	}
-	for _, o := range s.Ingresses {
+	forEachObject(s, func(o any) bool {
 		l.objects[o] = 0
-	}
-	for _, o := range s.IngressClasses {
-		l.objects[o] = 0
-	}
-	for _, o := range s.Services {
-		l.objects[o] = 0
-	}
-	for _, o := range s.Secrets {
-		l.objects[o] = 0
-	}
-	for _, o := range s.ConfigMaps {
-		l.objects[o] = 0
-	}
+		return true
+	})
 	for _, o := range s.EndpointSlices {
 		if k, ok := sliceService(o); ok {
 			l.slices[o] = sliceEntry{service: k}
@@ -64,10 +53,32 @@ func remember(s Snapshot, table *route.Table, problems []Problem, at time.Time) 
 	return l
 }
 
+// objectKinds is how many kinds of objects a Snapshot holds besides
+// EndpointSlices.
+const objectKinds = 10
+
 // objectCounts returns how many objects of each kind but EndpointSlices
 // s holds, in Snapshot order.
-func objectCounts(s Snapshot) [5]int {
-	return [5]int{len(s.Ingresses), len(s.IngressClasses), len(s.Services), len(s.Secrets), len(s.ConfigMaps)}
+func objectCounts(s Snapshot) [objectKinds]int {
+	return [objectKinds]int{len(s.Ingresses), len(s.IngressClasses), len(s.Services), len(s.Secrets), len(s.ConfigMaps),
+		len(s.Namespaces), len(s.GatewayClasses), len(s.Gateways), len(s.HTTPRoutes), len(s.ReferenceGrants)}
+}
+
+// forEachObject calls f with every object of s but the EndpointSlices,
+// until f returns false; it reports whether f always returned true.
+func forEachObject(s Snapshot, f func(any) bool) bool {
+	return each(s.Ingresses, f) && each(s.IngressClasses, f) && each(s.Services, f) && each(s.Secrets, f) &&
+		each(s.ConfigMaps, f) && each(s.Namespaces, f) && each(s.GatewayClasses, f) && each(s.Gateways, f) &&
+		each(s.HTTPRoutes, f) && each(s.ReferenceGrants, f)
+}
+
+func each[T any](list []*T, f func(any) bool) bool {
+	for _, o := range list {
+		if !f(o) {
+			return false
+		}
+	}
+	return true
 }
 
 // sliceEntry is what lastBuild knows of an EndpointSlice: its Service, and
@@ -89,13 +100,17 @@ func (l *lastBuild) endpointChanges(s Snapshot, now time.Time) (changed map[type
 	if l.counts != objectCounts(s) {
 		return nil, false
 	}
-	if len(l.objects) != l.counts[0]+l.counts[1]+l.counts[2]+l.counts[3]+l.counts[4] {
+	total := 0
+	for _, n := range l.counts {
+		total += n
+	}
+	if len(l.objects) != total {
 		return nil, false // the remembered snapshot held a pointer twice
 	}
 	// Same counts, every object known and none seen twice in this check:
 	// the same objects.
 	l.check++
-	if !sameObjects(l, s.Ingresses) || !sameObjects(l, s.IngressClasses) || !sameObjects(l, s.Services) || !sameObjects(l, s.Secrets) || !sameObjects(l, s.ConfigMaps) {
+	if !forEachObject(s, func(o any) bool { return sameObject(l, o) }) {
 		return nil, false
 	}
 	// A slice not remembered is new or changed; a remembered one not seen
@@ -134,15 +149,13 @@ func (l *lastBuild) endpointChanges(s Snapshot, now time.Time) (changed map[type
 	return changed, true
 }
 
-// sameObjects reports whether every object of list is remembered and not
-// seen before in this check, and marks them seen.
-func sameObjects[T any](l *lastBuild, list []*T) bool {
-	for _, o := range list {
-		seen, known := l.objects[o]
-		if !known || seen == l.check {
-			return false
-		}
-		l.objects[o] = l.check
+// sameObject reports whether o is remembered and not seen before in this
+// check, and marks it seen.
+func sameObject(l *lastBuild, o any) bool {
+	seen, known := l.objects[o]
+	if !known || seen == l.check {
+		return false
 	}
+	l.objects[o] = l.check
 	return true
 }

@@ -27,9 +27,17 @@ import (
 // gets wrong (a bad host, a bad path, a missing Service) costs that rule,
 // path or backend only; the rest of the table is built.
 func Build(snap Snapshot, opts Options) (*route.Table, []Problem) {
+	t, problems, _ := build(snap, opts)
+	return t, problems
+}
+
+// build is Build, and the status of the Gateway API objects.
+func build(snap Snapshot, opts Options) (*route.Table, []Problem, *GatewayAPIStatus) {
 	b := newBuilder(snap, opts)
 	addIngresses(b, snap, opts)
-	return b.finish()
+	b.gatewayStatus = addGateways(b, snap, opts)
+	t, problems := b.finish()
+	return t, problems, b.gatewayStatus
 }
 
 // builder is the table builder of one Build call, the part of the
@@ -59,6 +67,12 @@ type builder struct {
 	// canaries are the ingress-nginx canary Ingresses, attached once
 	// every mainline has claimed its routes.
 	canaries []*canaryTranslation
+	// gatewayDefault is the certificate of the first HTTPS Gateway
+	// listener without a hostname: the default certificate unless
+	// Options.DefaultCertificate names one.
+	gatewayDefault *route.Certificate
+	// gatewayStatus is what the Gateway API translation found.
+	gatewayStatus *GatewayAPIStatus
 }
 
 // newBuilder returns a builder that resolves backends and certificates

@@ -228,6 +228,19 @@ func TestApplierPatchesEndpointChanges(t *testing.T) {
 	dup.Services = slices.Clone(changedIng.Services)
 	dup.Services[1] = dup.Services[0] // same count, one pointer twice
 	check(dup, false, "a Service replaced by another one's pointer")
+
+	// The Gateway API objects count too: a changed HTTPRoute is built.
+	gw, _ := loadGoldenCase(t, "gateway-http")
+	withGW := changedIng
+	withGW.GatewayClasses, withGW.Gateways, withGW.HTTPRoutes = gw.GatewayClasses, gw.Gateways, gw.HTTPRoutes
+	check(withGW, false, "Gateway API objects added")
+	check(withGW, true, "nothing changed, with Gateway API objects")
+	changedRoute := withGW
+	changedRoute.HTTPRoutes = slices.Clone(withGW.HTTPRoutes)
+	hr := withGW.HTTPRoutes[0].DeepCopy()
+	hr.Spec.Hostnames[0] = "renamed.example.com"
+	changedRoute.HTTPRoutes[0] = hr
+	check(changedRoute, false, "an HTTPRoute changed")
 }
 
 // goldenCaseNames lists the golden cases in testdata.

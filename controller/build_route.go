@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/postern-dev/postern/proxy/route"
 )
 
@@ -14,6 +16,12 @@ type hostRoutes struct {
 	// claimed are the routes of the claims that were won, with what a
 	// canary Ingress attached to them needs of their claim.
 	claimed map[routeKey]claimed
+	// created is when the object that holds each route was created, for
+	// a claim of the other front end that may be older.
+	created map[routeKey]metav1.Time
+	// anyDepth is set when a Gateway API route claimed the (wildcard)
+	// host: it matches hosts at any depth below its suffix.
+	anyDepth bool
 }
 
 // claimed is a route and what its claim said.
@@ -27,13 +35,17 @@ type claimed struct {
 type routeKey struct {
 	pathType route.PathType
 	path     string
+	// conds are the route's method, header and query conditions (only
+	// Gateway API routes have any), as gatewayRouteKey writes them.
+	conds string
 }
 
 // routeClaim is a front end's request for one route: the requests for host
 // whose path matches path by pathType go to the claim's backend.
 type routeClaim struct {
-	// src is the object that claims the route.
-	src source
+	// src is the object that claims the route, created when.
+	src     source
+	created metav1.Time
 	// host is the normalised host (see normalizeHost); "" is every host.
 	host string
 	// pathType and path are the route's match, path normalised.
@@ -63,7 +75,7 @@ func (b *builder) claimRoute(c routeClaim, backend func() *route.Backend) {
 		hr = &hostRoutes{owner: make(map[routeKey]source), claimed: make(map[routeKey]claimed)}
 		b.hosts[c.host] = hr
 	}
-	key := routeKey{c.pathType, c.path}
+	key := routeKey{pathType: c.pathType, path: c.path}
 	if owner, taken := hr.owner[key]; taken {
 		shownType := c.declaredType
 		if string(c.pathType) != shownType {
@@ -78,6 +90,10 @@ func (b *builder) claimRoute(c routeClaim, backend func() *route.Backend) {
 		return
 	}
 	hr.owner[key] = c.src
+	if hr.created == nil {
+		hr.created = make(map[routeKey]metav1.Time)
+	}
+	hr.created[key] = c.created
 	be := backend()
 	rt := &route.Route{
 		Match:    route.Match{PathType: c.pathType, Path: c.path},
@@ -127,6 +143,7 @@ func (b *builder) table() *route.Table {
 	for _, h := range names {
 		vh := route.NewVirtualHost(h, b.hosts[h].routes)
 		vh.Passthrough = b.opts.SSLPassthrough && b.nginx.passthrough[h]
+		vh.AnyDepth = b.hosts[h].anyDepth
 		for _, r := range vh.Routes {
 			if r.Policy != nil && r.Policy.ClientAuth != nil {
 				// The handshake asks for what the host's routes check.

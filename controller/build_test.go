@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/postern-dev/postern/proxy/route"
@@ -40,7 +41,7 @@ const minGoldenCases = 34
 // goldenDecoder decodes the kinds a Snapshot holds, into the real API types.
 var goldenDecoder = func() runtime.Decoder {
 	s := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, discoveryv1.AddToScheme, networkingv1.AddToScheme} {
+	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, discoveryv1.AddToScheme, networkingv1.AddToScheme, gatewayv1.Install} {
 		if err := add(s); err != nil {
 			panic(err)
 		}
@@ -88,6 +89,16 @@ func goldenSnapshot(data []byte, strict bool) (Snapshot, error) {
 			snap.Secrets = append(snap.Secrets, o)
 		case *corev1.ConfigMap:
 			snap.ConfigMaps = append(snap.ConfigMaps, o)
+		case *corev1.Namespace:
+			snap.Namespaces = append(snap.Namespaces, o)
+		case *gatewayv1.GatewayClass:
+			snap.GatewayClasses = append(snap.GatewayClasses, o)
+		case *gatewayv1.Gateway:
+			snap.Gateways = append(snap.Gateways, o)
+		case *gatewayv1.HTTPRoute:
+			snap.HTTPRoutes = append(snap.HTTPRoutes, o)
+		case *gatewayv1.ReferenceGrant:
+			snap.ReferenceGrants = append(snap.ReferenceGrants, o)
 		default:
 			if strict {
 				return snap, fmt.Errorf("document %d: %T is not a kind a snapshot holds", i, obj)
@@ -158,12 +169,17 @@ func TestBuildGolden(t *testing.T) {
 			t.Parallel()
 			snap, opts := loadGoldenCase(t, name)
 			before := copySnapshot(snap)
-			table, probs := renderGolden(Build(snap, opts))
+			tbl, problems, status := build(snap, opts)
+			table, probs := renderGolden(tbl, problems)
 			if !reflect.DeepEqual(before, snap) {
 				t.Errorf("Build changed the snapshot")
 			}
 			checkGolden(t, filepath.Join("testdata", name, "want.yaml"), table)
 			checkGolden(t, filepath.Join("testdata", name, "problems.yaml"), probs)
+			if len(snap.GatewayClasses)+len(snap.Gateways)+len(snap.HTTPRoutes) > 0 {
+				// The Gateway API cases also pin the status to write.
+				checkGolden(t, filepath.Join("testdata", name, "status.yaml"), goldenYAML(status))
+			}
 
 			// Determinism: again, and on shuffled copies of the snapshot.
 			if t2, p2 := renderGolden(Build(snap, opts)); !bytes.Equal(t2, table) || !bytes.Equal(p2, probs) {
@@ -201,12 +217,17 @@ func checkGolden(t *testing.T, path string, got []byte) {
 // copySnapshot deep-copies every object of s.
 func copySnapshot(s Snapshot) Snapshot {
 	return Snapshot{
-		Ingresses:      deepCopyAll(s.Ingresses, (*networkingv1.Ingress).DeepCopy),
-		IngressClasses: deepCopyAll(s.IngressClasses, (*networkingv1.IngressClass).DeepCopy),
-		Services:       deepCopyAll(s.Services, (*corev1.Service).DeepCopy),
-		EndpointSlices: deepCopyAll(s.EndpointSlices, (*discoveryv1.EndpointSlice).DeepCopy),
-		Secrets:        deepCopyAll(s.Secrets, (*corev1.Secret).DeepCopy),
-		ConfigMaps:     deepCopyAll(s.ConfigMaps, (*corev1.ConfigMap).DeepCopy),
+		Ingresses:       deepCopyAll(s.Ingresses, (*networkingv1.Ingress).DeepCopy),
+		IngressClasses:  deepCopyAll(s.IngressClasses, (*networkingv1.IngressClass).DeepCopy),
+		Services:        deepCopyAll(s.Services, (*corev1.Service).DeepCopy),
+		EndpointSlices:  deepCopyAll(s.EndpointSlices, (*discoveryv1.EndpointSlice).DeepCopy),
+		Secrets:         deepCopyAll(s.Secrets, (*corev1.Secret).DeepCopy),
+		ConfigMaps:      deepCopyAll(s.ConfigMaps, (*corev1.ConfigMap).DeepCopy),
+		Namespaces:      deepCopyAll(s.Namespaces, (*corev1.Namespace).DeepCopy),
+		GatewayClasses:  deepCopyAll(s.GatewayClasses, (*gatewayv1.GatewayClass).DeepCopy),
+		Gateways:        deepCopyAll(s.Gateways, (*gatewayv1.Gateway).DeepCopy),
+		HTTPRoutes:      deepCopyAll(s.HTTPRoutes, (*gatewayv1.HTTPRoute).DeepCopy),
+		ReferenceGrants: deepCopyAll(s.ReferenceGrants, (*gatewayv1.ReferenceGrant).DeepCopy),
 	}
 }
 
@@ -225,14 +246,23 @@ func deepCopyAll[T any](in []*T, deepCopy func(*T) *T) []*T {
 func shuffleSnapshot(s Snapshot, seed uint64) Snapshot {
 	r := rand.New(rand.NewPCG(seed, 0x9057e5))
 	c := Snapshot{
-		Ingresses:      slices.Clone(s.Ingresses),
-		IngressClasses: slices.Clone(s.IngressClasses),
-		Services:       slices.Clone(s.Services),
-		EndpointSlices: slices.Clone(s.EndpointSlices),
-		Secrets:        slices.Clone(s.Secrets),
-		ConfigMaps:     slices.Clone(s.ConfigMaps),
+		Ingresses:       slices.Clone(s.Ingresses),
+		IngressClasses:  slices.Clone(s.IngressClasses),
+		Services:        slices.Clone(s.Services),
+		EndpointSlices:  slices.Clone(s.EndpointSlices),
+		Secrets:         slices.Clone(s.Secrets),
+		ConfigMaps:      slices.Clone(s.ConfigMaps),
+		Namespaces:      slices.Clone(s.Namespaces),
+		GatewayClasses:  slices.Clone(s.GatewayClasses),
+		Gateways:        slices.Clone(s.Gateways),
+		HTTPRoutes:      slices.Clone(s.HTTPRoutes),
+		ReferenceGrants: slices.Clone(s.ReferenceGrants),
 	}
 	if seed == 0 {
+		slices.Reverse(c.GatewayClasses)
+		slices.Reverse(c.Gateways)
+		slices.Reverse(c.HTTPRoutes)
+		slices.Reverse(c.ReferenceGrants)
 		slices.Reverse(c.Ingresses)
 		slices.Reverse(c.IngressClasses)
 		slices.Reverse(c.Services)
@@ -245,6 +275,11 @@ func shuffleSnapshot(s Snapshot, seed uint64) Snapshot {
 	r.Shuffle(len(c.Services), func(i, j int) { c.Services[i], c.Services[j] = c.Services[j], c.Services[i] })
 	r.Shuffle(len(c.EndpointSlices), func(i, j int) { c.EndpointSlices[i], c.EndpointSlices[j] = c.EndpointSlices[j], c.EndpointSlices[i] })
 	r.Shuffle(len(c.ConfigMaps), func(i, j int) { c.ConfigMaps[i], c.ConfigMaps[j] = c.ConfigMaps[j], c.ConfigMaps[i] })
+	r.Shuffle(len(c.Gateways), func(i, j int) { c.Gateways[i], c.Gateways[j] = c.Gateways[j], c.Gateways[i] })
+	r.Shuffle(len(c.HTTPRoutes), func(i, j int) { c.HTTPRoutes[i], c.HTTPRoutes[j] = c.HTTPRoutes[j], c.HTTPRoutes[i] })
+	r.Shuffle(len(c.ReferenceGrants), func(i, j int) {
+		c.ReferenceGrants[i], c.ReferenceGrants[j] = c.ReferenceGrants[j], c.ReferenceGrants[i]
+	})
 	return c
 }
 

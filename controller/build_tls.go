@@ -139,7 +139,7 @@ func (b *builder) parseSecret(key types.NamespacedName) certResult {
 func (b *builder) defaultCertificate() *route.Certificate {
 	ref := b.opts.DefaultCertificate
 	if ref == "" {
-		return nil
+		return b.gatewayDefault
 	}
 	ns, name, _ := strings.Cut(ref, "/")
 	res := b.certificate(ns, name)

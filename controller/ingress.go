@@ -225,7 +225,7 @@ func (t *ingressTranslation) addPath(host, ruleHost string, p *networkingv1.HTTP
 		t.b.problem(t.src, ReasonInvalidAnnotation, fmt.Sprintf("%s is a regex path: its affinity cookie gets the path as written, which browsers take literally; set session-cookie-path, as ingress-nginx asks with use-regex", desc))
 	}
 	policy = withCookiePath(policy, p.Path)
-	c := routeClaim{src: t.src, host: host, pathType: rp.pathType, path: rp.path, shownPath: rp.shown, declaredType: rp.declared, policy: policy,
+	c := routeClaim{src: t.src, created: t.ing.CreationTimestamp, host: host, pathType: rp.pathType, path: rp.path, shownPath: rp.shown, declaredType: rp.declared, policy: policy,
 		settings: t.cfg.backend, refused: t.refused != "" || rp.reason != "" || hostRefused != "", errBackend: t.errBackend}
 	t.b.claimRoute(c, func() *route.Backend {
 		if hostRefused != "" && t.refused == "" {

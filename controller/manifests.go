@@ -23,6 +23,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/runtime"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
 const (
@@ -512,6 +513,16 @@ func (s *ManifestSource) snapshot() (Snapshot, []Problem) {
 				snap.Secrets = append(snap.Secrets, obj)
 			case *corev1.ConfigMap:
 				snap.ConfigMaps = append(snap.ConfigMaps, obj)
+			case *corev1.Namespace:
+				snap.Namespaces = append(snap.Namespaces, obj)
+			case *gatewayv1.GatewayClass:
+				snap.GatewayClasses = append(snap.GatewayClasses, obj)
+			case *gatewayv1.Gateway:
+				snap.Gateways = append(snap.Gateways, obj)
+			case *gatewayv1.HTTPRoute:
+				snap.HTTPRoutes = append(snap.HTTPRoutes, obj)
+			case *gatewayv1.ReferenceGrant:
+				snap.ReferenceGrants = append(snap.ReferenceGrants, obj)
 			}
 		}
 	}

@@ -24,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes/scheme"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	"sigs.k8s.io/yaml"
 )
 
@@ -32,7 +33,18 @@ import (
 // by default): an unknown or duplicated field in one of the kinds Postern
 // reads is reported rather than silently dropped, because a misspelt
 // "pathType" or "service" would otherwise change what is served.
-var manifestDecoder = serializer.NewCodecFactory(scheme.Scheme, serializer.EnableStrict).UniversalDeserializer()
+var manifestDecoder = serializer.NewCodecFactory(manifestScheme, serializer.EnableStrict).UniversalDeserializer()
+
+// manifestScheme is client-go's scheme and the Gateway API's kinds.
+var manifestScheme = func() *runtime.Scheme {
+	s := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{scheme.AddToScheme, gatewayv1.Install} {
+		if err := add(s); err != nil {
+			panic(err)
+		}
+	}
+	return s
+}()
 
 // decodeManifest is manifestDecoder.Decode, in about half the time for a
 // YAML document that decodes cleanly. The strict YAML deserializer parses
@@ -67,13 +79,22 @@ const (
 
 // The kinds Postern reads, and the only API versions it reads them in.
 var manifestKinds = map[string]schema.GroupVersion{
-	"Ingress":       networkingv1.SchemeGroupVersion,
-	"IngressClass":  networkingv1.SchemeGroupVersion,
-	"Service":       corev1.SchemeGroupVersion,
-	"EndpointSlice": discoveryv1.SchemeGroupVersion,
-	"Secret":        corev1.SchemeGroupVersion,
-	"ConfigMap":     corev1.SchemeGroupVersion,
+	"Ingress":        networkingv1.SchemeGroupVersion,
+	"IngressClass":   networkingv1.SchemeGroupVersion,
+	"Service":        corev1.SchemeGroupVersion,
+	"EndpointSlice":  discoveryv1.SchemeGroupVersion,
+	"Secret":         corev1.SchemeGroupVersion,
+	"ConfigMap":      corev1.SchemeGroupVersion,
+	"Namespace":      corev1.SchemeGroupVersion,
+	"GatewayClass":   gatewayGroupVersion,
+	"Gateway":        gatewayGroupVersion,
+	"HTTPRoute":      gatewayGroupVersion,
+	"ReferenceGrant": gatewayGroupVersion,
 }
+
+// gatewayGroupVersion is the Gateway API's v1, the one version Postern
+// reads its kinds in.
+var gatewayGroupVersion = schema.GroupVersion{Group: gatewayv1.GroupName, Version: "v1"}
 
 // manifestObject is one object decoded from a manifest file.
 type manifestObject struct {
@@ -290,6 +311,16 @@ func (d *decodedFile) accept(obj runtime.Object, gvk schema.GroupVersionKind, da
 		defaultManifestSecret(o)
 	case *corev1.ConfigMap:
 		kind, objMeta = "ConfigMap", &o.ObjectMeta
+	case *corev1.Namespace:
+		kind, objMeta = "Namespace", &o.ObjectMeta
+	case *gatewayv1.GatewayClass:
+		kind, objMeta = "GatewayClass", &o.ObjectMeta
+	case *gatewayv1.Gateway:
+		kind, objMeta = "Gateway", &o.ObjectMeta
+	case *gatewayv1.HTTPRoute:
+		kind, objMeta = "HTTPRoute", &o.ObjectMeta
+	case *gatewayv1.ReferenceGrant:
+		kind, objMeta = "ReferenceGrant", &o.ObjectMeta
 	default:
 		var namespace, name string
 		if m, err := meta.Accessor(obj); err == nil {
@@ -304,7 +335,7 @@ func (d *decodedFile) accept(obj runtime.Object, gvk schema.GroupVersionKind, da
 			zap.String("kind", gvk.Kind), zap.String("namespace", namespace), zap.String("name", name))
 		return
 	}
-	if kind == "IngressClass" {
+	if kind == "IngressClass" || kind == "GatewayClass" || kind == "Namespace" {
 		// Cluster-scoped: the API server ignores a namespace here.
 		objMeta.Namespace = ""
 	} else if objMeta.Namespace == "" {

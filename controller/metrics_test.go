@@ -81,7 +81,8 @@ func TestApplierMetrics(t *testing.T) {
 	checkSeries(t, reg, "postern_controller_problems",
 		`{kind="File",reason="InvalidManifest"} 1`, `{kind="Ingress",reason="ServiceNotFound"} 1`)
 	checkSeries(t, reg, "postern_controller_objects",
-		`{kind="ConfigMap"} 0`, `{kind="EndpointSlice"} 1`, `{kind="Ingress"} 1`, `{kind="IngressClass"} 0`, `{kind="Secret"} 0`, `{kind="Service"} 1`)
+		`{kind="ConfigMap"} 0`, `{kind="EndpointSlice"} 1`, `{kind="Gateway"} 0`, `{kind="GatewayClass"} 0`, `{kind="HTTPRoute"} 0`,
+		`{kind="Ingress"} 1`, `{kind="IngressClass"} 0`, `{kind="ReferenceGrant"} 0`, `{kind="Secret"} 0`, `{kind="Service"} 1`)
 	checkSeries(t, reg, "postern_controller_build_duration_seconds", `{} 1`)
 	last := testutil.ToFloat64(m.lastTable)
 	if after := time.Now(); last < float64(before.UnixNano())/1e9 || last > float64(after.UnixNano())/1e9 {
@@ -98,7 +99,8 @@ func TestApplierMetrics(t *testing.T) {
 	checkSeries(t, reg, "postern_controller_table_builds_total", `{result="ok"} 1`, `{result="problems"} 1`)
 	checkSeries(t, reg, "postern_controller_problems")
 	checkSeries(t, reg, "postern_controller_objects",
-		`{kind="ConfigMap"} 0`, `{kind="EndpointSlice"} 1`, `{kind="Ingress"} 1`, `{kind="IngressClass"} 0`, `{kind="Secret"} 0`, `{kind="Service"} 2`)
+		`{kind="ConfigMap"} 0`, `{kind="EndpointSlice"} 1`, `{kind="Gateway"} 0`, `{kind="GatewayClass"} 0`, `{kind="HTTPRoute"} 0`,
+		`{kind="Ingress"} 1`, `{kind="IngressClass"} 0`, `{kind="ReferenceGrant"} 0`, `{kind="Secret"} 0`, `{kind="Service"} 2`)
 	checkSeries(t, reg, "postern_controller_build_duration_seconds", `{} 2`)
 
 	checkSeries(t, reg, "postern_controller_leader", `{} 0`)

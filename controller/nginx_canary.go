@@ -235,7 +235,7 @@ func (ct *canaryTranslation) attachPath(host string, p *networkingv1.HTTPIngress
 			return
 		}
 	}
-	main, ok := t.b.claimedRoute(host, routeKey{rp.pathType, rp.path})
+	main, ok := t.b.claimedRoute(host, routeKey{pathType: rp.pathType, path: rp.path})
 	switch {
 	case !ok:
 		t.b.problem(t.src, ReasonCanaryNotServed, desc+" has no mainline Ingress with the same host and path; the canary path is not served (404), as in ingress-nginx")

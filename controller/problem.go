@@ -27,7 +27,13 @@ func (p Problem) String() string {
 // Reasons a Problem can have. They are a closed set so that they can be
 // metric labels.
 const (
-	ReasonServiceNotFound     = "ServiceNotFound"
+	ReasonServiceNotFound = "ServiceNotFound"
+	// ReasonRefNotPermitted: a Gateway API reference to another
+	// namespace that no ReferenceGrant allows.
+	ReasonRefNotPermitted = "RefNotPermitted"
+	// ReasonUnsupportedFilter: a Gateway API route filter Postern cannot
+	// carry out as written; the rule answers 500.
+	ReasonUnsupportedFilter   = "UnsupportedFilter"
 	ReasonPortNotFound        = "PortNotFound"
 	ReasonUnsupportedBackend  = "UnsupportedBackend"
 	ReasonInvalidHost         = "InvalidHost"

@@ -6,6 +6,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/postern-dev/postern/proxy/route"
 )
@@ -27,6 +28,16 @@ type Snapshot struct {
 	// ConfigMaps hold what some ingress-nginx annotations name
 	// (custom-headers, auth-proxy-set-headers).
 	ConfigMaps []*corev1.ConfigMap
+	// Namespaces give the labels a Gateway listener's allowedRoutes
+	// selector matches.
+	Namespaces []*corev1.Namespace
+
+	// The Gateway API objects: Build keeps the GatewayClasses whose
+	// controllerName is ours, their Gateways and the routes attached.
+	GatewayClasses  []*gatewayv1.GatewayClass
+	Gateways        []*gatewayv1.Gateway
+	HTTPRoutes      []*gatewayv1.HTTPRoute
+	ReferenceGrants []*gatewayv1.ReferenceGrant
 }
 
 // Options are the settings Build needs from the command line.
@@ -70,6 +81,10 @@ type Options struct {
 	// (--enable-ssl-passthrough); without it the annotation is a Problem
 	// and the host's TLS is terminated, as ingress-nginx does.
 	SSLPassthrough bool `json:"sslPassthrough,omitempty"`
+	// GatewayControllerName is the controllerName of the GatewayClasses
+	// Postern serves (--gateway-controller-name); empty means
+	// DefaultGatewayControllerName.
+	GatewayControllerName string `json:"gatewayControllerName,omitempty"`
 	// Certificates, when not nil, remembers parsed certificates across
 	// builds so that an unchanged Secret is not parsed again. It never
 	// changes what Build returns.

@@ -38,6 +38,7 @@ type config struct {
 	metricsAddr     string
 	ingressClass    string
 	controllerClass string
+	gatewayCtrl     string
 	annotationsPfx  string
 	limitStatus     int
 	globalAuth      *route.ExternalAuth
@@ -99,6 +100,7 @@ func parseFlags(args []string, getenv func(string) string, stdout io.Writer) (*c
 	fs.StringVar(&c.metricsAddr, "metrics-addr", ":10254", "listener for /metrics, /healthz, /readyz and /debug/routes")
 	fs.StringVar(&c.ingressClass, "ingress-class", controller.DefaultIngressClass, "IngressClass name served")
 	fs.StringVar(&c.controllerClass, "controller-class", controller.DefaultControllerClass, "spec.controller of the IngressClasses that belong to Postern")
+	fs.StringVar(&c.gatewayCtrl, "gateway-controller-name", controller.DefaultGatewayControllerName, "spec.controllerName of the Gateway API GatewayClasses Postern serves")
 	fs.StringVar(&c.annotationsPfx, "annotations-prefix", controller.DefaultAnnotationsPrefix, "prefix of the ingress-nginx annotations, as ingress-nginx's flag")
 	fs.IntVar(&c.limitStatus, "limit-status-code", 503, "status of the answer to requests a rate limit refuses (ingress-nginx's limit-req-status-code and limit-conn-status-code; 429 is the usual other)")
 	fs.StringVar(&c.globalAuthURL, "global-auth-url", "", "external auth service of every Ingress without an auth-url of its own, unless it sets enable-global-auth: \"false\" (ingress-nginx's global-auth-url; nginx variables allowed)")
@@ -188,6 +190,8 @@ func (c *config) validate() error {
 		return errors.New("--ingress-class must not be empty")
 	case c.controllerClass == "":
 		return errors.New("--controller-class must not be empty")
+	case c.gatewayCtrl == "" || !strings.Contains(c.gatewayCtrl, "/"):
+		return errors.New("--gateway-controller-name must be a domain-prefixed path, like postern.dev/gateway-controller")
 	}
 	if err := checkAnnotationsPrefix(c.annotationsPfx); err != nil {
 		return err

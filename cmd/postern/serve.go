@@ -164,6 +164,7 @@ func (a *app) build(ctx context.Context) error {
 	a.applier = controller.NewApplier(controller.Options{
 		IngressClass:           cfg.ingressClass,
 		ControllerClass:        cfg.controllerClass,
+		GatewayControllerName:  cfg.gatewayCtrl,
 		AnnotationsPrefix:      cfg.annotationsPfx,
 		LimitStatusCode:        cfg.limitStatus,
 		GlobalAuth:             cfg.globalAuth,

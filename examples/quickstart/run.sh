@@ -38,6 +38,9 @@ Postern is serving examples/quickstart on http://127.0.0.1:${http_port}. Try, fr
   # TLS (a self-signed demo certificate, hence -k): HTTP/2, HSTS, and HTTP redirected with 308
   curl -k --resolve secure.example.com:${https_port}:127.0.0.1 https://secure.example.com:${https_port}/ -I
   curl -i -H 'Host: secure.example.com' http://127.0.0.1:${http_port}/
+  # the Gateway API beside the Ingresses (gateway.yaml): a header picks api, the rest is split 90/10
+  curl -H 'Host: gateway.example.com' -H 'X-Version: 2' http://127.0.0.1:${http_port}/
+  curl -i -H 'Host: gateway.example.com' http://127.0.0.1:${http_port}/old/page   # 301 to /new/page
   # no rule for this host: 404
   curl -i -H 'Host: nothing.example.org' http://127.0.0.1:${http_port}/
   # the live routing table

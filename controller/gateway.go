@@ -1,0 +1,525 @@
+package controller
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/postern-dev/postern/proxy/route"
+)
+
+// The Gateway API front end: GatewayClasses whose controllerName is ours
+// (Options.GatewayControllerName), their Gateways' HTTP and HTTPS
+// listeners, and the HTTPRoutes attached to them, translated into claims
+// on the one table builder, beside the Ingresses. What each object got
+// (accepted or not, and why) is its status: GatewayAPIStatus, which the
+// elected leader writes.
+//
+// Every Gateway shares Postern's own listeners: an HTTP listener on port
+// 80 is served by --http-addr, an HTTPS listener on port 443 by
+// --https-addr (the chart's Service maps 80 and 443 to them), and their
+// routes merge into the table the Ingresses are served from. A listener
+// on another port is not accepted (PortUnavailable).
+
+// DefaultGatewayControllerName is the controllerName of the
+// GatewayClasses Postern serves (--gateway-controller-name).
+const DefaultGatewayControllerName = "postern.dev/gateway-controller"
+
+// The kinds and group of the Gateway API.
+const (
+	gatewayGroup       = gatewayv1.GroupName
+	gatewayKind        = "Gateway"
+	httpRouteKind      = "HTTPRoute"
+	grpcRouteKind      = "GRPCRoute"
+	referenceGrantKind = "ReferenceGrant"
+)
+
+// The ports of Postern's own listeners a Gateway's listeners are served
+// on.
+const (
+	sharedHTTPPort  = 80
+	sharedHTTPSPort = 443
+)
+
+// GatewayAPIStatus is what the translation found out about each Gateway
+// API object of ours: the status to write. Conditions carry no
+// LastTransitionTime; the status writer keeps the one already written
+// when a condition did not change.
+type GatewayAPIStatus struct {
+	Classes    []ClassResult   `json:"classes,omitempty"`
+	Gateways   []GatewayResult `json:"gateways,omitempty"`
+	HTTPRoutes []RouteResult   `json:"httpRoutes,omitempty"`
+}
+
+// ClassResult is the status of one GatewayClass.
+type ClassResult struct {
+	Name       string                       `json:"name"`
+	Conditions []metav1.Condition           `json:"conditions"`
+	Features   []gatewayv1.SupportedFeature `json:"supportedFeatures"`
+}
+
+// GatewayResult is the status of one Gateway, but for its addresses,
+// which the status writer adds.
+type GatewayResult struct {
+	Namespace  string                     `json:"namespace"`
+	Name       string                     `json:"name"`
+	Conditions []metav1.Condition         `json:"conditions"`
+	Listeners  []gatewayv1.ListenerStatus `json:"listeners"`
+}
+
+// RouteResult is the status of one route: a parent status per parentRef
+// that names one of our Gateways.
+type RouteResult struct {
+	Namespace string                        `json:"namespace"`
+	Name      string                        `json:"name"`
+	Parents   []gatewayv1.RouteParentStatus `json:"parents"`
+}
+
+// supportedFeatures are the Gateway API features Postern implements, as
+// GatewayClass status.supportedFeatures lists them (sorted).
+var supportedFeatures = func() []gatewayv1.SupportedFeature {
+	names := []string{
+		"Gateway", "HTTPRoute", "ReferenceGrant",
+		"HTTPRouteHostRewrite", "HTTPRouteMethodMatching", "HTTPRoutePathRedirect",
+		"HTTPRoutePathRewrite", "HTTPRoutePortRedirect", "HTTPRouteQueryParamMatching",
+		"HTTPRouteResponseHeaderModification", "HTTPRouteSchemeRedirect",
+		"HTTPRoute303RedirectStatusCode", "HTTPRoute307RedirectStatusCode", "HTTPRoute308RedirectStatusCode",
+	}
+	slices.Sort(names)
+	out := make([]gatewayv1.SupportedFeature, len(names))
+	for i, n := range names {
+		out[i] = gatewayv1.SupportedFeature{Name: gatewayv1.FeatureName(n)}
+	}
+	return out
+}()
+
+// gatewayState is one Gateway of ours while it is translated.
+type gatewayState struct {
+	gw        *gatewayv1.Gateway
+	src       source
+	listeners []*listenerState
+}
+
+// listenerState is one listener of a Gateway while it is translated.
+type listenerState struct {
+	gw   *gatewayState
+	spec *gatewayv1.Listener
+	// host is the listener's hostname, normalised; "" for any host.
+	host string
+	// kinds are the route kinds the listener takes.
+	kinds []gatewayv1.RouteGroupKind
+	// accepted says the listener is valid (its Accepted condition);
+	// serving that it also resolved its references and serves routes
+	// (Programmed). conds are its conditions by type.
+	accepted, serving bool
+	conds             map[string]metav1.Condition
+	attached          int32
+}
+
+// setCond sets the condition t of l.
+func (l *listenerState) setCond(t string, ok bool, reason, msg string) {
+	l.conds[t] = condition(t, ok, reason, msg, l.gw.gw.Generation)
+}
+
+// condition returns a condition of type t at generation gen.
+func condition(t string, ok bool, reason, msg string, gen int64) metav1.Condition {
+	st := metav1.ConditionFalse
+	if ok {
+		st = metav1.ConditionTrue
+	}
+	return metav1.Condition{Type: t, Status: st, Reason: reason, Message: msg, ObservedGeneration: gen}
+}
+
+// gatewayTranslation is the Gateway API part of one Build.
+type gatewayTranslation struct {
+	b        *builder
+	opts     Options
+	grants   []*gatewayv1.ReferenceGrant
+	nsLabels map[string]labels.Set
+	gateways map[types.NamespacedName]*gatewayState
+	status   *GatewayAPIStatus
+}
+
+// addGateways translates the Gateway API objects of snap and returns
+// their status.
+func addGateways(b *builder, snap Snapshot, opts Options) *GatewayAPIStatus {
+	t := &gatewayTranslation{
+		b:        b,
+		opts:     opts,
+		grants:   snap.ReferenceGrants,
+		nsLabels: make(map[string]labels.Set),
+		gateways: make(map[types.NamespacedName]*gatewayState),
+		status:   &GatewayAPIStatus{},
+	}
+	for _, ns := range snap.Namespaces {
+		if ns != nil {
+			t.nsLabels[ns.Name] = ns.Labels
+		}
+	}
+	ctrl := opts.gatewayControllerName()
+	classes := make(map[string]bool)
+	for _, gc := range sortedByAge(snap.GatewayClasses, func(c *gatewayv1.GatewayClass) *metav1.ObjectMeta { return &c.ObjectMeta }) {
+		if string(gc.Spec.ControllerName) != ctrl || classes[gc.Name] {
+			continue
+		}
+		classes[gc.Name] = true
+		t.status.Classes = append(t.status.Classes, ClassResult{
+			Name:       gc.Name,
+			Conditions: []metav1.Condition{condition(string(gatewayv1.GatewayClassConditionStatusAccepted), true, string(gatewayv1.GatewayClassReasonAccepted), "Postern serves this class", gc.Generation)},
+			Features:   supportedFeatures,
+		})
+	}
+	var gws []*gatewayState
+	for _, gw := range sortedByAge(snap.Gateways, func(g *gatewayv1.Gateway) *metav1.ObjectMeta { return &g.ObjectMeta }) {
+		k := types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}
+		if !classes[string(gw.Spec.GatewayClassName)] || t.gateways[k] != nil {
+			continue
+		}
+		gs := t.gateway(gw)
+		t.gateways[k] = gs
+		gws = append(gws, gs)
+	}
+	for _, hr := range sortedByAge(snap.HTTPRoutes, func(r *gatewayv1.HTTPRoute) *metav1.ObjectMeta { return &r.ObjectMeta }) {
+		if res, ok := t.httpRoute(hr); ok {
+			t.status.HTTPRoutes = append(t.status.HTTPRoutes, res)
+		}
+	}
+	for _, gs := range gws {
+		t.status.Gateways = append(t.status.Gateways, gs.result())
+	}
+	return t.status
+}
+
+// sortedByAge returns the objects of list oldest first (then by namespace
+// and name), nil ones left out.
+func sortedByAge[T comparable](list []T, meta func(T) *metav1.ObjectMeta) []T {
+	var zero T
+	out := make([]T, 0, len(list))
+	for _, o := range list {
+		if o != zero {
+			out = append(out, o)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b T) int {
+		am, bm := meta(a), meta(b)
+		return cmp.Or(
+			am.CreationTimestamp.Compare(bm.CreationTimestamp.Time),
+			cmp.Compare(am.Namespace, bm.Namespace),
+			cmp.Compare(am.Name, bm.Name),
+		)
+	})
+	return out
+}
+
+// gateway checks the listeners of gw and claims the certificates of its
+// HTTPS ones.
+func (t *gatewayTranslation) gateway(gw *gatewayv1.Gateway) *gatewayState {
+	gs := &gatewayState{gw: gw, src: source{kind: gatewayKind, namespace: gw.Namespace, name: gw.Name}}
+	for i := range gw.Spec.Listeners {
+		l := &listenerState{gw: gs, spec: &gw.Spec.Listeners[i], conds: make(map[string]metav1.Condition)}
+		gs.listeners = append(gs.listeners, l)
+		t.listener(l)
+	}
+	t.conflicts(gs)
+	for _, l := range gs.listeners {
+		if !l.accepted {
+			continue
+		}
+		if _, bad := l.conds[string(gatewayv1.ListenerConditionResolvedRefs)]; !bad {
+			l.setCond(string(gatewayv1.ListenerConditionResolvedRefs), true, string(gatewayv1.ListenerReasonResolvedRefs), "")
+		}
+		if l.conds[string(gatewayv1.ListenerConditionResolvedRefs)].Status == metav1.ConditionTrue {
+			l.setCond(string(gatewayv1.ListenerConditionProgrammed), true, string(gatewayv1.ListenerReasonProgrammed), "")
+			l.serving = true
+		} else {
+			l.setCond(string(gatewayv1.ListenerConditionProgrammed), false, string(gatewayv1.ListenerReasonInvalid), "the listener's references cannot be resolved")
+		}
+	}
+	return gs
+}
+
+// listener checks one listener: protocol, port, hostname, route kinds
+// and, for HTTPS, its certificates.
+func (t *gatewayTranslation) listener(l *listenerState) {
+	accepted := string(gatewayv1.ListenerConditionAccepted)
+	spec := l.spec
+	switch spec.Protocol {
+	case gatewayv1.HTTPProtocolType, gatewayv1.HTTPSProtocolType:
+	default:
+		l.setCond(accepted, false, string(gatewayv1.ListenerReasonUnsupportedProtocol), fmt.Sprintf("protocol %s is not supported; Postern serves HTTP and HTTPS", quoteShort(string(spec.Protocol))))
+		l.setCond(string(gatewayv1.ListenerConditionProgrammed), false, string(gatewayv1.ListenerReasonInvalid), "the listener is not accepted")
+		return
+	}
+	want := sharedHTTPPort
+	if spec.Protocol == gatewayv1.HTTPSProtocolType {
+		want = sharedHTTPSPort
+	}
+	if int(spec.Port) != want {
+		l.setCond(accepted, false, string(gatewayv1.ListenerReasonPortUnavailable), fmt.Sprintf("Gateways share Postern's listeners: %s is served on port %d only", spec.Protocol, want))
+		l.setCond(string(gatewayv1.ListenerConditionProgrammed), false, string(gatewayv1.ListenerReasonInvalid), "the listener is not accepted")
+		return
+	}
+	if spec.Hostname != nil && *spec.Hostname != "" {
+		h, problem := normalizeHost(string(*spec.Hostname))
+		if problem != "" {
+			l.setCond(accepted, false, string(gatewayv1.ListenerReasonUnsupportedValue), problem)
+			l.setCond(string(gatewayv1.ListenerConditionProgrammed), false, string(gatewayv1.ListenerReasonInvalid), "the listener is not accepted")
+			return
+		}
+		l.host = h
+	}
+	l.accepted = true
+	l.setCond(accepted, true, string(gatewayv1.ListenerReasonAccepted), "")
+	t.routeKinds(l)
+	if spec.Protocol == gatewayv1.HTTPSProtocolType {
+		t.listenerTLS(l)
+	}
+}
+
+// routeKinds sets the route kinds l takes: those of allowedRoutes.kinds
+// that are HTTPRoutes, or HTTPRoute when it names none. A kind Postern
+// does not serve is left out, with ResolvedRefs False.
+func (t *gatewayTranslation) routeKinds(l *listenerState) {
+	http := gatewayv1.RouteGroupKind{Group: ptrTo(gatewayv1.Group(gatewayGroup)), Kind: httpRouteKind}
+	if l.spec.AllowedRoutes == nil || len(l.spec.AllowedRoutes.Kinds) == 0 {
+		l.kinds = []gatewayv1.RouteGroupKind{http}
+		return
+	}
+	l.kinds = []gatewayv1.RouteGroupKind{}
+	var bad []string
+	for _, k := range l.spec.AllowedRoutes.Kinds {
+		group := gatewayGroup
+		if k.Group != nil {
+			group = string(*k.Group)
+		}
+		if group == gatewayGroup && k.Kind == httpRouteKind {
+			if !slices.ContainsFunc(l.kinds, func(x gatewayv1.RouteGroupKind) bool { return x.Kind == k.Kind }) {
+				l.kinds = append(l.kinds, http)
+			}
+			continue
+		}
+		bad = append(bad, quoteShort(group+"/"+string(k.Kind)))
+	}
+	if len(bad) > 0 {
+		l.setCond(string(gatewayv1.ListenerConditionResolvedRefs), false, string(gatewayv1.ListenerReasonInvalidRouteKinds),
+			fmt.Sprintf("route kinds %s are not supported; Postern serves %s/HTTPRoute", strings.Join(bad, ", "), gatewayGroup))
+	}
+}
+
+// listenerTLS resolves the certificates of HTTPS listener l and claims
+// TLS for its host with the first one; a listener without a hostname
+// gives the table's default certificate, unless --default-ssl-certificate
+// sets it.
+func (t *gatewayTranslation) listenerTLS(l *listenerState) {
+	resolved := string(gatewayv1.ListenerConditionResolvedRefs)
+	tlsCfg := l.spec.TLS
+	if tlsCfg == nil || len(tlsCfg.CertificateRefs) == 0 {
+		l.setCond(resolved, false, string(gatewayv1.ListenerReasonInvalidCertificateRef), "an HTTPS listener needs tls.certificateRefs")
+		return
+	}
+	if tlsCfg.Mode != nil && *tlsCfg.Mode != gatewayv1.TLSModeTerminate {
+		l.setCond(string(gatewayv1.ListenerConditionAccepted), false, string(gatewayv1.ListenerReasonUnsupportedValue), "an HTTPS listener terminates TLS: tls.mode must be Terminate")
+		l.accepted = false
+		return
+	}
+	src := l.gw.src
+	for _, ref := range tlsCfg.CertificateRefs {
+		group, kind, ns := refParts(ref.Group, ref.Kind, ref.Namespace, "Secret", src.namespace)
+		shown := quoteShort(ns + "/" + string(ref.Name))
+		switch {
+		case group != "" || kind != "Secret":
+			l.setCond(resolved, false, string(gatewayv1.ListenerReasonInvalidCertificateRef), fmt.Sprintf("certificate reference %s is a %s; only core Secrets are supported", shown, quoteShort(strings.TrimPrefix(group+"/"+kind, "/"))))
+			return
+		case ns != src.namespace && !t.granted(gatewayKind, src.namespace, "", "Secret", ns, string(ref.Name)):
+			l.setCond(resolved, false, string(gatewayv1.ListenerReasonRefNotPermitted), fmt.Sprintf("Secret %s is in another namespace and no ReferenceGrant there allows Gateways of namespace %s to use it", shown, quoteShort(src.namespace)))
+			return
+		}
+		res := t.b.certificate(ns, string(ref.Name))
+		if res.reason != "" {
+			l.setCond(resolved, false, string(gatewayv1.ListenerReasonInvalidCertificateRef), res.msg)
+			return
+		}
+		if ref == tlsCfg.CertificateRefs[0] {
+			secret := ns + "/" + string(ref.Name)
+			if l.host != "" {
+				t.b.claimTLSHost(src, &route.TLSHost{Host: l.host, Certificate: res.cert, Source: src.route()}, secret)
+			} else if t.b.gatewayDefault == nil {
+				// The certificate of HTTPS requests no other fits, unless
+				// --default-ssl-certificate names one.
+				t.b.gatewayDefault = res.cert
+			}
+		}
+	}
+}
+
+// conflicts marks the valid listeners of gs that share a port with
+// another valid one of a different protocol (ProtocolConflict) or of the
+// same hostname (HostnameConflict): they are not served, and count as
+// not valid.
+func (t *gatewayTranslation) conflicts(gs *gatewayState) {
+	protocols := make(map[gatewayv1.PortNumber]map[gatewayv1.ProtocolType]bool)
+	hosts := make(map[string]int)
+	for _, l := range gs.listeners {
+		if !l.accepted {
+			continue
+		}
+		if protocols[l.spec.Port] == nil {
+			protocols[l.spec.Port] = make(map[gatewayv1.ProtocolType]bool)
+		}
+		protocols[l.spec.Port][l.spec.Protocol] = true
+		hosts[fmt.Sprintf("%d/%s", l.spec.Port, l.host)]++
+	}
+	conflicted := string(gatewayv1.ListenerConditionConflicted)
+	for _, l := range gs.listeners {
+		switch {
+		case !l.accepted:
+			continue
+		case len(protocols[l.spec.Port]) > 1:
+			l.setCond(conflicted, true, string(gatewayv1.ListenerReasonProtocolConflict), fmt.Sprintf("another listener on port %d has another protocol", l.spec.Port))
+		case hosts[fmt.Sprintf("%d/%s", l.spec.Port, l.host)] > 1:
+			l.setCond(conflicted, true, string(gatewayv1.ListenerReasonHostnameConflict), fmt.Sprintf("another listener on port %d has the same hostname", l.spec.Port))
+		default:
+			l.setCond(conflicted, false, string(gatewayv1.ListenerReasonNoConflicts), "")
+			continue
+		}
+		l.accepted = false
+		l.setCond(string(gatewayv1.ListenerConditionProgrammed), false, string(gatewayv1.ListenerReasonInvalid), "the listener conflicts with another")
+	}
+}
+
+// result returns the status of gs.
+func (gs *gatewayState) result() GatewayResult {
+	gen := gs.gw.Generation
+	res := GatewayResult{Namespace: gs.gw.Namespace, Name: gs.gw.Name, Listeners: []gatewayv1.ListenerStatus{}}
+	valid := 0
+	for _, l := range gs.listeners {
+		if l.accepted {
+			valid++
+		}
+		kinds := l.kinds
+		if kinds == nil {
+			kinds = []gatewayv1.RouteGroupKind{}
+		}
+		ls := gatewayv1.ListenerStatus{Name: l.spec.Name, SupportedKinds: kinds, AttachedRoutes: l.attached}
+		for _, typ := range listenerConditionOrder {
+			if c, ok := l.conds[typ]; ok {
+				ls.Conditions = append(ls.Conditions, c)
+			}
+		}
+		res.Listeners = append(res.Listeners, ls)
+	}
+	accepted, programmed := string(gatewayv1.GatewayConditionAccepted), string(gatewayv1.GatewayConditionProgrammed)
+	switch {
+	case valid == len(gs.listeners):
+		res.Conditions = []metav1.Condition{
+			condition(accepted, true, string(gatewayv1.GatewayReasonAccepted), "", gen),
+			condition(programmed, true, string(gatewayv1.GatewayReasonProgrammed), "", gen),
+		}
+	case valid > 0:
+		res.Conditions = []metav1.Condition{
+			condition(accepted, true, string(gatewayv1.GatewayReasonListenersNotValid), fmt.Sprintf("%d of %d listeners are not valid", len(gs.listeners)-valid, len(gs.listeners)), gen),
+			condition(programmed, true, string(gatewayv1.GatewayReasonProgrammed), "", gen),
+		}
+	default:
+		res.Conditions = []metav1.Condition{
+			condition(accepted, false, string(gatewayv1.GatewayReasonListenersNotValid), "no listener is valid", gen),
+			condition(programmed, false, string(gatewayv1.GatewayReasonInvalid), "no listener is valid", gen),
+		}
+	}
+	return res
+}
+
+// listenerConditionOrder is the order listener conditions are written in.
+var listenerConditionOrder = []string{
+	string(gatewayv1.ListenerConditionAccepted),
+	string(gatewayv1.ListenerConditionConflicted),
+	string(gatewayv1.ListenerConditionProgrammed),
+	string(gatewayv1.ListenerConditionResolvedRefs),
+}
+
+// granted reports whether a ReferenceGrant in toNS lets objects of kind
+// fromKind in fromNS refer to the object toName (any, when the grant
+// names none) of group toGroup and kind toKind.
+func (t *gatewayTranslation) granted(fromKind, fromNS, toGroup, toKind, toNS, toName string) bool {
+	for _, g := range t.grants {
+		if g == nil || g.Namespace != toNS {
+			continue
+		}
+		from := slices.ContainsFunc(g.Spec.From, func(f gatewayv1.ReferenceGrantFrom) bool {
+			return string(f.Group) == gatewayGroup && string(f.Kind) == fromKind && string(f.Namespace) == fromNS
+		})
+		if !from {
+			continue
+		}
+		to := slices.ContainsFunc(g.Spec.To, func(to gatewayv1.ReferenceGrantTo) bool {
+			return string(to.Group) == toGroup && string(to.Kind) == toKind && (to.Name == nil || *to.Name == "" || string(*to.Name) == toName)
+		})
+		if to {
+			return true
+		}
+	}
+	return false
+}
+
+// allows reports whether listener l takes routes of kind from namespace
+// ns.
+func (t *gatewayTranslation) allows(l *listenerState, kind, ns string) bool {
+	if !slices.ContainsFunc(l.kinds, func(k gatewayv1.RouteGroupKind) bool { return string(k.Kind) == kind }) {
+		return false
+	}
+	from := gatewayv1.NamespacesFromSame
+	var sel *metav1.LabelSelector
+	if ar := l.spec.AllowedRoutes; ar != nil && ar.Namespaces != nil {
+		if ar.Namespaces.From != nil {
+			from = *ar.Namespaces.From
+		}
+		sel = ar.Namespaces.Selector
+	}
+	switch from {
+	case gatewayv1.NamespacesFromAll:
+		return true
+	case gatewayv1.NamespacesFromSelector:
+		if sel == nil {
+			return false
+		}
+		s, err := metav1.LabelSelectorAsSelector(sel)
+		return err == nil && s.Matches(t.nsLabels[ns])
+	case gatewayv1.NamespacesFromSame:
+		return ns == l.gw.gw.Namespace
+	}
+	return false
+}
+
+// refParts returns the group, kind and namespace of a Gateway API
+// object reference, with the defaults for those it leaves out: the core
+// group, kind and namespace ns.
+func refParts(group *gatewayv1.Group, kind *gatewayv1.Kind, namespace *gatewayv1.Namespace, defKind, ns string) (string, string, string) {
+	g, k := "", defKind
+	if group != nil {
+		g = string(*group)
+	}
+	if kind != nil {
+		k = string(*kind)
+	}
+	if namespace != nil && *namespace != "" {
+		ns = string(*namespace)
+	}
+	return g, k, ns
+}
+
+// ptrTo returns a pointer to v.
+func ptrTo[T any](v T) *T { return &v }
+
+// gatewayControllerName returns GatewayControllerName or its default.
+func (o Options) gatewayControllerName() string {
+	if o.GatewayControllerName == "" {
+		return DefaultGatewayControllerName
+	}
+	return o.GatewayControllerName
+}

@@ -1,0 +1,572 @@
+package controller
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/postern-dev/postern/proxy/route"
+)
+
+// attachment is a listener a route attached to and the hostnames it
+// serves there (normalised; "" for any host).
+type attachment struct {
+	l     *listenerState
+	hosts []string
+}
+
+// httpRoute translates hr: its parentRefs that name our Gateways, each
+// with a parent status, and the routes of its rules for the hostnames
+// of the listeners it attached to. It reports false when hr names none
+// of our Gateways: its status is someone else's.
+func (t *gatewayTranslation) httpRoute(hr *gatewayv1.HTTPRoute) (RouteResult, bool) {
+	src := source{kind: httpRouteKind, namespace: hr.Namespace, name: hr.Name}
+	res := RouteResult{Namespace: hr.Namespace, Name: hr.Name}
+	hostnames := make([]string, 0, len(hr.Spec.Hostnames))
+	for _, h := range hr.Spec.Hostnames {
+		if n, problem := normalizeHost(string(h)); problem == "" && n != "" {
+			hostnames = append(hostnames, n)
+		} else if problem != "" {
+			t.b.problem(src, ReasonInvalidHost, problem)
+		}
+	}
+	rules, resolved := t.rules(src, hr)
+	var served []string // hosts claimed, so two parents do not claim twice
+	for _, ref := range hr.Spec.ParentRefs {
+		gs, ok := t.parentGateway(hr.Namespace, ref)
+		if !ok {
+			continue
+		}
+		gen := hr.Generation
+		ps := gatewayv1.RouteParentStatus{
+			ParentRef:      ref,
+			ControllerName: gatewayv1.GatewayController(t.opts.gatewayControllerName()),
+		}
+		atts, reason, msg := t.attach(gs, ref, hr.Namespace, hostnames)
+		accepted := string(gatewayv1.RouteConditionAccepted)
+		if len(atts) == 0 {
+			ps.Conditions = append(ps.Conditions, condition(accepted, false, reason, msg, gen))
+		} else {
+			ps.Conditions = append(ps.Conditions, condition(accepted, true, string(gatewayv1.RouteReasonAccepted), "", gen))
+		}
+		ps.Conditions = append(ps.Conditions, resolved.at(gen))
+		res.Parents = append(res.Parents, ps)
+		for _, a := range atts {
+			a.l.attached++
+			for _, h := range a.hosts {
+				if slices.Contains(served, h) {
+					continue
+				}
+				served = append(served, h)
+				for _, rt := range rules {
+					t.b.claimGatewayRoute(h, rt, src, hr.CreationTimestamp)
+				}
+			}
+		}
+	}
+	return res, len(res.Parents) > 0
+}
+
+// parentGateway returns our Gateway that ref (of a route in namespace
+// ns) names, if it names one.
+func (t *gatewayTranslation) parentGateway(ns string, ref gatewayv1.ParentReference) (*gatewayState, bool) {
+	if ref.Group != nil && string(*ref.Group) != gatewayGroup || ref.Kind != nil && string(*ref.Kind) != gatewayKind {
+		return nil, false
+	}
+	if ref.Namespace != nil && *ref.Namespace != "" {
+		ns = string(*ref.Namespace)
+	}
+	gs := t.gateways[types.NamespacedName{Namespace: ns, Name: string(ref.Name)}]
+	return gs, gs != nil
+}
+
+// attach returns the listeners of gs that a route of namespace ns with
+// hostnames attaches to through ref, with the hostnames served on each;
+// when there is none, the reason and message of its Accepted condition.
+func (t *gatewayTranslation) attach(gs *gatewayState, ref gatewayv1.ParentReference, ns string, hostnames []string) (atts []attachment, reason, msg string) {
+	var named []*listenerState
+	for _, l := range gs.listeners {
+		if ref.SectionName != nil && *ref.SectionName != "" && l.spec.Name != *ref.SectionName {
+			continue
+		}
+		if ref.Port != nil && *ref.Port != 0 && l.spec.Port != *ref.Port {
+			continue
+		}
+		named = append(named, l)
+	}
+	if len(named) == 0 {
+		return nil, string(gatewayv1.RouteReasonNoMatchingParent), "no listener of the Gateway matches the parentRef's sectionName and port"
+	}
+	var allowed []*listenerState
+	for _, l := range named {
+		if l.accepted && t.allows(l, httpRouteKind, ns) {
+			allowed = append(allowed, l)
+		}
+	}
+	if len(allowed) == 0 {
+		return nil, string(gatewayv1.RouteReasonNotAllowedByListeners), fmt.Sprintf("no listener of the Gateway allows HTTPRoutes from namespace %s", quoteShort(ns))
+	}
+	for _, l := range allowed {
+		hosts := intersectHosts(l.host, hostnames)
+		if len(hosts) == 0 {
+			continue
+		}
+		if !l.serving {
+			// Attached, but the listener serves nothing until its
+			// references resolve.
+			hosts = nil
+		}
+		atts = append(atts, attachment{l: l, hosts: hosts})
+	}
+	if len(atts) == 0 {
+		return nil, string(gatewayv1.RouteReasonNoMatchingListenerHostname), "no hostname of the route matches a listener's hostname"
+	}
+	return atts, "", ""
+}
+
+// intersectHosts returns the hosts a route with hostnames serves on a
+// listener with hostname listener ("" for any): the route's that the
+// listener's covers (the more specific of the two when a wildcard meets a
+// name it covers), the listener's when the route names none, "" when
+// neither does; none when they do not meet.
+func intersectHosts(listener string, hostnames []string) []string {
+	if len(hostnames) == 0 {
+		return []string{listener}
+	}
+	if listener == "" {
+		return slices.Clone(hostnames)
+	}
+	var out []string
+	for _, h := range hostnames {
+		switch {
+		case h == listener:
+			out = append(out, h)
+		case covers(listener, h):
+			out = append(out, h)
+		case covers(h, listener):
+			out = append(out, listener)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// covers reports whether the Gateway API hostname pattern matches name: a
+// wildcard "*.example.com" matches every name below example.com, at any
+// depth (and a narrower wildcard); an exact name only itself.
+func covers(pattern, name string) bool {
+	suffix, ok := strings.CutPrefix(pattern, "*")
+	if !ok {
+		return pattern == name
+	}
+	return strings.HasSuffix(name, suffix) && len(name) > len(suffix)
+}
+
+// refsResult is the ResolvedRefs condition of a route, without its
+// generation.
+type refsResult struct {
+	ok          bool
+	reason, msg string
+}
+
+// at returns r as a condition at generation gen.
+func (r refsResult) at(gen int64) metav1.Condition {
+	return condition(string(gatewayv1.RouteConditionResolvedRefs), r.ok, r.reason, r.msg, gen)
+}
+
+// rules returns the routes of hr's rules, one per match, for any host,
+// and its ResolvedRefs condition: the first backendRef that cannot be
+// resolved says why.
+func (t *gatewayTranslation) rules(src source, hr *gatewayv1.HTTPRoute) ([]*route.Route, refsResult) {
+	resolved := refsResult{ok: true, reason: string(gatewayv1.RouteReasonResolvedRefs)}
+	var out []*route.Route
+	for ri := range hr.Spec.Rules {
+		rule := &hr.Spec.Rules[ri]
+		backends, bad := t.backendRefs(src, rule.BackendRefs)
+		if bad.reason != "" && resolved.ok {
+			resolved = bad
+		}
+		matches := rule.Matches
+		if len(matches) == 0 {
+			matches = []gatewayv1.HTTPRouteMatch{{}}
+		}
+		for mi := range matches {
+			m, problem := translateMatch(&matches[mi])
+			if problem != "" {
+				t.b.problem(src, ReasonInvalidPath, fmt.Sprintf("rule %d match %d %s; it is not served", ri+1, mi+1, problem))
+				continue
+			}
+			pol, redirects, problem := t.filters(rule, m)
+			rt := &route.Route{Match: m, Policy: pol, Backends: backends, Source: src.route()}
+			switch {
+			case problem != "":
+				t.b.problem(src, ReasonUnsupportedFilter, fmt.Sprintf("rule %d %s; its requests are answered 500", ri+1, problem))
+				rt.Policy = nil
+				rt.Backends = route.Single(t.b.failing(src.namespace, "invalid-filter", problem))
+			case redirects:
+				// Answered by the redirect: no backend is used.
+				rt.Backends = route.Single(t.b.failing(src.namespace, "redirect", "the route redirects"))
+			case len(rule.BackendRefs) == 0:
+				rt.Backends = route.Single(t.b.failing(src.namespace, "no-backends", "the rule has no backendRefs"))
+			}
+			out = append(out, rt)
+		}
+	}
+	return out, resolved
+}
+
+// translateMatch returns the table match of an HTTPRoute match, or why it
+// cannot be served.
+func translateMatch(hm *gatewayv1.HTTPRouteMatch) (route.Match, string) {
+	m := route.Match{PathType: route.PathPrefix, Path: "/"}
+	if p := hm.Path; p != nil {
+		value := "/"
+		if p.Value != nil {
+			value = *p.Value
+		}
+		typ := gatewayv1.PathMatchPathPrefix
+		if p.Type != nil {
+			typ = *p.Type
+		}
+		switch typ {
+		case gatewayv1.PathMatchExact:
+			if problem := pathProblem(value); problem != "" {
+				return m, "path " + shortPath(value) + " " + problem
+			}
+			m.PathType, m.Path = route.PathExact, value
+		case gatewayv1.PathMatchPathPrefix:
+			if problem := pathProblem(value); problem != "" {
+				return m, "path " + shortPath(value) + " " + problem
+			}
+			m.PathType, m.Path = route.PathPrefix, route.NormalizePrefix(value)
+		case gatewayv1.PathMatchRegularExpression:
+			expr := "^(?:" + value + ")$"
+			if _, err := route.CompilePath(expr); err != nil {
+				return m, "path expression " + quoteShort(value) + " is not valid RE2"
+			}
+			m.PathType, m.Path = route.PathRegex, expr
+		default:
+			return m, "path type " + quoteShort(string(typ)) + " is not supported"
+		}
+	}
+	if hm.Method != nil {
+		m.Method = string(*hm.Method)
+	}
+	seen := make(map[string]bool)
+	for _, h := range hm.Headers {
+		name := http.CanonicalHeaderKey(string(h.Name))
+		if seen[name] {
+			continue // only the first match of a name counts
+		}
+		seen[name] = true
+		f, problem := fieldMatch(name, h.Type != nil && *h.Type == gatewayv1.HeaderMatchRegularExpression, h.Value)
+		if problem != "" {
+			return m, "header " + problem
+		}
+		m.Headers = append(m.Headers, f)
+	}
+	seenQ := make(map[string]bool)
+	for _, q := range hm.QueryParams {
+		if seenQ[string(q.Name)] {
+			continue
+		}
+		seenQ[string(q.Name)] = true
+		f, problem := fieldMatch(string(q.Name), q.Type != nil && *q.Type == gatewayv1.QueryParamMatchRegularExpression, q.Value)
+		if problem != "" {
+			return m, "query parameter " + problem
+		}
+		m.Query = append(m.Query, f)
+	}
+	return m, ""
+}
+
+// fieldMatch returns the condition that field name has value, or for
+// regex a value the expression matches.
+func fieldMatch(name string, regex bool, value string) (route.FieldMatch, string) {
+	if !regex {
+		return route.ExactField(name, value), ""
+	}
+	f, err := route.RegexField(name, value)
+	if err != nil {
+		return f, quoteShort(name) + " expression is not valid RE2"
+	}
+	return f, ""
+}
+
+// filters returns the policy of the filters of rule for a route with
+// match m, whether it redirects, or why it cannot be served.
+func (t *gatewayTranslation) filters(rule *gatewayv1.HTTPRouteRule, m route.Match) (*route.Policy, bool, string) {
+	var pol route.Policy
+	used := false
+	redirects := false
+	for i := range rule.Filters {
+		f := &rule.Filters[i]
+		switch f.Type {
+		case gatewayv1.HTTPRouteFilterRequestHeaderModifier:
+			edits, problem := headerEdits(f.RequestHeaderModifier)
+			if problem != "" {
+				return nil, false, problem
+			}
+			pol.RequestHeaders = appendEdits(pol.RequestHeaders, edits)
+		case gatewayv1.HTTPRouteFilterResponseHeaderModifier:
+			edits, problem := headerEdits(f.ResponseHeaderModifier)
+			if problem != "" {
+				return nil, false, problem
+			}
+			pol.ResponseHeaders = appendEdits(pol.ResponseHeaders, edits)
+		case gatewayv1.HTTPRouteFilterRequestRedirect:
+			rd := f.RequestRedirect
+			if rd == nil {
+				return nil, false, "has a RequestRedirect filter without requestRedirect"
+			}
+			ur := &route.URLRedirect{Code: http.StatusFound}
+			if rd.Scheme != nil {
+				ur.Scheme = strings.ToLower(*rd.Scheme)
+			}
+			if rd.Hostname != nil {
+				ur.Host = asciiLower(string(*rd.Hostname))
+			}
+			if rd.Port != nil {
+				ur.Port = int(*rd.Port)
+			}
+			if rd.StatusCode != nil {
+				ur.Code = *rd.StatusCode
+			}
+			pm, problem := pathModifier(rd.Path, m)
+			if problem != "" {
+				return nil, false, problem
+			}
+			ur.Path = pm
+			pol.URLRedirect = ur
+			redirects = true
+		case gatewayv1.HTTPRouteFilterURLRewrite:
+			rw := f.URLRewrite
+			if rw == nil {
+				return nil, false, "has a URLRewrite filter without urlRewrite"
+			}
+			ur := &route.URLRewrite{}
+			if rw.Hostname != nil {
+				ur.Host = string(*rw.Hostname)
+			}
+			pm, problem := pathModifier(rw.Path, m)
+			if problem != "" {
+				return nil, false, problem
+			}
+			ur.Path = pm
+			pol.URLRewrite = ur
+		default:
+			return nil, false, fmt.Sprintf("has a %s filter, which Postern does not support yet", quoteShort(string(f.Type)))
+		}
+		used = true
+	}
+	if pol.URLRedirect != nil && pol.URLRewrite != nil {
+		return nil, false, "has both a RequestRedirect and a URLRewrite filter, which cannot be combined"
+	}
+	if !used {
+		return nil, false, ""
+	}
+	return &pol, redirects, ""
+}
+
+// appendEdits appends more to edits.
+func appendEdits(edits *route.HeaderEdits, more route.HeaderEdits) *route.HeaderEdits {
+	if edits == nil {
+		edits = &route.HeaderEdits{}
+	}
+	*edits = append(*edits, more...)
+	return edits
+}
+
+// headerEdits returns the edits of a header modifier filter: set, then
+// add, then remove, the values taken literally.
+func headerEdits(f *gatewayv1.HTTPHeaderFilter) (route.HeaderEdits, string) {
+	if f == nil {
+		return nil, "has a header modifier filter without its settings"
+	}
+	var out route.HeaderEdits
+	add := func(op route.HeaderOp, name, value string) string {
+		if !isToken(name) {
+			return quoteShort(name) + " is not a header name"
+		}
+		e := route.HeaderEdit{Op: op, Name: http.CanonicalHeaderKey(name)}
+		if slices.Contains(forbiddenEditFields, e.Name) {
+			return "edits " + e.Name + ", the proxy's own field"
+		}
+		if op != route.HeaderRemove {
+			e.Value = route.LiteralTemplate(value)
+		}
+		out = append(out, e)
+		return ""
+	}
+	for _, h := range f.Set {
+		if p := add(route.HeaderSet, string(h.Name), h.Value); p != "" {
+			return nil, p
+		}
+	}
+	for _, h := range f.Add {
+		if p := add(route.HeaderAdd, string(h.Name), h.Value); p != "" {
+			return nil, p
+		}
+	}
+	for _, name := range f.Remove {
+		if p := add(route.HeaderRemove, name, ""); p != "" {
+			return nil, p
+		}
+	}
+	return out, ""
+}
+
+// pathModifier returns the table form of a filter's path modifier for a
+// route with match m.
+func pathModifier(p *gatewayv1.HTTPPathModifier, m route.Match) (*route.PathModifier, string) {
+	if p == nil {
+		return nil, ""
+	}
+	switch p.Type {
+	case gatewayv1.FullPathHTTPPathModifier:
+		if p.ReplaceFullPath == nil {
+			return nil, "has a ReplaceFullPath path modifier without replaceFullPath"
+		}
+		return &route.PathModifier{Type: route.ReplaceFullPath, Value: *p.ReplaceFullPath}, ""
+	case gatewayv1.PrefixMatchHTTPPathModifier:
+		if p.ReplacePrefixMatch == nil {
+			return nil, "has a ReplacePrefixMatch path modifier without replacePrefixMatch"
+		}
+		if m.PathType != route.PathPrefix {
+			return nil, "has a ReplacePrefixMatch path modifier on a match that is not a PathPrefix"
+		}
+		return &route.PathModifier{Type: route.ReplacePrefixMatch, Value: *p.ReplacePrefixMatch, Prefix: m.Path}, ""
+	}
+	return nil, "has a path modifier of type " + quoteShort(string(p.Type)) + ", which is not supported"
+}
+
+// backendRefs returns the backends of a rule's backendRefs with their
+// weights; a reference that cannot be resolved is a backend that answers
+// 500, and the first such says why in the route's ResolvedRefs.
+func (t *gatewayTranslation) backendRefs(src source, refs []gatewayv1.HTTPBackendRef) ([]route.WeightedBackend, refsResult) {
+	var out []route.WeightedBackend
+	var bad refsResult
+	for _, ref := range refs {
+		weight := int32(1)
+		if ref.Weight != nil {
+			weight = *ref.Weight
+		}
+		be, res := t.backendRef(src, ref.BackendObjectReference)
+		if res.reason != "" && bad.reason == "" {
+			bad = res
+		}
+		out = append(out, route.WeightedBackend{Backend: be, Weight: weight})
+	}
+	return out, bad
+}
+
+// backendRef resolves one backendRef of a route of src.
+func (t *gatewayTranslation) backendRef(src source, ref gatewayv1.BackendObjectReference) (*route.Backend, refsResult) {
+	group, kind, ns := refParts(ref.Group, ref.Kind, ref.Namespace, "Service", src.namespace)
+	name := string(ref.Name)
+	what := strings.TrimPrefix(group+"/"+kind, "/")
+	fail := func(reason, msg string) (*route.Backend, refsResult) {
+		problem := map[string]string{
+			string(gatewayv1.RouteReasonInvalidKind):      ReasonUnsupportedBackend,
+			string(gatewayv1.RouteReasonRefNotPermitted):  ReasonRefNotPermitted,
+			string(gatewayv1.RouteReasonUnsupportedValue): ReasonPortNotFound,
+			string(gatewayv1.RouteReasonBackendNotFound):  ReasonServiceNotFound,
+		}[reason]
+		t.b.problem(src, problem, msg+"; its share of the requests is answered 500")
+		return t.b.failing(ns, "unresolved/"+what+"/"+name, msg), refsResult{reason: reason, msg: msg}
+	}
+	switch {
+	case group != "" || kind != "Service":
+		return fail(string(gatewayv1.RouteReasonInvalidKind), fmt.Sprintf("backendRef %s is a %s; only core Services are supported", quoteShort(name), quoteShort(what)))
+	case ns != src.namespace && !t.granted(src.kind, src.namespace, "", "Service", ns, name):
+		return fail(string(gatewayv1.RouteReasonRefNotPermitted), fmt.Sprintf("Service %s is in another namespace and no ReferenceGrant there allows %ss of namespace %s to use it", quoteShort(ns+"/"+name), src.kind, quoteShort(src.namespace)))
+	case ref.Port == nil:
+		return fail(string(gatewayv1.RouteReasonUnsupportedValue), fmt.Sprintf("backendRef %s names no port", quoteShort(name)))
+	}
+	svc := t.b.services[types.NamespacedName{Namespace: ns, Name: name}]
+	if svc == nil {
+		return fail(string(gatewayv1.RouteReasonBackendNotFound), fmt.Sprintf("Service %s not found", quoteShort(ns+"/"+name)))
+	}
+	port := servicePort{number: *ref.Port}
+	var set backendSettings
+	if sp := findServicePort(svc, port); sp != nil && sp.AppProtocol != nil && *sp.AppProtocol == "kubernetes.io/h2c" {
+		// The Gateway API's backend protocol: HTTP/2 without TLS.
+		set.set("H2C", func(be *route.Backend) { be.Protocol = route.ProtocolH2C })
+	}
+	be, reason, msg := t.b.serviceBackend(ns, name, port, set)
+	if reason != "" {
+		t.b.problem(src, reason, msg+"; its share of the requests is answered 500")
+		return t.b.failing(ns, "unresolved/"+name+"/"+port.String(), msg), refsResult{reason: string(gatewayv1.RouteReasonBackendNotFound), msg: msg}
+	}
+	return be, refsResult{}
+}
+
+// failing returns the backend, shared within namespace ns, that answers
+// 500 for what a Gateway API route cannot resolve (what names it in its
+// Key), because of why.
+func (b *builder) failing(ns, what, why string) *route.Backend {
+	be := b.unavailable(backendID{namespace: ns, other: "gateway/" + what}, backendSettings{}, why)
+	be.FailStatus = http.StatusInternalServerError
+	return be
+}
+
+// claimGatewayRoute gives rt, for host, to the route src created at
+// created, unless a route of the same match holds it: among Gateway API
+// routes the older one keeps it (the spec's precedence, no Problem);
+// against an Ingress the older object keeps it and the other gets a
+// Problem. Wildcard hosts of Gateway API routes match at any depth.
+func (b *builder) claimGatewayRoute(host string, rt *route.Route, src source, created metav1.Time) {
+	hr := b.hosts[host]
+	if hr == nil {
+		hr = &hostRoutes{owner: make(map[routeKey]source), claimed: make(map[routeKey]claimed)}
+		b.hosts[host] = hr
+	}
+	if strings.HasPrefix(host, "*.") {
+		hr.anyDepth = true
+	}
+	key := gatewayRouteKey(rt)
+	owner, taken := hr.owner[key]
+	if taken && owner.kind != ingressKind {
+		return
+	}
+	if taken {
+		older := hr.created[key]
+		if !created.Before(&older) {
+			b.problem(src, ReasonConflict, fmt.Sprintf("%s is already served by %s, which is older; it is not served from this %s", describeRoute(host, shortPath(rt.Path), string(rt.PathType)), owner, src.kind))
+			return
+		}
+		b.problem(owner, ReasonConflict, fmt.Sprintf("%s is also routed by %s, which is older and serves it; it is not served from this %s", describeRoute(host, shortPath(rt.Path), string(rt.PathType)), src, owner.kind))
+		prev := hr.claimed[key].route
+		hr.routes = slices.DeleteFunc(hr.routes, func(r *route.Route) bool { return r == prev })
+		delete(hr.claimed, key)
+	}
+	hr.owner[key] = src
+	if hr.created == nil {
+		hr.created = make(map[routeKey]metav1.Time)
+	}
+	hr.created[key] = created
+	hr.routes = append(hr.routes, rt)
+}
+
+// gatewayRouteKey is the key of rt among the routes of its host: its
+// path and conditions.
+func gatewayRouteKey(rt *route.Route) routeKey {
+	k := routeKey{pathType: rt.PathType, path: rt.Path}
+	if rt.Conditions() > 0 {
+		var b strings.Builder
+		b.WriteString(rt.Method)
+		for _, fs := range [][]route.FieldMatch{rt.Headers, rt.Query} {
+			b.WriteString("|")
+			for _, f := range fs {
+				fmt.Fprintf(&b, "%q%s%q;", f.Name, f.Type, f.Value)
+			}
+		}
+		k.conds = b.String()
+	}
+	return k
+}
