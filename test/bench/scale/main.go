@@ -17,6 +17,9 @@
 //     (controller.PatchEndpoints), then swaps it into a proxy.Handler,
 //     whose Swap is timed on its own too.
 //
+// It then builds the table of 10,000 Gateway API HTTPRoutes (-httproutes):
+// build time, table size and one endpoint change applied.
+//
 // Then it runs the real binary standalone (bin/postern --manifests) on a
 // generated folder of 10,000 Ingresses: the time from start to /readyz 200,
 // its RSS then, and the time from rewriting one EndpointSlice's file to the
@@ -69,6 +72,7 @@ type config struct {
 	builds    int
 	changeAt  int
 	readyAt   int
+	routes    int
 	changes   int
 	postern   string
 }
@@ -82,6 +86,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.IntVar(&c.changeAt, "change-at", 10000, "number of Ingresses at which one endpoint change is timed; 0 skips it")
 	fs.IntVar(&c.changes, "changes", 5, "endpoint changes timed (median and max reported)")
 	fs.IntVar(&c.readyAt, "ready-at", 10000, "number of Ingresses of the manifests folder the binary is started on; 0 skips it")
+	fs.IntVar(&c.routes, "httproutes", 10000, "number of Gateway API HTTPRoutes whose table is built; 0 skips it")
 	fs.StringVar(&c.postern, "postern", "bin/postern", "the Postern binary for the start-to-ready measurement")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -123,6 +128,17 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		fmt.Fprintf(out, "| controller.Build (full rebuild) | %s | %s |\n", ms(median(b)), ms(slices.Max(b)))
 		fmt.Fprintf(out, "| controller.Applier.Apply (incremental: diff, PatchEndpoints, and the proxy's Handler.Swap) | %s | %s |\n", ms(median(a)), ms(slices.Max(a)))
 		fmt.Fprintf(out, "| of which proxy.Handler.Swap (balancer, health, in-flight, pool and metrics state carried over for the changed backends) | %s | %s |\n", ms(median(sw)), ms(slices.Max(sw)))
+	}
+
+	if c.routes > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		r := measureGateway(c.routes, c.endpoints, c.builds, c.changes)
+		fmt.Fprintf(out, "\nThe Gateway API: %s HTTPRoutes on one Gateway (two rules each, one with a header match), %d endpoints per Service; build is the median of %d builds, the endpoint change goes through controller.Applier.Apply (incremental) and the proxy's Handler.Swap, %d changes.\n\n", count(c.routes), c.endpoints, c.builds, c.changes)
+		fmt.Fprintln(out, "| HTTPRoutes | build | hosts | routes | backends | snapshot heap MiB | table heap MiB | endpoint change, median | max |")
+		fmt.Fprintln(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+		fmt.Fprintf(out, "| %s | %s | %s | %s | %s | %.1f | %.1f | %s | %s |\n", count(c.routes), ms(r.build), count(r.hosts), count(r.routes), count(r.backends), mib(r.snapshotHeap), mib(r.tableHeap), ms(median(r.apply)), ms(slices.Max(r.apply)))
 	}
 
 	if c.readyAt > 0 {
