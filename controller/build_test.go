@@ -185,10 +185,15 @@ func TestBuildGolden(t *testing.T) {
 			if t2, p2 := renderGolden(Build(snap, opts)); !bytes.Equal(t2, table) || !bytes.Equal(p2, probs) {
 				t.Errorf("a second Build of the same snapshot differs:\n%s%s", goldenDiff(string(table), string(t2)), goldenDiff(string(probs), string(p2)))
 			}
+			wantStatus := goldenYAML(status)
 			for seed := range uint64(4) {
 				s := shuffleSnapshot(snap, seed)
-				if t2, p2 := renderGolden(Build(s, opts)); !bytes.Equal(t2, table) || !bytes.Equal(p2, probs) {
+				t2, pr2, st2 := build(s, opts)
+				if t2, p2 := renderGolden(t2, pr2); !bytes.Equal(t2, table) || !bytes.Equal(p2, probs) {
 					t.Errorf("Build of the snapshot shuffled with seed %d differs:\n%s%s", seed, goldenDiff(string(table), string(t2)), goldenDiff(string(probs), string(p2)))
+				}
+				if got := goldenYAML(st2); !bytes.Equal(got, wantStatus) {
+					t.Errorf("the Gateway API status of the snapshot shuffled with seed %d differs:\n%s", seed, goldenDiff(string(wantStatus), string(got)))
 				}
 			}
 		})
@@ -275,6 +280,7 @@ func shuffleSnapshot(s Snapshot, seed uint64) Snapshot {
 	r.Shuffle(len(c.Services), func(i, j int) { c.Services[i], c.Services[j] = c.Services[j], c.Services[i] })
 	r.Shuffle(len(c.EndpointSlices), func(i, j int) { c.EndpointSlices[i], c.EndpointSlices[j] = c.EndpointSlices[j], c.EndpointSlices[i] })
 	r.Shuffle(len(c.ConfigMaps), func(i, j int) { c.ConfigMaps[i], c.ConfigMaps[j] = c.ConfigMaps[j], c.ConfigMaps[i] })
+	r.Shuffle(len(c.GatewayClasses), func(i, j int) { c.GatewayClasses[i], c.GatewayClasses[j] = c.GatewayClasses[j], c.GatewayClasses[i] })
 	r.Shuffle(len(c.Gateways), func(i, j int) { c.Gateways[i], c.Gateways[j] = c.Gateways[j], c.Gateways[i] })
 	r.Shuffle(len(c.HTTPRoutes), func(i, j int) { c.HTTPRoutes[i], c.HTTPRoutes[j] = c.HTTPRoutes[j], c.HTTPRoutes[i] })
 	r.Shuffle(len(c.ReferenceGrants), func(i, j int) {

@@ -120,6 +120,10 @@ type listenerState struct {
 	accepted, serving bool
 	conds             map[string]metav1.Condition
 	attached          int32
+	// cert is an HTTPS listener's first certificate, from Secret secret
+	// ("namespace/name"); claimed once the listener serves.
+	cert   *route.Certificate
+	secret string
 }
 
 // setCond sets the condition t of l.
@@ -237,6 +241,7 @@ func (t *gatewayTranslation) gateway(gw *gatewayv1.Gateway) *gatewayState {
 		if l.conds[string(gatewayv1.ListenerConditionResolvedRefs)].Status == metav1.ConditionTrue {
 			l.setCond(string(gatewayv1.ListenerConditionProgrammed), true, string(gatewayv1.ListenerReasonProgrammed), "")
 			l.serving = true
+			t.claimTLS(l)
 		} else {
 			l.setCond(string(gatewayv1.ListenerConditionProgrammed), false, string(gatewayv1.ListenerReasonInvalid), "the listener's references cannot be resolved")
 		}
@@ -345,16 +350,23 @@ func (t *gatewayTranslation) listenerTLS(l *listenerState) {
 			l.setCond(resolved, false, string(gatewayv1.ListenerReasonInvalidCertificateRef), res.msg)
 			return
 		}
-		if ref == tlsCfg.CertificateRefs[0] {
-			secret := ns + "/" + string(ref.Name)
-			if l.host != "" {
-				t.b.claimTLSHost(src, &route.TLSHost{Host: l.host, Certificate: res.cert, Source: src.route()}, secret)
-			} else if t.b.gatewayDefault == nil {
-				// The certificate of HTTPS requests no other fits, unless
-				// --default-ssl-certificate names one.
-				t.b.gatewayDefault = res.cert
-			}
+		if l.cert == nil {
+			l.cert, l.secret = res.cert, ns+"/"+string(ref.Name)
 		}
+	}
+}
+
+// claimTLS claims the certificate of HTTPS listener l, once it serves:
+// for its host, or when it has none as the certificate of HTTPS requests
+// no other fits (unless --default-ssl-certificate names one).
+func (t *gatewayTranslation) claimTLS(l *listenerState) {
+	src := l.gw.src
+	switch {
+	case l.cert == nil:
+	case l.host != "":
+		t.b.claimTLSHost(src, &route.TLSHost{Host: l.host, Certificate: l.cert, Source: src.route()}, l.secret)
+	case t.b.gatewayDefault == nil:
+		t.b.gatewayDefault = l.cert
 	}
 }
 
