@@ -37,14 +37,20 @@ func remember(s Snapshot, table *route.Table, problems []Problem, at time.Time) 
 		table:    table,
 		problems: problems,
 		at:       at,
-		objects:  make(map[any]uint64),
+		objects:  make(map[any]uint64, len(s.Ingresses)+len(s.Services)+len(s.Secrets)+len(s.ConfigMaps)+len(s.HTTPRoutes)),
 		counts:   objectCounts(s),
 		slices:   make(map[*discoveryv1.EndpointSlice]sliceEntry, len(s.EndpointSlices)),
 	}
-	forEachObject(s, func(o any) bool {
-		l.objects[o] = 0
-		return true
-	})
+	rememberObjects(l, s.Ingresses)
+	rememberObjects(l, s.IngressClasses)
+	rememberObjects(l, s.Services)
+	rememberObjects(l, s.Secrets)
+	rememberObjects(l, s.ConfigMaps)
+	rememberObjects(l, s.Namespaces)
+	rememberObjects(l, s.GatewayClasses)
+	rememberObjects(l, s.Gateways)
+	rememberObjects(l, s.HTTPRoutes)
+	rememberObjects(l, s.ReferenceGrants)
 	for _, o := range s.EndpointSlices {
 		if k, ok := sliceService(o); ok {
 			l.slices[o] = sliceEntry{service: k}
@@ -64,21 +70,11 @@ func objectCounts(s Snapshot) [objectKinds]int {
 		len(s.Namespaces), len(s.GatewayClasses), len(s.Gateways), len(s.HTTPRoutes), len(s.ReferenceGrants)}
 }
 
-// forEachObject calls f with every object of s but the EndpointSlices,
-// until f returns false; it reports whether f always returned true.
-func forEachObject(s Snapshot, f func(any) bool) bool {
-	return each(s.Ingresses, f) && each(s.IngressClasses, f) && each(s.Services, f) && each(s.Secrets, f) &&
-		each(s.ConfigMaps, f) && each(s.Namespaces, f) && each(s.GatewayClasses, f) && each(s.Gateways, f) &&
-		each(s.HTTPRoutes, f) && each(s.ReferenceGrants, f)
-}
-
-func each[T any](list []*T, f func(any) bool) bool {
+// rememberObjects adds the objects of list to l, each not yet seen.
+func rememberObjects[T any](l *lastBuild, list []*T) {
 	for _, o := range list {
-		if !f(o) {
-			return false
-		}
+		l.objects[o] = 0
 	}
-	return true
 }
 
 // sliceEntry is what lastBuild knows of an EndpointSlice: its Service, and
@@ -110,7 +106,9 @@ func (l *lastBuild) endpointChanges(s Snapshot, now time.Time) (changed map[type
 	// Same counts, every object known and none seen twice in this check:
 	// the same objects.
 	l.check++
-	if !forEachObject(s, func(o any) bool { return sameObject(l, o) }) {
+	if !sameObjects(l, s.Ingresses) || !sameObjects(l, s.IngressClasses) || !sameObjects(l, s.Services) || !sameObjects(l, s.Secrets) ||
+		!sameObjects(l, s.ConfigMaps) || !sameObjects(l, s.Namespaces) || !sameObjects(l, s.GatewayClasses) || !sameObjects(l, s.Gateways) ||
+		!sameObjects(l, s.HTTPRoutes) || !sameObjects(l, s.ReferenceGrants) {
 		return nil, false
 	}
 	// A slice not remembered is new or changed; a remembered one not seen
@@ -149,13 +147,15 @@ func (l *lastBuild) endpointChanges(s Snapshot, now time.Time) (changed map[type
 	return changed, true
 }
 
-// sameObject reports whether o is remembered and not seen before in this
-// check, and marks it seen.
-func sameObject(l *lastBuild, o any) bool {
-	seen, known := l.objects[o]
-	if !known || seen == l.check {
-		return false
+// sameObjects reports whether every object of list is remembered and not
+// seen before in this check, and marks them seen.
+func sameObjects[T any](l *lastBuild, list []*T) bool {
+	for _, o := range list {
+		seen, known := l.objects[o]
+		if !known || seen == l.check {
+			return false
+		}
+		l.objects[o] = l.check
 	}
-	l.objects[o] = l.check
 	return true
 }
