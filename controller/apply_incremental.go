@@ -33,12 +33,13 @@ type lastBuild struct {
 
 // remember records the snapshot a full build was made from.
 func remember(s Snapshot, table *route.Table, problems []Problem, at time.Time) *lastBuild {
+	counts := objectCounts(s)
 	l := &lastBuild{
 		table:    table,
 		problems: problems,
 		at:       at,
-		objects:  make(map[any]uint64, len(s.Ingresses)+len(s.Services)+len(s.Secrets)+len(s.ConfigMaps)+len(s.HTTPRoutes)),
-		counts:   objectCounts(s),
+		objects:  make(map[any]uint64, total(counts)),
+		counts:   counts,
 		slices:   make(map[*discoveryv1.EndpointSlice]sliceEntry, len(s.EndpointSlices)),
 	}
 	rememberObjects(l, s.Ingresses)
@@ -70,6 +71,15 @@ func objectCounts(s Snapshot) [objectKinds]int {
 		len(s.Namespaces), len(s.GatewayClasses), len(s.Gateways), len(s.HTTPRoutes), len(s.ReferenceGrants)}
 }
 
+// total returns the sum of counts.
+func total(counts [objectKinds]int) int {
+	n := 0
+	for _, c := range counts {
+		n += c
+	}
+	return n
+}
+
 // rememberObjects adds the objects of list to l, each not yet seen.
 func rememberObjects[T any](l *lastBuild, list []*T) {
 	for _, o := range list {
@@ -96,11 +106,7 @@ func (l *lastBuild) endpointChanges(s Snapshot, now time.Time) (changed map[type
 	if l.counts != objectCounts(s) {
 		return nil, false
 	}
-	total := 0
-	for _, n := range l.counts {
-		total += n
-	}
-	if len(l.objects) != total {
+	if len(l.objects) != total(l.counts) {
 		return nil, false // the remembered snapshot held a pointer twice
 	}
 	// Same counts, every object known and none seen twice in this check:

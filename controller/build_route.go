@@ -16,9 +16,6 @@ type hostRoutes struct {
 	// claimed are the routes of the claims that were won, with what a
 	// canary Ingress attached to them needs of their claim.
 	claimed map[routeKey]claimed
-	// created is when the object that holds each route was created, for
-	// a claim of the other front end that may be older.
-	created map[routeKey]metav1.Time
 	// anyDepth is set when a Gateway API route claimed the (wildcard)
 	// host: it matches hosts at any depth below its suffix.
 	anyDepth bool
@@ -29,6 +26,7 @@ type claimed struct {
 	route    *route.Route
 	settings backendSettings // of the claim's backend
 	refused  bool            // the claim's object is refused: it answers 503
+	created  metav1.Time     // when the claim's object was created
 }
 
 // routeKey is what two routes of one host must not share.
@@ -70,11 +68,7 @@ type routeClaim struct {
 // changes. Only a claim that is won calls backend, for the route's backend,
 // so that a lost route raises no Problems about its backend.
 func (b *builder) claimRoute(c routeClaim, backend func() *route.Backend) {
-	hr := b.hosts[c.host]
-	if hr == nil {
-		hr = &hostRoutes{owner: make(map[routeKey]source), claimed: make(map[routeKey]claimed)}
-		b.hosts[c.host] = hr
-	}
+	hr := b.hostRoutes(c.host)
 	key := routeKey{pathType: c.pathType, path: c.path}
 	if owner, taken := hr.owner[key]; taken {
 		shownType := c.declaredType
@@ -90,10 +84,6 @@ func (b *builder) claimRoute(c routeClaim, backend func() *route.Backend) {
 		return
 	}
 	hr.owner[key] = c.src
-	if hr.created == nil {
-		hr.created = make(map[routeKey]metav1.Time)
-	}
-	hr.created[key] = c.created
 	be := backend()
 	rt := &route.Route{
 		Match:    route.Match{PathType: c.pathType, Path: c.path},
@@ -105,7 +95,18 @@ func (b *builder) claimRoute(c routeClaim, backend func() *route.Backend) {
 		rt.Backends = append(rt.Backends, route.WeightedBackend{Backend: c.errBackend, ErrorPage: true})
 	}
 	hr.routes = append(hr.routes, rt)
-	hr.claimed[key] = claimed{route: rt, settings: c.settings, refused: c.refused}
+	hr.claimed[key] = claimed{route: rt, settings: c.settings, refused: c.refused, created: c.created}
+}
+
+// hostRoutes returns the routes claimed for host, made empty when there
+// are none yet.
+func (b *builder) hostRoutes(host string) *hostRoutes {
+	hr := b.hosts[host]
+	if hr == nil {
+		hr = &hostRoutes{owner: make(map[routeKey]source), claimed: make(map[routeKey]claimed)}
+		b.hosts[host] = hr
+	}
+	return hr
 }
 
 // claimedRoute returns the route of host with key that a claim won, if

@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/postern-dev/postern/proxy/route"
@@ -291,7 +292,7 @@ func (t *gatewayTranslation) listener(l *listenerState) {
 // that are HTTPRoutes, or HTTPRoute when it names none. A kind Postern
 // does not serve is left out, with ResolvedRefs False.
 func (t *gatewayTranslation) routeKinds(l *listenerState) {
-	http := gatewayv1.RouteGroupKind{Group: ptrTo(gatewayv1.Group(gatewayGroup)), Kind: httpRouteKind}
+	http := gatewayv1.RouteGroupKind{Group: ptr.To(gatewayv1.Group(gatewayGroup)), Kind: httpRouteKind}
 	if l.spec.AllowedRoutes == nil || len(l.spec.AllowedRoutes.Kinds) == 0 {
 		l.kinds = []gatewayv1.RouteGroupKind{http}
 		return
@@ -524,9 +525,6 @@ func refParts(group *gatewayv1.Group, kind *gatewayv1.Kind, namespace *gatewayv1
 	}
 	return g, k, ns
 }
-
-// ptrTo returns a pointer to v.
-func ptrTo[T any](v T) *T { return &v }
 
 // gatewayControllerName returns GatewayControllerName or its default.
 func (o Options) gatewayControllerName() string {

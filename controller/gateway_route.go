@@ -390,13 +390,11 @@ func headerEdits(f *gatewayv1.HTTPHeaderFilter) (route.HeaderEdits, string) {
 	}
 	var out route.HeaderEdits
 	add := func(op route.HeaderOp, name, value string) string {
-		if !isToken(name) {
-			return quoteShort(name) + " is not a header name"
+		canonical, err := editName(name)
+		if err != nil {
+			return "has a header edit: " + err.Error()
 		}
-		e := route.HeaderEdit{Op: op, Name: http.CanonicalHeaderKey(name)}
-		if slices.Contains(forbiddenEditFields, e.Name) {
-			return "edits " + e.Name + ", the proxy's own field"
-		}
+		e := route.HeaderEdit{Op: op, Name: canonical}
 		if op != route.HeaderRemove {
 			e.Value = route.LiteralTemplate(value)
 		}
@@ -521,52 +519,38 @@ func (b *builder) failing(ns, what, why string) *route.Backend {
 // against an Ingress the older object keeps it and the other gets a
 // Problem. Wildcard hosts of Gateway API routes match at any depth.
 func (b *builder) claimGatewayRoute(host string, rt *route.Route, src source, created metav1.Time) {
-	hr := b.hosts[host]
-	if hr == nil {
-		hr = &hostRoutes{owner: make(map[routeKey]source), claimed: make(map[routeKey]claimed)}
-		b.hosts[host] = hr
-	}
+	hr := b.hostRoutes(host)
 	if strings.HasPrefix(host, "*.") {
 		hr.anyDepth = true
 	}
 	key := gatewayRouteKey(rt)
-	owner, taken := hr.owner[key]
-	if taken && owner.kind != ingressKind {
-		return
-	}
-	if taken {
-		older := hr.created[key]
-		if !created.Before(&older) {
-			b.problem(src, ReasonConflict, fmt.Sprintf("%s is already served by %s, which is older; it is not served from this %s", describeRoute(host, shortPath(rt.Path), string(rt.PathType)), owner, src.kind))
+	if owner, taken := hr.owner[key]; taken {
+		// Gateway API routes claim after every Ingress: an Ingress holds
+		// this one (claimed records it), or an older Gateway API route
+		// does (it keeps it, the spec's precedence).
+		prev, ingress := hr.claimed[key]
+		if !ingress {
 			return
 		}
-		b.problem(owner, ReasonConflict, fmt.Sprintf("%s is also routed by %s, which is older and serves it; it is not served from this %s", describeRoute(host, shortPath(rt.Path), string(rt.PathType)), src, owner.kind))
-		prev := hr.claimed[key].route
-		hr.routes = slices.DeleteFunc(hr.routes, func(r *route.Route) bool { return r == prev })
+		desc := describeRoute(host, shortPath(rt.Path), string(rt.PathType))
+		if !created.Before(&prev.created) {
+			b.problem(src, ReasonConflict, fmt.Sprintf("%s is already served by %s, which is older; it is not served from this %s", desc, owner, src.kind))
+			return
+		}
+		b.problem(owner, ReasonConflict, fmt.Sprintf("%s is also routed by %s, which is older and serves it; it is not served from this %s", desc, src, owner.kind))
+		hr.routes = slices.DeleteFunc(hr.routes, func(r *route.Route) bool { return r == prev.route })
 		delete(hr.claimed, key)
 	}
 	hr.owner[key] = src
-	if hr.created == nil {
-		hr.created = make(map[routeKey]metav1.Time)
-	}
-	hr.created[key] = created
 	hr.routes = append(hr.routes, rt)
 }
 
 // gatewayRouteKey is the key of rt among the routes of its host: its
-// path and conditions.
+// path and, when it has any, its conditions.
 func gatewayRouteKey(rt *route.Route) routeKey {
 	k := routeKey{pathType: rt.PathType, path: rt.Path}
 	if rt.Conditions() > 0 {
-		var b strings.Builder
-		b.WriteString(rt.Method)
-		for _, fs := range [][]route.FieldMatch{rt.Headers, rt.Query} {
-			b.WriteString("|")
-			for _, f := range fs {
-				fmt.Fprintf(&b, "%q%s%q;", f.Name, f.Type, f.Value)
-			}
-		}
-		k.conds = b.String()
+		k.conds = rt.Key()
 	}
 	return k
 }

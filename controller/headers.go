@@ -87,12 +87,20 @@ func parseHeaderEdit(line string) (route.HeaderEdit, error) {
 	default:
 		return e, fmt.Errorf("unknown edit %s (want set, add or remove)", quoteShort(verb))
 	}
-	if !isToken(e.Name) {
-		return e, fmt.Errorf("%s is not a header name", quoteShort(e.Name))
+	name, err := editName(e.Name)
+	e.Name = name
+	return e, err
+}
+
+// editName returns name in canonical form if a header edit may touch
+// it: a token, and not one of the proxy's own fields.
+func editName(name string) (string, error) {
+	if !isToken(name) {
+		return name, fmt.Errorf("%s is not a header name", quoteShort(name))
 	}
-	e.Name = http.CanonicalHeaderKey(e.Name)
-	if slices.Contains(forbiddenEditFields, e.Name) {
-		return e, fmt.Errorf("%s is the proxy's own field and cannot be edited", e.Name)
+	name = http.CanonicalHeaderKey(name)
+	if slices.Contains(forbiddenEditFields, name) {
+		return name, fmt.Errorf("%s is the proxy's own field and cannot be edited", name)
 	}
-	return e, nil
+	return name, nil
 }

@@ -247,15 +247,16 @@ func compileFields(fs []FieldMatch, header bool) []FieldMatch {
 	return out
 }
 
-// key is what two routes of one virtual host must not share: the path,
-// its type and the conditions.
-func (r *Route) key() string {
-	if r.Conditions() == 0 {
-		return string(r.PathType) + " " + r.Path
+// Key is what two routes of one virtual host must not share: the path,
+// its type and the conditions (header names in canonical form). The
+// controller keys its route claims by it.
+func (m *Match) Key() string {
+	if m.Conditions() == 0 {
+		return string(m.PathType) + " " + m.Path
 	}
 	var b strings.Builder
-	b.WriteString(string(r.PathType) + " " + r.Path + " " + r.Method)
-	for _, fs := range [][]FieldMatch{r.Headers, r.Query} {
+	b.WriteString(string(m.PathType) + " " + m.Path + " " + m.Method)
+	for _, fs := range [][]FieldMatch{m.Headers, m.Query} {
 		b.WriteString(" |")
 		for _, f := range fs {
 			b.WriteString(" " + strconv.Quote(f.Name) + string(f.Type) + strconv.Quote(f.Value))

@@ -363,7 +363,7 @@ func NewVirtualHost(host string, routes []*Route) *VirtualHost {
 			continue
 		}
 		r = r.compiled()
-		key := r.key()
+		key := r.Key()
 		if seen[key] {
 			continue
 		}

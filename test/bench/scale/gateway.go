@@ -87,20 +87,8 @@ func measureGateway(n, per, builds, changes int) gatewayResult {
 	snap := gatewaySnapshot(n, per)
 	withSnap := heap()
 	opts := controller.Options{Now: created.Add(24 * time.Hour), Certificates: controller.NewCertificateCache()}
-	var times []time.Duration
-	var table *route.Table
-	for range builds {
-		table = nil
-		runtime.GC()
-		start := time.Now()
-		t, problems := controller.Build(snap, opts)
-		times = append(times, time.Since(start))
-		if len(problems) > 0 {
-			panic(fmt.Sprintf("synthetic Gateway API snapshot has %d problems, first: %+v", len(problems), problems[0]))
-		}
-		table = t
-	}
-	r := gatewayResult{build: median(times), snapshotHeap: sub(withSnap, before), tableHeap: sub(heap(), withSnap), hosts: len(table.VirtualHosts), backends: len(table.Backends())}
+	build, table := timedBuilds(snap, opts, builds)
+	r := gatewayResult{build: build, snapshotHeap: sub(withSnap, before), tableHeap: sub(heap(), withSnap), hosts: len(table.VirtualHosts), backends: len(table.Backends())}
 	for _, vh := range table.VirtualHosts {
 		r.routes += len(vh.Routes)
 	}
