@@ -68,8 +68,10 @@ func (a *Applier) Apply(s Snapshot, sourceProblems []Problem) []Problem {
 	} else {
 		opts := a.opts
 		opts.Now = start
-		table, problems = Build(s, opts)
+		var gateway *GatewayAPIStatus
+		table, problems, gateway = build(s, opts)
 		a.last = remember(s, table, problems, start)
+		a.last.gateway = gateway
 	}
 	built := time.Since(start)
 	a.swap(table)
@@ -111,6 +113,18 @@ func (a *Applier) Apply(s Snapshot, sourceProblems []Problem) []Problem {
 		zap.Bool("incremental", incremental), zap.Int("services_changed", len(changed)),
 		zap.Duration("build_duration", built))
 	return problems
+}
+
+// GatewayStatus returns what the last full build found about the Gateway
+// API objects, the status to write (a patch changes none of it); nil
+// before the first Apply.
+func (a *Applier) GatewayStatus() *GatewayAPIStatus {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.last == nil {
+		return nil
+	}
+	return a.last.gateway
 }
 
 // Ready reports whether a first table has been applied.

@@ -21,11 +21,12 @@ const fullBuildEvery = time.Minute
 // found in the set, and a changed one (a new pointer) is not.
 type lastBuild struct {
 	table    *route.Table
-	problems []Problem        // what Build reported; a patch never changes them
-	at       time.Time        // Options.Now of the full build
-	objects  map[any]uint64   // every object but the EndpointSlices, with the check that last saw it
-	check    uint64           // counts endpointChanges calls, so that a pointer given twice is caught
-	counts   [objectKinds]int // how many of each, in Snapshot order
+	problems []Problem         // what Build reported; a patch never changes them
+	gateway  *GatewayAPIStatus // what Build found about the Gateway API objects; nor these
+	at       time.Time         // Options.Now of the full build
+	objects  map[any]uint64    // every object but the EndpointSlices, with the check that last saw it
+	check    uint64            // counts endpointChanges calls, so that a pointer given twice is caught
+	counts   [objectKinds]int  // how many of each, in Snapshot order
 	slices   map[*discoveryv1.EndpointSlice]sliceEntry
 	routes   int // the table's routes and backends, for the log line
 	backends int

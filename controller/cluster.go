@@ -3,7 +3,9 @@ package controller
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -18,6 +20,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 )
 
 // DefaultHoldOff is how long the cluster source waits after the first
@@ -36,6 +40,11 @@ type ClusterOptions struct {
 	SecretNamespace string
 	// HoldOff batches bursts of changes; zero means DefaultHoldOff.
 	HoldOff time.Duration
+	// GatewayDiscoveryEvery is how often the source looks for the
+	// Gateway API CRDs while they are not installed (when it watches the
+	// Gateway API at all: WatchGatewayAPI); zero means
+	// DefaultGatewayDiscoveryEvery.
+	GatewayDiscoveryEvery time.Duration
 }
 
 // ClusterSource watches a Kubernetes API server with shared informers and
@@ -56,6 +65,11 @@ type ClusterSource struct {
 	classes        cache.GenericLister
 	synced         []cache.InformerSynced
 	queue          workqueue.TypedRateLimitingInterface[string]
+
+	// gatewayClient, when set, is how the Gateway API kinds are watched;
+	// gateway holds their informers once they are synced.
+	gatewayClient gatewayclient.Interface
+	gateway       atomic.Pointer[gatewayWatch]
 }
 
 // snapshotKey is the one key the work queue ever holds: every change means
@@ -67,6 +81,9 @@ const snapshotKey = "snapshot"
 func NewClusterSource(client kubernetes.Interface, opts ClusterOptions, logger *zap.Logger) (*ClusterSource, error) {
 	if opts.HoldOff <= 0 {
 		opts.HoldOff = DefaultHoldOff
+	}
+	if opts.GatewayDiscoveryEvery <= 0 {
+		opts.GatewayDiscoveryEvery = DefaultGatewayDiscoveryEvery
 	}
 	s := &ClusterSource{
 		client: client,
@@ -145,8 +162,19 @@ func mustGeneric(gi informers.GenericInformer, err error) informers.GenericInfor
 	return gi
 }
 
-// watch registers the handlers that enqueue the snapshot key.
+// watch registers the handlers that enqueue the snapshot key, and the
+// informer among those the first snapshot waits for.
 func (s *ClusterSource) watch(inf cache.SharedIndexInformer) error {
+	synced, err := s.handle(inf)
+	if err != nil {
+		return err
+	}
+	s.synced = append(s.synced, synced)
+	return nil
+}
+
+// handle registers the handlers that enqueue the snapshot key.
+func (s *ClusterSource) handle(inf cache.SharedIndexInformer) (cache.InformerSynced, error) {
 	reg, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(any) { s.queue.AddAfter(snapshotKey, s.opts.HoldOff) },
 		UpdateFunc: func(oldObj, newObj any) {
@@ -155,15 +183,35 @@ func (s *ClusterSource) watch(inf cache.SharedIndexInformer) error {
 			if ok1 && ok2 && o.GetResourceVersion() == n.GetResourceVersion() {
 				return // a resync, not a change
 			}
+			if ok1 && ok2 && statusOnly(oldObj, o, n) {
+				// Most likely the status writer's own write: nothing
+				// Build reads changed. (The status is checked again on
+				// the next snapshot, at the latest statusResyncEvery.)
+				return
+			}
 			s.queue.AddAfter(snapshotKey, s.opts.HoldOff)
 		},
 		DeleteFunc: func(any) { s.queue.AddAfter(snapshotKey, s.opts.HoldOff) },
 	})
 	if err != nil {
-		return fmt.Errorf("add event handler: %w", err)
+		return nil, fmt.Errorf("add event handler: %w", err)
 	}
-	s.synced = append(s.synced, reg.HasSynced)
-	return nil
+	return reg.HasSynced, nil
+}
+
+// statusOnly reports whether the update from o to n changed nothing Build
+// reads: for the kinds whose spec changes bump metadata.generation
+// (Ingresses and the Gateway API kinds with a status subresource), the
+// same generation, labels and annotations mean a change of status only.
+func statusOnly(obj any, o, n metav1.Object) bool {
+	switch obj.(type) {
+	case *networkingv1.Ingress, *gatewayv1.GatewayClass, *gatewayv1.Gateway, *gatewayv1.HTTPRoute:
+	default:
+		return false
+	}
+	return o.GetGeneration() != 0 && o.GetGeneration() == n.GetGeneration() &&
+		o.GetDeletionTimestamp().Equal(n.GetDeletionTimestamp()) &&
+		maps.Equal(o.GetLabels(), n.GetLabels()) && maps.Equal(o.GetAnnotations(), n.GetAnnotations())
 }
 
 // Run starts the informers, waits for their caches, delivers a first
@@ -172,6 +220,10 @@ func (s *ClusterSource) watch(inf cache.SharedIndexInformer) error {
 // table keeps serving.
 func (s *ClusterSource) Run(ctx context.Context, onChange func(Snapshot, []Problem)) error {
 	defer s.queue.ShutDown()
+	gw, err := s.gatewayAtStart(ctx)
+	if err != nil {
+		return err
+	}
 	for _, f := range s.factories {
 		f.Start(ctx.Done())
 	}
@@ -180,14 +232,23 @@ func (s *ClusterSource) Run(ctx context.Context, onChange func(Snapshot, []Probl
 			f.Shutdown()
 		}
 	}()
+	synced := s.synced
+	if gw != nil {
+		gw.start(ctx.Done())
+		defer gw.shutdown()
+		synced = append(slices.Clip(synced), gw.synced...)
+	}
 	start := time.Now()
-	if !cache.WaitForCacheSync(ctx.Done(), s.synced...) {
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		if ctx.Err() != nil {
 			return nil
 		}
 		return fmt.Errorf("informer caches did not sync")
 	}
-	s.logger.Info("caches synced", zap.Duration("duration", time.Since(start)))
+	s.logger.Info("caches synced", zap.Duration("duration", time.Since(start)), zap.Bool("gateway_api", gw != nil))
+	if gw != nil {
+		s.gateway.Store(gw)
+	}
 	// The initial list filled the queue; start from one clean snapshot.
 	s.queue.Add(snapshotKey)
 	go func() {
@@ -235,6 +296,11 @@ func (s *ClusterSource) Snapshot() (Snapshot, error) {
 	}
 	if snap.IngressClasses, err = listAll[*networkingv1.IngressClass]([]cache.GenericLister{s.classes}); err != nil {
 		return Snapshot{}, err
+	}
+	if gw := s.gateway.Load(); gw != nil {
+		if err := gw.snapshot(&snap); err != nil {
+			return Snapshot{}, err
+		}
 	}
 	return snap, nil
 }

@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
+	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 )
 
 // ConnectOptions configure cluster mode: which cluster Connect reaches, and
@@ -43,15 +44,22 @@ type ConnectOptions struct {
 	// Status says where the address written into Ingress status comes
 	// from; its zero value writes none.
 	Status StatusOptions
+	// GatewayAPI makes cluster mode watch the Gateway API kinds when
+	// their CRDs are installed, and write their status
+	// (--watch-gateway-api); GatewayControllerName is the controllerName
+	// of the GatewayClasses Postern serves (as in Options).
+	GatewayAPI            bool
+	GatewayControllerName string
 }
 
 // Cluster is cluster mode: the API client, Postern's own namespace, the
 // ClusterSource and the leader election (the leader posts Events, writes
-// Ingress status and orders ACME certificates).
+// Ingress and Gateway API status and orders ACME certificates).
 type Cluster struct {
 	opts    ConnectOptions
 	host    string
 	client  kubernetes.Interface
+	gateway gatewayclient.Interface // nil: the Gateway API is not watched
 	ns      string
 	src     *ClusterSource
 	elector *Elector
@@ -86,12 +94,19 @@ func Connect(opts ConnectOptions, logger *zap.Logger) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	var gateway gatewayclient.Interface
+	if opts.GatewayAPI {
+		if gateway, err = gatewayclient.NewForConfig(rc); err != nil {
+			return nil, fmt.Errorf("gateway API client: %w", err)
+		}
+		src.WatchGatewayAPI(gateway)
+	}
 	ns := ownNamespace(opts.Namespace)
 	elector, err := NewElector(client, ns, opts.ElectionID, identity(), src.Resync, logger.Named("leader"))
 	if err != nil {
 		return nil, err
 	}
-	return &Cluster{opts: opts, host: rc.Host, client: client, ns: ns, src: src, elector: elector, logger: logger}, nil
+	return &Cluster{opts: opts, host: rc.Host, client: client, gateway: gateway, ns: ns, src: src, elector: elector, logger: logger}, nil
 }
 
 // restConfig finds the cluster: --kubeconfig, else in-cluster, else
@@ -183,6 +198,9 @@ func (c *Cluster) Run(ctx context.Context, applier *Applier, applied func()) err
 	status := NewStatusWriter(c.client, c.opts.Status,
 		Options{IngressClass: c.opts.IngressClass, ControllerClass: c.opts.ControllerClass},
 		c.elector.Leading, c.logger.Named("status"))
+	if c.gateway != nil {
+		status.WriteGatewayAPI(c.gateway, c.opts.GatewayControllerName)
+	}
 
 	if c.acmeCache != nil && !c.acmeCache.Start(ctx, acmeCacheWait) {
 		// Serving must not wait on ACME: most likely the RBAC rule for the
@@ -193,12 +211,37 @@ func (c *Cluster) Run(ctx context.Context, applier *Applier, applied func()) err
 	}
 	go c.elector.Run(ctx)
 	go status.Run(ctx)
+	go c.resyncStatus(ctx)
 	c.logger.Info("watching cluster", zap.String("host", c.host), zap.Strings("namespaces", c.opts.Watch.Namespaces),
 		zap.String("election_namespace", c.ns), zap.String("election_id", c.opts.ElectionID))
 	return c.src.Run(ctx, func(s Snapshot, sourceProblems []Problem) {
 		problems := applier.Apply(s, sourceProblems)
 		applied()
 		reporter.Sync(s, problems)
-		status.Update(s)
+		status.Update(s, applier.GatewayStatus())
 	})
+}
+
+// statusResyncEvery is how often the leader takes a snapshot with nothing
+// changed, so that the status writer sees a status someone else
+// overwrote: the informers do not wake the source for status-only
+// changes (statusOnly), since those are mostly the writer's own.
+const statusResyncEvery = time.Minute
+
+// resyncStatus asks for a snapshot every statusResyncEvery while leading,
+// until ctx is done. With nothing changed it costs an incremental apply
+// that patches nothing, and a comparison per object.
+func (c *Cluster) resyncStatus(ctx context.Context) {
+	tick := time.NewTicker(statusResyncEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if c.elector.Leading() {
+				c.src.Resync()
+			}
+		}
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/events"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
 // EventReporter turns Problems into Kubernetes Events (events.k8s.io) on
@@ -94,6 +95,16 @@ func objectRefs(s Snapshot) map[objKey]*corev1.ObjectReference {
 	}
 	for _, o := range s.EndpointSlices {
 		add("EndpointSlice", "discovery.k8s.io/v1", o.Namespace, o.Name, o.UID, o.ResourceVersion)
+	}
+	gv := gatewayv1.GroupVersion.String()
+	for _, o := range s.GatewayClasses {
+		add("GatewayClass", gv, "", o.Name, o.UID, o.ResourceVersion)
+	}
+	for _, o := range s.Gateways {
+		add(gatewayKind, gv, o.Namespace, o.Name, o.UID, o.ResourceVersion)
+	}
+	for _, o := range s.HTTPRoutes {
+		add(httpRouteKind, gv, o.Namespace, o.Name, o.UID, o.ResourceVersion)
 	}
 	return refs
 }

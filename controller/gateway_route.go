@@ -27,6 +27,14 @@ type attachment struct {
 func (t *gatewayTranslation) httpRoute(hr *gatewayv1.HTTPRoute) (RouteResult, bool) {
 	src := source{kind: httpRouteKind, namespace: hr.Namespace, name: hr.Name}
 	res := RouteResult{Namespace: hr.Namespace, Name: hr.Name}
+	if !slices.ContainsFunc(hr.Spec.ParentRefs, func(ref gatewayv1.ParentReference) bool {
+		_, ok := t.parentGateway(hr.Namespace, ref)
+		return ok
+	}) {
+		// Another controller's route, or nobody's: no status, no
+		// Problem, nothing served.
+		return res, false
+	}
 	hostnames := make([]string, 0, len(hr.Spec.Hostnames))
 	for _, h := range hr.Spec.Hostnames {
 		if n, problem := normalizeHost(string(h)); problem == "" && n != "" {

@@ -10,9 +10,10 @@ import (
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 )
 
 // StatusOptions say where the address written into Ingress status comes
@@ -36,29 +37,43 @@ type StatusWriter struct {
 	build   Options
 	leading func() bool
 	logger  *zap.Logger
-	pending chan Snapshot
+	pending chan statusWork
+
+	// gateway, when set, writes the Gateway API status (WriteGatewayAPI).
+	gateway           gatewayclient.Interface
+	gatewayController gatewayv1.GatewayController
+}
+
+// statusWork is one snapshot to write status for, with what Build found
+// about its Gateway API objects (nil: none).
+type statusWork struct {
+	snap    Snapshot
+	gateway *GatewayAPIStatus
 }
 
 // NewStatusWriter returns a writer; build gives the class settings that
 // decide which Ingresses are ours.
 func NewStatusWriter(client kubernetes.Interface, opts StatusOptions, build Options, leading func() bool, logger *zap.Logger) *StatusWriter {
-	return &StatusWriter{client: client, opts: opts, build: build, leading: leading, logger: logger, pending: make(chan Snapshot, 1)}
+	return &StatusWriter{client: client, opts: opts, build: build, leading: leading, logger: logger, pending: make(chan statusWork, 1)}
 }
 
-// Enabled reports whether there is an address to publish.
+// Enabled reports whether there is an address to publish in Ingress
+// status.
 func (w *StatusWriter) Enabled() bool {
 	return w.opts.PublishService != "" || len(w.opts.PublishAddresses) > 0
 }
 
-// Update hands the writer the latest snapshot; it never blocks, and a
-// snapshot not written yet is replaced by the newer one.
-func (w *StatusWriter) Update(s Snapshot) {
-	if !w.Enabled() {
+// Update hands the writer the latest snapshot and what Build found about
+// its Gateway API objects (nil: nothing); it never blocks, and a snapshot
+// not written yet is replaced by the newer one.
+func (w *StatusWriter) Update(s Snapshot, gateway *GatewayAPIStatus) {
+	if !w.Enabled() && (w.gateway == nil || gateway == nil) {
 		return
 	}
+	work := statusWork{snap: s, gateway: gateway}
 	for {
 		select {
-		case w.pending <- s:
+		case w.pending <- work:
 			return
 		default:
 		}
@@ -75,15 +90,36 @@ func (w *StatusWriter) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case s := <-w.pending:
+		case work := <-w.pending:
 			if w.leading == nil || w.leading() {
-				w.sync(ctx, s)
+				w.sync(ctx, work.snap)
+				if w.gateway != nil && work.gateway != nil {
+					w.syncGatewayAPI(ctx, work.snap, work.gateway, w.gatewayAddrs(ctx, work.snap), statusNow())
+				}
 			}
 		}
 	}
 }
 
+// gatewayAddrs returns the addresses Gateways publish: the published ones
+// of Ingress status; none when nothing is published; nil (keep what is
+// there) when they cannot be resolved now.
+func (w *StatusWriter) gatewayAddrs(ctx context.Context, s Snapshot) []gatewayv1.GatewayStatusAddress {
+	if !w.Enabled() {
+		return []gatewayv1.GatewayStatusAddress{}
+	}
+	addrs, err := w.addresses(ctx, s)
+	if err != nil {
+		w.logger.Warn("cannot resolve the address to publish in Gateway status", zap.Error(err))
+		return nil
+	}
+	return gatewayAddresses(addrs)
+}
+
 func (w *StatusWriter) sync(ctx context.Context, s Snapshot) {
+	if !w.Enabled() {
+		return
+	}
 	addrs, err := w.addresses(ctx, s)
 	if err != nil {
 		w.logger.Warn("cannot resolve the address to publish in Ingress status", zap.Error(err))
@@ -95,34 +131,35 @@ func (w *StatusWriter) sync(ctx context.Context, s Snapshot) {
 	}
 	cls := newClassifier(s.IngressClasses, w.build)
 	for _, ing := range s.Ingresses {
-		have := ing.Status.LoadBalancer.Ingress
-		var want []networkingv1.IngressLoadBalancerIngress
-		switch {
-		case cls.ours(ing):
-			want = addrs
-		case sameAddresses(have, addrs):
-			// Ours before, not any more: clear what we wrote.
-			want = nil
-		default:
-			continue
+		ours := cls.ours(ing)
+		if !ours && !sameAddresses(ing.Status.LoadBalancer.Ingress, addrs) {
+			continue // never ours, or another writer's status
 		}
-		if sameAddresses(have, want) {
-			continue
-		}
-		c := ing.DeepCopy()
-		c.Status.LoadBalancer.Ingress = want
-		_, err := w.client.NetworkingV1().Ingresses(ing.Namespace).UpdateStatus(ctx, c, metav1.UpdateOptions{})
-		switch {
-		case err == nil:
-			w.logger.Info("ingress status updated", zap.String("namespace", ing.Namespace), zap.String("name", ing.Name),
-				zap.Int("addresses", len(want)))
-		case apierrors.IsConflict(err) || apierrors.IsNotFound(err):
-			// A newer version is on its way through the informer, and
-			// with it another sync.
-			w.logger.Debug("ingress status update raced", zap.String("namespace", ing.Namespace), zap.String("name", ing.Name), zap.Error(err))
-		default:
-			w.logger.Error("cannot update ingress status", zap.String("namespace", ing.Namespace), zap.String("name", ing.Name), zap.Error(err))
-		}
+		api := w.client.NetworkingV1().Ingresses(ing.Namespace)
+		written, err := writeStatus(ctx, ing,
+			func(ctx context.Context) (*networkingv1.Ingress, error) {
+				return api.Get(ctx, ing.Name, metav1.GetOptions{})
+			},
+			func(have *networkingv1.Ingress) (*networkingv1.Ingress, bool) {
+				var want []networkingv1.IngressLoadBalancerIngress
+				if ours {
+					want = addrs
+				} else if !sameAddresses(have.Status.LoadBalancer.Ingress, addrs) {
+					return nil, false // someone else's status now
+				}
+				// Not ours any more (want nil): clear what we wrote.
+				if sameAddresses(have.Status.LoadBalancer.Ingress, want) {
+					return nil, false
+				}
+				c := have.DeepCopy()
+				c.Status.LoadBalancer.Ingress = want
+				return c, true
+			},
+			func(ctx context.Context, c *networkingv1.Ingress) error {
+				_, err := api.UpdateStatus(ctx, c, metav1.UpdateOptions{})
+				return err
+			})
+		w.logWrite("ingress", ing.Namespace, ing.Name, written, err)
 	}
 }
 

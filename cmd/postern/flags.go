@@ -39,6 +39,7 @@ type config struct {
 	ingressClass    string
 	controllerClass string
 	gatewayCtrl     string
+	watchGateway    bool
 	annotationsPfx  string
 	limitStatus     int
 	globalAuth      *route.ExternalAuth
@@ -101,6 +102,7 @@ func parseFlags(args []string, getenv func(string) string, stdout io.Writer) (*c
 	fs.StringVar(&c.ingressClass, "ingress-class", controller.DefaultIngressClass, "IngressClass name served")
 	fs.StringVar(&c.controllerClass, "controller-class", controller.DefaultControllerClass, "spec.controller of the IngressClasses that belong to Postern")
 	fs.StringVar(&c.gatewayCtrl, "gateway-controller-name", controller.DefaultGatewayControllerName, "spec.controllerName of the Gateway API GatewayClasses Postern serves")
+	fs.BoolVar(&c.watchGateway, "watch-gateway-api", true, "cluster mode: watch the Gateway API kinds (gateway.networking.k8s.io/v1) when their CRDs are installed, and write their status")
 	fs.StringVar(&c.annotationsPfx, "annotations-prefix", controller.DefaultAnnotationsPrefix, "prefix of the ingress-nginx annotations, as ingress-nginx's flag")
 	fs.IntVar(&c.limitStatus, "limit-status-code", 503, "status of the answer to requests a rate limit refuses (ingress-nginx's limit-req-status-code and limit-conn-status-code; 429 is the usual other)")
 	fs.StringVar(&c.globalAuthURL, "global-auth-url", "", "external auth service of every Ingress without an auth-url of its own, unless it sets enable-global-auth: \"false\" (ingress-nginx's global-auth-url; nginx variables allowed)")

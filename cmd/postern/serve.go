@@ -348,6 +348,8 @@ func connect(cfg *config, logger *zap.Logger) (*controller.Cluster, error) {
 			PublishService:   cfg.publishService,
 			PublishAddresses: cfg.publishAddrs,
 		},
+		GatewayAPI:            cfg.watchGateway,
+		GatewayControllerName: cfg.gatewayCtrl,
 	}, logger)
 }
 

@@ -103,6 +103,7 @@ func TestTemplate(t *testing.T) {
 		"daemonset":      checkDaemonSet,
 		"namespaced":     checkNamespaced,
 		"acme":           checkACME,
+		"gateway":        checkGateway,
 		"servicemonitor": checkServiceMonitor,
 	}
 	for name, file := range valuesFiles(t) {
@@ -325,6 +326,8 @@ func TestBadValuesFail(t *testing.T) {
 		{"image.digest=sha256:abc", "/image/digest"},
 		{"image.pullPolicy=Sometimes", "/image/pullPolicy"},
 		{"ingressClass.controller=no-domain", "/ingressClass/controller"},
+		{"gatewayAPI.controllerName=no-domain", "/gatewayAPI/controllerName"},
+		{"gatewayAPI.gatewayClass.name=Edge_1", "/gatewayAPI/gatewayClass/name"},
 		{"kind=DaemonSet,autoscaling.enabled=true", "/autoscaling/enabled"},
 		{"autoscaling.enabled=true,autoscaling.minReplicas=5,autoscaling.maxReplicas=3", "minReplicas (5) is above"},
 		{"podDisruptionBudget.maxUnavailable=lots", "/podDisruptionBudget/maxUnavailable"},

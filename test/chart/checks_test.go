@@ -87,6 +87,20 @@ var watchRules = []rbacv1.PolicyRule{
 	{APIGroups: []string{"events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
 }
 
+// gatewayWatchRules are the rules Postern needs wherever it watches, with
+// gatewayAPI.enabled.
+var gatewayWatchRules = append(slices.Clone(watchRules),
+	rbacv1.PolicyRule{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"gateways", "httproutes", "referencegrants"}, Verbs: []string{"list", "watch"}},
+	rbacv1.PolicyRule{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"gateways/status", "httproutes/status"}, Verbs: []string{"update"}},
+)
+
+// gatewayClusterRules are the cluster-scoped rules of gatewayAPI.enabled.
+var gatewayClusterRules = []rbacv1.PolicyRule{
+	{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"gatewayclasses"}, Verbs: []string{"list", "watch"}},
+	{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"gatewayclasses/status"}, Verbs: []string{"update"}},
+	{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"list", "watch"}},
+}
+
 var classRule = rbacv1.PolicyRule{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"ingressclasses"}, Verbs: []string{"list", "watch"}}
 
 func leaseRules(id string) []rbacv1.PolicyRule {
@@ -133,7 +147,7 @@ func checkDefault(t *testing.T, m *Manifest) {
 	c, _ := m.Container()
 	for _, want := range []string{"--ingress-class=postern", "--controller-class=postern.dev/ingress-controller",
 		"--election-id=postern-leader", "--http-addr=:8080", "--https-addr=:8443", "--metrics-addr=:10254",
-		"--publish-service=postern/postern", "--acme-directory="} {
+		"--publish-service=postern/postern", "--acme-directory=", "--watch-gateway-api=false"} {
 		if !slices.Contains(c.Args, want) {
 			t.Errorf("args %q lack %s", c.Args, want)
 		}
@@ -217,6 +231,34 @@ func checkNamespaced(t *testing.T, m *Manifest) {
 		},
 		"Role/edge/postern-publish-service": {
 			{APIGroups: []string{""}, Resources: []string{"services"}, ResourceNames: []string{"shared-lb"}, Verbs: []string{"get"}},
+		},
+	})
+}
+
+func checkGateway(t *testing.T, m *Manifest) {
+	c, _ := m.Container()
+	if !slices.Contains(c.Args, "--gateway-controller-name=example.com/edge-gateway") || slices.Contains(c.Args, "--watch-gateway-api=false") {
+		t.Errorf("args %q: want --gateway-controller-name=example.com/edge-gateway and the Gateway API watched", c.Args)
+	}
+	var classes []*unstructured.Unstructured
+	for _, u := range All[*unstructured.Unstructured](m) {
+		if u.GetAPIVersion() == "gateway.networking.k8s.io/v1" && u.GetKind() == "GatewayClass" {
+			classes = append(classes, u)
+		}
+	}
+	if len(classes) != 1 || classes[0].GetName() != "edge" {
+		t.Fatalf("want GatewayClass edge: %v", m.Kinds())
+	}
+	if ctrl, _, _ := unstructured.NestedString(classes[0].Object, "spec", "controllerName"); ctrl != "example.com/edge-gateway" {
+		t.Errorf("GatewayClass controllerName = %q, want example.com/edge-gateway", ctrl)
+	}
+	wantRoles(t, m, map[string][]rbacv1.PolicyRule{
+		"ClusterRole/postern":       append([]rbacv1.PolicyRule{classRule}, gatewayClusterRules...),
+		"Role/postern/postern":      leaseRules("postern-leader"),
+		"Role/team-a/postern-watch": gatewayWatchRules,
+		"Role/team-b/postern-watch": gatewayWatchRules,
+		"Role/postern/postern-publish-service": {
+			{APIGroups: []string{""}, Resources: []string{"services"}, ResourceNames: []string{"postern"}, Verbs: []string{"get"}},
 		},
 	})
 }

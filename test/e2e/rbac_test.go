@@ -306,12 +306,13 @@ func TestRBACMissingRule(t *testing.T) {
 type ruleEffect int
 
 const (
-	neverReady ruleEffect = iota // an informer cannot sync: /readyz stays 503
-	noStatus                     // routes, but Ingress status is never written
-	noEvent                      // routes and writes status, but posts no Event
-	losesLead                    // leads once (it created the Lease), cannot renew, steps down
-	relists                      // ready, but every watch is refused: changes come by relisting
-	noACME                       // ready after a bounded wait; ACME neither serves nor orders, and says why
+	neverReady      ruleEffect = iota // an informer cannot sync: /readyz stays 503
+	noStatus                          // routes, but Ingress status is never written
+	noEvent                           // routes and writes status, but posts no Event
+	losesLead                         // leads once (it created the Lease), cannot renew, steps down
+	relists                           // ready, but every watch is refused: changes come by relisting
+	noACME                            // ready after a bounded wait; ACME neither serves nor orders, and says why
+	noGatewayStatus                   // routes, writes Ingress status, but no Gateway status
 )
 
 // missingRuleCase is one rule TestRBACMissingRule takes away, what postern
@@ -324,6 +325,7 @@ type missingRuleCase struct {
 	logWords       []string
 	effect         ruleEffect
 	env            map[string]string // postern's environment
+	gateway        bool              // the Gateway API: its CRDs, the chart's gatewayAPI values and a Gateway in the app namespace
 }
 
 // missingRuleCases are the rules TestRBACMissingRule takes away, one per
@@ -336,29 +338,35 @@ func missingRuleCases() []missingRuleCase {
 	// cases turn streaming lists off in postern's client to take that path.
 	classic := map[string]string{"KUBE_FEATURE_WatchListClient": "false"}
 	return []missingRuleCase{
-		{"list ingresses", "", "cluster", "ingresses", "list", []string{"forbidden", "ingresses", "list"}, neverReady, classic},
-		{"list ingressclasses", "", "cluster", "ingressclasses", "list", []string{"forbidden", "ingressclasses", "list"}, neverReady, classic},
-		{"list services", "", "cluster", "services", "list", []string{"forbidden", "services", "list"}, neverReady, classic},
-		{"list endpointslices", "", "cluster", "endpointslices", "list", []string{"forbidden", "endpointslices", "list"}, neverReady, classic},
-		{"list secrets", "", "cluster", "secrets", "list", []string{"forbidden", "secrets", "list"}, neverReady, classic},
-		{"list configmaps", "", "cluster", "configmaps", "list", []string{"forbidden", "configmaps", "list"}, neverReady, classic},
-		{"watch endpointslices", "", "cluster", "endpointslices", "watch", []string{"forbidden", "endpointslices", "watch"}, relists, nil},
-		{"watch ingresses", "", "cluster", "ingresses", "watch", []string{"forbidden", "ingresses", "watch"}, relists, nil},
-		{"update ingresses/status", "", "cluster", "ingresses/status", "update", []string{"cannot update ingress status", "forbidden"}, noStatus, nil},
-		{"create events", "", "cluster", "events", "create", []string{"forbidden", "events", "create"}, noEvent, nil},
-		{"get leases", "", "own", "leases", "get", []string{"forbidden", "leases", "get"}, noStatus, nil},
-		{"create leases", "", "own", "leases", "create", []string{"forbidden", "leases", "create"}, noStatus, nil},
-		{"update leases", "", "own", "leases", "update", []string{"forbidden", "leases", "update"}, losesLead, nil},
+		{"list ingresses", "", "cluster", "ingresses", "list", []string{"forbidden", "ingresses", "list"}, neverReady, classic, false},
+		{"list ingressclasses", "", "cluster", "ingressclasses", "list", []string{"forbidden", "ingressclasses", "list"}, neverReady, classic, false},
+		{"list services", "", "cluster", "services", "list", []string{"forbidden", "services", "list"}, neverReady, classic, false},
+		{"list endpointslices", "", "cluster", "endpointslices", "list", []string{"forbidden", "endpointslices", "list"}, neverReady, classic, false},
+		{"list secrets", "", "cluster", "secrets", "list", []string{"forbidden", "secrets", "list"}, neverReady, classic, false},
+		{"list configmaps", "", "cluster", "configmaps", "list", []string{"forbidden", "configmaps", "list"}, neverReady, classic, false},
+		{"watch endpointslices", "", "cluster", "endpointslices", "watch", []string{"forbidden", "endpointslices", "watch"}, relists, nil, false},
+		{"watch ingresses", "", "cluster", "ingresses", "watch", []string{"forbidden", "ingresses", "watch"}, relists, nil, false},
+		{"update ingresses/status", "", "cluster", "ingresses/status", "update", []string{"cannot update ingress status", "forbidden"}, noStatus, nil, false},
+		{"create events", "", "cluster", "events", "create", []string{"forbidden", "events", "create"}, noEvent, nil, false},
+		{"get leases", "", "own", "leases", "get", []string{"forbidden", "leases", "get"}, noStatus, nil, false},
+		{"create leases", "", "own", "leases", "create", []string{"forbidden", "leases", "create"}, noStatus, nil, false},
+		{"update leases", "", "own", "leases", "update", []string{"forbidden", "leases", "update"}, losesLead, nil, false},
 		{"get the published Service", "watchNamespaces={missing-rule-app-{n}}", "publish", "services", "get",
-			[]string{"cannot resolve the address to publish", "forbidden"}, noStatus, nil},
+			[]string{"cannot resolve the address to publish", "forbidden"}, noStatus, nil, false},
 		{"list the default certificate's Secrets", "watchNamespaces={missing-rule-app-{n}},defaultSSLCertificate=missing-rule-{n}/default-tls",
-			"defaultcert", "secrets", "list", []string{"forbidden", "secrets", "list"}, neverReady, classic},
+			"defaultcert", "secrets", "list", []string{"forbidden", "secrets", "list"}, neverReady, classic, false},
 		// Cluster-wide, the ClusterRole's list on Secrets covers the ACME
 		// cache's namespace too; watching only other namespaces, the
 		// chart's own Role is what lets the cache start. Without it the
 		// rest is served: ACME must never hold up routing.
 		{"list the ACME cache's Secrets", "watchNamespaces={missing-rule-app-{n}},acme.enabled=true,acme.directory=https://acme.invalid/directory",
-			"own", "secrets", "list", []string{"forbidden", "secrets", "list"}, noACME, classic},
+			"own", "secrets", "list", []string{"forbidden", "secrets", "list"}, noACME, classic, false},
+		// With gatewayAPI.enabled, the Gateway API's rules: the kinds
+		// watched from the start are needed to get ready, as the
+		// Ingresses' are; the status rules to write their status.
+		{"list httproutes", "", "cluster", "httproutes", "list", []string{"forbidden", "httproutes", "list"}, neverReady, classic, true},
+		{"list namespaces", "", "cluster", "namespaces", "list", []string{"forbidden", "namespaces", "list"}, neverReady, classic, true},
+		{"update gateways/status", "", "cluster", "gateways/status", "update", []string{"cannot update gateway status", "forbidden"}, noGatewayStatus, nil, true},
 	}
 }
 
@@ -374,6 +382,10 @@ func installMissingRule(t *testing.T, h chart.Helm, dir string, i int, tc missin
 	set := fmt.Sprintf("ingressClass.name=%s,ingressClass.controller=e2e.postern.dev/%s,electionID=%s", class, class, class)
 	if tc.set != "" {
 		set += "," + strings.ReplaceAll(tc.set, "{n}", strconv.Itoa(i))
+	}
+	if tc.gateway {
+		installGatewayCRDs(t)
+		set += fmt.Sprintf(",gatewayAPI.enabled=true,gatewayAPI.controllerName=e2e.postern.dev/%s-gateway,gatewayAPI.gatewayClass.name=%s", class, class)
 	}
 	m = installChartNoPods(t, h, dir, class, rel, "--set", set)
 
@@ -391,6 +403,10 @@ func installMissingRule(t *testing.T, h chart.Helm, dir string, i int, tc missin
 	apply(t, echoWorkload(app, "svc", "missing-rule", 1, "v1")+
 		ingress(app, "good", class, "good.example.com", "/=svc")+
 		ingress(app, "broken", class, "broken.example.com", "/=missing"))
+	if tc.gateway {
+		apply(t, fmt.Sprintf("apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: edge, namespace: %s}\n"+
+			"spec:\n  gatewayClassName: %s\n  listeners: [{name: http, protocol: HTTP, port: 80}]\n", app, class))
+	}
 	return m, rel, app
 }
 
@@ -432,6 +448,18 @@ func checkRuleEffect(t *testing.T, p *Postern, app string, tc missingRuleCase) {
 	case losesLead:
 		logLine(t, p, 60*time.Second, "stopped leading")
 		p.expect(t, "good.example.com", "/", 200, "missing-rule")
+	case noGatewayStatus:
+		p.expect(t, "good.example.com", "/", 200, "missing-rule")
+		eventually(t, 40*time.Second, func() error {
+			if ingressStatus(t, app, "good") == "" {
+				return fmt.Errorf("no Ingress status yet")
+			}
+			return nil
+		})
+		gw := getGatewayAPI(t, app, "gateway/edge")
+		if hasCondition(gw.Status.Conditions, "Programmed", "True", "", gw.Metadata.Generation) == nil {
+			t.Errorf("Gateway status written without update on gateways/status: %+v", gw.Status.Conditions)
+		}
 	case noStatus, noEvent:
 		p.expect(t, "good.example.com", "/", 200, "missing-rule")
 		status := ingressStatus(t, app, "good")

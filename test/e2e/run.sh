@@ -43,6 +43,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # kubectl is built with the API server, at its version.
 kubectl="$kube/kubectl"
+# The Gateway API's standard CRDs, from the module go.mod pins (gateway_test.go).
+gateway_crds="$(go list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api)/config/crd/standard"
 
 ns="postern-e2e-$$"
 report="${POSTERN_E2E_REPORT:-}"
@@ -79,6 +81,7 @@ ip netns exec "$ns" env \
 	POSTERN_E2E_KUBECTL="$kubectl" \
 	POSTERN_E2E_HELM="$helm" \
 	POSTERN_E2E_CHART="$root/charts/postern" \
+	POSTERN_E2E_GATEWAY_CRDS="$gateway_crds" \
 	"$root/bin/e2e.test" -test.v -test.timeout 30m "$@" || rc=$?
 
 if [ -s "$report" ]; then

@@ -117,4 +117,12 @@ watch (they never get), the leader writes Ingress status and posts Events
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+{{- if .Values.gatewayAPI.enabled }}
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [gateways, httproutes, referencegrants]
+  verbs: [list, watch]
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [gateways/status, httproutes/status]
+  verbs: [update]
+{{- end }}
 {{- end }}

@@ -2,6 +2,11 @@
 {{- define "postern.args" -}}
 - --ingress-class={{ .Values.ingressClass.name }}
 - --controller-class={{ .Values.ingressClass.controller }}
+{{- if .Values.gatewayAPI.enabled }}
+- --gateway-controller-name={{ .Values.gatewayAPI.controllerName }}
+{{- else }}
+- --watch-gateway-api=false
+{{- end }}
 - --election-id={{ include "postern.electionID" . }}
 - --http-addr=:{{ .Values.containerPorts.http }}
 - --https-addr=:{{ .Values.containerPorts.https }}
