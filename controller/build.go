@@ -73,6 +73,9 @@ type builder struct {
 	gatewayDefault *route.Certificate
 	// gatewayStatus is what the Gateway API translation found.
 	gatewayStatus *GatewayAPIStatus
+	// gatewayListeners are the tables of the Gateways with addresses of
+	// their own (Options.GatewayAddresses).
+	gatewayListeners []*route.Listener
 }
 
 // newBuilder returns a builder that resolves backends and certificates
@@ -121,7 +124,7 @@ func (b *builder) problem(src source, reason, msg string) {
 // finish assembles the routing table from every claim, and returns it with
 // the Problems, sorted. It ends the build.
 func (b *builder) finish() (*route.Table, []Problem) {
-	table := b.table().WithTLS(b.tlsHosts())
+	table := b.table().WithTLS(b.tlsHosts()).WithListeners(b.gatewayListeners)
 	table.DefaultCertificate = b.defaultCertificate()
 	b.opts.Certificates.sweep()
 	return table, sortProblems(b.problems)

@@ -3,6 +3,7 @@ package controller
 import (
 	"cmp"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -22,11 +23,13 @@ import (
 // (accepted or not, and why) is its status: GatewayAPIStatus, which the
 // elected leader writes.
 //
-// Every Gateway shares Postern's own listeners: an HTTP listener on port
-// 80 is served by --http-addr, an HTTPS listener on port 443 by
-// --https-addr (the chart's Service maps 80 and 443 to them), and their
-// routes merge into the table the Ingresses are served from. A listener
-// on another port is not accepted (PortUnavailable).
+// Without a pool of Gateway addresses, every Gateway shares Postern's own
+// listeners: an HTTP listener on port 80 is served by --http-addr, an
+// HTTPS listener on port 443 by --https-addr (the chart's Service maps 80
+// and 443 to them), and their routes merge into the table the Ingresses
+// are served from. A listener on another port is not accepted
+// (PortUnavailable). With one (--gateway-addresses), each Gateway listens
+// on an address of its own: gateway_pool.go.
 
 // DefaultGatewayControllerName is the controllerName of the
 // GatewayClasses Postern serves (--gateway-controller-name).
@@ -65,13 +68,17 @@ type ClassResult struct {
 	Features   []gatewayv1.SupportedFeature `json:"supportedFeatures"`
 }
 
-// GatewayResult is the status of one Gateway, but for its addresses,
-// which the status writer adds.
+// GatewayResult is the status of one Gateway; its addresses are the
+// published ones, which the status writer adds, unless Gateways have
+// addresses of their own.
 type GatewayResult struct {
 	Namespace  string                     `json:"namespace"`
 	Name       string                     `json:"name"`
 	Conditions []metav1.Condition         `json:"conditions"`
 	Listeners  []gatewayv1.ListenerStatus `json:"listeners"`
+	// Addresses, with a pool of Gateway addresses, are the Gateway's own
+	// (empty when it has none); nil means the published ones.
+	Addresses []gatewayv1.GatewayStatusAddress `json:"addresses,omitempty"`
 }
 
 // RouteResult is the status of one route: a parent status per parentRef
@@ -105,6 +112,12 @@ type gatewayState struct {
 	gw        *gatewayv1.Gateway
 	src       source
 	listeners []*listenerState
+	// With a pool of Gateway addresses: addr is the Gateway's own (not
+	// valid: it got none, and addrReason and addrMsg say why), and ports
+	// the builders of its listeners' tables, by port.
+	addr                netip.Addr
+	addrReason, addrMsg string
+	ports               map[gatewayv1.PortNumber]*builder
 }
 
 // listenerState is one listener of a Gateway while it is translated.
@@ -186,9 +199,15 @@ func addGateways(b *builder, snap Snapshot, opts Options) *GatewayAPIStatus {
 		if !classes[string(gw.Spec.GatewayClassName)] || t.gateways[k] != nil {
 			continue
 		}
-		gs := t.gateway(gw)
+		gs := &gatewayState{gw: gw, src: source{kind: gatewayKind, namespace: gw.Namespace, name: gw.Name}}
 		t.gateways[k] = gs
 		gws = append(gws, gs)
+	}
+	if t.pooled() {
+		t.assignAddresses(gws)
+	}
+	for _, gs := range gws {
+		t.gateway(gs)
 	}
 	for _, hr := range sortedByAge(snap.HTTPRoutes, func(r *gatewayv1.HTTPRoute) *metav1.ObjectMeta { return &r.ObjectMeta }) {
 		if res, ok := t.httpRoute(hr); ok {
@@ -196,8 +215,11 @@ func addGateways(b *builder, snap Snapshot, opts Options) *GatewayAPIStatus {
 		}
 	}
 	for _, gs := range gws {
-		t.status.Gateways = append(t.status.Gateways, gs.result())
+		res := gs.result()
+		res.Addresses = t.statusAddresses(gs)
+		t.status.Gateways = append(t.status.Gateways, res)
 	}
+	b.gatewayListeners = t.pooledListeners(gws)
 	return t.status
 }
 
@@ -224,8 +246,8 @@ func sortedByAge[T comparable](list []T, meta func(T) *metav1.ObjectMeta) []T {
 
 // gateway checks the listeners of gw and claims the certificates of its
 // HTTPS ones.
-func (t *gatewayTranslation) gateway(gw *gatewayv1.Gateway) *gatewayState {
-	gs := &gatewayState{gw: gw, src: source{kind: gatewayKind, namespace: gw.Namespace, name: gw.Name}}
+func (t *gatewayTranslation) gateway(gs *gatewayState) {
+	gw := gs.gw
 	for i := range gw.Spec.Listeners {
 		l := &listenerState{gw: gs, spec: &gw.Spec.Listeners[i], conds: make(map[string]metav1.Condition)}
 		gs.listeners = append(gs.listeners, l)
@@ -236,18 +258,22 @@ func (t *gatewayTranslation) gateway(gw *gatewayv1.Gateway) *gatewayState {
 		if !l.accepted {
 			continue
 		}
+		if t.pooled() && !gs.addr.IsValid() {
+			l.setCond(string(gatewayv1.ListenerConditionProgrammed), false, string(gatewayv1.ListenerReasonPending), "the Gateway has no address: "+gs.addrMsg)
+			continue
+		}
 		if _, bad := l.conds[string(gatewayv1.ListenerConditionResolvedRefs)]; !bad {
 			l.setCond(string(gatewayv1.ListenerConditionResolvedRefs), true, string(gatewayv1.ListenerReasonResolvedRefs), "")
 		}
 		if l.conds[string(gatewayv1.ListenerConditionResolvedRefs)].Status == metav1.ConditionTrue {
 			l.setCond(string(gatewayv1.ListenerConditionProgrammed), true, string(gatewayv1.ListenerReasonProgrammed), "")
 			l.serving = true
+			t.portBuilder(gs, l.spec.Port) // a listener's port is served, routes or not
 			t.claimTLS(l)
 		} else {
 			l.setCond(string(gatewayv1.ListenerConditionProgrammed), false, string(gatewayv1.ListenerReasonInvalid), "the listener's references cannot be resolved")
 		}
 	}
-	return gs
 }
 
 // listener checks one listener: protocol, port, hostname, route kinds
@@ -266,7 +292,7 @@ func (t *gatewayTranslation) listener(l *listenerState) {
 	if spec.Protocol == gatewayv1.HTTPSProtocolType {
 		want = sharedHTTPSPort
 	}
-	if int(spec.Port) != want {
+	if !t.pooled() && int(spec.Port) != want {
 		l.setCond(accepted, false, string(gatewayv1.ListenerReasonPortUnavailable), fmt.Sprintf("Gateways share Postern's listeners: %s is served on port %d only", spec.Protocol, want))
 		l.setCond(string(gatewayv1.ListenerConditionProgrammed), false, string(gatewayv1.ListenerReasonInvalid), "the listener is not accepted")
 		return
@@ -362,12 +388,13 @@ func (t *gatewayTranslation) listenerTLS(l *listenerState) {
 // no other fits (unless --default-ssl-certificate names one).
 func (t *gatewayTranslation) claimTLS(l *listenerState) {
 	src := l.gw.src
+	b := t.portBuilder(l.gw, l.spec.Port)
 	switch {
 	case l.cert == nil:
 	case l.host != "":
-		t.b.claimTLSHost(src, &route.TLSHost{Host: l.host, Certificate: l.cert, Source: src.route()}, l.secret)
-	case t.b.gatewayDefault == nil:
-		t.b.gatewayDefault = l.cert
+		b.claimTLSHost(src, &route.TLSHost{Host: l.host, Certificate: l.cert, Source: src.route()}, l.secret)
+	case b.gatewayDefault == nil:
+		b.gatewayDefault = l.cert
 	}
 }
 
@@ -428,6 +455,20 @@ func (gs *gatewayState) result() GatewayResult {
 		res.Listeners = append(res.Listeners, ls)
 	}
 	accepted, programmed := string(gatewayv1.GatewayConditionAccepted), string(gatewayv1.GatewayConditionProgrammed)
+	switch gs.addrReason {
+	case string(gatewayv1.GatewayReasonUnsupportedAddress):
+		res.Conditions = []metav1.Condition{
+			condition(accepted, false, gs.addrReason, gs.addrMsg, gen),
+			condition(programmed, false, string(gatewayv1.GatewayReasonAddressNotUsable), gs.addrMsg, gen),
+		}
+		return res
+	case string(gatewayv1.GatewayReasonAddressNotUsable), string(gatewayv1.GatewayReasonAddressNotAssigned):
+		res.Conditions = []metav1.Condition{
+			condition(accepted, true, string(gatewayv1.GatewayReasonAccepted), "", gen),
+			condition(programmed, false, gs.addrReason, gs.addrMsg, gen),
+		}
+		return res
+	}
 	switch {
 	case valid == len(gs.listeners):
 		res.Conditions = []metav1.Condition{

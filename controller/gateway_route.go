@@ -44,7 +44,7 @@ func (t *gatewayTranslation) httpRoute(hr *gatewayv1.HTTPRoute) (RouteResult, bo
 		}
 	}
 	rules, resolved := t.rules(src, hr)
-	var served []string // hosts claimed, so two parents do not claim twice
+	served := make(map[*builder][]string) // hosts claimed per table, so two parents do not claim twice
 	for _, ref := range hr.Spec.ParentRefs {
 		gs, ok := t.parentGateway(hr.Namespace, ref)
 		if !ok {
@@ -66,13 +66,17 @@ func (t *gatewayTranslation) httpRoute(hr *gatewayv1.HTTPRoute) (RouteResult, bo
 		res.Parents = append(res.Parents, ps)
 		for _, a := range atts {
 			a.l.attached++
+			if !a.l.serving {
+				continue
+			}
+			b := t.portBuilder(a.l.gw, a.l.spec.Port)
 			for _, h := range a.hosts {
-				if slices.Contains(served, h) {
+				if slices.Contains(served[b], h) {
 					continue
 				}
-				served = append(served, h)
+				served[b] = append(served[b], h)
 				for _, rt := range rules {
-					t.b.claimGatewayRoute(h, rt, src, hr.CreationTimestamp)
+					b.claimGatewayRoute(h, rt, src, hr.CreationTimestamp)
 				}
 			}
 		}

@@ -135,11 +135,14 @@ func (w *StatusWriter) syncGatewayAPI(ctx context.Context, s Snapshot, st *Gatew
 }
 
 // gatewayStatus returns the status gw should have: res, with the
-// transition times of the conditions that did not change, and addrs (nil:
-// the addresses it has).
+// transition times of the conditions that did not change, and its own
+// addresses or else addrs (nil: the addresses it has).
 func gatewayStatus(gw *gatewayv1.Gateway, res *GatewayResult, addrs []gatewayv1.GatewayStatusAddress, now metav1.Time) *gatewayv1.GatewayStatus {
 	want := gw.Status.DeepCopy()
-	if addrs != nil {
+	switch {
+	case res.Addresses != nil:
+		want.Addresses = res.Addresses // its own, from the pool
+	case addrs != nil:
 		want.Addresses = addrs
 	}
 	if len(want.Addresses) == 0 {

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"net/netip"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -89,6 +90,12 @@ type Options struct {
 	// builds so that an unchanged Secret is not parsed again. It never
 	// changes what Build returns.
 	Certificates *CertificateCache `json:"-"`
+	// GatewayAddresses, when valid, is the pool Gateways get addresses
+	// of their own from (--gateway-addresses): each listens there on its
+	// listeners' ports, served from tables of its own
+	// (route.Table.Listeners). The zero value: every Gateway shares
+	// Postern's listeners.
+	GatewayAddresses netip.Prefix `json:"gatewayAddresses,omitzero"`
 }
 
 // Defaults for Options.

@@ -115,21 +115,28 @@ func (e *h1Engine) reply(ex *h1Exchange) (keep bool) {
 	return keep
 }
 
-// closeWriteAndWait sends the answer and a FIN, then gives the client a
-// moment to read it before the connection is closed with its body still
-// coming (which would make the kernel answer with a reset that can destroy
-// the answer in flight), as net/http does (RFC 9112 §9.6).
+// closeWriteAndWait sends the answer and a FIN, then reads and drops what
+// the client still sends (up to lingerBytes, for up to rstAvoidanceDelay,
+// until it closes) before the connection is closed with its body still
+// coming: unread bytes at the close make the kernel answer with a reset,
+// which can destroy the answer in flight (RFC 9112 §9.6; nginx's
+// lingering close, net/http's wait).
 func closeWriteAndWait(cc *h1ClientConn) {
 	if cc.bw.Flush() != nil {
 		return
 	}
 	if cw, ok := cc.Conn.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
-		time.Sleep(rstAvoidanceDelay)
+		_ = cc.SetReadDeadline(time.Now().Add(rstAvoidanceDelay))
+		_, _ = io.CopyN(io.Discard, cc.br, lingerBytes)
 	}
 }
 
-// rstAvoidanceDelay is how long closeWriteAndWait waits, net/http's.
+// rstAvoidanceDelay is how long closeWriteAndWait waits at most,
+// net/http's.
 const rstAvoidanceDelay = 500 * time.Millisecond
+
+// lingerBytes bounds what closeWriteAndWait reads and drops.
+const lingerBytes = 4 << 20
 
 // h1Failure is why an attempt to reach an endpoint failed.
 type h1Failure struct {

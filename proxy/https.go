@@ -78,7 +78,7 @@ func (s *Server) ServeTLS(ln net.Listener, opts TLSOptions) error {
 		MaxReceiveBufferPerConnection: 4 << 20,
 		MaxReceiveBufferPerStream:     1 << 20,
 	}
-	s.listen(pipeline.ListenerOptions{Secure: true, Trusted: s.opts.TrustedProxies, Covers: opts.Covers})
+	s.listen(pipeline.ListenerOptions{Secure: true, Trusted: s.opts.TrustedProxies, Covers: opts.Covers, Table: s.opts.Table, Port: s.opts.Port})
 	tl := &tlsListener{
 		Listener:  sysio.Listener{Listener: ln},
 		config:    opts.Config,

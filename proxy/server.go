@@ -84,6 +84,12 @@ type ServerOptions struct {
 	// 443, not the container's), for the Location of the redirect to
 	// HTTPS a plain listener answers; 0 and 443 are left out of it.
 	HTTPSPort int
+	// Table, when not empty, is the address of the listener of the
+	// table whose table this server serves (route.Table.Listener): a
+	// Gateway with an address of its own. Port is then that listener's
+	// port, for the Gateway API's redirects.
+	Table string
+	Port  int
 }
 
 // Server serves a Handler on a listener, plain (Serve) or TLS
@@ -176,6 +182,8 @@ func (s *Server) Serve(ln net.Listener) error {
 		Trusted:    s.opts.TrustedProxies,
 		Challenges: acmeChallenges(s.opts.ACME),
 		HTTPSPort:  s.opts.HTTPSPort,
+		Table:      s.opts.Table,
+		Port:       s.opts.Port,
 	})
 	var inner net.Listener = sysio.Listener{Listener: ln}
 	if s.proxyProto {

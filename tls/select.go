@@ -24,10 +24,15 @@ var ErrNoDefault = errors.New("no default certificate configured")
 // handshakes are answered by the ACME issuer. In the common case it does
 // not allocate.
 func (s *Store) GetCertificate(hello *stdtls.ClientHelloInfo) (*stdtls.Certificate, error) {
+	return s.getCertificate(s.table, hello)
+}
+
+// getCertificate is GetCertificate from the table table returns.
+func (s *Store) getCertificate(table func() *route.Table, hello *stdtls.ClientHelloInfo) (*stdtls.Certificate, error) {
 	if s.acme != nil && isChallenge(hello) {
 		return s.acme.GetCertificate(hello)
 	}
-	if c := s.pick(hello.ServerName); c != nil {
+	if c := s.pick(table(), hello.ServerName); c != nil {
 		return c, nil
 	}
 	return nil, ErrNoDefault
@@ -40,33 +45,32 @@ func (s *Store) GetCertificate(hello *stdtls.ClientHelloInfo) (*stdtls.Certifica
 // clients can keep coalescing requests for hosts that share a certificate
 // (RFC 9113 §9.1.1). Without SNI it is true only for hosts that are served
 // the default certificate.
-func (s *Store) Covers(serverName, host string) bool {
+func (s *Store) Covers(serverName, host string) bool { return s.covers(s.table(), serverName, host) }
+
+// covers is Covers in table t.
+func (s *Store) covers(t *route.Table, serverName, host string) bool {
 	h := route.NormalizeHost(host)
 	if serverName == "" {
-		return sameCert(s.pick(h), s.defaultCert())
+		return sameCert(s.pick(t, h), s.defaultCert(t))
 	}
 	sn := route.NormalizeHost(serverName)
 	if h == sn {
 		return true
 	}
-	if t := s.table(); t != nil && t.ClientAuth(h) != t.ClientAuth(sn) {
+	if t != nil && t.ClientAuth(h) != t.ClientAuth(sn) {
 		// The connection's handshake asked for the client certificate
 		// of another host's authorities, or for none: the client must
 		// connect anew for this host.
 		return false
 	}
-	return sameCert(s.pick(sn), s.pick(h))
+	return sameCert(s.pick(t, sn), s.pick(t, h))
 }
 
-// pick returns the certificate for server name name, or nil when it would
-// be the default certificate and there is none.
-func (s *Store) pick(name string) *stdtls.Certificate {
-	if name == "" || isIPLiteral(name) {
-		return s.defaultCert()
-	}
-	t := s.table()
-	if t == nil {
-		return s.defaultCert()
+// pick returns the certificate of table t for server name name, or nil
+// when it would be the default certificate and there is none.
+func (s *Store) pick(t *route.Table, name string) *stdtls.Certificate {
+	if name == "" || isIPLiteral(name) || t == nil {
+		return s.defaultCert(t)
 	}
 	th := t.TLSHost(name)
 	switch {
@@ -82,10 +86,15 @@ func (s *Store) pick(name string) *stdtls.Certificate {
 			ce.Write(zap.String("host", name), zap.Error(err))
 		}
 	}
-	return s.defaultCert()
+	return s.defaultCert(t)
 }
 
-func (s *Store) defaultCert() *stdtls.Certificate {
+// defaultCert returns the default certificate of table t: that of a
+// Gateway listener's table when it names one, else the store's.
+func (s *Store) defaultCert(t *route.Table) *stdtls.Certificate {
+	if t != nil && t.DefaultCertificate != nil && t.DefaultCertificate.Cert != nil && t != s.table() {
+		return t.DefaultCertificate.Cert
+	}
 	if d := s.def.Load(); d != nil {
 		return d.Cert
 	}

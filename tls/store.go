@@ -110,7 +110,10 @@ func (s *Store) Default() *route.Certificate { return s.def.Load() }
 // ALPN (and the ACME tls-alpn-01 protocol when ACME is on), certificates
 // chosen by GetCertificate, and session tickets whose keys Run rotates.
 // Each call returns a new Config; all of them get the rotated keys.
-func (s *Store) ServerConfig() *stdtls.Config {
+func (s *Store) ServerConfig() *stdtls.Config { return s.serverConfig(s.table) }
+
+// serverConfig is ServerConfig choosing from the table table returns.
+func (s *Store) serverConfig(table func() *route.Table) *stdtls.Config {
 	protos := []string{"h2", "http/1.1"}
 	if s.acme != nil {
 		protos = append(protos, acme.ALPNProto)
@@ -133,11 +136,13 @@ func (s *Store) ServerConfig() *stdtls.Config {
 			stdtls.CurveP256,
 			stdtls.CurveP384,
 		},
-		NextProtos:     protos,
-		GetCertificate: s.GetCertificate,
+		NextProtos: protos,
+		GetCertificate: func(hello *stdtls.ClientHelloInfo) (*stdtls.Certificate, error) {
+			return s.getCertificate(table, hello)
+		},
 	}
 	cfg.GetConfigForClient = func(hello *stdtls.ClientHelloInfo) (*stdtls.Config, error) {
-		return s.configForClient(cfg, hello), nil
+		return s.configForClient(table(), cfg, hello), nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -156,8 +161,7 @@ func (s *Store) ServerConfig() *stdtls.Config {
 // bad certificate with a 400, not a failed handshake). For every other
 // host it returns nil: base as it is, no certificate asked for (a
 // browser would prompt its user for one).
-func (s *Store) configForClient(base *stdtls.Config, hello *stdtls.ClientHelloInfo) *stdtls.Config {
-	t := s.table()
+func (s *Store) configForClient(t *route.Table, base *stdtls.Config, hello *stdtls.ClientHelloInfo) *stdtls.Config {
 	if t == nil || hello.ServerName == "" {
 		return nil
 	}
@@ -173,6 +177,32 @@ func (s *Store) configForClient(base *stdtls.Config, hello *stdtls.ClientHelloIn
 	}
 	return c
 }
+
+// View is the store choosing from another table: that of a Gateway
+// listening on an address of its own (route.Listener). It shares the
+// store's default certificate, ACME issuer, session-ticket keys and
+// metrics.
+type View struct {
+	s     *Store
+	table func() *route.Table
+}
+
+// View returns the store choosing from the table table returns (nil: a
+// table with no TLS hosts). Its default certificate is that table's
+// DefaultCertificate when it names one, else the store's.
+func (s *Store) View(table func() *route.Table) *View {
+	if table == nil {
+		empty := route.Empty()
+		table = func() *route.Table { return empty }
+	}
+	return &View{s: s, table: table}
+}
+
+// ServerConfig is Store.ServerConfig for v's table.
+func (v *View) ServerConfig() *stdtls.Config { return v.s.serverConfig(v.table) }
+
+// Covers is Store.Covers in v's table.
+func (v *View) Covers(serverName, host string) bool { return v.s.covers(v.table(), serverName, host) }
 
 // Run rotates the session-ticket keys of every Config ServerConfig returned,
 // every TicketKeyRotation, until ctx is done. It returns nil.

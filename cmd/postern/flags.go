@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"strings"
@@ -40,6 +41,7 @@ type config struct {
 	controllerClass string
 	gatewayCtrl     string
 	watchGateway    bool
+	gatewayPool     netip.Prefix
 	annotationsPfx  string
 	limitStatus     int
 	globalAuth      *route.ExternalAuth
@@ -103,6 +105,19 @@ func parseFlags(args []string, getenv func(string) string, stdout io.Writer) (*c
 	fs.StringVar(&c.controllerClass, "controller-class", controller.DefaultControllerClass, "spec.controller of the IngressClasses that belong to Postern")
 	fs.StringVar(&c.gatewayCtrl, "gateway-controller-name", controller.DefaultGatewayControllerName, "spec.controllerName of the Gateway API GatewayClasses Postern serves")
 	fs.BoolVar(&c.watchGateway, "watch-gateway-api", true, "cluster mode: watch the Gateway API kinds (gateway.networking.k8s.io/v1) when their CRDs are installed, and write their status")
+	fs.Func("gateway-addresses", "CIDR of addresses for Gateways of their own: each Gateway gets one and its listeners listen there on their own ports (the pool must be routed to this host); default: every Gateway shares --http-addr and --https-addr", func(v string) error {
+		p, err := netip.ParsePrefix(strings.TrimSpace(v))
+		switch {
+		case err != nil:
+			return fmt.Errorf("want a network like 203.0.113.0/24: %w", err)
+		case p != p.Masked():
+			return fmt.Errorf("%s has host bits set; the network is %s", p, p.Masked())
+		case p.Addr().BitLen()-p.Bits() < 2:
+			return fmt.Errorf("%s has no address for a Gateway; give a /30 or larger (a /126 for IPv6)", p)
+		}
+		c.gatewayPool = p
+		return nil
+	})
 	fs.StringVar(&c.annotationsPfx, "annotations-prefix", controller.DefaultAnnotationsPrefix, "prefix of the ingress-nginx annotations, as ingress-nginx's flag")
 	fs.IntVar(&c.limitStatus, "limit-status-code", 503, "status of the answer to requests a rate limit refuses (ingress-nginx's limit-req-status-code and limit-conn-status-code; 429 is the usual other)")
 	fs.StringVar(&c.globalAuthURL, "global-auth-url", "", "external auth service of every Ingress without an auth-url of its own, unless it sets enable-global-auth: \"false\" (ingress-nginx's global-auth-url; nginx variables allowed)")

@@ -112,6 +112,7 @@ type app struct {
 	httpLn, httpsLn, adminLn net.Listener
 	httpSrv, httpsSrv        *proxy.Server
 	adminSrv                 *http.Server
+	gateways                 *gatewayListeners // those of Gateways with addresses of their own
 }
 
 // openAccessLog starts the access log and returns what closes it, writing
@@ -161,6 +162,7 @@ func (a *app) build(ctx context.Context) error {
 		Logger:   logger,
 		Registry: a.reg,
 	})
+	a.gateways = newGatewayListeners(ctx, a)
 	a.applier = controller.NewApplier(controller.Options{
 		IngressClass:           cfg.ingressClass,
 		ControllerClass:        cfg.controllerClass,
@@ -172,6 +174,7 @@ func (a *app) build(ctx context.Context) error {
 		SSLPassthrough:         cfg.sslPassthrough,
 		DefaultCertificate:     cfg.defaultCert,
 		ACME:                   a.acme != nil,
+		GatewayAddresses:       cfg.gatewayPool,
 	}, a.swapper(), logger.Named("controller"))
 	a.applier.SetMetrics(a.controllerMetrics)
 	if a.cl != nil {
@@ -194,6 +197,7 @@ func (a *app) swapper() func(*route.Table) {
 	startupGCDone := startupGC()
 	return func(t *route.Table) {
 		a.handler.Swap(t)
+		a.gateways.sync(t)
 		startupGCDone()
 		if t.DefaultCertificate != nil {
 			a.store.SetDefault(t.DefaultCertificate)
@@ -233,22 +237,27 @@ func (a *app) listen(ctx context.Context) error {
 	return nil
 }
 
+// serverOptions are the options of every proxy server, named name in
+// the logs.
+func (a *app) serverOptions(name string) proxy.ServerOptions {
+	cfg := a.cfg
+	return proxy.ServerOptions{
+		Logger:            a.logger.Named(name),
+		MaxHeaderBytes:    cfg.maxHeaderBytes,
+		ReadHeaderTimeout: cfg.readHeader,
+		IdleTimeout:       cfg.idle,
+		Metrics:           a.proxyMetrics,
+		TrustedProxies:    cfg.trustedProxies,
+		ProxyProtocol:     cfg.proxyProtocol,
+		ProxyProtocolFrom: cfg.proxyProtocolFrom,
+		NoFastPath:        !cfg.fastPath,
+	}
+}
+
 // servers makes the plain, TLS and admin servers.
 func (a *app) servers() {
 	cfg := a.cfg
-	serverOpts := func(name string) proxy.ServerOptions {
-		return proxy.ServerOptions{
-			Logger:            a.logger.Named(name),
-			MaxHeaderBytes:    cfg.maxHeaderBytes,
-			ReadHeaderTimeout: cfg.readHeader,
-			IdleTimeout:       cfg.idle,
-			Metrics:           a.proxyMetrics,
-			TrustedProxies:    cfg.trustedProxies,
-			ProxyProtocol:     cfg.proxyProtocol,
-			ProxyProtocolFrom: cfg.proxyProtocolFrom,
-			NoFastPath:        !cfg.fastPath,
-		}
-	}
+	serverOpts := a.serverOptions
 	// The plain listener answers ACME challenges and redirects spec.tls
 	// hosts to HTTPS; the TLS one answers 421 and adds HSTS (TLSOptions).
 	httpOpts := serverOpts("http")
@@ -324,6 +333,7 @@ func (a *app) drain(runErr error, stopSource func()) {
 			}
 		})
 	}
+	wg.Go(func() { a.gateways.shutdown(shutdownCtx) })
 	wg.Wait()
 	_ = a.adminSrv.Shutdown(shutdownCtx)
 	logger.Info("stopped")

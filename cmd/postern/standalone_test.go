@@ -266,16 +266,17 @@ func TestStandaloneSnippetRefused(t *testing.T) {
 	stop()
 }
 
-// startStandalone runs the program on the manifests folder dir until stop,
-// which fails t unless it exits cleanly, and returns once /readyz is 200.
-func startStandalone(t *testing.T, dir string) (httpAddr, adminAddr string, stop func()) {
+// startStandalone runs the program on the manifests folder dir, with args
+// added, until stop, which fails t unless it exits cleanly, and returns
+// once /readyz is 200.
+func startStandalone(t *testing.T, dir string, args ...string) (httpAddr, adminAddr string, stop func()) {
 	t.Helper()
 	httpAddr, adminAddr = freeAddr(t), freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"--manifests", dir, "--http-addr", httpAddr, "--https-addr", freeAddr(t), "--metrics-addr", adminAddr,
-			"--log-level", "error", "--shutdown-grace", "5s"}, env(nil), io.Discard)
+		done <- run(ctx, append([]string{"--manifests", dir, "--http-addr", httpAddr, "--https-addr", freeAddr(t), "--metrics-addr", adminAddr,
+			"--log-level", "error", "--shutdown-grace", "5s"}, args...), env(nil), io.Discard)
 	}()
 	eventually(t, "/readyz 200", func() bool { code, _ := get(t, adminAddr, "", "/readyz"); return code == 200 })
 	return httpAddr, adminAddr, func() {

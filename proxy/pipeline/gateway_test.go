@@ -106,3 +106,70 @@ func TestGatewayRewrite(t *testing.T) {
 		})
 	}
 }
+
+// TestGatewayListenerTable: a listener of a Gateway with an address of
+// its own decides from that listener's table only: the main table's
+// hosts are not served there, nor another listener's; a listener the
+// table does not have answers 404. Endpoint patches reach the listener
+// tables too.
+func TestGatewayListenerTable(t *testing.T) {
+	t.Parallel()
+	web := &route.Backend{Key: "ns/web:80", Endpoints: []route.Endpoint{{Address: "192.0.2.10:80"}}}
+	api := &route.Backend{Key: "ns/api:80", Endpoints: []route.Endpoint{{Address: "192.0.2.20:80"}}}
+	host := func(be *route.Backend) *route.Table {
+		return route.NewTable([]*route.VirtualHost{route.NewVirtualHost("app.test", []*route.Route{
+			{Match: route.Match{PathType: route.PathPrefix, Path: "/"}, Backends: route.Single(be)},
+		})}, nil)
+	}
+	main := route.NewTable([]*route.VirtualHost{route.NewVirtualHost("ingress.test", []*route.Route{
+		{Match: route.Match{PathType: route.PathPrefix, Path: "/"}, Backends: route.Single(web)},
+	})}, nil).WithListeners([]*route.Listener{
+		{Address: "203.0.113.1:80", Table: host(web)},
+		{Address: "203.0.113.2:80", Table: host(api)},
+	})
+	p := New(Options{Cluster: upstream.New(upstream.Options{})})
+	p.Swap(main)
+	own, one, two := p.Listener(ListenerOptions{}), p.Listener(ListenerOptions{Table: "203.0.113.1:80"}), p.Listener(ListenerOptions{Table: "203.0.113.2:80"})
+	gone := p.Listener(ListenerOptions{Table: "203.0.113.3:80"})
+	decide := func(l *Listener, h string) (int, string) {
+		x := &Exchange{In: &testHead{host: h, path: "/"}}
+		l.Decide(x)
+		if x.Endpoint == nil {
+			return x.Reply.Status, ""
+		}
+		return x.Reply.Status, x.Endpoint.Address
+	}
+	for _, tc := range []struct {
+		name   string
+		l      *Listener
+		host   string
+		status int
+		ep     string
+	}{
+		{"Postern's own listener: the Ingress host", own, "ingress.test", 0, "192.0.2.10:80"},
+		{"Postern's own listener: not a Gateway's host", own, "app.test", 404, ""},
+		{"one Gateway", one, "app.test", 0, "192.0.2.10:80"},
+		{"the other Gateway, same host", two, "app.test", 0, "192.0.2.20:80"},
+		{"a Gateway's listener: not the Ingress host", one, "ingress.test", 404, ""},
+		{"a listener the table has not", gone, "app.test", 404, ""},
+	} {
+		if status, ep := decide(tc.l, tc.host); status != tc.status || ep != tc.ep {
+			t.Errorf("%s: %d %q, want %d %q", tc.name, status, ep, tc.status, tc.ep)
+		}
+	}
+
+	// An endpoint change of api, patched: the second Gateway follows.
+	api2 := *api
+	api2.Endpoints = []route.Endpoint{{Address: "192.0.2.21:80"}}
+	patched := p.Table().WithBackends(map[*route.Backend]*route.Backend{api: &api2})
+	if len(patched.Patch().Routes) != 1 {
+		t.Fatalf("the patch replaced %d routes, want the listener's one", len(patched.Patch().Routes))
+	}
+	p.Swap(patched)
+	if _, ep := decide(two, "app.test"); ep != "192.0.2.21:80" {
+		t.Errorf("after the patch the Gateway's listener picks %q, want 192.0.2.21:80", ep)
+	}
+	if _, ep := decide(one, "app.test"); ep != "192.0.2.10:80" {
+		t.Errorf("after the patch the other listener picks %q, want 192.0.2.10:80", ep)
+	}
+}

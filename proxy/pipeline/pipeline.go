@@ -248,11 +248,17 @@ type ListenerOptions struct {
 	// may be served on a connection whose TLS server name is serverName;
 	// nil: any.
 	Covers func(serverName, host string) bool
+	// Table, when not empty, is the address of a listener of the table
+	// (route.Table.Listener): the requests are decided from that
+	// listener's table alone, a Gateway's with an address of its own;
+	// while the table has no such listener, every request gets 404.
+	Table string
 }
 
 // Listener decides the requests of one listener.
 type Listener struct {
 	p        *Pipeline
+	scope    string // ListenerOptions.Table
 	secure   bool
 	port     int            // ListenerOptions.Port, defaulted
 	https    *httpsRedirect // a plain listener's redirect to HTTPS; nil on TLS
@@ -261,7 +267,7 @@ type Listener struct {
 
 // Listener returns the decision of the requests of a listener with opts.
 func (p *Pipeline) Listener(opts ListenerOptions) *Listener {
-	l := &Listener{p: p, secure: opts.Secure, port: opts.Port}
+	l := &Listener{p: p, scope: opts.Table, secure: opts.Secure, port: opts.Port}
 	if l.port == 0 {
 		switch {
 		case !opts.Secure:
@@ -288,6 +294,10 @@ func (p *Pipeline) Listener(opts ListenerOptions) *Listener {
 	return l
 }
 
+// noListener is the table of a listener the table served has not got
+// (any more): every request 404.
+var noListener = route.Empty()
+
 // Pipeline returns the pipeline l decides for.
 func (l *Listener) Pipeline() *Pipeline { return l.p }
 
@@ -300,14 +310,20 @@ func (l *Listener) Pipeline() *Pipeline { return l.p }
 // table once: a request sees one table from start to end.
 func (l *Listener) Decide(x *Exchange) {
 	ct := l.p.table.Load()
-	x.table = ct.t
+	t := ct.t
+	if l.scope != "" {
+		if t = t.Listener(l.scope); t == nil {
+			t = noListener
+		}
+	}
+	x.table = t
 	x.Secure = x.Secure || l.secure
 	x.https = l.https
 	x.ListenerPort = l.port
 	if l.run(x, l.policies) {
 		return
 	}
-	rt := ct.t.Lookup(x.In.Host(), x.In.Path(), x.In)
+	rt := t.Lookup(x.In.Host(), x.In.Path(), x.In)
 	if rt == nil {
 		if !l.run(x, hostDefaults) {
 			l.answer(x, ErrorReply(404, "no route"))

@@ -67,3 +67,27 @@ func TestPathModifier(t *testing.T) {
 		}
 	}
 }
+
+// TestListenerTables: a table's routes and backends include those of its
+// listeners' tables, and Listener finds a listener's table by address.
+func TestListenerTables(t *testing.T) {
+	t.Parallel()
+	web := &Backend{Key: "ns/web:80"}
+	api := &Backend{Key: "ns/api:80"}
+	sub := NewTable([]*VirtualHost{NewVirtualHost("app.test", []*Route{{Match: Match{PathType: PathPrefix, Path: "/"}, Backends: Single(api)}})}, nil)
+	main := NewTable([]*VirtualHost{NewVirtualHost("a.test", []*Route{{Match: Match{PathType: PathPrefix, Path: "/"}, Backends: Single(web)}})}, nil).
+		WithListeners([]*Listener{{Address: "203.0.113.9:80", Table: sub}})
+	n := 0
+	for range main.Routes() {
+		n++
+	}
+	if n != 2 {
+		t.Errorf("Routes yields %d routes, want the table's and the listener's", n)
+	}
+	if bs := main.Backends(); len(bs) != 2 || bs[0] != api || bs[1] != web {
+		t.Errorf("Backends = %v, want api and web", bs)
+	}
+	if main.Listener("203.0.113.9:80") != sub || main.Listener("203.0.113.9:443") != nil {
+		t.Error("Listener does not find the listener's table by its address alone")
+	}
+}

@@ -42,6 +42,14 @@ func (t *Table) WithBackends(replace map[*Backend]*Backend) *Table {
 		return t
 	}
 	record := &Patch{Base: t.id, Backends: maps.Clone(replace), Routes: make(map[*Route]*Route)}
+	out := t.withBackends(replace, record)
+	out.patch = record
+	return out
+}
+
+// withBackends is WithBackends, recording what it replaced in record; the
+// tables of t's listeners are patched alike, into the same record.
+func (t *Table) withBackends(replace map[*Backend]*Backend, record *Patch) *Table {
 	patch := func(r *Route) *Route {
 		if r == nil {
 			return nil
@@ -65,7 +73,6 @@ func (t *Table) WithBackends(replace map[*Backend]*Backend) *Table {
 	}
 	out := &Table{
 		id:                 tableIDs.Add(1),
-		patch:              record,
 		VirtualHosts:       make([]*VirtualHost, len(t.VirtualHosts)),
 		Default:            patch(t.Default),
 		TLS:                t.TLS,
@@ -85,6 +92,14 @@ func (t *Table) WithBackends(replace map[*Backend]*Backend) *Table {
 			}
 		}
 		out.VirtualHosts[i] = nvh
+	}
+	if len(t.Listeners) > 0 {
+		out.Listeners = make([]*Listener, len(t.Listeners))
+		for i, l := range t.Listeners {
+			nl := *l
+			nl.Table = l.Table.withBackends(replace, record)
+			out.Listeners[i] = &nl
+		}
 	}
 	// The host maps point at the (maybe new) virtual hosts; VirtualHosts is
 	// already in order, and t's maps held each of them exactly once.

@@ -442,6 +442,10 @@ type Table struct {
 	// fits (--default-ssl-certificate); nil means the proxy's self-signed
 	// one.
 	DefaultCertificate *Certificate `json:"defaultCertificate,omitempty"`
+	// Listeners are the Gateways that listen on addresses of their own,
+	// sorted by address (see WithListeners); each is served from its own
+	// table, not from this one.
+	Listeners []*Listener `json:"listeners,omitempty"`
 
 	exact       map[string]*VirtualHost // by lower-case host
 	wildcard    map[string]*VirtualHost // by the suffix after "*."
@@ -514,23 +518,27 @@ func compareHosts(a, b *VirtualHost) int {
 func Empty() *Table { return NewTable(nil, nil) }
 
 // Routes yields every route of the table: those of each virtual host in
-// order, then the default route if there is one.
+// order, then the default route if there is one; then those of each
+// listener's table, alike.
 func (t *Table) Routes() iter.Seq[*Route] {
 	return func(yield func(*Route) bool) {
-		for _, vh := range t.VirtualHosts {
-			for _, r := range vh.Routes {
-				if !yield(r) {
-					return
+		for tt := range t.tables {
+			for _, vh := range tt.VirtualHosts {
+				for _, r := range vh.Routes {
+					if !yield(r) {
+						return
+					}
 				}
 			}
-		}
-		if t.Default != nil {
-			yield(t.Default)
+			if tt.Default != nil && !yield(tt.Default) {
+				return
+			}
 		}
 	}
 }
 
-// Backends returns every distinct backend of the table, sorted by key; the
+// Backends returns every distinct backend of the table (its listeners'
+// included), sorted by key; the
 // proxy uses it to learn which endpoints are still in use after a swap.
 func (t *Table) Backends() []*Backend {
 	seen := make(map[*Backend]bool)

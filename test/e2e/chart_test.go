@@ -201,9 +201,10 @@ func TestChartDryRun(t *testing.T) {
 	apply(t, serviceMonitorCRD)
 	t.Cleanup(func() { _, _ = kubectlErr("delete", "crd", "servicemonitors.monitoring.coreos.com", "--wait=false") })
 	kubectl(t, "wait", "--for=condition=Established", "--timeout=60s", "crd/servicemonitors.monitoring.coreos.com")
+	installGatewayCRDs(t) // the GatewayClass of ci/gateway-values.yaml
 
 	files := valuesFiles(t, dir)
-	for _, name := range []string{"default", "daemonset", "namespaced", "acme", "servicemonitor"} {
+	for _, name := range []string{"default", "daemonset", "namespaced", "acme", "servicemonitor", "gateway"} {
 		if files[name] == "" {
 			t.Errorf("ci/%s-values.yaml is missing", name)
 		}
