@@ -11,7 +11,7 @@ GOLANGCI_VERSION := v2.15.0
 GOLANGCI  := $(CACHE)/bin/golangci-lint-$(GOLANGCI_VERSION)
 FUZZTIME  ?= 5s
 
-.PHONY: all build run cluster cluster-down cluster-check test lint unit fuzz e2e bench bench-scale bench-micro bench-convergence tools clean chart dockerfile-lint
+.PHONY: all build run cluster cluster-down cluster-check test lint unit fuzz e2e conformance bench bench-scale bench-micro bench-convergence tools clean chart dockerfile-lint
 
 all: build
 
@@ -31,7 +31,7 @@ cluster-down: ## stop the cluster of make cluster
 cluster-check: ## make cluster, used as the README says, then cluster-down (skipped if one is running)
 	./test/testbed/check.sh
 
-test: lint unit fuzz chart dockerfile-lint e2e cluster-check ## everything CI runs
+test: lint unit fuzz chart dockerfile-lint e2e conformance cluster-check ## everything CI runs
 	@echo "make test: all checks passed"
 
 lint: tools ## gofmt, go vet, golangci-lint
@@ -39,6 +39,7 @@ lint: tools ## gofmt, go vet, golangci-lint
 	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	$(GO) vet -tags e2e,chart ./...
 	$(GOLANGCI) run --build-tags e2e,chart ./...
+	cd test/conformance && $(GO) vet -tags conformance ./... && $(GOLANGCI) run --build-tags conformance ./...
 
 unit: ## unit and integration tests, with the race detector (the proxy's over every engine)
 	$(GO) test -race -count=1 ./...
@@ -54,6 +55,9 @@ dockerfile-lint: tools ## BuildKit's own Dockerfile checks, offline; the Dockerf
 
 e2e: ## end-to-end tests on the cluster of make cluster: real control plane + two Nodes (built once, cached)
 	./test/e2e/run.sh
+
+conformance: ## the Gateway API conformance suite v1.6.3 (GATEWAY-HTTP, GATEWAY-GRPC) on the test cluster; the report goes to test/conformance/reports/
+	./test/conformance/run.sh
 
 bench-convergence: ## API write -> routed request, 1,000 Ingresses, real kube-apiserver
 	./test/bench/convergence.sh

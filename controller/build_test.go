@@ -97,6 +97,8 @@ func goldenSnapshot(data []byte, strict bool) (Snapshot, error) {
 			snap.Gateways = append(snap.Gateways, o)
 		case *gatewayv1.HTTPRoute:
 			snap.HTTPRoutes = append(snap.HTTPRoutes, o)
+		case *gatewayv1.GRPCRoute:
+			snap.GRPCRoutes = append(snap.GRPCRoutes, o)
 		case *gatewayv1.ReferenceGrant:
 			snap.ReferenceGrants = append(snap.ReferenceGrants, o)
 		default:
@@ -176,7 +178,7 @@ func TestBuildGolden(t *testing.T) {
 			}
 			checkGolden(t, filepath.Join("testdata", name, "want.yaml"), table)
 			checkGolden(t, filepath.Join("testdata", name, "problems.yaml"), probs)
-			if len(snap.GatewayClasses)+len(snap.Gateways)+len(snap.HTTPRoutes) > 0 {
+			if len(snap.GatewayClasses)+len(snap.Gateways)+len(snap.HTTPRoutes)+len(snap.GRPCRoutes) > 0 {
 				// The Gateway API cases also pin the status to write.
 				checkGolden(t, filepath.Join("testdata", name, "status.yaml"), goldenYAML(status))
 			}
@@ -232,6 +234,7 @@ func copySnapshot(s Snapshot) Snapshot {
 		GatewayClasses:  deepCopyAll(s.GatewayClasses, (*gatewayv1.GatewayClass).DeepCopy),
 		Gateways:        deepCopyAll(s.Gateways, (*gatewayv1.Gateway).DeepCopy),
 		HTTPRoutes:      deepCopyAll(s.HTTPRoutes, (*gatewayv1.HTTPRoute).DeepCopy),
+		GRPCRoutes:      deepCopyAll(s.GRPCRoutes, (*gatewayv1.GRPCRoute).DeepCopy),
 		ReferenceGrants: deepCopyAll(s.ReferenceGrants, (*gatewayv1.ReferenceGrant).DeepCopy),
 	}
 }
@@ -261,12 +264,14 @@ func shuffleSnapshot(s Snapshot, seed uint64) Snapshot {
 		GatewayClasses:  slices.Clone(s.GatewayClasses),
 		Gateways:        slices.Clone(s.Gateways),
 		HTTPRoutes:      slices.Clone(s.HTTPRoutes),
+		GRPCRoutes:      slices.Clone(s.GRPCRoutes),
 		ReferenceGrants: slices.Clone(s.ReferenceGrants),
 	}
 	if seed == 0 {
 		slices.Reverse(c.GatewayClasses)
 		slices.Reverse(c.Gateways)
 		slices.Reverse(c.HTTPRoutes)
+		slices.Reverse(c.GRPCRoutes)
 		slices.Reverse(c.ReferenceGrants)
 		slices.Reverse(c.Ingresses)
 		slices.Reverse(c.IngressClasses)
@@ -283,6 +288,7 @@ func shuffleSnapshot(s Snapshot, seed uint64) Snapshot {
 	r.Shuffle(len(c.GatewayClasses), func(i, j int) { c.GatewayClasses[i], c.GatewayClasses[j] = c.GatewayClasses[j], c.GatewayClasses[i] })
 	r.Shuffle(len(c.Gateways), func(i, j int) { c.Gateways[i], c.Gateways[j] = c.Gateways[j], c.Gateways[i] })
 	r.Shuffle(len(c.HTTPRoutes), func(i, j int) { c.HTTPRoutes[i], c.HTTPRoutes[j] = c.HTTPRoutes[j], c.HTTPRoutes[i] })
+	r.Shuffle(len(c.GRPCRoutes), func(i, j int) { c.GRPCRoutes[i], c.GRPCRoutes[j] = c.GRPCRoutes[j], c.GRPCRoutes[i] })
 	r.Shuffle(len(c.ReferenceGrants), func(i, j int) {
 		c.ReferenceGrants[i], c.ReferenceGrants[j] = c.ReferenceGrants[j], c.ReferenceGrants[i]
 	})
@@ -492,9 +498,14 @@ func checkBuiltTable(t *testing.T, tbl *route.Table) {
 				if _, err := route.CompilePath(path); err != nil {
 					t.Fatalf("host %q: regex path %q: %v", vh.Host, path, err)
 				}
+				// ingress-nginx's case-insensitive, start-anchored
+				// expression, or a Gateway API one, anchored at both ends.
 				var ok bool
 				if path, ok = strings.CutPrefix(path, "(?i)^"); !ok {
-					t.Fatalf("host %q: regex path %q is not ingress-nginx's case-insensitive, start-anchored expression", vh.Host, r.Path)
+					if !strings.HasPrefix(path, "^") || !strings.HasSuffix(path, "$") {
+						t.Fatalf("host %q: regex path %q is neither an Ingress's (?i)^ expression nor a Gateway API route's ^…$ one", vh.Host, r.Path)
+					}
+					continue
 				}
 			}
 			if msg := pathProblem(path); msg != "" {

@@ -35,13 +35,20 @@ const DefaultGatewayDiscoveryEvery = 10 * time.Second
 const gatewaySyncPatience = 30 * time.Second
 
 // The resources of gateway.networking.k8s.io/v1 Postern watches; the
-// first three must be served, ReferenceGrants are watched when they are.
+// first three must be served, ReferenceGrants and GRPCRoutes are watched
+// when they are.
 const (
 	gatewayClassesResource  = "gatewayclasses"
 	gatewaysResource        = "gateways"
 	httpRoutesResource      = "httproutes"
+	grpcRoutesResource      = "grpcroutes"
 	referenceGrantsResource = "referencegrants"
 )
+
+// gatewayOptional are the Gateway API resources watched only when served.
+type gatewayOptional struct {
+	grants, grpcRoutes bool
+}
 
 // gatewayWatch is the part of a ClusterSource that watches the Gateway
 // API kinds and the Namespaces (whose labels listeners select routes
@@ -52,6 +59,7 @@ type gatewayWatch struct {
 	classes    []cache.GenericLister
 	gateways   []cache.GenericLister
 	httpRoutes []cache.GenericLister
+	grpcRoutes []cache.GenericLister
 	grants     []cache.GenericLister
 	namespaces []cache.GenericLister
 	synced     []cache.InformerSynced
@@ -64,14 +72,14 @@ func (s *ClusterSource) WatchGatewayAPI(gc gatewayclient.Interface) { s.gatewayC
 // gatewayServed asks discovery which of the Gateway API resources Postern
 // watches are served. ok is false when the three it needs are not all
 // there; missing names them.
-func (s *ClusterSource) gatewayServed(ctx context.Context) (ok, grants bool, missing []string, err error) {
+func (s *ClusterSource) gatewayServed(ctx context.Context) (ok bool, opt gatewayOptional, missing []string, err error) {
 	d := discovery.ToDiscoveryInterfaceWithContext(s.client.Discovery())
 	list, err := d.ServerResourcesForGroupVersionWithContext(ctx, gatewayv1.GroupVersion.String())
 	if apierrors.IsNotFound(err) {
-		return false, false, []string{gatewayClassesResource, gatewaysResource, httpRoutesResource}, nil
+		return false, opt, []string{gatewayClassesResource, gatewaysResource, httpRoutesResource}, nil
 	}
 	if err != nil {
-		return false, false, nil, fmt.Errorf("discover %s: %w", gatewayv1.GroupVersion, err)
+		return false, opt, nil, fmt.Errorf("discover %s: %w", gatewayv1.GroupVersion, err)
 	}
 	served := make(map[string]bool, len(list.APIResources))
 	for _, r := range list.APIResources {
@@ -82,12 +90,13 @@ func (s *ClusterSource) gatewayServed(ctx context.Context) (ok, grants bool, mis
 			missing = append(missing, r)
 		}
 	}
-	return len(missing) == 0, served[referenceGrantsResource], missing, nil
+	opt = gatewayOptional{grants: served[referenceGrantsResource], grpcRoutes: served[grpcRoutesResource]}
+	return len(missing) == 0, opt, missing, nil
 }
 
 // newGatewayWatch prepares the Gateway API informers, their event handlers
 // enqueueing snapshots as every other informer's do.
-func (s *ClusterSource) newGatewayWatch(grants bool) (*gatewayWatch, error) {
+func (s *ClusterSource) newGatewayWatch(opt gatewayOptional) (*gatewayWatch, error) {
 	w := &gatewayWatch{}
 	namespaces := s.opts.Namespaces
 	if len(namespaces) == 0 {
@@ -118,9 +127,15 @@ func (s *ClusterSource) newGatewayWatch(grants bool) (*gatewayWatch, error) {
 		if err := add(gi, err, &w.httpRoutes); err != nil {
 			return nil, err
 		}
-		if grants {
+		if opt.grants {
 			gi, err = f.ForResource(of(referenceGrantsResource))
 			if err := add(gi, err, &w.grants); err != nil {
+				return nil, err
+			}
+		}
+		if opt.grpcRoutes {
+			gi, err = f.ForResource(of(grpcRoutesResource))
+			if err := add(gi, err, &w.grpcRoutes); err != nil {
 				return nil, err
 			}
 		}
@@ -168,14 +183,14 @@ func (s *ClusterSource) gatewayAtStart(ctx context.Context) (*gatewayWatch, erro
 	if s.gatewayClient == nil {
 		return nil, nil
 	}
-	ok, grants, missing, err := s.gatewayServed(ctx)
+	ok, opt, missing, err := s.gatewayServed(ctx)
 	if err != nil {
 		// Discovery failing is not the CRDs missing: the API server is
 		// unreachable or refusing, and the informers will say so too.
 		s.logger.Warn("cannot tell whether the Gateway API is installed; looking again later", zap.Error(err))
 	}
 	if ok {
-		return s.newGatewayWatch(grants)
+		return s.newGatewayWatch(opt)
 	}
 	if err == nil {
 		s.logger.Info("the Gateway API CRDs are not installed; Gateways and HTTPRoutes are served once they are",
@@ -198,7 +213,7 @@ func (s *ClusterSource) discoverGateway(ctx context.Context, every time.Duration
 			return
 		case <-tick.C:
 		}
-		ok, grants, _, err := s.gatewayServed(ctx)
+		ok, opt, _, err := s.gatewayServed(ctx)
 		if err != nil {
 			s.logger.Debug("cannot discover the Gateway API", zap.Error(err))
 			continue
@@ -206,14 +221,14 @@ func (s *ClusterSource) discoverGateway(ctx context.Context, every time.Duration
 		if !ok {
 			continue
 		}
-		w, err := s.newGatewayWatch(grants)
+		w, err := s.newGatewayWatch(opt)
 		if err != nil {
 			s.logger.Error("cannot watch the Gateway API", zap.Error(err))
 			return
 		}
 		w.start(ctx.Done())
 		defer w.shutdown()
-		s.logger.Info("the Gateway API CRDs are installed now; watching them", zap.Bool("reference_grants", grants))
+		s.logger.Info("the Gateway API CRDs are installed now; watching them", zap.Bool("reference_grants", opt.grants), zap.Bool("grpc_routes", opt.grpcRoutes))
 		for waited := time.Duration(0); ; waited += gatewaySyncPatience {
 			wait, cancel := context.WithTimeout(ctx, gatewaySyncPatience)
 			done := cache.WaitForCacheSync(wait.Done(), w.synced...)
@@ -224,7 +239,7 @@ func (s *ClusterSource) discoverGateway(ctx context.Context, every time.Duration
 			if ctx.Err() != nil {
 				return
 			}
-			s.logger.Error("the Gateway API informers have not synced yet; Gateways and HTTPRoutes are not served until they do (does Postern's role allow list and watch on gatewayclasses, gateways, httproutes, referencegrants and namespaces?)",
+			s.logger.Error("the Gateway API informers have not synced yet; Gateways and HTTPRoutes are not served until they do (does Postern's role allow list and watch on gatewayclasses, gateways, httproutes, grpcroutes, referencegrants and namespaces?)",
 				zap.Duration("waited", waited+gatewaySyncPatience))
 		}
 		s.gateway.Store(w)
@@ -244,6 +259,9 @@ func (w *gatewayWatch) snapshot(snap *Snapshot) error {
 		return err
 	}
 	if snap.HTTPRoutes, err = listAll[*gatewayv1.HTTPRoute](w.httpRoutes); err != nil {
+		return err
+	}
+	if snap.GRPCRoutes, err = listAll[*gatewayv1.GRPCRoute](w.grpcRoutes); err != nil {
 		return err
 	}
 	if snap.ReferenceGrants, err = listAll[*gatewayv1.ReferenceGrant](w.grants); err != nil {

@@ -59,6 +59,7 @@ type GatewayAPIStatus struct {
 	Classes    []ClassResult   `json:"classes,omitempty"`
 	Gateways   []GatewayResult `json:"gateways,omitempty"`
 	HTTPRoutes []RouteResult   `json:"httpRoutes,omitempty"`
+	GRPCRoutes []RouteResult   `json:"grpcRoutes,omitempty"`
 }
 
 // ClassResult is the status of one GatewayClass.
@@ -90,22 +91,48 @@ type RouteResult struct {
 }
 
 // supportedFeatures are the Gateway API features Postern implements, as
-// GatewayClass status.supportedFeatures lists them (sorted).
-var supportedFeatures = func() []gatewayv1.SupportedFeature {
-	names := []string{
-		"Gateway", "HTTPRoute", "ReferenceGrant",
+// GatewayClass status.supportedFeatures lists them (sorted). Some need
+// Gateways with addresses of their own (--gateway-addresses): a listener on
+// any port (GatewayPort8080, HTTPRouteDestinationPortMatching) and an
+// address assigned when spec.addresses asks for none (GatewayAddressEmpty);
+// shared listeners serve ports 80 and 443 only.
+func supportedFeatures(pooled bool) []gatewayv1.SupportedFeature {
+	if pooled {
+		return pooledFeatures
+	}
+	return sharedFeatures
+}
+
+var (
+	sharedFeatures = featureList(
+		"Gateway", "HTTPRoute", "GRPCRoute", "ReferenceGrant",
 		"HTTPRouteHostRewrite", "HTTPRouteMethodMatching", "HTTPRoutePathRedirect",
 		"HTTPRoutePathRewrite", "HTTPRoutePortRedirect", "HTTPRouteQueryParamMatching",
 		"HTTPRouteResponseHeaderModification", "HTTPRouteSchemeRedirect",
 		"HTTPRoute303RedirectStatusCode", "HTTPRoute307RedirectStatusCode", "HTTPRoute308RedirectStatusCode",
-	}
+		"HTTPRouteBackendProtocolWebSocket", "HTTPRouteBackendProtocolH2C", "HTTPRouteParentRefPort", "HTTPRouteNamedRouteRule",
+		"GRPCRouteNamedRouteRule", "HTTPRouteBackendRequestHeaderModification",
+	)
+	pooledFeatures = featureList(append(featureNames(sharedFeatures),
+		"GatewayPort8080", "GatewayAddressEmpty", "HTTPRouteDestinationPortMatching")...)
+)
+
+func featureList(names ...string) []gatewayv1.SupportedFeature {
 	slices.Sort(names)
 	out := make([]gatewayv1.SupportedFeature, len(names))
 	for i, n := range names {
 		out[i] = gatewayv1.SupportedFeature{Name: gatewayv1.FeatureName(n)}
 	}
 	return out
-}()
+}
+
+func featureNames(fs []gatewayv1.SupportedFeature) []string {
+	out := make([]string, len(fs))
+	for i, f := range fs {
+		out[i] = string(f.Name)
+	}
+	return out
+}
 
 // gatewayState is one Gateway of ours while it is translated.
 type gatewayState struct {
@@ -138,6 +165,11 @@ type listenerState struct {
 	// ("namespace/name"); claimed once the listener serves.
 	cert   *route.Certificate
 	secret string
+	// hosts are the hostnames routes attached with ("" for any), by the
+	// kind of the first route to attach with each; kindHosts counts them
+	// by kind.
+	hosts     map[string]string
+	kindHosts map[string]int
 }
 
 // setCond sets the condition t of l.
@@ -190,7 +222,7 @@ func addGateways(b *builder, snap Snapshot, opts Options) *GatewayAPIStatus {
 		t.status.Classes = append(t.status.Classes, ClassResult{
 			Name:       gc.Name,
 			Conditions: []metav1.Condition{condition(string(gatewayv1.GatewayClassConditionStatusAccepted), true, string(gatewayv1.GatewayClassReasonAccepted), "Postern serves this class", gc.Generation)},
-			Features:   supportedFeatures,
+			Features:   supportedFeatures(opts.GatewayAddresses.IsValid()),
 		})
 	}
 	var gws []*gatewayState
@@ -209,10 +241,33 @@ func addGateways(b *builder, snap Snapshot, opts Options) *GatewayAPIStatus {
 	for _, gs := range gws {
 		t.gateway(gs)
 	}
-	for _, hr := range sortedByAge(snap.HTTPRoutes, func(r *gatewayv1.HTTPRoute) *metav1.ObjectMeta { return &r.ObjectMeta }) {
-		if res, ok := t.httpRoute(hr); ok {
-			t.status.HTTPRoutes = append(t.status.HTTPRoutes, res)
+	// Routes attach oldest first, whatever their kind: the older of an
+	// HTTPRoute and a GRPCRoute keeps a hostname both ask a listener for.
+	type pending struct {
+		meta   *metav1.ObjectMeta
+		attach func()
+	}
+	var routes []*pending
+	for _, hr := range snap.HTTPRoutes {
+		if hr != nil {
+			routes = append(routes, &pending{&hr.ObjectMeta, func() {
+				if res, ok := t.httpRoute(hr); ok {
+					t.status.HTTPRoutes = append(t.status.HTTPRoutes, res)
+				}
+			}})
 		}
+	}
+	for _, gr := range snap.GRPCRoutes {
+		if gr != nil {
+			routes = append(routes, &pending{&gr.ObjectMeta, func() {
+				if res, ok := t.grpcRoute(gr); ok {
+					t.status.GRPCRoutes = append(t.status.GRPCRoutes, res)
+				}
+			}})
+		}
+	}
+	for _, r := range sortedByAge(routes, func(p *pending) *metav1.ObjectMeta { return p.meta }) {
+		r.attach()
 	}
 	for _, gs := range gws {
 		res := gs.result()
@@ -315,12 +370,14 @@ func (t *gatewayTranslation) listener(l *listenerState) {
 }
 
 // routeKinds sets the route kinds l takes: those of allowedRoutes.kinds
-// that are HTTPRoutes, or HTTPRoute when it names none. A kind Postern
-// does not serve is left out, with ResolvedRefs False.
+// that Postern serves (HTTPRoute, GRPCRoute), or both when it names none.
+// A kind Postern does not serve is left out, with ResolvedRefs False.
 func (t *gatewayTranslation) routeKinds(l *listenerState) {
-	http := gatewayv1.RouteGroupKind{Group: ptr.To(gatewayv1.Group(gatewayGroup)), Kind: httpRouteKind}
+	kind := func(k string) gatewayv1.RouteGroupKind {
+		return gatewayv1.RouteGroupKind{Group: ptr.To(gatewayv1.Group(gatewayGroup)), Kind: gatewayv1.Kind(k)}
+	}
 	if l.spec.AllowedRoutes == nil || len(l.spec.AllowedRoutes.Kinds) == 0 {
-		l.kinds = []gatewayv1.RouteGroupKind{http}
+		l.kinds = []gatewayv1.RouteGroupKind{kind(httpRouteKind), kind(grpcRouteKind)}
 		return
 	}
 	l.kinds = []gatewayv1.RouteGroupKind{}
@@ -330,9 +387,9 @@ func (t *gatewayTranslation) routeKinds(l *listenerState) {
 		if k.Group != nil {
 			group = string(*k.Group)
 		}
-		if group == gatewayGroup && k.Kind == httpRouteKind {
+		if group == gatewayGroup && (k.Kind == httpRouteKind || k.Kind == grpcRouteKind) {
 			if !slices.ContainsFunc(l.kinds, func(x gatewayv1.RouteGroupKind) bool { return x.Kind == k.Kind }) {
-				l.kinds = append(l.kinds, http)
+				l.kinds = append(l.kinds, kind(string(k.Kind)))
 			}
 			continue
 		}
@@ -340,7 +397,7 @@ func (t *gatewayTranslation) routeKinds(l *listenerState) {
 	}
 	if len(bad) > 0 {
 		l.setCond(string(gatewayv1.ListenerConditionResolvedRefs), false, string(gatewayv1.ListenerReasonInvalidRouteKinds),
-			fmt.Sprintf("route kinds %s are not supported; Postern serves %s/HTTPRoute", strings.Join(bad, ", "), gatewayGroup))
+			fmt.Sprintf("route kinds %s are not supported; Postern serves %s/HTTPRoute and GRPCRoute", strings.Join(bad, ", "), gatewayGroup))
 	}
 }
 

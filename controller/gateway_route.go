@@ -20,42 +20,60 @@ type attachment struct {
 	hosts []string
 }
 
-// httpRoute translates hr: its parentRefs that name our Gateways, each
-// with a parent status, and the routes of its rules for the hostnames
-// of the listeners it attached to. It reports false when hr names none
-// of our Gateways: its status is someone else's.
+// xRoute is what the translation of a route of any kind reads: its
+// object, parentRefs and hostnames, and the routes of its rules.
+type xRoute struct {
+	src        source
+	meta       *metav1.ObjectMeta
+	parentRefs []gatewayv1.ParentReference
+	hostnames  []gatewayv1.Hostname
+	rules      func() ([]*route.Route, refsResult)
+}
+
+// httpRoute translates hr (attachRoute).
 func (t *gatewayTranslation) httpRoute(hr *gatewayv1.HTTPRoute) (RouteResult, bool) {
 	src := source{kind: httpRouteKind, namespace: hr.Namespace, name: hr.Name}
-	res := RouteResult{Namespace: hr.Namespace, Name: hr.Name}
-	if !slices.ContainsFunc(hr.Spec.ParentRefs, func(ref gatewayv1.ParentReference) bool {
-		_, ok := t.parentGateway(hr.Namespace, ref)
+	return t.attachRoute(xRoute{src: src, meta: &hr.ObjectMeta, parentRefs: hr.Spec.ParentRefs, hostnames: hr.Spec.Hostnames,
+		rules: func() ([]*route.Route, refsResult) { return t.rules(src, hr) }})
+}
+
+// attachRoute translates route x: its parentRefs that name our Gateways,
+// each with a parent status, and the routes of its rules for the
+// hostnames of the listeners it attached to. It reports false when x
+// names none of our Gateways: its status is someone else's.
+func (t *gatewayTranslation) attachRoute(x xRoute) (RouteResult, bool) {
+	src := x.src
+	res := RouteResult{Namespace: x.meta.Namespace, Name: x.meta.Name}
+	if !slices.ContainsFunc(x.parentRefs, func(ref gatewayv1.ParentReference) bool {
+		_, ok := t.parentGateway(x.meta.Namespace, ref)
 		return ok
 	}) {
 		// Another controller's route, or nobody's: no status, no
 		// Problem, nothing served.
 		return res, false
 	}
-	hostnames := make([]string, 0, len(hr.Spec.Hostnames))
-	for _, h := range hr.Spec.Hostnames {
+	hostnames := make([]string, 0, len(x.hostnames))
+	for _, h := range x.hostnames {
 		if n, problem := normalizeHost(string(h)); problem == "" && n != "" {
 			hostnames = append(hostnames, n)
 		} else if problem != "" {
 			t.b.problem(src, ReasonInvalidHost, problem)
 		}
 	}
-	rules, resolved := t.rules(src, hr)
+	rules, resolved := x.rules()
 	served := make(map[*builder][]string) // hosts claimed per table, so two parents do not claim twice
-	for _, ref := range hr.Spec.ParentRefs {
-		gs, ok := t.parentGateway(hr.Namespace, ref)
+	for _, ref := range x.parentRefs {
+		gs, ok := t.parentGateway(x.meta.Namespace, ref)
 		if !ok {
 			continue
 		}
-		gen := hr.Generation
+		gen := x.meta.Generation
 		ps := gatewayv1.RouteParentStatus{
 			ParentRef:      ref,
 			ControllerName: gatewayv1.GatewayController(t.opts.gatewayControllerName()),
 		}
-		atts, reason, msg := t.attach(gs, ref, hr.Namespace, hostnames)
+		atts, reason, msg := t.attach(gs, ref, src.kind, x.meta.Namespace, hostnames)
+		atts, reason, msg = t.exclusive(atts, src, reason, msg)
 		accepted := string(gatewayv1.RouteConditionAccepted)
 		if len(atts) == 0 {
 			ps.Conditions = append(ps.Conditions, condition(accepted, false, reason, msg, gen))
@@ -76,12 +94,72 @@ func (t *gatewayTranslation) httpRoute(hr *gatewayv1.HTTPRoute) (RouteResult, bo
 				}
 				served[b] = append(served[b], h)
 				for _, rt := range rules {
-					b.claimGatewayRoute(h, rt, src, hr.CreationTimestamp)
+					b.claimGatewayRoute(h, rt, src, x.meta.CreationTimestamp)
 				}
 			}
 		}
 	}
 	return res, len(res.Parents) > 0
+}
+
+// exclusive keeps the attachments of atts whose hosts no route of the
+// other kind (HTTPRoute, GRPCRoute) holds on the listener: the spec gives
+// overlapping hostnames of one listener to the older route of the two
+// kinds (routes attach oldest first) and the other is not Accepted there.
+// It records the hosts kept as held by src's kind; reason and msg are
+// those of the Accepted condition when nothing is left.
+func (t *gatewayTranslation) exclusive(atts []attachment, src source, reason, msg string) ([]attachment, string, string) {
+	if len(atts) == 0 {
+		return atts, reason, msg
+	}
+	kept := atts[:0:0]
+	var lost *attachment
+	for _, a := range atts {
+		if a.l.hosts == nil {
+			a.l.hosts, a.l.kindHosts = make(map[string]string), make(map[string]int)
+		}
+		if h, kind, clash := a.l.held(src.kind, a.hosts); clash {
+			if lost == nil {
+				lost = &attachment{l: a.l, hosts: []string{h, kind}}
+			}
+			continue
+		}
+		for _, h := range a.hosts {
+			if _, had := a.l.hosts[h]; !had {
+				a.l.hosts[h] = src.kind
+				a.l.kindHosts[src.kind]++
+			}
+		}
+		kept = append(kept, a)
+	}
+	if len(kept) == 0 {
+		host := lost.hosts[0]
+		if host == "" {
+			host = "*"
+		}
+		return nil, string(gatewayv1.RouteReasonNotAllowedByListeners),
+			fmt.Sprintf("listener %s already serves hostname %s to an older %s; HTTPRoutes and GRPCRoutes do not share a hostname", quoteShort(string(lost.l.spec.Name)), quoteShort(host), lost.hosts[1])
+	}
+	return kept, "", ""
+}
+
+// held reports a host of hosts that overlaps one l serves to routes of a
+// kind other than kind, and that kind.
+func (l *listenerState) held(kind string, hosts []string) (string, string, bool) {
+	if l.kindHosts[kind] == len(l.hosts) {
+		return "", "", false // the common case: one kind only
+	}
+	for h, k := range l.hosts {
+		if k == kind {
+			continue
+		}
+		for _, mine := range hosts {
+			if h == "" || mine == "" || h == mine || covers(h, mine) || covers(mine, h) {
+				return mine, k, true
+			}
+		}
+	}
+	return "", "", false
 }
 
 // parentGateway returns our Gateway that ref (of a route in namespace
@@ -97,10 +175,10 @@ func (t *gatewayTranslation) parentGateway(ns string, ref gatewayv1.ParentRefere
 	return gs, gs != nil
 }
 
-// attach returns the listeners of gs that a route of namespace ns with
+// attach returns the listeners of gs that a route of kind and namespace ns with
 // hostnames attaches to through ref, with the hostnames served on each;
 // when there is none, the reason and message of its Accepted condition.
-func (t *gatewayTranslation) attach(gs *gatewayState, ref gatewayv1.ParentReference, ns string, hostnames []string) (atts []attachment, reason, msg string) {
+func (t *gatewayTranslation) attach(gs *gatewayState, ref gatewayv1.ParentReference, kind, ns string, hostnames []string) (atts []attachment, reason, msg string) {
 	var named []*listenerState
 	for _, l := range gs.listeners {
 		if ref.SectionName != nil && *ref.SectionName != "" && l.spec.Name != *ref.SectionName {
@@ -116,12 +194,12 @@ func (t *gatewayTranslation) attach(gs *gatewayState, ref gatewayv1.ParentRefere
 	}
 	var allowed []*listenerState
 	for _, l := range named {
-		if l.accepted && t.allows(l, httpRouteKind, ns) {
+		if l.accepted && t.allows(l, kind, ns) {
 			allowed = append(allowed, l)
 		}
 	}
 	if len(allowed) == 0 {
-		return nil, string(gatewayv1.RouteReasonNotAllowedByListeners), fmt.Sprintf("no listener of the Gateway allows HTTPRoutes from namespace %s", quoteShort(ns))
+		return nil, string(gatewayv1.RouteReasonNotAllowedByListeners), fmt.Sprintf("no listener of the Gateway allows %ss from namespace %s", kind, quoteShort(ns))
 	}
 	for _, l := range allowed {
 		hosts := intersectHosts(l.host, hostnames)
@@ -214,22 +292,30 @@ func (t *gatewayTranslation) rules(src source, hr *gatewayv1.HTTPRoute) ([]*rout
 				continue
 			}
 			pol, redirects, problem := t.filters(rule, m)
-			rt := &route.Route{Match: m, Policy: pol, Backends: backends, Source: src.route()}
-			switch {
-			case problem != "":
-				t.b.problem(src, ReasonUnsupportedFilter, fmt.Sprintf("rule %d %s; its requests are answered 500", ri+1, problem))
-				rt.Policy = nil
-				rt.Backends = route.Single(t.b.failing(src.namespace, "invalid-filter", problem))
-			case redirects:
-				// Answered by the redirect: no backend is used.
-				rt.Backends = route.Single(t.b.failing(src.namespace, "redirect", "the route redirects"))
-			case len(rule.BackendRefs) == 0:
-				rt.Backends = route.Single(t.b.failing(src.namespace, "no-backends", "the rule has no backendRefs"))
-			}
-			out = append(out, rt)
+			out = append(out, t.ruleRoute(src, ri, m, pol, backends, problem, redirects, len(rule.BackendRefs) == 0))
 		}
 	}
 	return out, resolved
+}
+
+// ruleRoute returns the route of one match m of rule ri of src, with the
+// policy of its filters and its backends: when a filter cannot be carried
+// out (problem), when it redirects, or when it has no backendRefs, a
+// backend that answers 500 instead.
+func (t *gatewayTranslation) ruleRoute(src source, ri int, m route.Match, pol *route.Policy, backends []route.WeightedBackend, problem string, redirects, noBackends bool) *route.Route {
+	rt := &route.Route{Match: m, Policy: pol, Backends: backends, Source: src.route()}
+	switch {
+	case problem != "":
+		t.b.problem(src, ReasonUnsupportedFilter, fmt.Sprintf("rule %d %s; its requests are answered 500", ri+1, problem))
+		rt.Policy = nil
+		rt.Backends = route.Single(t.b.failing(src.namespace, "invalid-filter", problem))
+	case redirects:
+		// Answered by the redirect: no backend is used.
+		rt.Backends = route.Single(t.b.failing(src.namespace, "redirect", "the route redirects"))
+	case noBackends:
+		rt.Backends = route.Single(t.b.failing(src.namespace, "no-backends", "the rule has no backendRefs"))
+	}
+	return rt
 }
 
 // translateMatch returns the table match of an HTTPRoute match, or why it
@@ -269,18 +355,10 @@ func translateMatch(hm *gatewayv1.HTTPRouteMatch) (route.Match, string) {
 	if hm.Method != nil {
 		m.Method = string(*hm.Method)
 	}
-	seen := make(map[string]bool)
-	for _, h := range hm.Headers {
-		name := http.CanonicalHeaderKey(string(h.Name))
-		if seen[name] {
-			continue // only the first match of a name counts
-		}
-		seen[name] = true
-		f, problem := fieldMatch(name, h.Type != nil && *h.Type == gatewayv1.HeaderMatchRegularExpression, h.Value)
-		if problem != "" {
-			return m, "header " + problem
-		}
-		m.Headers = append(m.Headers, f)
+	if problem := headerMatches(&m, hm.Headers, func(h gatewayv1.HTTPHeaderMatch) (string, bool, string) {
+		return string(h.Name), h.Type != nil && *h.Type == gatewayv1.HeaderMatchRegularExpression, h.Value
+	}); problem != "" {
+		return m, problem
 	}
 	seenQ := make(map[string]bool)
 	for _, q := range hm.QueryParams {
@@ -295,6 +373,27 @@ func translateMatch(hm *gatewayv1.HTTPRouteMatch) (route.Match, string) {
 		m.Query = append(m.Query, f)
 	}
 	return m, ""
+}
+
+// headerMatches adds to m the header matches of hs, each read by field
+// (its name, whether its value is an expression, and the value); only the
+// first match of a name counts.
+func headerMatches[H any](m *route.Match, hs []H, field func(H) (string, bool, string)) string {
+	seen := make(map[string]bool)
+	for _, h := range hs {
+		name, regex, value := field(h)
+		name = http.CanonicalHeaderKey(name)
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		f, problem := fieldMatch(name, regex, value)
+		if problem != "" {
+			return "header " + problem
+		}
+		m.Headers = append(m.Headers, f)
+	}
+	return ""
 }
 
 // fieldMatch returns the condition that field name has value, or for
@@ -466,17 +565,49 @@ func (t *gatewayTranslation) backendRefs(src source, refs []gatewayv1.HTTPBacken
 		if ref.Weight != nil {
 			weight = *ref.Weight
 		}
-		be, res := t.backendRef(src, ref.BackendObjectReference)
+		be, res := t.backendRef(src, ref.BackendObjectReference, route.ProtocolHTTP)
 		if res.reason != "" && bad.reason == "" {
 			bad = res
 		}
-		out = append(out, route.WeightedBackend{Backend: be, Weight: weight})
+		wb := route.WeightedBackend{Backend: be, Weight: weight}
+		if problem := backendFilters(&wb, ref.Filters); problem != "" {
+			t.b.problem(src, ReasonUnsupportedFilter, fmt.Sprintf("backendRef %s %s; its share of the requests is answered 500", quoteShort(string(ref.Name)), problem))
+			wb = route.WeightedBackend{Backend: t.b.failing(src.namespace, "invalid-backend-filter", problem), Weight: weight}
+		}
+		out = append(out, wb)
 	}
 	return out, bad
 }
 
-// backendRef resolves one backendRef of a route of src.
-func (t *gatewayTranslation) backendRef(src source, ref gatewayv1.BackendObjectReference) (*route.Backend, refsResult) {
+// backendFilters sets the header edits of a backendRef's filters on wb,
+// or says why they cannot be carried out.
+func backendFilters(wb *route.WeightedBackend, filters []gatewayv1.HTTPRouteFilter) string {
+	for i := range filters {
+		f := &filters[i]
+		switch f.Type {
+		case gatewayv1.HTTPRouteFilterRequestHeaderModifier:
+			edits, problem := headerEdits(f.RequestHeaderModifier)
+			if problem != "" {
+				return problem
+			}
+			wb.RequestHeaders = appendEdits(wb.RequestHeaders, edits)
+		case gatewayv1.HTTPRouteFilterResponseHeaderModifier:
+			edits, problem := headerEdits(f.ResponseHeaderModifier)
+			if problem != "" {
+				return problem
+			}
+			wb.ResponseHeaders = appendEdits(wb.ResponseHeaders, edits)
+		default:
+			return fmt.Sprintf("has a %s filter, which Postern does not support on a backendRef", quoteShort(string(f.Type)))
+		}
+	}
+	return ""
+}
+
+// backendRef resolves one backendRef of a route of src, whose backends
+// speak proto: HTTP (HTTPRoutes; H2C when the Service port's appProtocol
+// is kubernetes.io/h2c) or GRPC (GRPCRoutes).
+func (t *gatewayTranslation) backendRef(src source, ref gatewayv1.BackendObjectReference, proto route.Protocol) (*route.Backend, refsResult) {
 	group, kind, ns := refParts(ref.Group, ref.Kind, ref.Namespace, "Service", src.namespace)
 	name := string(ref.Name)
 	what := strings.TrimPrefix(group+"/"+kind, "/")
@@ -504,7 +635,10 @@ func (t *gatewayTranslation) backendRef(src source, ref gatewayv1.BackendObjectR
 	}
 	port := servicePort{number: *ref.Port}
 	var set backendSettings
-	if sp := findServicePort(svc, port); sp != nil && sp.AppProtocol != nil && *sp.AppProtocol == "kubernetes.io/h2c" {
+	switch sp := findServicePort(svc, port); {
+	case proto == route.ProtocolGRPC:
+		set.set("GRPC", func(be *route.Backend) { be.Protocol = route.ProtocolGRPC })
+	case sp != nil && sp.AppProtocol != nil && *sp.AppProtocol == "kubernetes.io/h2c":
 		// The Gateway API's backend protocol: HTTP/2 without TLS.
 		set.set("H2C", func(be *route.Backend) { be.Protocol = route.ProtocolH2C })
 	}

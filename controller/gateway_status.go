@@ -102,24 +102,16 @@ func (w *StatusWriter) syncGatewayAPI(ctx context.Context, s Snapshot, st *Gatew
 		w.logWrite("gateway", gw.Namespace, gw.Name, written, err)
 	}
 
-	routes := make(map[types.NamespacedName]*RouteResult, len(st.HTTPRoutes))
-	for i := range st.HTTPRoutes {
-		r := &st.HTTPRoutes[i]
-		routes[types.NamespacedName{Namespace: r.Namespace, Name: r.Name}] = r
-	}
+	httpResults, grpcResults := routeResults(st.HTTPRoutes), routeResults(st.GRPCRoutes)
 	for _, hr := range s.HTTPRoutes {
-		var ours []gatewayv1.RouteParentStatus
-		if res := routes[types.NamespacedName{Namespace: hr.Namespace, Name: hr.Name}]; res != nil {
-			ours = res.Parents
-		}
 		api := w.gateway.GatewayV1().HTTPRoutes(hr.Namespace)
 		written, err := writeStatus(ctx, hr,
 			func(ctx context.Context) (*gatewayv1.HTTPRoute, error) {
 				return api.Get(ctx, hr.Name, metav1.GetOptions{})
 			},
 			func(have *gatewayv1.HTTPRoute) (*gatewayv1.HTTPRoute, bool) {
-				parents := w.routeParents(have.Status.Parents, ours, now)
-				if equality.Semantic.DeepEqual(have.Status.Parents, parents) {
+				parents, changed := w.routeStatus(have.Status.Parents, httpResults[types.NamespacedName{Namespace: have.Namespace, Name: have.Name}], now)
+				if !changed {
 					return nil, false
 				}
 				c := have.DeepCopy()
@@ -132,6 +124,47 @@ func (w *StatusWriter) syncGatewayAPI(ctx context.Context, s Snapshot, st *Gatew
 			})
 		w.logWrite("httproute", hr.Namespace, hr.Name, written, err)
 	}
+	for _, gr := range s.GRPCRoutes {
+		api := w.gateway.GatewayV1().GRPCRoutes(gr.Namespace)
+		written, err := writeStatus(ctx, gr,
+			func(ctx context.Context) (*gatewayv1.GRPCRoute, error) {
+				return api.Get(ctx, gr.Name, metav1.GetOptions{})
+			},
+			func(have *gatewayv1.GRPCRoute) (*gatewayv1.GRPCRoute, bool) {
+				parents, changed := w.routeStatus(have.Status.Parents, grpcResults[types.NamespacedName{Namespace: have.Namespace, Name: have.Name}], now)
+				if !changed {
+					return nil, false
+				}
+				c := have.DeepCopy()
+				c.Status.Parents = parents
+				return c, true
+			},
+			func(ctx context.Context, c *gatewayv1.GRPCRoute) error {
+				_, err := api.UpdateStatus(ctx, c, metav1.UpdateOptions{})
+				return err
+			})
+		w.logWrite("grpcroute", gr.Namespace, gr.Name, written, err)
+	}
+}
+
+// routeResults indexes the results of one route kind by route.
+func routeResults(results []RouteResult) map[types.NamespacedName]*RouteResult {
+	out := make(map[types.NamespacedName]*RouteResult, len(results))
+	for i := range results {
+		out[types.NamespacedName{Namespace: results[i].Namespace, Name: results[i].Name}] = &results[i]
+	}
+	return out
+}
+
+// routeStatus returns the parents the status of a route should list,
+// given its result (nil: none of ours), and whether they differ from have.
+func (w *StatusWriter) routeStatus(have []gatewayv1.RouteParentStatus, res *RouteResult, now metav1.Time) ([]gatewayv1.RouteParentStatus, bool) {
+	var ours []gatewayv1.RouteParentStatus
+	if res != nil {
+		ours = res.Parents
+	}
+	parents := w.routeParents(have, ours, now)
+	return parents, !equality.Semantic.DeepEqual(have, parents)
 }
 
 // gatewayStatus returns the status gw should have: res, with the

@@ -52,18 +52,33 @@ func gatewayObjects() (*gatewayv1.GatewayClass, *gatewayv1.Gateway, *gatewayv1.H
 	return gc, gw, hr
 }
 
+// grpcRouteOf is a GRPCRoute attached to the Gateway of gatewayObjects.
+func grpcRouteOf(name, host string) *gatewayv1.GRPCRoute {
+	return &gatewayv1.GRPCRoute{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "infra", Name: name, Generation: 4},
+		Spec: gatewayv1.GRPCRouteSpec{
+			CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{{Name: "edge"}}},
+			Hostnames:       []gatewayv1.Hostname{gatewayv1.Hostname(host)},
+			Rules: []gatewayv1.GRPCRouteRule{{BackendRefs: []gatewayv1.GRPCBackendRef{{BackendRef: gatewayv1.BackendRef{
+				BackendObjectReference: gatewayv1.BackendObjectReference{Name: "web", Port: ptr.To(gatewayv1.PortNumber(80))},
+			}}}}},
+		},
+	}
+}
+
 func TestGatewayStatusWriter(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	gc, gw, hr := gatewayObjects()
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "infra", Name: "web"},
 		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}}}
-	gcs := gatewayFake(t, gc, gw, hr)
+	gr := grpcRouteOf("rpc", "rpc.example.com")
+	gcs := gatewayFake(t, gc, gw, hr, gr)
 	w := NewStatusWriter(fake.NewClientset(), StatusOptions{PublishAddresses: []string{"192.0.2.7", "lb.example.net"}}, Options{}, nil, zaptest.NewLogger(t))
 	w.WriteGatewayAPI(gcs, "")
 
 	snap := Snapshot{GatewayClasses: []*gatewayv1.GatewayClass{gc}, Gateways: []*gatewayv1.Gateway{gw},
-		HTTPRoutes: []*gatewayv1.HTTPRoute{hr}, Services: []*corev1.Service{svc}}
+		HTTPRoutes: []*gatewayv1.HTTPRoute{hr}, GRPCRoutes: []*gatewayv1.GRPCRoute{gr}, Services: []*corev1.Service{svc}}
 	_, _, st := build(snap, Options{})
 	first := metav1.Unix(2000, 0)
 	w.syncGatewayAPI(ctx, snap, st, w.gatewayAddrs(ctx, snap), first)
@@ -75,8 +90,8 @@ func TestGatewayStatusWriter(t *testing.T) {
 	if c := findCond(gotClass.Status.Conditions, "Accepted"); c == nil || c.Status != metav1.ConditionTrue || c.ObservedGeneration != 1 || !c.LastTransitionTime.Equal(&first) {
 		t.Errorf("class Accepted = %+v, want True at generation 1, since %v", c, first)
 	}
-	if len(gotClass.Status.SupportedFeatures) != len(supportedFeatures) {
-		t.Errorf("class lists %d supported features, want %d", len(gotClass.Status.SupportedFeatures), len(supportedFeatures))
+	if len(gotClass.Status.SupportedFeatures) != len(sharedFeatures) {
+		t.Errorf("class lists %d supported features, want %d", len(gotClass.Status.SupportedFeatures), len(sharedFeatures))
 	}
 
 	gotGW, err := gcs.GatewayV1().Gateways("infra").Get(ctx, "edge", metav1.GetOptions{})
@@ -94,8 +109,8 @@ func TestGatewayStatusWriter(t *testing.T) {
 		*gotGW.Status.Addresses[1].Type != *wantAddrs[1].Type || gotGW.Status.Addresses[1].Value != wantAddrs[1].Value {
 		t.Errorf("Gateway addresses = %+v, want %+v", gotGW.Status.Addresses, wantAddrs)
 	}
-	if len(gotGW.Status.Listeners) != 1 || gotGW.Status.Listeners[0].AttachedRoutes != 1 {
-		t.Errorf("listeners = %+v, want one with the route attached", gotGW.Status.Listeners)
+	if len(gotGW.Status.Listeners) != 1 || gotGW.Status.Listeners[0].AttachedRoutes != 2 {
+		t.Errorf("listeners = %+v, want one with the two routes attached", gotGW.Status.Listeners)
 	}
 
 	gotRoute, err := gcs.GatewayV1().HTTPRoutes("infra").Get(ctx, "web", metav1.GetOptions{})
@@ -111,10 +126,20 @@ func TestGatewayStatusWriter(t *testing.T) {
 		t.Errorf("route Accepted = %+v, want True at generation 3", c)
 	}
 
+	gotGRPC, err := gcs.GatewayV1().GRPCRoutes("infra").Get(ctx, "rpc", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ps := gotGRPC.Status.Parents; len(ps) != 1 || ps[0].ControllerName != DefaultGatewayControllerName {
+		t.Fatalf("GRPCRoute parents = %+v, want ours for edge", ps)
+	} else if c := findCond(ps[0].Conditions, "Accepted"); c == nil || c.Status != metav1.ConditionTrue || c.ObservedGeneration != 4 {
+		t.Errorf("GRPCRoute Accepted = %+v, want True at generation 4", c)
+	}
+
 	// Written once: the same status again writes nothing.
 	n := len(gcs.Actions())
 	snap2 := Snapshot{GatewayClasses: []*gatewayv1.GatewayClass{gotClass}, Gateways: []*gatewayv1.Gateway{gotGW},
-		HTTPRoutes: []*gatewayv1.HTTPRoute{gotRoute}, Services: snap.Services}
+		HTTPRoutes: []*gatewayv1.HTTPRoute{gotRoute}, GRPCRoutes: []*gatewayv1.GRPCRoute{gotGRPC}, Services: snap.Services}
 	_, _, st = build(snap2, Options{})
 	w.syncGatewayAPI(ctx, snap2, st, w.gatewayAddrs(ctx, snap2), metav1.Unix(3000, 0))
 	if extra := gcs.Actions()[n:]; len(extra) != 0 {
@@ -199,6 +224,8 @@ func gatewayFake(t *testing.T, objs ...runtime.Object) *gatewayfake.Clientset {
 			res, ns = gatewaysResource, o.Namespace
 		case *gatewayv1.HTTPRoute:
 			res, ns = httpRoutesResource, o.Namespace
+		case *gatewayv1.GRPCRoute:
+			res, ns = grpcRoutesResource, o.Namespace
 		default:
 			t.Fatalf("gatewayFake: %T", o)
 		}
@@ -223,9 +250,9 @@ func TestClusterSourceWatchesGatewayAPI(t *testing.T) {
 	gc, gw, hr := gatewayObjects()
 	client := fake.NewClientset(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "infra", Labels: map[string]string{"team": "edge"}}})
 	client.Resources = []*metav1.APIResourceList{{GroupVersion: gatewayv1.GroupVersion.String(), APIResources: []metav1.APIResource{
-		{Name: "gatewayclasses"}, {Name: "gateways"}, {Name: "httproutes"}, {Name: "referencegrants"},
+		{Name: "gatewayclasses"}, {Name: "gateways"}, {Name: "httproutes"}, {Name: "grpcroutes"}, {Name: "referencegrants"},
 	}}}
-	gcs := gatewayFake(t, gc, gw, hr)
+	gcs := gatewayFake(t, gc, gw, hr, grpcRouteOf("rpc", "rpc.example.com"))
 	src, err := NewClusterSource(client, ClusterOptions{}, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
@@ -236,7 +263,7 @@ func TestClusterSourceWatchesGatewayAPI(t *testing.T) {
 	var got snapshots
 	go func() { _ = src.Run(ctx, got.add) }()
 	got.waitFor(t, "the Gateway API objects in the first snapshot", func(s Snapshot) bool {
-		return len(s.GatewayClasses) == 1 && len(s.Gateways) == 1 && len(s.HTTPRoutes) == 1 &&
+		return len(s.GatewayClasses) == 1 && len(s.Gateways) == 1 && len(s.HTTPRoutes) == 1 && len(s.GRPCRoutes) == 1 &&
 			len(s.Namespaces) == 1 && s.Namespaces[0].Labels["team"] == "edge"
 	})
 	if _, err := gcs.GatewayV1().HTTPRoutes("infra").Create(ctx, &gatewayv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Namespace: "infra", Name: "api"}}, metav1.CreateOptions{}); err != nil {

@@ -521,6 +521,8 @@ func (s *ManifestSource) snapshot() (Snapshot, []Problem) {
 				snap.Gateways = append(snap.Gateways, obj)
 			case *gatewayv1.HTTPRoute:
 				snap.HTTPRoutes = append(snap.HTTPRoutes, obj)
+			case *gatewayv1.GRPCRoute:
+				snap.GRPCRoutes = append(snap.GRPCRoutes, obj)
 			case *gatewayv1.ReferenceGrant:
 				snap.ReferenceGrants = append(snap.ReferenceGrants, obj)
 			}

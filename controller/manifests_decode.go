@@ -89,6 +89,7 @@ var manifestKinds = map[string]schema.GroupVersion{
 	"GatewayClass":   gatewayGroupVersion,
 	"Gateway":        gatewayGroupVersion,
 	"HTTPRoute":      gatewayGroupVersion,
+	"GRPCRoute":      gatewayGroupVersion,
 	"ReferenceGrant": gatewayGroupVersion,
 }
 
@@ -319,6 +320,8 @@ func (d *decodedFile) accept(obj runtime.Object, gvk schema.GroupVersionKind, da
 		kind, objMeta = "Gateway", &o.ObjectMeta
 	case *gatewayv1.HTTPRoute:
 		kind, objMeta = "HTTPRoute", &o.ObjectMeta
+	case *gatewayv1.GRPCRoute:
+		kind, objMeta = "GRPCRoute", &o.ObjectMeta
 	case *gatewayv1.ReferenceGrant:
 		kind, objMeta = "ReferenceGrant", &o.ObjectMeta
 	default:

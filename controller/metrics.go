@@ -93,6 +93,7 @@ func (m *Metrics) built(s Snapshot, problems []Problem, d time.Duration, now tim
 		"GatewayClass":   len(s.GatewayClasses),
 		"Gateway":        len(s.Gateways),
 		"HTTPRoute":      len(s.HTTPRoutes),
+		"GRPCRoute":      len(s.GRPCRoutes),
 		"ReferenceGrant": len(s.ReferenceGrants),
 	} {
 		m.objects.WithLabelValues(kind).Set(float64(n))

@@ -247,6 +247,9 @@ func parseHead(raw []byte, head *h1.Head) string {
 // an upgrade, an Expect field, a request line outside origin-form
 // HTTP/1.1, or anything else its framing rules refuse.
 func handoffReason(raw []byte) string {
+	if bytes.Equal(raw, []byte("PRI * HTTP/2.0\r\n\r\n")) {
+		return observe.HandoffH2C // the preface's first part
+	}
 	line, rest, _ := bytes.Cut(raw, []byte("\r\n"))
 	if sp := bytes.LastIndexByte(line, ' '); sp < 0 || string(line[sp+1:]) != "HTTP/1.1" ||
 		!bytes.Contains(line, []byte(" /")) {

@@ -66,18 +66,12 @@ func (s *Server) ServeTLS(ln net.Listener, opts TLSOptions) error {
 	}
 	streams := opts.MaxConcurrentStreams
 	if streams <= 0 {
-		streams = 250
+		streams = defaultMaxStreams
 	}
 	// net/http sets up its HTTP/2 server for Serve when the config offers
 	// "h2"; handshakes are ours, so the config is only read for that.
 	s.srv.TLSConfig = opts.Config
-	s.srv.HTTP2 = &http.HTTP2Config{
-		MaxConcurrentStreams: streams,
-		// Larger windows than the 1 MiB default let one stream keep a
-		// fast link busy; memory per connection stays bounded.
-		MaxReceiveBufferPerConnection: 4 << 20,
-		MaxReceiveBufferPerStream:     1 << 20,
-	}
+	s.srv.HTTP2 = http2Config(streams)
 	s.listen(pipeline.ListenerOptions{Secure: true, Trusted: s.opts.TrustedProxies, Covers: opts.Covers, Table: s.opts.Table, Port: s.opts.Port})
 	tl := &tlsListener{
 		Listener:  sysio.Listener{Listener: ln},
@@ -279,3 +273,19 @@ type tlsConn struct {
 
 // ConnectionState returns the TLS state of the connection.
 func (c *tlsConn) ConnectionState() tls.ConnectionState { return c.tc.ConnectionState() }
+
+// defaultMaxStreams bounds the concurrent HTTP/2 streams of a client
+// connection unless TLSOptions.MaxConcurrentStreams says otherwise (and
+// on the plain listener's h2c connections).
+const defaultMaxStreams = 250
+
+// http2Config is the settings of net/http's HTTP/2 server.
+func http2Config(streams int) *http.HTTP2Config {
+	return &http.HTTP2Config{
+		MaxConcurrentStreams: streams,
+		// Larger windows than the 1 MiB default let one stream keep a
+		// fast link busy; memory per connection stays bounded.
+		MaxReceiveBufferPerConnection: 4 << 20,
+		MaxReceiveBufferPerStream:     1 << 20,
+	}
+}

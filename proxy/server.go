@@ -192,6 +192,16 @@ func (s *Server) Serve(ln net.Listener) error {
 	if s.fast != nil {
 		inner = s.fast.listen(inner)
 	}
+	// HTTP/2 without TLS, with prior knowledge (h2c: gRPC clients, and
+	// the Gateway API's GRPCRoutes on HTTP listeners): a connection that
+	// opens with the HTTP/2 preface goes to net/http's HTTP/2 server; no
+	// HTTP/1.1 request can start that way. The Upgrade: h2c dance is not
+	// offered.
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true)
+	s.srv.Protocols = &protos
+	s.srv.HTTP2 = http2Config(defaultMaxStreams)
 	err := s.srv.Serve(&listener{Listener: inner, onClose: s.untrack})
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil

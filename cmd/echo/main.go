@@ -14,6 +14,8 @@
 //     other path does: a slow request.
 //   - GET /ws is a WebSocket (RFC 6455) that sends every message it receives
 //     back as it came.
+//
+// It speaks HTTP/1.1 and, with prior knowledge, HTTP/2 without TLS (h2c).
 package main
 
 import (
@@ -62,7 +64,11 @@ func run(args []string, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	srv := &http.Server{Handler: handler(*name), ReadHeaderTimeout: 10 * time.Second}
+	// HTTP/1.1, and HTTP/2 without TLS with prior knowledge (h2c) for
+	// the proxy's H2C and gRPC backends.
+	srv := &http.Server{Handler: handler(*name), ReadHeaderTimeout: 10 * time.Second, Protocols: new(http.Protocols)}
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true)
 	var wg sync.WaitGroup
 	errc := make(chan error, 8)
 	var lc net.ListenConfig

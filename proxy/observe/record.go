@@ -94,13 +94,16 @@ const (
 	// HandoffBackendProtocol is a route to a backend the engine does not
 	// speak to (HTTPS, H2C, gRPC).
 	HandoffBackendProtocol = "backend-protocol"
+	// HandoffH2C is a connection that opens with the HTTP/2 preface:
+	// HTTP/2 without TLS, with prior knowledge.
+	HandoffH2C = "h2c"
 	// HandoffOther is any other reason.
 	HandoffOther = "other"
 )
 
 // HandoffReasons are the values of the reason label of
 // postern_proxy_fastpath_handoffs_total, HandoffOther last.
-var HandoffReasons = [...]string{HandoffUpgrade, HandoffExpect, HandoffHeadSize, HandoffTarget, HandoffFraming, HandoffBackendProtocol, HandoffOther}
+var HandoffReasons = [...]string{HandoffUpgrade, HandoffExpect, HandoffHeadSize, HandoffTarget, HandoffFraming, HandoffBackendProtocol, HandoffH2C, HandoffOther}
 
 // Sink takes the Records of finished requests to the metrics and the
 // access log. A nil *Sink, or one without either, records nothing.

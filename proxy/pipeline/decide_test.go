@@ -314,6 +314,51 @@ func TestDecideWeightedBackends(t *testing.T) {
 	}
 }
 
+// A weighted backend's own header edits (a Gateway API backendRef's
+// filters) are made only for the requests that go to it, after the
+// route's.
+func TestDecideBackendHeaderEdits(t *testing.T) {
+	t.Parallel()
+	p := New(Options{Cluster: upstream.New(upstream.Options{})})
+	mk := func(name string) route.WeightedBackend {
+		return route.WeightedBackend{
+			Backend:         &route.Backend{Key: "ns/" + name + ":80", Service: name, Endpoints: []route.Endpoint{{Address: "192.0.2.1:80"}}},
+			Weight:          1,
+			RequestHeaders:  &route.HeaderEdits{{Op: route.HeaderSet, Name: "Backend", Value: route.LiteralTemplate(name)}},
+			ResponseHeaders: &route.HeaderEdits{{Op: route.HeaderAdd, Name: "X-Served-By", Value: route.LiteralTemplate(name)}},
+		}
+	}
+	a, b := mk("a"), mk("b")
+	p.Swap(route.NewTable([]*route.VirtualHost{route.NewVirtualHost("w.test", []*route.Route{
+		{Match: route.Match{PathType: route.PathPrefix, Path: "/"}, Backends: []route.WeightedBackend{a, b},
+			Policy: &route.Policy{RequestHeaders: &route.HeaderEdits{{Op: route.HeaderSet, Name: "Backend", Value: route.LiteralTemplate("route")}}}},
+	})}, nil))
+	l := p.Listener(ListenerOptions{})
+	seen := map[string]int{}
+	for range 200 {
+		x := decide(l, &testHead{host: "w.test"}, nil)
+		var req, resp []string
+		for _, e := range x.Req.All() {
+			if e.Name == "Backend" {
+				req = append(req, e.Value)
+			}
+		}
+		for _, e := range x.Resp.All() {
+			if e.Name == "X-Served-By" {
+				resp = append(resp, e.Value)
+			}
+		}
+		name := x.Backend.Service
+		seen[name]++
+		if len(req) == 0 || req[len(req)-1] != name || len(resp) != 1 || resp[0] != name {
+			t.Fatalf("to backend %s: request edits of Backend %v, response edits of X-Served-By %v; want %s last and only %s", name, req, resp, name, name)
+		}
+	}
+	if seen["a"] == 0 || seen["b"] == 0 {
+		t.Errorf("choices %v, want both backends", seen)
+	}
+}
+
 // A patch of a table that is not the one served is swapped in the full
 // way; a patch of the one served keeps the policies of the routes it did
 // not touch.

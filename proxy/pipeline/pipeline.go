@@ -344,11 +344,18 @@ func (l *Listener) Decide(x *Exchange) {
 		return
 	}
 	if x.Backend == nil {
-		x.Backend = chooseBackend(rt)
-		if x.Backend == nil {
+		wb := chooseBackend(rt)
+		if wb == nil {
 			// Every backend of the route has weight 0.
 			l.answer(x, ErrorReply(503, "no backend"))
 			return
+		}
+		x.Backend = wb.Backend
+		if wb.RequestHeaders != nil {
+			applyHeaderEdits(x, &x.Req, *wb.RequestHeaders)
+		}
+		if wb.ResponseHeaders != nil {
+			applyHeaderEdits(x, &x.Resp, *wb.ResponseHeaders)
 		}
 	}
 	be := x.Backend
@@ -425,11 +432,11 @@ func routeCaps(rt *route.Route) Caps {
 // chooseBackend returns the backend of rt a request goes to: one of those
 // with a weight above zero, at random in proportion to the weights; nil
 // when there is none.
-func chooseBackend(rt *route.Route) *route.Backend {
+func chooseBackend(rt *route.Route) *route.WeightedBackend {
 	bs := rt.Backends
 	if len(bs) == 1 {
 		if bs[0].Weight > 0 {
-			return bs[0].Backend
+			return &bs[0]
 		}
 		return nil
 	}
@@ -441,10 +448,10 @@ func chooseBackend(rt *route.Route) *route.Backend {
 		return nil
 	}
 	n := rand.Int64N(total)
-	for _, wb := range bs {
-		w := int64(max(wb.Weight, 0))
+	for i := range bs {
+		w := int64(max(bs[i].Weight, 0))
 		if n < w {
-			return wb.Backend
+			return &bs[i]
 		}
 		n -= w
 	}

@@ -171,6 +171,11 @@ type WeightedBackend struct {
 	// ErrorPage marks the route's error backend (errors.go), which has
 	// weight 0.
 	ErrorPage bool `json:"errorPage,omitempty"`
+	// RequestHeaders and ResponseHeaders are edits made only when a
+	// request goes to this backend (a Gateway API backendRef's filters),
+	// after the route's own.
+	RequestHeaders  *HeaderEdits `json:"requestHeaders,omitempty"`
+	ResponseHeaders *HeaderEdits `json:"responseHeaders,omitempty"`
 }
 
 // Single returns the backends of a route that has only be, with weight 1.

@@ -6,6 +6,8 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -31,7 +33,8 @@ func gatewayCRDs(t *testing.T) string {
 // gatewayCRDNames are the CRDs Postern watches.
 var gatewayCRDNames = []string{
 	"crd/gatewayclasses.gateway.networking.k8s.io", "crd/gateways.gateway.networking.k8s.io",
-	"crd/httproutes.gateway.networking.k8s.io", "crd/referencegrants.gateway.networking.k8s.io",
+	"crd/httproutes.gateway.networking.k8s.io", "crd/grpcroutes.gateway.networking.k8s.io",
+	"crd/referencegrants.gateway.networking.k8s.io",
 }
 
 // installGatewayCRDs applies the standard CRDs and waits until they are
@@ -86,6 +89,16 @@ spec:
   - matches: [{path: {type: PathPrefix, value: /api}}]
     backendRefs: [{name: api, port: 80}]
   - backendRefs: [{name: web, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: rpc, namespace: %[1]s}
+spec:
+  parentRefs: [{name: edge, sectionName: http}]
+  hostnames: [rpc.gateway.example.com]
+  rules:
+  - matches: [{method: {service: shop.Orders}}]
+    backendRefs: [{name: api, port: 80}]
 ---
 `, ns, class, controller, secureHost)
 }
@@ -234,8 +247,9 @@ func TestGatewayAPICluster(t *testing.T) {
 			return fmt.Errorf("Gateway listeners = %+v, want two", gw.Status.Listeners)
 		}
 		for _, l := range gw.Status.Listeners {
-			if l.AttachedRoutes != 1 {
-				return fmt.Errorf("listener %s has %d routes attached, want 1", l.Name, l.AttachedRoutes)
+			want := map[string]int{"http": 2, "https": 1}[l.Name] // the GRPCRoute names the http listener
+			if l.AttachedRoutes != want {
+				return fmt.Errorf("listener %s has %d routes attached, want %d", l.Name, l.AttachedRoutes, want)
 			}
 			if err := hasCondition(l.Conditions, "Programmed", "True", "Programmed", gw.Metadata.Generation); err != nil {
 				return fmt.Errorf("listener %s: %w", l.Name, err)
@@ -250,20 +264,37 @@ func TestGatewayAPICluster(t *testing.T) {
 				return fmt.Errorf("HTTPRoute: %w", err)
 			}
 		}
-		return nil
+		gr := getGatewayAPI(t, ns, "grpcroute/rpc")
+		if len(gr.Status.Parents) != 1 || gr.Status.Parents[0].ControllerName != controller {
+			return fmt.Errorf("GRPCRoute parents = %+v, want one of %s", gr.Status.Parents, controller)
+		}
+		return hasCondition(gr.Status.Parents[0].Conditions, "Accepted", "True", "Accepted", gr.Metadata.Generation)
 	})
+
+	// The GRPCRoute: HTTP/2 with prior knowledge on the plain listener,
+	// its method's service to the api backend (spoken to in h2c), any
+	// other service not routed.
+	for path, want := range map[string]int{"/shop.Orders/Get": 200, "/shop.Users/Get": 404} {
+		code, body, err := h2cPost(t, p.HTTPAddr, "rpc.gateway.example.com", path)
+		if err != nil || code != want || (want == 200 && !servedBy(body, "api")) {
+			t.Errorf("h2c POST rpc.gateway.example.com%s = %d %q %v, want %d (from api)", path, code, lastLines(body, 2), err, want)
+		}
+		if want == 200 && !strings.Contains(body, "HTTP/2.0") {
+			t.Errorf("the api backend saw %q, want an HTTP/2 request (a gRPC backend is spoken to in h2c)", lastLines(body, 4))
+		}
+	}
 
 	// Written once: other changes (an Ingress, a new endpoint) bring new
 	// snapshots but no new status.
 	before := map[string]string{}
-	for _, o := range []string{"gateway/edge", "httproute/shop"} {
+	for _, o := range []string{"gateway/edge", "httproute/shop", "grpcroute/rpc"} {
 		before[o] = getGatewayAPI(t, ns, o).Metadata.ResourceVersion
 	}
 	before["gatewayclass"] = getGatewayAPI(t, "", "gatewayclass/"+class).Metadata.ResourceVersion
 	apply(t, ingress(ns, "later", "gateway", "later.gateway.example.com", "/=api"))
 	p.expect(t, "later.gateway.example.com", "/", 200, "api")
 	time.Sleep(time.Second) // the status writer runs after the table is swapped
-	for _, o := range []string{"gateway/edge", "httproute/shop"} {
+	for _, o := range []string{"gateway/edge", "httproute/shop", "grpcroute/rpc"} {
 		if rv := getGatewayAPI(t, ns, o).Metadata.ResourceVersion; rv != before[o] {
 			t.Errorf("%s was written again with nothing changed (resourceVersion %s, then %s)", o, before[o], rv)
 		}
@@ -368,6 +399,9 @@ spec:
 		{[]string{"list", "httproutes.gateway.networking.k8s.io", "--all-namespaces"}, true},
 		{[]string{"update", "httproutes.gateway.networking.k8s.io", "--subresource", "status", "--namespace", app}, true},
 		{[]string{"update", "httproutes.gateway.networking.k8s.io", "--namespace", app}, false},
+		{[]string{"list", "grpcroutes.gateway.networking.k8s.io", "--all-namespaces"}, true},
+		{[]string{"update", "grpcroutes.gateway.networking.k8s.io", "--subresource", "status", "--namespace", app}, true},
+		{[]string{"update", "grpcroutes.gateway.networking.k8s.io", "--namespace", app}, false},
 		{[]string{"create", "gateways.gateway.networking.k8s.io", "--namespace", app}, false},
 		{[]string{"update", "gatewayclasses.gateway.networking.k8s.io", "--subresource", "status"}, true},
 		{[]string{"update", "gatewayclasses.gateway.networking.k8s.io"}, false},
@@ -378,4 +412,28 @@ spec:
 			t.Errorf("can the ServiceAccount %s? %v, want %v", strings.Join(tc.args, " "), got, tc.want)
 		}
 	}
+}
+
+// h2cPost sends a POST of path to host over HTTP/2 without TLS, with
+// prior knowledge (a gRPC client's way), to addr.
+func h2cPost(t *testing.T, addr, host, path string) (int, string, error) {
+	tr := &http.Transport{Proxy: nil, Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+addr+path, strings.NewReader("\x00\x00\x00\x00\x00"))
+	if err != nil {
+		return 0, "", err
+	}
+	req.Host = host
+	req.Header.Set("Content-Type", "application/grpc")
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if resp.ProtoMajor != 2 {
+		return resp.StatusCode, string(body), fmt.Errorf("answered in %s, not HTTP/2", resp.Proto)
+	}
+	return resp.StatusCode, string(body), err
 }

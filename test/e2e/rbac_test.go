@@ -365,6 +365,7 @@ func missingRuleCases() []missingRuleCase {
 		// watched from the start are needed to get ready, as the
 		// Ingresses' are; the status rules to write their status.
 		{"list httproutes", "", "cluster", "httproutes", "list", []string{"forbidden", "httproutes", "list"}, neverReady, classic, true},
+		{"list grpcroutes", "", "cluster", "grpcroutes", "list", []string{"forbidden", "grpcroutes", "list"}, neverReady, classic, true},
 		{"list namespaces", "", "cluster", "namespaces", "list", []string{"forbidden", "namespaces", "list"}, neverReady, classic, true},
 		{"update gateways/status", "", "cluster", "gateways/status", "update", []string{"cannot update gateway status", "forbidden"}, noGatewayStatus, nil, true},
 	}
