@@ -93,9 +93,11 @@ type RouteResult struct {
 // supportedFeatures are the Gateway API features Postern implements, as
 // GatewayClass status.supportedFeatures lists them (sorted). Some need
 // Gateways with addresses of their own (--gateway-addresses): a listener on
-// any port (GatewayPort8080, HTTPRouteDestinationPortMatching) and an
-// address assigned when spec.addresses asks for none (GatewayAddressEmpty);
-// shared listeners serve ports 80 and 443 only.
+// any port (GatewayPort8080, HTTPRouteDestinationPortMatching), an
+// address assigned when spec.addresses asks for none (GatewayAddressEmpty),
+// and listeners isolated from each other (GatewayHTTPListenerIsolation,
+// GatewayHTTPSListenerDetectMisdirectedRequests); shared listeners serve
+// ports 80 and 443 only, with the Ingresses' routes.
 func supportedFeatures(pooled bool) []gatewayv1.SupportedFeature {
 	if pooled {
 		return pooledFeatures
@@ -111,10 +113,13 @@ var (
 		"HTTPRouteResponseHeaderModification", "HTTPRouteSchemeRedirect",
 		"HTTPRoute303RedirectStatusCode", "HTTPRoute307RedirectStatusCode", "HTTPRoute308RedirectStatusCode",
 		"HTTPRouteBackendProtocolWebSocket", "HTTPRouteBackendProtocolH2C", "HTTPRouteParentRefPort", "HTTPRouteNamedRouteRule",
-		"GRPCRouteNamedRouteRule", "HTTPRouteBackendRequestHeaderModification",
+		"GRPCRouteNamedRouteRule", "HTTPRouteBackendRequestHeaderModification", "HTTPRouteCORS",
+		"HTTPRouteRequestTimeout", "HTTPRouteBackendTimeout",
+		"HTTPRouteRequestMirror", "HTTPRouteRequestMultipleMirrors", "HTTPRouteRequestPercentageMirror",
 	)
 	pooledFeatures = featureList(append(featureNames(sharedFeatures),
-		"GatewayPort8080", "GatewayAddressEmpty", "HTTPRouteDestinationPortMatching")...)
+		"GatewayPort8080", "GatewayAddressEmpty", "HTTPRouteDestinationPortMatching",
+		"GatewayHTTPListenerIsolation", "GatewayHTTPSListenerDetectMisdirectedRequests", "GatewayStaticAddresses")...)
 )
 
 func featureList(names ...string) []gatewayv1.SupportedFeature {
@@ -170,6 +175,10 @@ type listenerState struct {
 	// by kind.
 	hosts     map[string]string
 	kindHosts map[string]int
+	// rb builds the routes attached to the listener, with addresses of
+	// Gateways' own (a route.Section); nil in shared mode, or until a
+	// route attaches.
+	rb *builder
 }
 
 // setCond sets the condition t of l.

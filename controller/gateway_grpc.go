@@ -31,7 +31,7 @@ func (t *gatewayTranslation) grpcRules(src source, gr *gatewayv1.GRPCRoute) ([]*
 			if ref.Weight != nil {
 				weight = *ref.Weight
 			}
-			be, res := t.backendRef(src, ref.BackendObjectReference, route.ProtocolGRPC)
+			be, res := t.backendRef(src, ref.BackendObjectReference, route.ProtocolGRPC, shareFails)
 			if res.reason != "" && resolved.ok {
 				resolved = res
 			}

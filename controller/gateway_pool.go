@@ -7,6 +7,7 @@ import (
 	"math/big"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"k8s.io/utils/ptr"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -65,6 +66,20 @@ func (t *gatewayTranslation) portBuilder(gs *gatewayState, port gatewayv1.PortNu
 	return b
 }
 
+// routeBuilder returns the builder of the routes attached to listener l:
+// with a pool of addresses, one of its own (l.rb, a section of its
+// port's table, made on first use); in shared mode the table's own
+// builder.
+func (t *gatewayTranslation) routeBuilder(l *listenerState) *builder {
+	if !t.pooled() {
+		return t.b
+	}
+	if l.rb == nil {
+		l.rb = t.b.child()
+	}
+	return l.rb
+}
+
 // assignAddresses gives each Gateway of gws (oldest first) its address
 // of the pool: one spec.addresses asks for, else the one its status
 // holds, else the one its name hashes to or the next free one. A Gateway
@@ -102,8 +117,12 @@ func (t *gatewayTranslation) assignAddresses(gws []*gatewayState) {
 	}
 }
 
-// requestedAddress gives gs the first address of its spec.addresses that
-// the pool has and no older Gateway took.
+// requestedAddress gives gs the address its spec.addresses asks for, when
+// that is one free address of the pool: an address of another type is
+// not supported (UnsupportedAddress); an address Postern cannot give (not
+// of the pool, taken by an older Gateway, or a second one: Postern gives a
+// Gateway one address) leaves gs without any (AddressNotUsable), since
+// serving on some of the addresses asked for is not what was asked.
 func (t *gatewayTranslation) requestedAddress(gs *gatewayState, pool netip.Prefix, taken map[netip.Addr]bool) {
 	for _, a := range gs.gw.Spec.Addresses {
 		if a.Type != nil && *a.Type != gatewayv1.IPAddressType {
@@ -112,16 +131,30 @@ func (t *gatewayTranslation) requestedAddress(gs *gatewayState, pool netip.Prefi
 			return
 		}
 	}
+	notUsable := func(msg string) {
+		gs.addrReason, gs.addrMsg = string(gatewayv1.GatewayReasonAddressNotUsable), msg
+	}
+	var want netip.Addr
 	for _, a := range gs.gw.Spec.Addresses {
 		ip, err := netip.ParseAddr(a.Value)
-		if err == nil && usable(pool, ip) && !taken[ip] {
-			gs.addr = ip
-			taken[ip] = true
+		switch {
+		case err != nil:
+			notUsable(fmt.Sprintf("address %s is not an IP address", quoteShort(a.Value)))
+			return
+		case !usable(pool, ip):
+			notUsable(fmt.Sprintf("address %s is not an address of the pool %s", ip, pool))
+			return
+		case taken[ip]:
+			notUsable(fmt.Sprintf("address %s is taken by an older Gateway", ip))
+			return
+		case want.IsValid() && want != ip:
+			notUsable("spec.addresses asks for more than one address; Postern gives a Gateway one")
 			return
 		}
+		want = ip
 	}
-	gs.addrReason = string(gatewayv1.GatewayReasonAddressNotUsable)
-	gs.addrMsg = fmt.Sprintf("none of spec.addresses is a free address of the pool %s", pool)
+	gs.addr = want
+	taken[want] = true
 }
 
 // usable reports whether ip is an address of pool a Gateway may get: not
@@ -192,22 +225,32 @@ func (t *gatewayTranslation) pooledListeners(gws []*gatewayState) []*route.Liste
 		if !gs.addr.IsValid() {
 			continue
 		}
-		ports := make([]gatewayv1.PortNumber, 0, len(gs.ports))
-		for p := range gs.ports {
-			ports = append(ports, p)
+		var ports []gatewayv1.PortNumber
+		for _, l := range gs.listeners {
+			if l.serving && !slices.Contains(ports, l.spec.Port) {
+				ports = append(ports, l.spec.Port)
+			}
 		}
 		slices.Sort(ports)
 		for _, port := range ports {
-			cb := gs.ports[port]
-			table := cb.table().WithTLS(cb.tlsHosts())
+			cb := t.portBuilder(gs, port) // the TLS hosts of its listeners
+			table := route.Empty().WithTLS(cb.tlsHosts())
 			table.DefaultCertificate = cb.gatewayDefault
 			t.b.problems = append(t.b.problems, cb.problems...)
 			tls := false
 			for _, l := range gs.listeners {
-				if l.serving && l.spec.Port == port && l.spec.Protocol == gatewayv1.HTTPSProtocolType {
+				if !l.serving || l.spec.Port != port {
+					continue
+				}
+				if l.spec.Protocol == gatewayv1.HTTPSProtocolType {
 					tls = true
 				}
+				// Each listener serves its own routes only.
+				rb := t.routeBuilder(l)
+				table.Sections = append(table.Sections, &route.Section{Listener: string(l.spec.Name), Hostname: l.host, Table: rb.table()})
+				t.b.problems = append(t.b.problems, rb.problems...)
 			}
+			slices.SortFunc(table.Sections, func(a, b *route.Section) int { return strings.Compare(a.Listener, b.Listener) })
 			out = append(out, &route.Listener{
 				Address: netip.AddrPortFrom(gs.addr, uint16(port)).String(),
 				TLS:     tls,

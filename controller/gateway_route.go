@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -87,7 +88,7 @@ func (t *gatewayTranslation) attachRoute(x xRoute) (RouteResult, bool) {
 			if !a.l.serving {
 				continue
 			}
-			b := t.portBuilder(a.l.gw, a.l.spec.Port)
+			b := t.routeBuilder(a.l)
 			for _, h := range a.hosts {
 				if slices.Contains(served[b], h) {
 					continue
@@ -281,6 +282,13 @@ func (t *gatewayTranslation) rules(src source, hr *gatewayv1.HTTPRoute) ([]*rout
 		if bad.reason != "" && resolved.ok {
 			resolved = bad
 		}
+		mirrors, bad := t.mirrors(src, rule.Filters)
+		if bad.reason != "" && resolved.ok {
+			resolved = bad
+		}
+		if len(mirrors) > 0 {
+			backends = append(slices.Clip(backends), mirrors...)
+		}
 		matches := rule.Matches
 		if len(matches) == 0 {
 			matches = []gatewayv1.HTTPRouteMatch{{}}
@@ -292,6 +300,9 @@ func (t *gatewayTranslation) rules(src source, hr *gatewayv1.HTTPRoute) ([]*rout
 				continue
 			}
 			pol, redirects, problem := t.filters(rule, m)
+			if problem == "" && rule.Timeouts != nil {
+				pol, problem = routeTimeouts(pol, rule.Timeouts)
+			}
 			out = append(out, t.ruleRoute(src, ri, m, pol, backends, problem, redirects, len(rule.BackendRefs) == 0))
 		}
 	}
@@ -470,6 +481,16 @@ func (t *gatewayTranslation) filters(rule *gatewayv1.HTTPRouteRule, m route.Matc
 			}
 			ur.Path = pm
 			pol.URLRewrite = ur
+		case gatewayv1.HTTPRouteFilterRequestMirror:
+			// Its backend is one of the route's (mirrors), weight 0.
+			if f.RequestMirror == nil {
+				return nil, false, "has a RequestMirror filter without requestMirror"
+			}
+		case gatewayv1.HTTPRouteFilterCORS:
+			if f.CORS == nil {
+				return nil, false, "has a CORS filter without cors"
+			}
+			pol.CORS = gatewayCORS(f.CORS)
 		default:
 			return nil, false, fmt.Sprintf("has a %s filter, which Postern does not support yet", quoteShort(string(f.Type)))
 		}
@@ -482,6 +503,78 @@ func (t *gatewayTranslation) filters(rule *gatewayv1.HTTPRouteRule, m route.Matc
 		return nil, false, ""
 	}
 	return &pol, redirects, ""
+}
+
+// longestTimeout is what a timeout of "0s" (disabled, in the Gateway
+// API) is: Postern's response header timeout cannot be turned off, so it
+// is made as long as can matter.
+const longestTimeout = route.Duration(365 * 24 * time.Hour)
+
+// routeTimeouts adds a rule's timeouts to pol (a new policy when nil):
+// request bounds the whole exchange (RequestTimeout), backendRequest each
+// attempt (AttemptTimeout); either sets the wait for the response head to
+// what it allows, since Postern's default must not cut it short, and "0s"
+// turns the timeout off.
+func routeTimeouts(pol *route.Policy, to *gatewayv1.HTTPRouteTimeouts) (*route.Policy, string) {
+	parse := func(field string, d *gatewayv1.Duration) (time.Duration, bool, string) {
+		if d == nil {
+			return 0, false, ""
+		}
+		v, err := time.ParseDuration(string(*d))
+		if err != nil || v < 0 {
+			return 0, false, fmt.Sprintf("has a timeouts.%s of %s, which is not a duration", field, quoteShort(string(*d)))
+		}
+		return v, true, ""
+	}
+	request, hasRequest, problem := parse("request", to.Request)
+	if problem != "" {
+		return nil, problem
+	}
+	attempt, hasAttempt, problem := parse("backendRequest", to.BackendRequest)
+	if problem != "" {
+		return nil, problem
+	}
+	if !hasRequest && !hasAttempt {
+		return pol, ""
+	}
+	if pol == nil {
+		pol = &route.Policy{}
+	}
+	pol.ReadTimeout = longestTimeout
+	if hasRequest && request > 0 {
+		pol.RequestTimeout = route.Duration(request)
+	}
+	if hasAttempt && attempt > 0 {
+		pol.AttemptTimeout = route.Duration(attempt)
+		pol.ReadTimeout = route.Duration(attempt)
+	}
+	return pol, ""
+}
+
+// gatewayCORS returns the table form of an HTTPRoute's CORS filter, with
+// the Gateway API's semantics (route.CORS.Gateway).
+func gatewayCORS(f *gatewayv1.HTTPCORSFilter) *route.CORS {
+	c := &route.CORS{Gateway: true, MaxAge: 5, AllowCredentials: f.AllowCredentials != nil && *f.AllowCredentials}
+	if f.MaxAge > 0 {
+		c.MaxAge = int(f.MaxAge)
+	}
+	for _, o := range f.AllowOrigins {
+		c.AllowOrigins = append(c.AllowOrigins, string(o))
+	}
+	join := func(n int, at func(int) string) string {
+		parts := make([]string, n)
+		for i := range parts {
+			parts[i] = at(i)
+		}
+		if slices.Contains(parts, "*") {
+			return "*"
+		}
+		return strings.Join(parts, ", ")
+	}
+	c.AllowMethods = join(len(f.AllowMethods), func(i int) string { return string(f.AllowMethods[i]) })
+	c.AllowHeaders = join(len(f.AllowHeaders), func(i int) string { return string(f.AllowHeaders[i]) })
+	c.ExposeHeaders = join(len(f.ExposeHeaders), func(i int) string { return string(f.ExposeHeaders[i]) })
+	return c
 }
 
 // appendEdits appends more to edits.
@@ -565,7 +658,7 @@ func (t *gatewayTranslation) backendRefs(src source, refs []gatewayv1.HTTPBacken
 		if ref.Weight != nil {
 			weight = *ref.Weight
 		}
-		be, res := t.backendRef(src, ref.BackendObjectReference, route.ProtocolHTTP)
+		be, res := t.backendRef(src, ref.BackendObjectReference, route.ProtocolHTTP, shareFails)
 		if res.reason != "" && bad.reason == "" {
 			bad = res
 		}
@@ -575,6 +668,42 @@ func (t *gatewayTranslation) backendRefs(src source, refs []gatewayv1.HTTPBacken
 			wb = route.WeightedBackend{Backend: t.b.failing(src.namespace, "invalid-backend-filter", problem), Weight: weight}
 		}
 		out = append(out, wb)
+	}
+	return out, bad
+}
+
+// mirrors returns the mirror backends of a rule's RequestMirror filters
+// (weight 0, route.WeightedBackend.Mirror), each with the share of the
+// requests it gets a copy of (percent, or fraction; all when neither);
+// a backendRef that cannot be resolved gets no copies and says why in
+// the route's ResolvedRefs.
+func (t *gatewayTranslation) mirrors(src source, filters []gatewayv1.HTTPRouteFilter) ([]route.WeightedBackend, refsResult) {
+	var out []route.WeightedBackend
+	var bad refsResult
+	for i := range filters {
+		rm := filters[i].RequestMirror
+		if filters[i].Type != gatewayv1.HTTPRouteFilterRequestMirror || rm == nil {
+			continue
+		}
+		be, res := t.backendRef(src, rm.BackendRef, route.ProtocolHTTP, "it gets no copies of the requests")
+		if res.reason != "" && bad.reason == "" {
+			bad = res
+		}
+		share := &route.MirrorShare{Numerator: 100, Denominator: 100}
+		switch {
+		case rm.Percent != nil:
+			share.Numerator = *rm.Percent
+		case rm.Fraction != nil:
+			share.Numerator, share.Denominator = rm.Fraction.Numerator, 100
+			if rm.Fraction.Denominator != nil {
+				share.Denominator = *rm.Fraction.Denominator
+			}
+		}
+		share.Numerator = max(0, min(share.Numerator, share.Denominator))
+		if share.Denominator <= 0 {
+			share.Numerator, share.Denominator = 0, 1
+		}
+		out = append(out, route.WeightedBackend{Backend: be, Weight: 0, Mirror: share})
 	}
 	return out, bad
 }
@@ -604,10 +733,15 @@ func backendFilters(wb *route.WeightedBackend, filters []gatewayv1.HTTPRouteFilt
 	return ""
 }
 
+// shareFails is what a Problem says of a backendRef that does not
+// resolve.
+const shareFails = "its share of the requests is answered 500"
+
 // backendRef resolves one backendRef of a route of src, whose backends
 // speak proto: HTTP (HTTPRoutes; H2C when the Service port's appProtocol
-// is kubernetes.io/h2c) or GRPC (GRPCRoutes).
-func (t *gatewayTranslation) backendRef(src source, ref gatewayv1.BackendObjectReference, proto route.Protocol) (*route.Backend, refsResult) {
+// is kubernetes.io/h2c) or GRPC (GRPCRoutes). then is what a Problem says
+// follows when it does not resolve.
+func (t *gatewayTranslation) backendRef(src source, ref gatewayv1.BackendObjectReference, proto route.Protocol, then string) (*route.Backend, refsResult) {
 	group, kind, ns := refParts(ref.Group, ref.Kind, ref.Namespace, "Service", src.namespace)
 	name := string(ref.Name)
 	what := strings.TrimPrefix(group+"/"+kind, "/")
@@ -618,7 +752,7 @@ func (t *gatewayTranslation) backendRef(src source, ref gatewayv1.BackendObjectR
 			string(gatewayv1.RouteReasonUnsupportedValue): ReasonPortNotFound,
 			string(gatewayv1.RouteReasonBackendNotFound):  ReasonServiceNotFound,
 		}[reason]
-		t.b.problem(src, problem, msg+"; its share of the requests is answered 500")
+		t.b.problem(src, problem, msg+"; "+then)
 		return t.b.failing(ns, "unresolved/"+what+"/"+name, msg), refsResult{reason: reason, msg: msg}
 	}
 	switch {
@@ -644,7 +778,7 @@ func (t *gatewayTranslation) backendRef(src source, ref gatewayv1.BackendObjectR
 	}
 	be, reason, msg := t.b.serviceBackend(ns, name, port, set)
 	if reason != "" {
-		t.b.problem(src, reason, msg+"; its share of the requests is answered 500")
+		t.b.problem(src, reason, msg+"; "+then)
 		return t.b.failing(ns, "unresolved/"+name+"/"+port.String(), msg), refsResult{reason: string(gatewayv1.RouteReasonBackendNotFound), msg: msg}
 	}
 	return be, refsResult{}

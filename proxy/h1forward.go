@@ -36,6 +36,10 @@ type h1Exchange struct {
 	bytesOut int64
 	upstream time.Duration
 	tried    bool // an attempt reached the point of waiting for a response
+	// until is when the current attempt must be over (the route's
+	// request and attempt timeouts, upstream.Settings.AttemptEnd); zero
+	// for never.
+	until time.Time
 	// mirror is the copy of the request for mirror-target, its body
 	// filled as sendBody sends it; nil: none.
 	mirror *mirrorCopy
@@ -204,7 +208,7 @@ func (e *h1Engine) forward(ex *h1Exchange) (keep bool) {
 			return false
 		}
 		c.Failed(x.Backend, ex.ep.Address, x.In.Host())
-		if budget > 0 && !ex.headStale && (first.IsZero() || time.Since(first) < x.Settings.RetryTimeout) &&
+		if budget > 0 && !ex.headStale && (first.IsZero() || time.Since(first) < x.Settings.RetryTimeout) && !x.Settings.Expired() &&
 			upstream.Retryable(fail.Err, e.idempotent(ex), ex.hasBody(), fail.sentBody) {
 			tried = append(tried, ex.ep.Address)
 			if next := c.Retry(x.Backend, x.Key, tried, fail.Err); next != nil {
@@ -262,6 +266,7 @@ func (e *h1Engine) attempt(ex *h1Exchange, pools *upstream.Pools) (*upstream.Con
 	// log, runs from before the dial, as the Transport's does.
 	start := time.Now()
 	defer func() { ex.upstream, ex.tried = time.Since(start), true }()
+	ex.until = s.AttemptEnd(start)
 	up := pools.GetConn()
 	reused := up != nil
 	if up == nil {
@@ -385,6 +390,9 @@ func (e *h1Engine) waitResponseHead(ex *h1Exchange, up *upstream.Conn) error {
 	d := ex.x.Settings.ReadTimeout
 	yieldBeforeRead()
 	deadline := time.Now().Add(d)
+	if !ex.until.IsZero() && ex.until.Before(deadline) {
+		deadline, d = ex.until, time.Until(ex.until)
+	}
 	if d <= h1WatchAfter {
 		return e.readResponseHead(ex, up, deadline)
 	}
@@ -486,9 +494,12 @@ func (e *h1Engine) relay(ex *h1Exchange, pools *upstream.Pools, up *upstream.Con
 	_, _ = up.R.Discard(ex.upHead)
 
 	idle := x.Settings.IdleTimeout
+	up.Until = ex.until
 	switch {
 	case idle > 0:
 		up.ReadIdle = idle
+	case !ex.until.IsZero():
+		up.SetReadDeadline(ex.until) // the body too must be in by then
 	case resp.Body == h1.BodyChunked || resp.Body == h1.BodyClose ||
 		resp.Body == h1.BodyLength && int64(up.R.Buffered()) < resp.ContentLength:
 		// More is read: the response header deadline no longer applies.
@@ -508,10 +519,13 @@ func (e *h1Engine) relay(ex *h1Exchange, pools *upstream.Pools, up *upstream.Con
 		resp.CloseConn = true
 	}
 	ex.bytesOut = n
-	up.ReadIdle = 0
+	up.ReadIdle, up.Until = 0, time.Time{}
 	if err != nil {
 		up.Close()
-		if rerr := up.ReadErr(); rerr != nil && upstream.IsTimeout(rerr) {
+		rerr := up.ReadErr()
+		if rerr != nil && upstream.IsTimeout(rerr) && !ex.until.IsZero() && !time.Now().Before(ex.until) {
+			e.cluster.DeadlinePassed(x.Backend, ex.ep.Address)
+		} else if rerr != nil && upstream.IsTimeout(rerr) {
 			// The endpoint went silent past the idle timeout: the
 			// response is cut, which the client sees as a closed
 			// connection short of the body's end.

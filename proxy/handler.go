@@ -100,7 +100,7 @@ func New(opts Options) *Handler {
 		metrics:  opts.Metrics,
 		log:      log,
 		custom:   opts.Transport != nil,
-		mirror:   newMirrorer(log),
+		mirror:   newMirrorer(log, cluster),
 	}
 	h.proxy = h.newReverseProxy(opts.Transport)
 	h.plain = netHTTP{h: h, l: h.pipeline.Listener(pipeline.ListenerOptions{})}

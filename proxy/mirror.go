@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/postern-dev/postern/proxy/pipeline"
+	"github.com/postern-dev/postern/proxy/upstream"
 )
 
 // The mirror sender: copies of the requests of routes with
@@ -35,13 +36,14 @@ const (
 
 type mirrorer struct {
 	client  *http.Client
+	cluster *upstream.Cluster // picks the endpoints of mirror backends
 	slots   chan struct{}
 	log     *zap.Logger
 	sent    atomic.Int64 // copies answered (tests)
 	dropped atomic.Int64 // copies not sent: too many in flight, a body not kept, a bad URL
 }
 
-func newMirrorer(log *zap.Logger) *mirrorer {
+func newMirrorer(log *zap.Logger, cluster *upstream.Cluster) *mirrorer {
 	tr := &http.Transport{
 		Proxy:                 nil,
 		DialContext:           (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
@@ -51,9 +53,10 @@ func newMirrorer(log *zap.Logger) *mirrorer {
 		DisableCompression:    true,
 	}
 	return &mirrorer{
-		client: &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
-		slots:  make(chan struct{}, mirrorsInFlight),
-		log:    log,
+		client:  &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+		slots:   make(chan struct{}, mirrorsInFlight),
+		log:     log,
+		cluster: cluster,
 	}
 }
 
@@ -81,12 +84,30 @@ func wantBody(to *pipeline.MirrorTo, n int64) (keep, lost bool) {
 	return true, false
 }
 
-// send sends c, unless too many copies are in flight or its body was lost.
+// send sends c, unless too many copies are in flight or its body was
+// lost: to its URL, or to an endpoint of each of its backends.
 func (m *mirrorer) send(c *mirrorCopy) {
 	if c.bodyLost {
-		m.dropped.Add(1)
+		m.dropped.Add(int64(max(len(c.to.Backends), 1)))
 		return
 	}
+	if len(c.to.Backends) == 0 {
+		m.sendTo(c, c.to.URL)
+		return
+	}
+	for _, be := range c.to.Backends {
+		ep := m.cluster.Pick(be, 0)
+		if ep == nil {
+			m.dropped.Add(1) // no endpoint, or a backendRef that did not resolve
+			continue
+		}
+		m.sendTo(c, upstream.Scheme(be.Protocol)+"://"+ep.Address+c.to.URI)
+	}
+}
+
+// sendTo sends c to target on a goroutine of its own, unless too many
+// copies are in flight.
+func (m *mirrorer) sendTo(c *mirrorCopy, target string) {
 	select {
 	case m.slots <- struct{}{}:
 	default:
@@ -95,7 +116,7 @@ func (m *mirrorer) send(c *mirrorCopy) {
 	}
 	go func() {
 		defer func() { <-m.slots }()
-		if m.do(c) {
+		if m.do(c, target) {
 			m.sent.Add(1)
 		} else {
 			m.dropped.Add(1)
@@ -103,10 +124,10 @@ func (m *mirrorer) send(c *mirrorCopy) {
 	}()
 }
 
-func (m *mirrorer) do(c *mirrorCopy) bool {
-	u, err := url.Parse(c.to.URL)
+func (m *mirrorer) do(c *mirrorCopy, target string) bool {
+	u, err := url.Parse(target)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		m.log.Debug("mirror URL is not an absolute http(s) URL", zap.String("url", c.to.URL))
+		m.log.Debug("mirror URL is not an absolute http(s) URL", zap.String("url", target))
 		return false
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), mirrorTimeout)
@@ -130,7 +151,7 @@ func (m *mirrorer) do(c *mirrorCopy) bool {
 	}
 	resp, err := m.client.Do(req)
 	if err != nil {
-		m.log.Debug("mirror request failed", zap.String("url", c.to.URL), zap.Error(err))
+		m.log.Debug("mirror request failed", zap.String("url", target), zap.Error(err))
 		return false
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))

@@ -91,3 +91,62 @@ func TestMirrorOnEveryEngine(t *testing.T) {
 		}
 	})
 }
+
+// Mirror backends (a Gateway API RequestMirror filter) on every engine:
+// every mirror backend of a route gets a copy of its share of the
+// forwarded requests, at an endpoint of its own, with the request's URI,
+// Host and body; the client is answered by the route's backend alone.
+func TestMirrorBackendsOnEveryEngine(t *testing.T) {
+	t.Parallel()
+	forEachEngine(t, func(t *testing.T, e engine) {
+		t.Parallel()
+		type copyOf struct{ name, uri, host, body string }
+		got := make(chan copyOf, 256)
+		mirrorOf := func(name string) *testBackend {
+			return newBackend(t, name, func(w http.ResponseWriter, r *http.Request) {
+				b, _ := io.ReadAll(r.Body)
+				got <- copyOf{name, r.RequestURI, r.Host, string(b)}
+			})
+		}
+		one, two, never := mirrorOf("one"), mirrorOf("two"), mirrorOf("never")
+		app := newBackend(t, "app", nil)
+		mirror := func(b *testBackend, num, den int32) route.WeightedBackend {
+			return route.WeightedBackend{Backend: backendOf(b.name, "", b), Weight: 0, Mirror: &route.MirrorShare{Numerator: num, Denominator: den}}
+		}
+		backends := []route.WeightedBackend{{Backend: backendOf("app", "", app), Weight: 1}, mirror(one, 1, 1), mirror(two, 100, 100), mirror(never, 0, 100)}
+		h := New(Options{})
+		h.Swap(route.NewTable([]*route.VirtualHost{vhost("app.test",
+			&route.Route{Match: route.Match{PathType: route.PathPrefix, Path: "/"}, Backends: backends},
+		)}, nil))
+		t.Cleanup(h.CloseIdleConnections)
+		addr, _ := startServer(t, e, h, ServerOptions{})
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+addr+"/m?x=1", strings.NewReader("payload"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = "app.test"
+		resp, body := do(t, newClient(t), req)
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Backend") != "app" {
+			t.Fatalf("answered %d by %q (%q), want 200 by app", resp.StatusCode, resp.Header.Get("X-Backend"), body)
+		}
+		seen := map[string]copyOf{}
+		for len(seen) < 2 {
+			select {
+			case cp := <-got:
+				seen[cp.name] = cp
+			case <-time.After(testTimeout):
+				t.Fatalf("copies %+v, want one at each of one and two", seen)
+			}
+		}
+		for _, name := range []string{"one", "two"} {
+			if cp := seen[name]; cp != (copyOf{name, "/m?x=1", "app.test", "payload"}) {
+				t.Errorf("copy at %s: %+v", name, cp)
+			}
+		}
+		select {
+		case cp := <-got:
+			t.Errorf("a copy of a share of 0 or a second one: %+v", cp)
+		case <-time.After(100 * time.Millisecond):
+		}
+	})
+}

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"context"
+	"io"
 	"net/http"
 	"slices"
 	"sync"
@@ -46,8 +48,16 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if x.Backend.Balancer == balancer.PolicyEWMA {
 			began = time.Now() // only the latency balancer needs the clock
 		}
-		resp, err := t.next.RoundTrip(req)
+		try, cancel := attemptRequest(req, &x.Settings)
+		resp, err := t.next.RoundTrip(try)
+		if err != nil && cancel != nil {
+			cancel()
+		}
 		if err == nil {
+			if cancel != nil {
+				// The attempt's deadline holds for its body too.
+				resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+			}
 			c.Succeeded(st.endpoint.Address)
 			if !began.IsZero() {
 				st.counter.Observe(time.Since(began))
@@ -71,7 +81,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err // the client's doing, not the endpoint's
 		}
 		c.Failed(x.Backend, st.endpoint.Address, req.Host)
-		if budget <= 0 || !first.IsZero() && time.Since(first) >= x.Settings.RetryTimeout {
+		if budget <= 0 || !first.IsZero() && time.Since(first) >= x.Settings.RetryTimeout || x.Settings.Expired() {
 			return nil, err
 		}
 		next := t.retry(req, st, err)
@@ -221,4 +231,29 @@ func rewriteResponseHeader(h http.Header, rw *route.ResponseRewrite) {
 			}
 		}
 	}
+}
+
+// attemptRequest returns req bounded by the end of an attempt starting
+// now (upstream.Settings.AttemptEnd: the route's request and attempt
+// timeouts), and the cancel that releases its context; req itself and a
+// nil cancel when the route has neither.
+func attemptRequest(req *http.Request, s *upstream.Settings) (*http.Request, context.CancelFunc) {
+	if s.Deadline.IsZero() && s.AttemptTimeout == 0 {
+		return req, nil
+	}
+	ctx, cancel := context.WithDeadline(req.Context(), s.AttemptEnd(time.Now()))
+	return req.WithContext(ctx), cancel
+}
+
+// cancelOnClose is a response body whose attempt's context is released
+// when it is closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b *cancelOnClose) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
 }

@@ -57,6 +57,11 @@ func (s *Store) covers(t *route.Table, serverName, host string) bool {
 	if h == sn {
 		return true
 	}
+	if t != nil && len(t.Sections) > 0 && t.Section(h) != t.Section(sn) {
+		// A Gateway's listeners: the Host must select the listener the
+		// handshake did, whatever certificates they share.
+		return false
+	}
 	if t != nil && t.ClientAuth(h) != t.ClientAuth(sn) {
 		// The connection's handshake asked for the client certificate
 		// of another host's authorities, or for none: the client must

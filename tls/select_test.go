@@ -199,3 +199,43 @@ func TestChallengeHandshake(t *testing.T) {
 func sameLeaf(c *stdtls.Certificate, want *x509.Certificate) bool {
 	return c != nil && c.Leaf != nil && c.Leaf.Equal(want)
 }
+
+// TestCoversSections: in a table with Sections (a Gateway's port) a
+// request may use a connection only when its Host selects the listener
+// the handshake's server name did, even when the listeners share one
+// certificate (GatewayHTTPSListenerDetectMisdirectedRequests).
+func TestCoversSections(t *testing.T) {
+	t.Parallel()
+	f := newSelectFixture(t)
+	tbl := tableOf(
+		&route.TLSHost{Host: "second.example.org", Certificate: f.dup},
+		&route.TLSHost{Host: "*.wildcard.org", Certificate: f.dup},
+		&route.TLSHost{Host: "fourth.wildcard.org", Certificate: f.dup},
+	)
+	tbl.DefaultCertificate = f.dup // the listener without a hostname
+	for _, s := range []struct{ name, host string }{{"https", ""}, {"second", "second.example.org"}, {"wildcard", "*.wildcard.org"}, {"fourth", "fourth.wildcard.org"}} {
+		tbl.Sections = append(tbl.Sections, &route.Section{Listener: s.name, Hostname: s.host, Table: route.Empty()})
+	}
+	s := NewStore(StoreOptions{Table: fixed(tbl), Default: f.def})
+	for _, tc := range []struct {
+		serverName, host string
+		want             bool
+	}{
+		{"example.org", "example.org", true},
+		{"example.org", "second.example.org", false},
+		{"example.org", "unknown.example.org", true}, // both the listener without a hostname
+		{"second.example.org", "example.org", false},
+		{"third.wildcard.org", "fifth.wildcard.org", true},
+		{"third.wildcard.org", "fourth.wildcard.org", false},
+		{"fourth.wildcard.org", "fifth.wildcard.org", false},
+		{"unknown.example.org", "example.org", true},
+	} {
+		if got := s.View(fixed(tbl)).Covers(tc.serverName, tc.host); got != tc.want {
+			t.Errorf("Covers(%q, %q) = %v, want %v", tc.serverName, tc.host, got, tc.want)
+		}
+	}
+	tbl.Sections = nil
+	if !s.View(fixed(tbl)).Covers("third.wildcard.org", "fourth.wildcard.org") {
+		t.Error("a table without sections refuses a host of the same certificate")
+	}
+}

@@ -18,6 +18,11 @@ type cors struct {
 	any     bool
 	origins []originPattern
 	fields  []Edit // every field but Access-Control-Allow-Origin
+	// gateway: the Gateway API's semantics (route.CORS.Gateway), where
+	// anyMethod and anyHeader echo a preflight's Access-Control-Request-*.
+	gateway, anyMethod, anyHeader bool
+	methods, headers              string
+	maxAge                        int
 }
 
 // originPattern is an allowed origin, lower case: prefix alone, or prefix,
@@ -37,6 +42,9 @@ func newCORS(rt *route.Route) (cors, bool) {
 		return cors{}, false
 	}
 	c := rt.Policy.CORS
+	if c.Gateway {
+		return newGatewayCORS(c)
+	}
 	p := cors{any: c.AnyOrigin}
 	for _, o := range c.AllowOrigins {
 		o = strings.ToLower(o)
@@ -60,6 +68,10 @@ func newCORS(rt *route.Route) (cors, bool) {
 }
 
 func (c cors) Request(x *Exchange) {
+	if c.gateway {
+		c.gatewayRequest(x)
+		return
+	}
 	origin := "*"
 	if !c.any {
 		o, n := x.In.Header("Origin")
@@ -117,4 +129,113 @@ func isLabelByte(b byte) bool {
 // without regard to case.
 func hasSuffixFold(s, suffix string) bool {
 	return len(s) >= len(suffix) && strings.EqualFold(s[len(s)-len(suffix):], suffix)
+}
+
+// newGatewayCORS returns the policy of an HTTPRoute's CORS filter.
+func newGatewayCORS(c *route.CORS) (cors, bool) {
+	p := cors{gateway: true}
+	for _, o := range c.AllowOrigins {
+		o = strings.ToLower(o)
+		switch pre, suf, wild := strings.Cut(o, "*"); {
+		case o == "*":
+			p.any = true
+		case wild:
+			p.origins = append(p.origins, originPattern{prefix: pre, suffix: suf, wild: true})
+		default:
+			p.origins = append(p.origins, originPattern{prefix: o})
+		}
+	}
+	p.anyMethod, p.anyHeader = c.AllowMethods == "*", c.AllowHeaders == "*"
+	p.methods, p.headers, p.maxAge = c.AllowMethods, c.AllowHeaders, c.MaxAge
+	if c.AllowCredentials {
+		p.fields = append(p.fields, Edit{Set, "Access-Control-Allow-Credentials", "true"})
+	}
+	if c.ExposeHeaders != "" {
+		p.fields = append(p.fields, Edit{Set, "Access-Control-Expose-Headers", c.ExposeHeaders})
+	}
+	return p, p.any || len(p.origins) > 0
+}
+
+// gatewayRequest is Request with the Gateway API's semantics: the fields
+// of an allowed Origin on every response (the Origin echoed), and a
+// preflight answered 204 with what it may send (without any fields when
+// its Origin is not allowed); another request whose Origin is not
+// allowed, or that has none, goes on without CORS fields.
+func (c cors) gatewayRequest(x *Exchange) {
+	origin, n := x.In.Header("Origin")
+	if n == 0 {
+		return
+	}
+	method, m := x.In.Header("Access-Control-Request-Method")
+	preflight := x.In.Method() == http.MethodOptions && m > 0
+	if !fieldSafe(origin) || !c.any && !c.allowsWhole(origin) {
+		if preflight {
+			// The route's CORS is the Gateway's to answer: a preflight
+			// of an origin not allowed gets no Access-Control-* fields,
+			// which the browser takes as a refusal.
+			x.Reply = Reply{Status: http.StatusNoContent, Reason: "CORS preflight of an origin not allowed"}
+		}
+		return
+	}
+	x.Resp.Set("Access-Control-Allow-Origin", origin)
+	x.Resp.Add("Vary", "Origin")
+	for _, f := range c.fields {
+		x.Resp.add(f)
+	}
+	if !preflight {
+		return
+	}
+	methods := c.methods
+	if c.anyMethod && fieldSafe(method) {
+		methods = method
+	}
+	x.Resp.Set("Access-Control-Allow-Methods", methods)
+	headers := c.headers
+	if asked, h := x.In.Header("Access-Control-Request-Headers"); c.anyHeader && h > 0 && fieldSafe(asked) {
+		headers = asked
+	}
+	if headers != "" {
+		x.Resp.Set("Access-Control-Allow-Headers", headers)
+	}
+	if c.maxAge > 0 {
+		x.Resp.Set("Access-Control-Max-Age", strconv.Itoa(c.maxAge))
+	}
+	x.Reply = Reply{Status: http.StatusNoContent, Reason: "CORS preflight"}
+}
+
+// allowsWhole reports whether origin is one of the allowed origins, as a
+// whole and without regard to case; a wildcard's '*' stands for one or
+// more DNS labels.
+func (c cors) allowsWhole(origin string) bool {
+	for _, p := range c.origins {
+		if !p.wild {
+			if strings.EqualFold(origin, p.prefix) {
+				return true
+			}
+			continue
+		}
+		if len(origin) <= len(p.prefix)+len(p.suffix) || !hasPrefixFold(origin, p.prefix) || !hasSuffixFold(origin, p.suffix) {
+			continue
+		}
+		labels := origin[len(p.prefix) : len(origin)-len(p.suffix)]
+		if validLabels(labels) {
+			return true
+		}
+	}
+	return false
+}
+
+// validLabels reports whether s is one or more DNS labels joined by dots.
+func validLabels(s string) bool {
+	for label := range strings.SplitSeq(s, ".") {
+		if label == "" {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			if !isLabelByte(label[i]) {
+				return false
+			}
+		}
+	}
+	return true
 }

@@ -217,3 +217,67 @@ func nginxOriginRegex(pattern string) *regexp.Regexp {
 	q = strings.Replace(q, `\*`, `[A-Za-z0-9\-]+`, 1)
 	return regexp.MustCompile(`(?i)(` + q + `)$`)
 }
+
+// An HTTPRoute's CORS filter (route.CORS.Gateway), as the conformance
+// suite's HTTPRouteCORS checks it: whole-origin matches with '*' for one
+// or more labels, the Origin echoed, "*" methods and headers echoing the
+// preflight's, credentials only when asked for, no fields for an origin
+// not allowed or a request without one.
+func TestGatewayCORS(t *testing.T) {
+	t.Parallel()
+	strict := &route.CORS{Gateway: true, AllowOrigins: []string{"https://www.foo.com", "https://*.bar.com"},
+		AllowMethods: "GET, OPTIONS", AllowHeaders: "x-header-1, x-header-2", ExposeHeaders: "x-header-3",
+		AllowCredentials: true, MaxAge: 3600}
+	wild := &route.CORS{Gateway: true, AllowOrigins: []string{"*"}, AllowMethods: "*", AllowHeaders: "*", MaxAge: 5}
+	tests := []struct {
+		name   string
+		cors   *route.CORS
+		method string
+		fields map[string]string
+		status int               // 0: forwarded
+		want   map[string]string // "" for a field that must be absent
+	}{
+		{"exact origin preflight", strict, http.MethodOptions,
+			map[string]string{"Origin": "https://www.foo.com", "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "x-header-1"},
+			http.StatusNoContent, map[string]string{"Access-Control-Allow-Origin": "https://www.foo.com", "Access-Control-Allow-Methods": "GET, OPTIONS",
+				"Access-Control-Allow-Headers": "x-header-1, x-header-2", "Access-Control-Expose-Headers": "x-header-3",
+				"Access-Control-Max-Age": "3600", "Access-Control-Allow-Credentials": "true"}},
+		{"wildcard origin, several labels", strict, http.MethodOptions,
+			map[string]string{"Origin": "https://xpto.www.bar.com", "Access-Control-Request-Method": "GET"},
+			http.StatusNoContent, map[string]string{"Access-Control-Allow-Origin": "https://xpto.www.bar.com"}},
+		{"wildcard needs a label", strict, http.MethodGet, map[string]string{"Origin": "https://.bar.com"}, 0,
+			map[string]string{"Access-Control-Allow-Origin": ""}},
+		{"not a suffix match", strict, http.MethodGet, map[string]string{"Origin": "https://evil.www.foo.com"}, 0,
+			map[string]string{"Access-Control-Allow-Origin": ""}},
+		{"origin not allowed, preflight answered without fields", strict, http.MethodOptions,
+			map[string]string{"Origin": "https://foobar.com", "Access-Control-Request-Method": "GET"}, http.StatusNoContent,
+			map[string]string{"Access-Control-Allow-Origin": "", "Access-Control-Allow-Methods": ""}},
+		{"simple request", strict, http.MethodGet, map[string]string{"Origin": "https://www.bar.com"}, 0,
+			map[string]string{"Access-Control-Allow-Origin": "https://www.bar.com", "Access-Control-Allow-Credentials": "true", "Access-Control-Allow-Methods": ""}},
+		{"OPTIONS without a request method is no preflight", strict, http.MethodOptions, map[string]string{"Origin": "https://www.foo.com"}, 0,
+			map[string]string{"Access-Control-Allow-Origin": "https://www.foo.com"}},
+		{"no origin", wild, http.MethodGet, nil, 0, map[string]string{"Access-Control-Allow-Origin": ""}},
+		{"any origin echoed, methods and headers echoed", wild, http.MethodOptions,
+			map[string]string{"Origin": "https://foobar.com:12345", "Access-Control-Request-Method": "PUT", "Access-Control-Request-Headers": "x-a, x-b"},
+			http.StatusNoContent, map[string]string{"Access-Control-Allow-Origin": "https://foobar.com:12345", "Access-Control-Allow-Methods": "PUT",
+				"Access-Control-Allow-Headers": "x-a, x-b", "Access-Control-Allow-Credentials": "", "Access-Control-Max-Age": "5"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			h := http.Header{}
+			for k, v := range tt.fields {
+				h.Set(k, v)
+			}
+			x := decide(corsListener(tt.cors, false), &testHead{method: tt.method, host: "cors.test", path: "/api", header: h}, nil)
+			if x.Reply.Status != tt.status {
+				t.Fatalf("status %d (%s), want %d", x.Reply.Status, x.Reply.Reason, tt.status)
+			}
+			for name, want := range tt.want {
+				if got := editedValues(&x.Resp, name); got != want {
+					t.Errorf("%s = %q, want %q", name, got, want)
+				}
+			}
+		})
+	}
+}

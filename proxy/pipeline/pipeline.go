@@ -219,6 +219,9 @@ func compileRoute(rt *route.Route, k *kept) []Policy {
 	if m, ok := newMirror(rt); ok {
 		pols = append(pols, m)
 	}
+	if m, ok := newBackendMirror(rt); ok {
+		pols = append(pols, m)
+	}
 	if len(pols) == 1 && ssl.mode == route.SSLRedirectDefault {
 		return nil
 	}

@@ -13,6 +13,7 @@ type settings struct {
 	read, idle, send time.Duration // zero: the default
 	retries          int
 	retryTimeout     time.Duration
+	request, attempt time.Duration // zero: none
 }
 
 // routeSettings returns the settings policy of rt, if it changes any
@@ -23,8 +24,8 @@ func routeSettings(rt *route.Route) (settings, bool) {
 		return settings{}, false
 	}
 	s := settings{read: time.Duration(p.ReadTimeout), idle: time.Duration(p.IdleTimeout), send: time.Duration(p.SendTimeout), retries: p.RetryBudget(),
-		retryTimeout: time.Duration(p.RetryTimeout)}
-	return s, s.read > 0 || s.idle > 0 || s.send > 0 || s.retries != route.DefaultRetries || s.retryTimeout > 0
+		retryTimeout: time.Duration(p.RetryTimeout), request: time.Duration(p.RequestTimeout), attempt: time.Duration(p.AttemptTimeout)}
+	return s, s.read > 0 || s.idle > 0 || s.send > 0 || s.retries != route.DefaultRetries || s.retryTimeout > 0 || s.request > 0 || s.attempt > 0
 }
 
 func (s settings) Request(x *Exchange) {
@@ -35,4 +36,8 @@ func (s settings) Request(x *Exchange) {
 	x.Settings.SendTimeout = s.send
 	x.Settings.Retries = s.retries
 	x.Settings.RetryTimeout = s.retryTimeout
+	if s.request > 0 {
+		x.Settings.Deadline = time.Now().Add(s.request)
+	}
+	x.Settings.AttemptTimeout = s.attempt
 }

@@ -38,7 +38,7 @@ func (r *Route) CanaryBackend() *Backend {
 		return nil
 	}
 	for i := len(r.Backends) - 1; i > 0; i-- {
-		if !r.Backends[i].ErrorPage {
+		if !r.Backends[i].ErrorPage && r.Backends[i].Mirror == nil {
 			return r.Backends[i].Backend
 		}
 	}

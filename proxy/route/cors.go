@@ -26,4 +26,13 @@ type CORS struct {
 	AllowCredentials bool `json:"allowCredentials,omitempty"`
 	// MaxAge is Access-Control-Max-Age, in seconds.
 	MaxAge int `json:"maxAge"`
+	// Gateway selects the Gateway API's semantics (an HTTPRoute's CORS
+	// filter) instead of ingress-nginx's: an Origin matches an allowed
+	// origin as a whole, where a '*' host label stands for one or more
+	// labels and "*" alone for any origin; Access-Control-Allow-Origin
+	// echoes the request's Origin; an AllowMethods or AllowHeaders of
+	// "*" echoes what the preflight asks for; only an OPTIONS request
+	// with Access-Control-Request-Method is a preflight; a request
+	// without an Origin gets no CORS fields. AnyOrigin is not used.
+	Gateway bool `json:"gateway,omitempty"`
 }

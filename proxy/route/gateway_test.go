@@ -91,3 +91,65 @@ func TestListenerTables(t *testing.T) {
 		t.Error("Listener does not find the listener's table by its address alone")
 	}
 }
+
+// TestSectionLookup: a table with Sections (a Gateway port's) decides a
+// request from the section of the most specific listener hostname its
+// Host matches alone, as the listeners of a Gateway are isolated from
+// each other, even where a route of another listener names the host;
+// within a section, hosts fall back as in any table.
+func TestSectionLookup(t *testing.T) {
+	be := &Backend{Key: "ns/a:80", Endpoints: []Endpoint{{Address: "192.0.2.1:80"}}}
+	route := func(path string) *Route {
+		return &Route{Match: Match{PathType: PathPrefix, Path: path}, Backends: Single(be), Source: Source{Name: path[1:]}}
+	}
+	// Every section's route names all four hosts, as the conformance
+	// suite's "intersecting hostnames" routes do.
+	section := func(listener, hostname, path string) *Section {
+		var vhs []*VirtualHost
+		for _, h := range []string{"bar.com", "*.example.com", "*.foo.example.com", "abc.foo.example.com"} {
+			vh := NewVirtualHost(h, []*Route{route(path)})
+			vh.AnyDepth = true
+			vhs = append(vhs, vh)
+		}
+		if hostname == "" {
+			vhs = append(vhs, NewVirtualHost("", []*Route{route("/any")}))
+		}
+		return &Section{Listener: listener, Hostname: hostname, Table: NewTable(vhs, nil)}
+	}
+	tbl := Empty()
+	tbl.Sections = []*Section{
+		section("abc", "abc.foo.example.com", "/abc"),
+		section("empty", "", "/empty"),
+		section("foo", "*.foo.example.com", "/foo"),
+		section("wildcard", "*.example.com", "/wildcard"),
+	}
+	patched := tbl.WithBackends(map[*Backend]*Backend{be: {Key: be.Key, Endpoints: []Endpoint{{Address: "192.0.2.2:80"}}}})
+	for _, tc := range []struct{ host, path, want string }{
+		{"bar.com", "/empty", "empty"},
+		{"bar.com", "/any", "any"}, // the section's hostless route
+		{"bar.com", "/wildcard", ""},
+		{"bar.example.com", "/wildcard", "wildcard"},
+		{"bar.example.com", "/empty", ""},
+		{"bar.example.com", "/any", ""},
+		{"bar.foo.example.com", "/foo", "foo"},
+		{"x.bar.foo.example.com", "/foo", "foo"},
+		{"bar.foo.example.com", "/wildcard", ""},
+		{"bar.foo.example.com", "/empty", ""},
+		{"abc.foo.example.com", "/abc", "abc"},
+		{"abc.foo.example.com", "/foo", ""},
+		{"ABC.foo.example.com:80", "/abc", "abc"},
+	} {
+		for name, tb := range map[string]*Table{"built": tbl, "patched": patched} {
+			got := ""
+			if r := tb.Lookup(tc.host, tc.path, nil); r != nil {
+				got = r.Source.Name
+			}
+			if got != tc.want {
+				t.Errorf("%s: %s%s routed to %q, want %q", name, tc.host, tc.path, got, tc.want)
+			}
+		}
+	}
+	if n := len(patched.Backends()); n != 1 || patched.Backends()[0].Endpoints[0].Address != "192.0.2.2:80" {
+		t.Errorf("patched table's backends %v, want the replacement only", patched.Backends())
+	}
+}

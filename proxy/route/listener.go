@@ -41,14 +41,67 @@ func (t *Table) Listener(address string) *Table {
 	return nil
 }
 
-// tables yields t, then the table of each of its listeners.
+// tables yields t, then the table of each of its listeners, and the
+// tables of the sections of each.
 func (t *Table) tables(yield func(*Table) bool) {
+	t.walk(yield)
+}
+
+func (t *Table) walk(yield func(*Table) bool) bool {
 	if !yield(t) {
-		return
+		return false
 	}
-	for _, l := range t.Listeners {
-		if l.Table != nil && !yield(l.Table) {
-			return
+	for _, s := range t.Sections {
+		if s.Table != nil && !s.Table.walk(yield) {
+			return false
 		}
 	}
+	for _, l := range t.Listeners {
+		if l.Table != nil && !l.Table.walk(yield) {
+			return false
+		}
+	}
+	return true
+}
+
+// Section is one Gateway listener of a port's table (Table.Sections):
+// the requests whose Host selects it are decided from its Table alone,
+// so that the listeners of a port are isolated from each other
+// (GatewayHTTPListenerIsolation). A Host selects the section of the
+// listener hostname it is, else of the most specific wildcard that
+// covers it (at any depth), else the section without a hostname.
+type Section struct {
+	// Listener is the Gateway listener's name.
+	Listener string `json:"listener"`
+	// Hostname is the listener's, "*.example.com" for a wildcard, ""
+	// for none.
+	Hostname string `json:"hostname,omitempty"`
+	// Table holds the routes attached to the listener.
+	Table *Table `json:"table"`
+}
+
+// Section returns the section of t a request for host is decided from,
+// nil when t has none or none matches.
+func (t *Table) Section(host string) *Section {
+	if len(t.Sections) == 0 {
+		return nil
+	}
+	h := NormalizeHost(host)
+	var best, any *Section
+	for _, s := range t.Sections {
+		switch {
+		case s.Hostname == h:
+			return s
+		case s.Hostname == "":
+			any = s
+		case strings.HasPrefix(s.Hostname, "*.") && strings.HasSuffix(h, s.Hostname[1:]) && len(h) > len(s.Hostname)-1:
+			if best == nil || len(s.Hostname) > len(best.Hostname) {
+				best = s
+			}
+		}
+	}
+	if best != nil {
+		return best
+	}
+	return any
 }

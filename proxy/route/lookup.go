@@ -18,9 +18,16 @@ import (
 // "a.example.com", never for "b.a.example.com"), then the catch-all host
 // that rules without a host form. The first of them with a matching path
 // serves the request; the table's default route serves what none matches.
+// A table with Sections looks in the section the host selects only.
 // In the common case (a lower-case host, a clean path) Lookup does not
 // allocate.
 func (t *Table) Lookup(host, reqPath string, req Request) *Route {
+	if len(t.Sections) > 0 {
+		if s := t.Section(host); s != nil {
+			return s.Table.Lookup(host, reqPath, req)
+		}
+		return t.Default
+	}
 	host = NormalizeHost(host)
 	reqPath = cleanPath(reqPath)
 	if vh := t.exact[host]; vh != nil {
@@ -51,6 +58,12 @@ func (t *Table) Lookup(host, reqPath string, req Request) *Route {
 // Host returns the virtual host a request for host would be matched
 // against first (exact, then wildcard, then catch-all), or nil.
 func (t *Table) Host(host string) *VirtualHost {
+	if len(t.Sections) > 0 {
+		if s := t.Section(host); s != nil {
+			return s.Table.Host(host)
+		}
+		return nil
+	}
 	host = NormalizeHost(host)
 	if vh := t.exact[host]; vh != nil {
 		return vh

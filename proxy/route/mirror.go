@@ -13,3 +13,10 @@ type Mirror struct {
 	// on by default).
 	Body bool `json:"body,omitempty"`
 }
+
+// MirrorShare is the share of a route's requests a mirror backend
+// (WeightedBackend.Mirror) gets a copy of: Numerator in Denominator.
+type MirrorShare struct {
+	Numerator   int32 `json:"numerator"`
+	Denominator int32 `json:"denominator"`
+}

@@ -93,6 +93,14 @@ func (t *Table) withBackends(replace map[*Backend]*Backend, record *Patch) *Tabl
 		}
 		out.VirtualHosts[i] = nvh
 	}
+	if len(t.Sections) > 0 {
+		out.Sections = make([]*Section, len(t.Sections))
+		for i, s := range t.Sections {
+			ns := *s
+			ns.Table = s.Table.withBackends(replace, record)
+			out.Sections[i] = &ns
+		}
+	}
 	if len(t.Listeners) > 0 {
 		out.Listeners = make([]*Listener, len(t.Listeners))
 		for i, l := range t.Listeners {

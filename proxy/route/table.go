@@ -171,6 +171,10 @@ type WeightedBackend struct {
 	// ErrorPage marks the route's error backend (errors.go), which has
 	// weight 0.
 	ErrorPage bool `json:"errorPage,omitempty"`
+	// Mirror marks a backend that gets copies of the route's requests (a
+	// Gateway API RequestMirror filter), weight 0, for the share of them
+	// it gives.
+	Mirror *MirrorShare `json:"mirror,omitempty"`
 	// RequestHeaders and ResponseHeaders are edits made only when a
 	// request goes to this backend (a Gateway API backendRef's filters),
 	// after the route's own.
@@ -216,6 +220,14 @@ type Policy struct {
 	// (proxy-send-timeout: the gap between two writes, not the total);
 	// zero: ReadTimeout's.
 	SendTimeout Duration `json:"sendTimeout,omitempty"`
+	// RequestTimeout, when not zero, bounds the whole exchange from the
+	// moment it is decided (an HTTPRoute's timeouts.request): no
+	// response head by then answers 504, no attempt starts after it, and
+	// a response still being relayed is cut.
+	RequestTimeout Duration `json:"requestTimeout,omitempty"`
+	// AttemptTimeout, when not zero, bounds each attempt, from its start
+	// to the end of its response, likewise (timeouts.backendRequest).
+	AttemptTimeout Duration `json:"attemptTimeout,omitempty"`
 	// MaxBodySize is the largest request body, in bytes, sent to the
 	// backend; a larger one answers 413. Zero means no limit.
 	MaxBodySize int64 `json:"maxBodySize,omitempty"`
@@ -451,6 +463,12 @@ type Table struct {
 	// sorted by address (see WithListeners); each is served from its own
 	// table, not from this one.
 	Listeners []*Listener `json:"listeners,omitempty"`
+	// Sections, when there are any (the table of a Gateway's port,
+	// --gateway-addresses), split the table by Gateway listener: a
+	// request is decided from the section its Host selects alone (see
+	// Section), and the table's own virtual hosts are not used. TLS hosts
+	// and the default certificate stay the table's.
+	Sections []*Section `json:"sections,omitempty"`
 
 	exact       map[string]*VirtualHost // by lower-case host
 	wildcard    map[string]*VirtualHost // by the suffix after "*."

@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"context"
 	"time"
 
 	"go.uber.org/zap"
@@ -203,6 +204,15 @@ func (c *Cluster) IdleTimedOut(be *route.Backend, addr string, d time.Duration) 
 	c.metrics.UpstreamError(ErrIdleTimeout{})
 	if ce := c.log.Check(zap.WarnLevel, "upstream idle timeout, response cut"); ce != nil {
 		ce.Write(zap.String("backend", be.Key), zap.String("upstream", addr), zap.Duration("idle_timeout", d))
+	}
+}
+
+// DeadlinePassed logs a response cut because the route's request or
+// attempt timeout passed while it was relayed.
+func (c *Cluster) DeadlinePassed(be *route.Backend, addr string) {
+	c.metrics.UpstreamError(context.DeadlineExceeded)
+	if ce := c.log.Check(zap.WarnLevel, "route timeout passed while the response was relayed, response cut"); ce != nil {
+		ce.Write(zap.String("backend", be.Key), zap.String("upstream", addr))
 	}
 }
 

@@ -23,6 +23,9 @@ type Conn struct {
 	ReadIdle time.Duration
 	// WriteIdle, when not zero, bounds each write.
 	WriteIdle time.Duration
+	// Until, when not zero, is a deadline no read goes past, ReadIdle or
+	// not (a route's request or attempt timeout).
+	Until time.Time
 
 	c      net.Conn
 	rerr   error
@@ -82,7 +85,11 @@ type connSide struct{ u *Conn }
 func (s connSide) Read(p []byte) (int, error) {
 	u := s.u
 	if u.ReadIdle > 0 {
-		_ = u.c.SetReadDeadline(time.Now().Add(u.ReadIdle))
+		d := time.Now().Add(u.ReadIdle)
+		if !u.Until.IsZero() && u.Until.Before(d) {
+			d = u.Until
+		}
+		_ = u.c.SetReadDeadline(d)
 	}
 	n, err := u.c.Read(p)
 	if err != nil && u.rerr == nil {

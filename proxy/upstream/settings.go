@@ -45,7 +45,29 @@ type Settings struct {
 	// MaxBodySize is the largest request body sent on; a larger one
 	// answers 413. Zero means no limit.
 	MaxBodySize int64
+	// Deadline, when not zero, ends the exchange: no response head by
+	// then is a timeout (504), no attempt starts after it, and a response
+	// being relayed is cut.
+	Deadline time.Time
+	// AttemptTimeout, when not zero, bounds each attempt from its start
+	// to the end of its response, as Deadline bounds the exchange.
+	AttemptTimeout time.Duration
 }
+
+// AttemptEnd returns when an attempt that starts at start must be over:
+// the earlier of its AttemptTimeout and the Deadline; zero for never.
+func (s *Settings) AttemptEnd(start time.Time) time.Time {
+	end := s.Deadline
+	if s.AttemptTimeout > 0 {
+		if a := start.Add(s.AttemptTimeout); end.IsZero() || a.Before(end) {
+			end = a
+		}
+	}
+	return end
+}
+
+// Expired reports whether the Deadline has passed: no attempt may start.
+func (s *Settings) Expired() bool { return !s.Deadline.IsZero() && !time.Now().Before(s.Deadline) }
 
 // Defaults returns the settings of a route that sets none: the proxy's
 // timeouts, route.DefaultRetries, no idle timeout and no body limit.

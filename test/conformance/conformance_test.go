@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/utils/ptr"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	"sigs.k8s.io/gateway-api/conformance"
 	confv1 "sigs.k8s.io/gateway-api/conformance/apis/v1"
 	"sigs.k8s.io/gateway-api/conformance/utils/suite"
@@ -194,6 +196,11 @@ func TestConformance(t *testing.T) {
 	opts.TimeoutConfig.GatewayMustHaveAddress = 60 * time.Second
 	opts.TimeoutConfig.GatewayMustHaveCondition = 60 * time.Second
 	opts.TimeoutConfig.NamespacesMustBeReady = 120 * time.Second
+	// GatewayStaticAddresses asks for one address of the pool
+	// (--gateway-addresses, run.sh) and one outside it.
+	ip := ptr.To(gatewayv1.IPAddressType)
+	opts.UsableNetworkAddresses = []gatewayv1.GatewaySpecAddress{{Type: ip, Value: "203.0.113.250"}}
+	opts.UnusableNetworkAddresses = []gatewayv1.GatewaySpecAddress{{Type: ip, Value: "198.18.0.1"}}
 	conformance.RunConformanceWithOptions(t, opts)
 }
 
