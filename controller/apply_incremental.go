@@ -53,6 +53,7 @@ func remember(s Snapshot, table *route.Table, problems []Problem, at time.Time) 
 	rememberObjects(l, s.Gateways)
 	rememberObjects(l, s.HTTPRoutes)
 	rememberObjects(l, s.GRPCRoutes)
+	rememberObjects(l, s.BackendTLSPolicies)
 	rememberObjects(l, s.ReferenceGrants)
 	for _, o := range s.EndpointSlices {
 		if k, ok := sliceService(o); ok {
@@ -64,13 +65,13 @@ func remember(s Snapshot, table *route.Table, problems []Problem, at time.Time) 
 
 // objectKinds is how many kinds of objects a Snapshot holds besides
 // EndpointSlices.
-const objectKinds = 11
+const objectKinds = 12
 
 // objectCounts returns how many objects of each kind but EndpointSlices
 // s holds, in Snapshot order.
 func objectCounts(s Snapshot) [objectKinds]int {
 	return [objectKinds]int{len(s.Ingresses), len(s.IngressClasses), len(s.Services), len(s.Secrets), len(s.ConfigMaps),
-		len(s.Namespaces), len(s.GatewayClasses), len(s.Gateways), len(s.HTTPRoutes), len(s.GRPCRoutes), len(s.ReferenceGrants)}
+		len(s.Namespaces), len(s.GatewayClasses), len(s.Gateways), len(s.HTTPRoutes), len(s.GRPCRoutes), len(s.ReferenceGrants), len(s.BackendTLSPolicies)}
 }
 
 // total returns the sum of counts.
@@ -116,7 +117,7 @@ func (l *lastBuild) endpointChanges(s Snapshot, now time.Time) (changed map[type
 	l.check++
 	if !sameObjects(l, s.Ingresses) || !sameObjects(l, s.IngressClasses) || !sameObjects(l, s.Services) || !sameObjects(l, s.Secrets) ||
 		!sameObjects(l, s.ConfigMaps) || !sameObjects(l, s.Namespaces) || !sameObjects(l, s.GatewayClasses) || !sameObjects(l, s.Gateways) ||
-		!sameObjects(l, s.HTTPRoutes) || !sameObjects(l, s.GRPCRoutes) || !sameObjects(l, s.ReferenceGrants) {
+		!sameObjects(l, s.HTTPRoutes) || !sameObjects(l, s.GRPCRoutes) || !sameObjects(l, s.ReferenceGrants) || !sameObjects(l, s.BackendTLSPolicies) {
 		return nil, false
 	}
 	// A slice not remembered is new or changed; a remembered one not seen

@@ -99,6 +99,8 @@ func goldenSnapshot(data []byte, strict bool) (Snapshot, error) {
 			snap.HTTPRoutes = append(snap.HTTPRoutes, o)
 		case *gatewayv1.GRPCRoute:
 			snap.GRPCRoutes = append(snap.GRPCRoutes, o)
+		case *gatewayv1.BackendTLSPolicy:
+			snap.BackendTLSPolicies = append(snap.BackendTLSPolicies, o)
 		case *gatewayv1.ReferenceGrant:
 			snap.ReferenceGrants = append(snap.ReferenceGrants, o)
 		default:
@@ -178,7 +180,7 @@ func TestBuildGolden(t *testing.T) {
 			}
 			checkGolden(t, filepath.Join("testdata", name, "want.yaml"), table)
 			checkGolden(t, filepath.Join("testdata", name, "problems.yaml"), probs)
-			if len(snap.GatewayClasses)+len(snap.Gateways)+len(snap.HTTPRoutes)+len(snap.GRPCRoutes) > 0 {
+			if len(snap.GatewayClasses)+len(snap.Gateways)+len(snap.HTTPRoutes)+len(snap.GRPCRoutes)+len(snap.BackendTLSPolicies) > 0 {
 				// The Gateway API cases also pin the status to write.
 				checkGolden(t, filepath.Join("testdata", name, "status.yaml"), goldenYAML(status))
 			}
@@ -224,18 +226,19 @@ func checkGolden(t *testing.T, path string, got []byte) {
 // copySnapshot deep-copies every object of s.
 func copySnapshot(s Snapshot) Snapshot {
 	return Snapshot{
-		Ingresses:       deepCopyAll(s.Ingresses, (*networkingv1.Ingress).DeepCopy),
-		IngressClasses:  deepCopyAll(s.IngressClasses, (*networkingv1.IngressClass).DeepCopy),
-		Services:        deepCopyAll(s.Services, (*corev1.Service).DeepCopy),
-		EndpointSlices:  deepCopyAll(s.EndpointSlices, (*discoveryv1.EndpointSlice).DeepCopy),
-		Secrets:         deepCopyAll(s.Secrets, (*corev1.Secret).DeepCopy),
-		ConfigMaps:      deepCopyAll(s.ConfigMaps, (*corev1.ConfigMap).DeepCopy),
-		Namespaces:      deepCopyAll(s.Namespaces, (*corev1.Namespace).DeepCopy),
-		GatewayClasses:  deepCopyAll(s.GatewayClasses, (*gatewayv1.GatewayClass).DeepCopy),
-		Gateways:        deepCopyAll(s.Gateways, (*gatewayv1.Gateway).DeepCopy),
-		HTTPRoutes:      deepCopyAll(s.HTTPRoutes, (*gatewayv1.HTTPRoute).DeepCopy),
-		GRPCRoutes:      deepCopyAll(s.GRPCRoutes, (*gatewayv1.GRPCRoute).DeepCopy),
-		ReferenceGrants: deepCopyAll(s.ReferenceGrants, (*gatewayv1.ReferenceGrant).DeepCopy),
+		Ingresses:          deepCopyAll(s.Ingresses, (*networkingv1.Ingress).DeepCopy),
+		IngressClasses:     deepCopyAll(s.IngressClasses, (*networkingv1.IngressClass).DeepCopy),
+		Services:           deepCopyAll(s.Services, (*corev1.Service).DeepCopy),
+		EndpointSlices:     deepCopyAll(s.EndpointSlices, (*discoveryv1.EndpointSlice).DeepCopy),
+		Secrets:            deepCopyAll(s.Secrets, (*corev1.Secret).DeepCopy),
+		ConfigMaps:         deepCopyAll(s.ConfigMaps, (*corev1.ConfigMap).DeepCopy),
+		Namespaces:         deepCopyAll(s.Namespaces, (*corev1.Namespace).DeepCopy),
+		GatewayClasses:     deepCopyAll(s.GatewayClasses, (*gatewayv1.GatewayClass).DeepCopy),
+		Gateways:           deepCopyAll(s.Gateways, (*gatewayv1.Gateway).DeepCopy),
+		HTTPRoutes:         deepCopyAll(s.HTTPRoutes, (*gatewayv1.HTTPRoute).DeepCopy),
+		GRPCRoutes:         deepCopyAll(s.GRPCRoutes, (*gatewayv1.GRPCRoute).DeepCopy),
+		BackendTLSPolicies: deepCopyAll(s.BackendTLSPolicies, (*gatewayv1.BackendTLSPolicy).DeepCopy),
+		ReferenceGrants:    deepCopyAll(s.ReferenceGrants, (*gatewayv1.ReferenceGrant).DeepCopy),
 	}
 }
 
@@ -254,24 +257,26 @@ func deepCopyAll[T any](in []*T, deepCopy func(*T) *T) []*T {
 func shuffleSnapshot(s Snapshot, seed uint64) Snapshot {
 	r := rand.New(rand.NewPCG(seed, 0x9057e5))
 	c := Snapshot{
-		Ingresses:       slices.Clone(s.Ingresses),
-		IngressClasses:  slices.Clone(s.IngressClasses),
-		Services:        slices.Clone(s.Services),
-		EndpointSlices:  slices.Clone(s.EndpointSlices),
-		Secrets:         slices.Clone(s.Secrets),
-		ConfigMaps:      slices.Clone(s.ConfigMaps),
-		Namespaces:      slices.Clone(s.Namespaces),
-		GatewayClasses:  slices.Clone(s.GatewayClasses),
-		Gateways:        slices.Clone(s.Gateways),
-		HTTPRoutes:      slices.Clone(s.HTTPRoutes),
-		GRPCRoutes:      slices.Clone(s.GRPCRoutes),
-		ReferenceGrants: slices.Clone(s.ReferenceGrants),
+		Ingresses:          slices.Clone(s.Ingresses),
+		IngressClasses:     slices.Clone(s.IngressClasses),
+		Services:           slices.Clone(s.Services),
+		EndpointSlices:     slices.Clone(s.EndpointSlices),
+		Secrets:            slices.Clone(s.Secrets),
+		ConfigMaps:         slices.Clone(s.ConfigMaps),
+		Namespaces:         slices.Clone(s.Namespaces),
+		GatewayClasses:     slices.Clone(s.GatewayClasses),
+		Gateways:           slices.Clone(s.Gateways),
+		HTTPRoutes:         slices.Clone(s.HTTPRoutes),
+		GRPCRoutes:         slices.Clone(s.GRPCRoutes),
+		BackendTLSPolicies: slices.Clone(s.BackendTLSPolicies),
+		ReferenceGrants:    slices.Clone(s.ReferenceGrants),
 	}
 	if seed == 0 {
 		slices.Reverse(c.GatewayClasses)
 		slices.Reverse(c.Gateways)
 		slices.Reverse(c.HTTPRoutes)
 		slices.Reverse(c.GRPCRoutes)
+		slices.Reverse(c.BackendTLSPolicies)
 		slices.Reverse(c.ReferenceGrants)
 		slices.Reverse(c.Ingresses)
 		slices.Reverse(c.IngressClasses)
@@ -289,6 +294,9 @@ func shuffleSnapshot(s Snapshot, seed uint64) Snapshot {
 	r.Shuffle(len(c.Gateways), func(i, j int) { c.Gateways[i], c.Gateways[j] = c.Gateways[j], c.Gateways[i] })
 	r.Shuffle(len(c.HTTPRoutes), func(i, j int) { c.HTTPRoutes[i], c.HTTPRoutes[j] = c.HTTPRoutes[j], c.HTTPRoutes[i] })
 	r.Shuffle(len(c.GRPCRoutes), func(i, j int) { c.GRPCRoutes[i], c.GRPCRoutes[j] = c.GRPCRoutes[j], c.GRPCRoutes[i] })
+	r.Shuffle(len(c.BackendTLSPolicies), func(i, j int) {
+		c.BackendTLSPolicies[i], c.BackendTLSPolicies[j] = c.BackendTLSPolicies[j], c.BackendTLSPolicies[i]
+	})
 	r.Shuffle(len(c.ReferenceGrants), func(i, j int) {
 		c.ReferenceGrants[i], c.ReferenceGrants[j] = c.ReferenceGrants[j], c.ReferenceGrants[i]
 	})

@@ -205,7 +205,7 @@ func (s *ClusterSource) handle(inf cache.SharedIndexInformer) (cache.InformerSyn
 // same generation, labels and annotations mean a change of status only.
 func statusOnly(obj any, o, n metav1.Object) bool {
 	switch obj.(type) {
-	case *networkingv1.Ingress, *gatewayv1.GatewayClass, *gatewayv1.Gateway, *gatewayv1.HTTPRoute, *gatewayv1.GRPCRoute:
+	case *networkingv1.Ingress, *gatewayv1.GatewayClass, *gatewayv1.Gateway, *gatewayv1.HTTPRoute, *gatewayv1.GRPCRoute, *gatewayv1.BackendTLSPolicy:
 	default:
 		return false
 	}

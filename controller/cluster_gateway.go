@@ -35,19 +35,20 @@ const DefaultGatewayDiscoveryEvery = 10 * time.Second
 const gatewaySyncPatience = 30 * time.Second
 
 // The resources of gateway.networking.k8s.io/v1 Postern watches; the
-// first three must be served, ReferenceGrants and GRPCRoutes are watched
-// when they are.
+// first three must be served, ReferenceGrants, GRPCRoutes and
+// BackendTLSPolicies are watched when they are.
 const (
 	gatewayClassesResource  = "gatewayclasses"
 	gatewaysResource        = "gateways"
 	httpRoutesResource      = "httproutes"
 	grpcRoutesResource      = "grpcroutes"
+	backendTLSResource      = "backendtlspolicies"
 	referenceGrantsResource = "referencegrants"
 )
 
 // gatewayOptional are the Gateway API resources watched only when served.
 type gatewayOptional struct {
-	grants, grpcRoutes bool
+	grants, grpcRoutes, backendTLS bool
 }
 
 // gatewayWatch is the part of a ClusterSource that watches the Gateway
@@ -60,6 +61,7 @@ type gatewayWatch struct {
 	gateways   []cache.GenericLister
 	httpRoutes []cache.GenericLister
 	grpcRoutes []cache.GenericLister
+	backendTLS []cache.GenericLister
 	grants     []cache.GenericLister
 	namespaces []cache.GenericLister
 	synced     []cache.InformerSynced
@@ -90,7 +92,7 @@ func (s *ClusterSource) gatewayServed(ctx context.Context) (ok bool, opt gateway
 			missing = append(missing, r)
 		}
 	}
-	opt = gatewayOptional{grants: served[referenceGrantsResource], grpcRoutes: served[grpcRoutesResource]}
+	opt = gatewayOptional{grants: served[referenceGrantsResource], grpcRoutes: served[grpcRoutesResource], backendTLS: served[backendTLSResource]}
 	return len(missing) == 0, opt, missing, nil
 }
 
@@ -136,6 +138,12 @@ func (s *ClusterSource) newGatewayWatch(opt gatewayOptional) (*gatewayWatch, err
 		if opt.grpcRoutes {
 			gi, err = f.ForResource(of(grpcRoutesResource))
 			if err := add(gi, err, &w.grpcRoutes); err != nil {
+				return nil, err
+			}
+		}
+		if opt.backendTLS {
+			gi, err = f.ForResource(of(backendTLSResource))
+			if err := add(gi, err, &w.backendTLS); err != nil {
 				return nil, err
 			}
 		}
@@ -228,7 +236,7 @@ func (s *ClusterSource) discoverGateway(ctx context.Context, every time.Duration
 		}
 		w.start(ctx.Done())
 		defer w.shutdown()
-		s.logger.Info("the Gateway API CRDs are installed now; watching them", zap.Bool("reference_grants", opt.grants), zap.Bool("grpc_routes", opt.grpcRoutes))
+		s.logger.Info("the Gateway API CRDs are installed now; watching them", zap.Bool("reference_grants", opt.grants), zap.Bool("grpc_routes", opt.grpcRoutes), zap.Bool("backend_tls_policies", opt.backendTLS))
 		for waited := time.Duration(0); ; waited += gatewaySyncPatience {
 			wait, cancel := context.WithTimeout(ctx, gatewaySyncPatience)
 			done := cache.WaitForCacheSync(wait.Done(), w.synced...)
@@ -239,7 +247,7 @@ func (s *ClusterSource) discoverGateway(ctx context.Context, every time.Duration
 			if ctx.Err() != nil {
 				return
 			}
-			s.logger.Error("the Gateway API informers have not synced yet; Gateways and HTTPRoutes are not served until they do (does Postern's role allow list and watch on gatewayclasses, gateways, httproutes, grpcroutes, referencegrants and namespaces?)",
+			s.logger.Error("the Gateway API informers have not synced yet; Gateways and HTTPRoutes are not served until they do (does Postern's role allow list and watch on gatewayclasses, gateways, httproutes, grpcroutes, referencegrants, backendtlspolicies and namespaces?)",
 				zap.Duration("waited", waited+gatewaySyncPatience))
 		}
 		s.gateway.Store(w)
@@ -262,6 +270,9 @@ func (w *gatewayWatch) snapshot(snap *Snapshot) error {
 		return err
 	}
 	if snap.GRPCRoutes, err = listAll[*gatewayv1.GRPCRoute](w.grpcRoutes); err != nil {
+		return err
+	}
+	if snap.BackendTLSPolicies, err = listAll[*gatewayv1.BackendTLSPolicy](w.backendTLS); err != nil {
 		return err
 	}
 	if snap.ReferenceGrants, err = listAll[*gatewayv1.ReferenceGrant](w.grants); err != nil {

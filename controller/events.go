@@ -109,6 +109,9 @@ func objectRefs(s Snapshot) map[objKey]*corev1.ObjectReference {
 	for _, o := range s.GRPCRoutes {
 		add(grpcRouteKind, gv, o.Namespace, o.Name, o.UID, o.ResourceVersion)
 	}
+	for _, o := range s.BackendTLSPolicies {
+		add(backendTLSPolicyKind, gv, o.Namespace, o.Name, o.UID, o.ResourceVersion)
+	}
 	return refs
 }
 

@@ -37,11 +37,12 @@ const DefaultGatewayControllerName = "postern.dev/gateway-controller"
 
 // The kinds and group of the Gateway API.
 const (
-	gatewayGroup       = gatewayv1.GroupName
-	gatewayKind        = "Gateway"
-	httpRouteKind      = "HTTPRoute"
-	grpcRouteKind      = "GRPCRoute"
-	referenceGrantKind = "ReferenceGrant"
+	gatewayGroup         = gatewayv1.GroupName
+	gatewayKind          = "Gateway"
+	httpRouteKind        = "HTTPRoute"
+	grpcRouteKind        = "GRPCRoute"
+	backendTLSPolicyKind = "BackendTLSPolicy"
+	referenceGrantKind   = "ReferenceGrant"
 )
 
 // The ports of Postern's own listeners a Gateway's listeners are served
@@ -60,6 +61,16 @@ type GatewayAPIStatus struct {
 	Gateways   []GatewayResult `json:"gateways,omitempty"`
 	HTTPRoutes []RouteResult   `json:"httpRoutes,omitempty"`
 	GRPCRoutes []RouteResult   `json:"grpcRoutes,omitempty"`
+	// BackendTLSPolicies are the policies that apply to a backend of a
+	// route of ours, with an ancestor status per Gateway of ours.
+	BackendTLSPolicies []PolicyResult `json:"backendTLSPolicies,omitempty"`
+}
+
+// PolicyResult is the status of one policy: its ancestors of ours.
+type PolicyResult struct {
+	Namespace string                           `json:"namespace"`
+	Name      string                           `json:"name"`
+	Ancestors []gatewayv1.PolicyAncestorStatus `json:"ancestors"`
 }
 
 // ClassResult is the status of one GatewayClass.
@@ -116,6 +127,7 @@ var (
 		"GRPCRouteNamedRouteRule", "HTTPRouteBackendRequestHeaderModification", "HTTPRouteCORS",
 		"HTTPRouteRequestTimeout", "HTTPRouteBackendTimeout",
 		"HTTPRouteRequestMirror", "HTTPRouteRequestMultipleMirrors", "HTTPRouteRequestPercentageMirror",
+		"BackendTLSPolicy", "BackendTLSPolicySANValidation",
 	)
 	pooledFeatures = featureList(append(featureNames(sharedFeatures),
 		"GatewayPort8080", "GatewayAddressEmpty", "HTTPRouteDestinationPortMatching",
@@ -203,6 +215,13 @@ type gatewayTranslation struct {
 	nsLabels map[string]labels.Set
 	gateways map[types.NamespacedName]*gatewayState
 	status   *GatewayAPIStatus
+	// The BackendTLSPolicies (gateway_backendtls.go): all of them, oldest
+	// first; the one holding each target; the Gateways with a route to
+	// each Service; the Services the route being translated uses.
+	btlsAll   []*backendTLSState
+	btls      map[backendTLSTarget]*backendTLSState
+	btlsUsers map[types.NamespacedName][]*gatewayState
+	services  []types.NamespacedName
 }
 
 // addGateways translates the Gateway API objects of snap and returns
@@ -250,6 +269,7 @@ func addGateways(b *builder, snap Snapshot, opts Options) *GatewayAPIStatus {
 	for _, gs := range gws {
 		t.gateway(gs)
 	}
+	t.backendTLSPolicies(&snap)
 	// Routes attach oldest first, whatever their kind: the older of an
 	// HTTPRoute and a GRPCRoute keeps a hostname both ask a listener for.
 	type pending struct {
@@ -278,6 +298,7 @@ func addGateways(b *builder, snap Snapshot, opts Options) *GatewayAPIStatus {
 	for _, r := range sortedByAge(routes, func(p *pending) *metav1.ObjectMeta { return p.meta }) {
 		r.attach()
 	}
+	t.status.BackendTLSPolicies = t.backendTLSResults()
 	for _, gs := range gws {
 		res := gs.result()
 		res.Addresses = t.statusAddresses(gs)

@@ -61,7 +61,9 @@ func (t *gatewayTranslation) attachRoute(x xRoute) (RouteResult, bool) {
 			t.b.problem(src, ReasonInvalidHost, problem)
 		}
 	}
+	t.services = t.services[:0]
 	rules, resolved := x.rules()
+	services := slices.Clone(t.services)
 	served := make(map[*builder][]string) // hosts claimed per table, so two parents do not claim twice
 	for _, ref := range x.parentRefs {
 		gs, ok := t.parentGateway(x.meta.Namespace, ref)
@@ -83,6 +85,11 @@ func (t *gatewayTranslation) attachRoute(x xRoute) (RouteResult, bool) {
 		}
 		ps.Conditions = append(ps.Conditions, resolved.at(gen))
 		res.Parents = append(res.Parents, ps)
+		if len(atts) > 0 {
+			for _, svc := range services {
+				t.usedBy(svc, gs)
+			}
+		}
 		for _, a := range atts {
 			a.l.attached++
 			if !a.l.serving {
@@ -769,7 +776,27 @@ func (t *gatewayTranslation) backendRef(src source, ref gatewayv1.BackendObjectR
 	}
 	port := servicePort{number: *ref.Port}
 	var set backendSettings
-	switch sp := findServicePort(svc, port); {
+	sp := findServicePort(svc, port)
+	svcKey := types.NamespacedName{Namespace: ns, Name: name}
+	t.services = append(t.services, svcKey)
+	portName := ""
+	if sp != nil {
+		portName = sp.Name
+	}
+	if st := t.backendTLSFor(svcKey, portName); st != nil {
+		if st.tls == nil {
+			return t.b.failing(ns, "backend-tls/"+st.src.namespace+"/"+st.src.name, "BackendTLSPolicy "+st.src.namespace+"/"+st.src.name+" cannot be honoured: "+st.why), refsResult{}
+		}
+		tlsProto := route.ProtocolHTTPS
+		if proto == route.ProtocolGRPC {
+			tlsProto = route.ProtocolGRPCS
+		}
+		set.set("BackendTLSPolicy "+st.tls.ID, func(be *route.Backend) { be.Protocol, be.TLS = tlsProto, st.tls })
+		proto = tlsProto
+	}
+	switch {
+	case proto == route.ProtocolHTTPS || proto == route.ProtocolGRPCS:
+		// TLS, from the BackendTLSPolicy above.
 	case proto == route.ProtocolGRPC:
 		set.set("GRPC", func(be *route.Backend) { be.Protocol = route.ProtocolGRPC })
 	case sp != nil && sp.AppProtocol != nil && *sp.AppProtocol == "kubernetes.io/h2c":

@@ -145,6 +145,73 @@ func (w *StatusWriter) syncGatewayAPI(ctx context.Context, s Snapshot, st *Gatew
 			})
 		w.logWrite("grpcroute", gr.Namespace, gr.Name, written, err)
 	}
+	policies := make(map[types.NamespacedName]*PolicyResult, len(st.BackendTLSPolicies))
+	for i := range st.BackendTLSPolicies {
+		r := &st.BackendTLSPolicies[i]
+		policies[types.NamespacedName{Namespace: r.Namespace, Name: r.Name}] = r
+	}
+	for _, p := range s.BackendTLSPolicies {
+		var ours []gatewayv1.PolicyAncestorStatus
+		if r := policies[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}]; r != nil {
+			ours = r.Ancestors
+		}
+		api := w.gateway.GatewayV1().BackendTLSPolicies(p.Namespace)
+		written, err := writeStatus(ctx, p,
+			func(ctx context.Context) (*gatewayv1.BackendTLSPolicy, error) {
+				return api.Get(ctx, p.Name, metav1.GetOptions{})
+			},
+			func(have *gatewayv1.BackendTLSPolicy) (*gatewayv1.BackendTLSPolicy, bool) {
+				ancestors := w.policyAncestors(have.Status.Ancestors, ours, now)
+				if equality.Semantic.DeepEqual(have.Status.Ancestors, ancestors) {
+					return nil, false
+				}
+				c := have.DeepCopy()
+				c.Status.Ancestors = ancestors
+				return c, true
+			},
+			func(ctx context.Context, c *gatewayv1.BackendTLSPolicy) error {
+				_, err := api.UpdateStatus(ctx, c, metav1.UpdateOptions{})
+				return err
+			})
+		w.logWrite("backendtlspolicy", p.Namespace, p.Name, written, err)
+	}
+}
+
+// policyAncestors returns the ancestors a policy's status should list:
+// other controllers' entries as they are, then ours, with the transition
+// times of conditions that did not change.
+func (w *StatusWriter) policyAncestors(have, ours []gatewayv1.PolicyAncestorStatus, now metav1.Time) []gatewayv1.PolicyAncestorStatus {
+	return mergeEntries(w.gatewayController, have, ours, now, func(a *gatewayv1.PolicyAncestorStatus) (*gatewayv1.GatewayController, any, *[]metav1.Condition) {
+		return &a.ControllerName, a.AncestorRef, &a.Conditions
+	})
+}
+
+// mergeEntries returns the entries (route parents, policy ancestors) a
+// status should hold: those of other controllers than ctrl as they are,
+// then ours, each with the transition times of the conditions that did
+// not change since the entry of the same reference in have. fields gives
+// an entry's controller, reference and conditions.
+func mergeEntries[E any](ctrl gatewayv1.GatewayController, have, ours []E, now metav1.Time,
+	fields func(*E) (*gatewayv1.GatewayController, any, *[]metav1.Condition)) []E {
+	out := make([]E, 0, len(have)+len(ours))
+	for i := range have {
+		if c, _, _ := fields(&have[i]); *c != ctrl {
+			out = append(out, have[i])
+		}
+	}
+	for _, e := range ours {
+		c, ref, conds := fields(&e)
+		*c = ctrl
+		var had []metav1.Condition
+		for i := range have {
+			if hc, href, hconds := fields(&have[i]); *hc == ctrl && reflect.DeepEqual(href, ref) {
+				had = *hconds
+			}
+		}
+		*conds = mergeConditions(had, *conds, now)
+		out = append(out, e)
+	}
+	return out
 }
 
 // routeResults indexes the results of one route kind by route.
@@ -233,29 +300,11 @@ func writeStatus[T any](ctx context.Context, cached T, get func(context.Context)
 // the conditions that did not change). A route that is no longer ours
 // loses only our entries.
 func (w *StatusWriter) routeParents(have, ours []gatewayv1.RouteParentStatus, now metav1.Time) []gatewayv1.RouteParentStatus {
-	var out []gatewayv1.RouteParentStatus
-	for _, p := range have {
-		if p.ControllerName != w.gatewayController {
-			out = append(out, p)
-		}
-	}
-	for _, p := range ours {
-		p.ControllerName = w.gatewayController
-		var had []metav1.Condition
-		for _, h := range have {
-			if h.ControllerName == w.gatewayController && reflect.DeepEqual(h.ParentRef, p.ParentRef) {
-				had = h.Conditions
-			}
-		}
-		p.Conditions = mergeConditions(had, p.Conditions, now)
-		out = append(out, p)
-	}
-	if out == nil {
-		// The API requires the list: empty, not null. (Semantic equality
-		// holds an empty list and none the same.)
-		out = []gatewayv1.RouteParentStatus{}
-	}
-	return out
+	// The API requires the list: empty, not null. (Semantic equality
+	// holds an empty list and none the same.)
+	return mergeEntries(w.gatewayController, have, ours, now, func(p *gatewayv1.RouteParentStatus) (*gatewayv1.GatewayController, any, *[]metav1.Condition) {
+		return &p.ControllerName, p.ParentRef, &p.Conditions
+	})
 }
 
 // mergeConditions returns want with each condition's lastTransitionTime

@@ -523,6 +523,8 @@ func (s *ManifestSource) snapshot() (Snapshot, []Problem) {
 				snap.HTTPRoutes = append(snap.HTTPRoutes, obj)
 			case *gatewayv1.GRPCRoute:
 				snap.GRPCRoutes = append(snap.GRPCRoutes, obj)
+			case *gatewayv1.BackendTLSPolicy:
+				snap.BackendTLSPolicies = append(snap.BackendTLSPolicies, obj)
 			case *gatewayv1.ReferenceGrant:
 				snap.ReferenceGrants = append(snap.ReferenceGrants, obj)
 			}

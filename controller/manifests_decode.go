@@ -79,18 +79,19 @@ const (
 
 // The kinds Postern reads, and the only API versions it reads them in.
 var manifestKinds = map[string]schema.GroupVersion{
-	"Ingress":        networkingv1.SchemeGroupVersion,
-	"IngressClass":   networkingv1.SchemeGroupVersion,
-	"Service":        corev1.SchemeGroupVersion,
-	"EndpointSlice":  discoveryv1.SchemeGroupVersion,
-	"Secret":         corev1.SchemeGroupVersion,
-	"ConfigMap":      corev1.SchemeGroupVersion,
-	"Namespace":      corev1.SchemeGroupVersion,
-	"GatewayClass":   gatewayGroupVersion,
-	"Gateway":        gatewayGroupVersion,
-	"HTTPRoute":      gatewayGroupVersion,
-	"GRPCRoute":      gatewayGroupVersion,
-	"ReferenceGrant": gatewayGroupVersion,
+	"Ingress":          networkingv1.SchemeGroupVersion,
+	"IngressClass":     networkingv1.SchemeGroupVersion,
+	"Service":          corev1.SchemeGroupVersion,
+	"EndpointSlice":    discoveryv1.SchemeGroupVersion,
+	"Secret":           corev1.SchemeGroupVersion,
+	"ConfigMap":        corev1.SchemeGroupVersion,
+	"Namespace":        corev1.SchemeGroupVersion,
+	"GatewayClass":     gatewayGroupVersion,
+	"Gateway":          gatewayGroupVersion,
+	"HTTPRoute":        gatewayGroupVersion,
+	"GRPCRoute":        gatewayGroupVersion,
+	"BackendTLSPolicy": gatewayGroupVersion,
+	"ReferenceGrant":   gatewayGroupVersion,
 }
 
 // gatewayGroupVersion is the Gateway API's v1, the one version Postern
@@ -322,6 +323,8 @@ func (d *decodedFile) accept(obj runtime.Object, gvk schema.GroupVersionKind, da
 		kind, objMeta = "HTTPRoute", &o.ObjectMeta
 	case *gatewayv1.GRPCRoute:
 		kind, objMeta = "GRPCRoute", &o.ObjectMeta
+	case *gatewayv1.BackendTLSPolicy:
+		kind, objMeta = "BackendTLSPolicy", &o.ObjectMeta
 	case *gatewayv1.ReferenceGrant:
 		kind, objMeta = "ReferenceGrant", &o.ObjectMeta
 	default:

@@ -84,17 +84,18 @@ func (m *Metrics) built(s Snapshot, problems []Problem, d time.Duration, now tim
 	m.buildDuration.Observe(d.Seconds())
 	m.lastTable.Set(float64(now.UnixNano()) / 1e9)
 	for kind, n := range map[string]int{
-		"Ingress":        len(s.Ingresses),
-		"IngressClass":   len(s.IngressClasses),
-		"Service":        len(s.Services),
-		"EndpointSlice":  len(s.EndpointSlices),
-		"Secret":         len(s.Secrets),
-		"ConfigMap":      len(s.ConfigMaps),
-		"GatewayClass":   len(s.GatewayClasses),
-		"Gateway":        len(s.Gateways),
-		"HTTPRoute":      len(s.HTTPRoutes),
-		"GRPCRoute":      len(s.GRPCRoutes),
-		"ReferenceGrant": len(s.ReferenceGrants),
+		"Ingress":          len(s.Ingresses),
+		"IngressClass":     len(s.IngressClasses),
+		"Service":          len(s.Services),
+		"EndpointSlice":    len(s.EndpointSlices),
+		"Secret":           len(s.Secrets),
+		"ConfigMap":        len(s.ConfigMaps),
+		"GatewayClass":     len(s.GatewayClasses),
+		"Gateway":          len(s.Gateways),
+		"HTTPRoute":        len(s.HTTPRoutes),
+		"GRPCRoute":        len(s.GRPCRoutes),
+		"BackendTLSPolicy": len(s.BackendTLSPolicies),
+		"ReferenceGrant":   len(s.ReferenceGrants),
 	} {
 		m.objects.WithLabelValues(kind).Set(float64(n))
 	}

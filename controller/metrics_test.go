@@ -81,7 +81,7 @@ func TestApplierMetrics(t *testing.T) {
 	checkSeries(t, reg, "postern_controller_problems",
 		`{kind="File",reason="InvalidManifest"} 1`, `{kind="Ingress",reason="ServiceNotFound"} 1`)
 	checkSeries(t, reg, "postern_controller_objects",
-		`{kind="ConfigMap"} 0`, `{kind="EndpointSlice"} 1`, `{kind="GRPCRoute"} 0`, `{kind="Gateway"} 0`, `{kind="GatewayClass"} 0`, `{kind="HTTPRoute"} 0`,
+		`{kind="BackendTLSPolicy"} 0`, `{kind="ConfigMap"} 0`, `{kind="EndpointSlice"} 1`, `{kind="GRPCRoute"} 0`, `{kind="Gateway"} 0`, `{kind="GatewayClass"} 0`, `{kind="HTTPRoute"} 0`,
 		`{kind="Ingress"} 1`, `{kind="IngressClass"} 0`, `{kind="ReferenceGrant"} 0`, `{kind="Secret"} 0`, `{kind="Service"} 1`)
 	checkSeries(t, reg, "postern_controller_build_duration_seconds", `{} 1`)
 	last := testutil.ToFloat64(m.lastTable)
@@ -99,7 +99,7 @@ func TestApplierMetrics(t *testing.T) {
 	checkSeries(t, reg, "postern_controller_table_builds_total", `{result="ok"} 1`, `{result="problems"} 1`)
 	checkSeries(t, reg, "postern_controller_problems")
 	checkSeries(t, reg, "postern_controller_objects",
-		`{kind="ConfigMap"} 0`, `{kind="EndpointSlice"} 1`, `{kind="GRPCRoute"} 0`, `{kind="Gateway"} 0`, `{kind="GatewayClass"} 0`, `{kind="HTTPRoute"} 0`,
+		`{kind="BackendTLSPolicy"} 0`, `{kind="ConfigMap"} 0`, `{kind="EndpointSlice"} 1`, `{kind="GRPCRoute"} 0`, `{kind="Gateway"} 0`, `{kind="GatewayClass"} 0`, `{kind="HTTPRoute"} 0`,
 		`{kind="Ingress"} 1`, `{kind="IngressClass"} 0`, `{kind="ReferenceGrant"} 0`, `{kind="Secret"} 0`, `{kind="Service"} 2`)
 	checkSeries(t, reg, "postern_controller_build_duration_seconds", `{} 2`)
 

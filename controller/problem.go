@@ -53,4 +53,7 @@ const (
 	// ReasonCanaryNotServed: an ingress-nginx canary Ingress (or one of
 	// its paths) is not attached to a mainline; the mainline serves all.
 	ReasonCanaryNotServed = "CanaryNotServed"
+	// ReasonInvalidBackendTLS: a BackendTLSPolicy that cannot be
+	// honoured; the backends of its targets answer 500.
+	ReasonInvalidBackendTLS = "InvalidBackendTLS"
 )

@@ -35,11 +35,14 @@ type Snapshot struct {
 
 	// The Gateway API objects: Build keeps the GatewayClasses whose
 	// controllerName is ours, their Gateways and the routes attached.
-	GatewayClasses  []*gatewayv1.GatewayClass
-	Gateways        []*gatewayv1.Gateway
-	HTTPRoutes      []*gatewayv1.HTTPRoute
-	GRPCRoutes      []*gatewayv1.GRPCRoute
-	ReferenceGrants []*gatewayv1.ReferenceGrant
+	GatewayClasses []*gatewayv1.GatewayClass
+	Gateways       []*gatewayv1.Gateway
+	HTTPRoutes     []*gatewayv1.HTTPRoute
+	GRPCRoutes     []*gatewayv1.GRPCRoute
+	// BackendTLSPolicies say how to speak TLS to the Services they
+	// target.
+	BackendTLSPolicies []*gatewayv1.BackendTLSPolicy
+	ReferenceGrants    []*gatewayv1.ReferenceGrant
 }
 
 // Options are the settings Build needs from the command line.

@@ -55,6 +55,12 @@ func TestBackendTLSOnEveryEngine(t *testing.T) {
 		prefix("/other-ca", be("other-ca", &route.BackendTLS{ID: "c", Verify: true, Depth: 1, ServerName: "backend.internal", RootCAs: others})),
 		prefix("/no-sni", be("no-sni", &route.BackendTLS{ID: "d", Verify: true, Depth: 1, ServerName: "backend.internal", RootCAs: roots})),
 		prefix("/default", be("default", nil)),
+		// A BackendTLSPolicy's subjectAltNames: checked instead of the
+		// name, which stays the SNI.
+		prefix("/san", be("san", &route.BackendTLS{ID: "e", Verify: true, Depth: 100, ServerName: "sni.example", SNI: true, RootCAs: roots,
+			SubjectAltNames: []route.SubjectAltName{{DNS: "nope.internal"}, {DNS: "backend.internal"}}})),
+		prefix("/san-uri", be("san-uri", &route.BackendTLS{ID: "f", Verify: true, Depth: 100, ServerName: "backend.internal", SNI: true, RootCAs: roots,
+			SubjectAltNames: []route.SubjectAltName{{URI: "spiffe://cluster.local/ns/x/sa/y"}}})),
 	}
 	forEachEngine(t, func(t *testing.T, e engine) {
 		h := New(Options{})
@@ -71,6 +77,8 @@ func TestBackendTLSOnEveryEngine(t *testing.T) {
 			{"/other-ca", "", "", 502},
 			{"/no-sni", "", "", 200},
 			{"/default", "", "", 200},
+			{"/san", "", "sni.example", 200},
+			{"/san-uri", "", "", 502}, // the certificate has no such URI
 		} {
 			lastSNI = "-"
 			resp, _ := get(t, c, paddr, "tls.test", tc.path)

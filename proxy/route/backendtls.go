@@ -29,4 +29,15 @@ type BackendTLS struct {
 	ClientCertificate *tls.Certificate `json:"-"`
 	HasClientCert     bool             `json:"clientCertificate,omitempty"`
 	RootCAs           *x509.CertPool   `json:"-"`
+	// SubjectAltNames, when set, are what the endpoint's certificate is
+	// verified for instead of ServerName (still the SNI): one of them
+	// must be among its SANs (a BackendTLSPolicy's subjectAltNames).
+	SubjectAltNames []SubjectAltName `json:"subjectAltNames,omitempty"`
+}
+
+// SubjectAltName is a name an endpoint's certificate may have: a DNS name
+// (wildcards in the certificate match one label) or a URI (a SPIFFE ID).
+type SubjectAltName struct {
+	DNS string `json:"dns,omitempty"`
+	URI string `json:"uri,omitempty"`
 }

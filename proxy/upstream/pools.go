@@ -326,9 +326,16 @@ func backendTLS(c *tls.Config, bt *route.BackendTLS) {
 		for _, cert := range cs.PeerCertificates[1:] {
 			inter.AddCert(cert)
 		}
-		chains, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{DNSName: name, Roots: roots, Intermediates: inter})
+		opts := x509.VerifyOptions{DNSName: name, Roots: roots, Intermediates: inter}
+		if len(bt.SubjectAltNames) > 0 {
+			opts.DNSName = "" // the names below are checked instead
+		}
+		chains, err := cs.PeerCertificates[0].Verify(opts)
 		if err != nil {
 			return fmt.Errorf("backend TLS: %w", err)
+		}
+		if len(bt.SubjectAltNames) > 0 && !hasSAN(cs.PeerCertificates[0], bt.SubjectAltNames) {
+			return errors.New("backend TLS: the endpoint's certificate has none of the subject alternative names asked for")
 		}
 		for _, ch := range chains {
 			if len(ch)-1 <= depth {
@@ -342,3 +349,23 @@ func backendTLS(c *tls.Config, bt *route.BackendTLS) {
 // idleConnTimeout is how long an idle connection to an endpoint is kept,
 // in the Transports and in the engine's pools alike.
 const idleConnTimeout = 90 * time.Second
+
+// hasSAN reports whether c has one of sans among its subject alternative
+// names.
+func hasSAN(c *x509.Certificate, sans []route.SubjectAltName) bool {
+	for _, san := range sans {
+		switch {
+		case san.DNS != "":
+			if c.VerifyHostname(san.DNS) == nil {
+				return true
+			}
+		case san.URI != "":
+			for _, u := range c.URIs {
+				if u.String() == san.URI {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}

@@ -90,8 +90,8 @@ var watchRules = []rbacv1.PolicyRule{
 // gatewayWatchRules are the rules Postern needs wherever it watches, with
 // gatewayAPI.enabled.
 var gatewayWatchRules = append(slices.Clone(watchRules),
-	rbacv1.PolicyRule{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"gateways", "httproutes", "grpcroutes", "referencegrants"}, Verbs: []string{"list", "watch"}},
-	rbacv1.PolicyRule{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"gateways/status", "httproutes/status", "grpcroutes/status"}, Verbs: []string{"update"}},
+	rbacv1.PolicyRule{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"gateways", "httproutes", "grpcroutes", "referencegrants", "backendtlspolicies"}, Verbs: []string{"list", "watch"}},
+	rbacv1.PolicyRule{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"gateways/status", "httproutes/status", "grpcroutes/status", "backendtlspolicies/status"}, Verbs: []string{"update"}},
 )
 
 // gatewayClusterRules are the cluster-scoped rules of gatewayAPI.enabled.

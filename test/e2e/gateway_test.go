@@ -34,7 +34,7 @@ func gatewayCRDs(t *testing.T) string {
 var gatewayCRDNames = []string{
 	"crd/gatewayclasses.gateway.networking.k8s.io", "crd/gateways.gateway.networking.k8s.io",
 	"crd/httproutes.gateway.networking.k8s.io", "crd/grpcroutes.gateway.networking.k8s.io",
-	"crd/referencegrants.gateway.networking.k8s.io",
+	"crd/referencegrants.gateway.networking.k8s.io", "crd/backendtlspolicies.gateway.networking.k8s.io",
 }
 
 // installGatewayCRDs applies the standard CRDs and waits until they are
@@ -402,6 +402,8 @@ spec:
 		{[]string{"list", "grpcroutes.gateway.networking.k8s.io", "--all-namespaces"}, true},
 		{[]string{"update", "grpcroutes.gateway.networking.k8s.io", "--subresource", "status", "--namespace", app}, true},
 		{[]string{"update", "grpcroutes.gateway.networking.k8s.io", "--namespace", app}, false},
+		{[]string{"list", "backendtlspolicies.gateway.networking.k8s.io", "--all-namespaces"}, true},
+		{[]string{"update", "backendtlspolicies.gateway.networking.k8s.io", "--subresource", "status", "--namespace", app}, true},
 		{[]string{"create", "gateways.gateway.networking.k8s.io", "--namespace", app}, false},
 		{[]string{"update", "gatewayclasses.gateway.networking.k8s.io", "--subresource", "status"}, true},
 		{[]string{"update", "gatewayclasses.gateway.networking.k8s.io"}, false},

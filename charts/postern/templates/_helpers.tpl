@@ -119,10 +119,10 @@ watch (they never get), the leader writes Ingress status and posts Events
   verbs: [create, patch]
 {{- if .Values.gatewayAPI.enabled }}
 - apiGroups: [gateway.networking.k8s.io]
-  resources: [gateways, httproutes, grpcroutes, referencegrants]
+  resources: [gateways, httproutes, grpcroutes, referencegrants, backendtlspolicies]
   verbs: [list, watch]
 - apiGroups: [gateway.networking.k8s.io]
-  resources: [gateways/status, httproutes/status, grpcroutes/status]
+  resources: [gateways/status, httproutes/status, grpcroutes/status, backendtlspolicies/status]
   verbs: [update]
 {{- end }}
 {{- end }}
