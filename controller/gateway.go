@@ -131,7 +131,8 @@ var (
 	)
 	pooledFeatures = featureList(append(featureNames(sharedFeatures),
 		"GatewayPort8080", "GatewayAddressEmpty", "HTTPRouteDestinationPortMatching",
-		"GatewayHTTPListenerIsolation", "GatewayHTTPSListenerDetectMisdirectedRequests", "GatewayStaticAddresses")...)
+		"GatewayHTTPListenerIsolation", "GatewayHTTPSListenerDetectMisdirectedRequests", "GatewayStaticAddresses",
+		"GatewayFrontendClientCertificateValidation", "GatewayFrontendClientCertificateValidationInsecureFallback")...)
 )
 
 func featureList(names ...string) []gatewayv1.SupportedFeature {
@@ -187,6 +188,10 @@ type listenerState struct {
 	// by kind.
 	hosts     map[string]string
 	kindHosts map[string]int
+	// clientValidation is an HTTPS listener's client certificate
+	// validation (gateway_frontend.go), clientValidationID its content's.
+	clientValidation   *route.ClientValidation
+	clientValidationID string
 	// rb builds the routes attached to the listener, with addresses of
 	// Gateways' own (a route.Section); nil in shared mode, or until a
 	// route attaches.
@@ -396,6 +401,9 @@ func (t *gatewayTranslation) listener(l *listenerState) {
 	t.routeKinds(l)
 	if spec.Protocol == gatewayv1.HTTPSProtocolType {
 		t.listenerTLS(l)
+		if l.accepted {
+			t.frontendValidation(l)
+		}
 	}
 }
 
@@ -521,9 +529,9 @@ func (t *gatewayTranslation) conflicts(gs *gatewayState) {
 }
 
 // result returns the status of gs.
-func (gs *gatewayState) result() GatewayResult {
+func (gs *gatewayState) result() (res GatewayResult) {
 	gen := gs.gw.Generation
-	res := GatewayResult{Namespace: gs.gw.Namespace, Name: gs.gw.Name, Listeners: []gatewayv1.ListenerStatus{}}
+	res = GatewayResult{Namespace: gs.gw.Namespace, Name: gs.gw.Name, Listeners: []gatewayv1.ListenerStatus{}}
 	valid := 0
 	for _, l := range gs.listeners {
 		if l.accepted {
@@ -556,6 +564,15 @@ func (gs *gatewayState) result() GatewayResult {
 		}
 		return res
 	}
+	defer func() {
+		for _, l := range gs.listeners {
+			if l.serving && l.clientValidation != nil && l.clientValidation.InsecureFallback {
+				res.Conditions = append(res.Conditions, condition(string(gatewayv1.GatewayConditionInsecureFrontendValidationMode), true,
+					string(gatewayv1.GatewayReasonConfigurationChanged), "client certificates are asked for but not required (AllowInsecureFallback)", gen))
+				return
+			}
+		}
+	}()
 	switch {
 	case valid == len(gs.listeners):
 		res.Conditions = []metav1.Condition{

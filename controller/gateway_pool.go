@@ -244,6 +244,9 @@ func (t *gatewayTranslation) pooledListeners(gws []*gatewayState) []*route.Liste
 				}
 				if l.spec.Protocol == gatewayv1.HTTPSProtocolType {
 					tls = true
+					if l.clientValidation != nil && table.ClientValidation == nil {
+						table.ClientValidation = l.clientValidation
+					}
 				}
 				// Each listener serves its own routes only.
 				rb := t.routeBuilder(l)

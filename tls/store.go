@@ -162,6 +162,22 @@ func (s *Store) serverConfig(table func() *route.Table) *stdtls.Config {
 // host it returns nil: base as it is, no certificate asked for (a
 // browser would prompt its user for one).
 func (s *Store) configForClient(t *route.Table, base *stdtls.Config, hello *stdtls.ClientHelloInfo) *stdtls.Config {
+	if t != nil && t.ClientValidation != nil {
+		// A Gateway port's validation: the handshake itself fails
+		// without a certificate of its authorities.
+		c := base.Clone()
+		c.GetConfigForClient = nil
+		c.ClientCAs = t.ClientValidation.Pool
+		c.ClientAuth = stdtls.RequireAndVerifyClientCert
+		if t.ClientValidation.InsecureFallback {
+			c.ClientAuth = stdtls.RequestClientCert
+		}
+		// The store's ticket keys are shared by every listener: a
+		// session verified against another port's authorities must not
+		// be resumed here.
+		c.SessionTicketsDisabled = true
+		return c
+	}
 	if t == nil || hello.ServerName == "" {
 		return nil
 	}

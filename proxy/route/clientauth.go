@@ -99,3 +99,16 @@ func (t *Table) Passthrough(serverName string) *Backend {
 	}
 	return nil
 }
+
+// ClientValidation is the client certificate validation of a Gateway's
+// TLS port (spec.tls.frontend): every handshake asks for a certificate,
+// which must chain to Pool unless InsecureFallback lets any certificate,
+// or none, through.
+type ClientValidation struct {
+	// Source names the ConfigMaps of the authorities.
+	Source string `json:"source"`
+	// InsecureFallback is the AllowInsecureFallback mode.
+	InsecureFallback bool           `json:"insecureFallback,omitempty"`
+	Authorities      []string       `json:"authorities"`
+	Pool             *x509.CertPool `json:"-"`
+}

@@ -77,6 +77,7 @@ func (t *Table) withBackends(replace map[*Backend]*Backend, record *Patch) *Tabl
 		Default:            patch(t.Default),
 		TLS:                t.TLS,
 		DefaultCertificate: t.DefaultCertificate,
+		ClientValidation:   t.ClientValidation,
 		exact:              make(map[string]*VirtualHost, len(t.exact)),
 		wildcard:           make(map[string]*VirtualHost, len(t.wildcard)),
 		tlsExact:           t.tlsExact,

@@ -469,6 +469,10 @@ type Table struct {
 	// Section), and the table's own virtual hosts are not used. TLS hosts
 	// and the default certificate stay the table's.
 	Sections []*Section `json:"sections,omitempty"`
+	// ClientValidation, when set (a Gateway port's table, the Gateway's
+	// spec.tls.frontend), is checked in every TLS handshake of the table's
+	// listener, whatever the server name.
+	ClientValidation *ClientValidation `json:"clientValidation,omitempty"`
 
 	exact       map[string]*VirtualHost // by lower-case host
 	wildcard    map[string]*VirtualHost // by the suffix after "*."
