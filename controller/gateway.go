@@ -2,6 +2,7 @@ package controller
 
 import (
 	"cmp"
+	stdtls "crypto/tls"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -127,7 +128,7 @@ var (
 		"GRPCRouteNamedRouteRule", "HTTPRouteBackendRequestHeaderModification", "HTTPRouteCORS",
 		"HTTPRouteRequestTimeout", "HTTPRouteBackendTimeout",
 		"HTTPRouteRequestMirror", "HTTPRouteRequestMultipleMirrors", "HTTPRouteRequestPercentageMirror",
-		"BackendTLSPolicy", "BackendTLSPolicySANValidation",
+		"BackendTLSPolicy", "BackendTLSPolicySANValidation", "GatewayBackendClientCertificate",
 	)
 	pooledFeatures = featureList(append(featureNames(sharedFeatures),
 		"GatewayPort8080", "GatewayAddressEmpty", "HTTPRouteDestinationPortMatching",
@@ -163,6 +164,12 @@ type gatewayState struct {
 	addr                netip.Addr
 	addrReason, addrMsg string
 	ports               map[gatewayv1.PortNumber]*builder
+	// backendCert is the client certificate its routes present to TLS
+	// backends (spec.tls.backend), backendCertID names it; backendRefs is
+	// the Gateway's ResolvedRefs condition when it names one.
+	backendCert   *stdtls.Certificate
+	backendCertID string
+	backendRefs   *metav1.Condition
 }
 
 // listenerState is one listener of a Gateway while it is translated.
@@ -227,6 +234,10 @@ type gatewayTranslation struct {
 	btls      map[backendTLSTarget]*backendTLSState
 	btlsUsers map[types.NamespacedName][]*gatewayState
 	services  []types.NamespacedName
+	// backendCert (and its ID) is the client certificate of the Gateway
+	// whose routes are being translated, for their TLS backends.
+	backendCert   *stdtls.Certificate
+	backendCertID string
 }
 
 // addGateways translates the Gateway API objects of snap and returns
@@ -338,6 +349,7 @@ func sortedByAge[T comparable](list []T, meta func(T) *metav1.ObjectMeta) []T {
 // HTTPS ones.
 func (t *gatewayTranslation) gateway(gs *gatewayState) {
 	gw := gs.gw
+	t.gatewayBackendCert(gs)
 	for i := range gw.Spec.Listeners {
 		l := &listenerState{gw: gs, spec: &gw.Spec.Listeners[i], conds: make(map[string]metav1.Condition)}
 		gs.listeners = append(gs.listeners, l)
@@ -565,6 +577,9 @@ func (gs *gatewayState) result() (res GatewayResult) {
 		return res
 	}
 	defer func() {
+		if gs.backendRefs != nil {
+			res.Conditions = append(res.Conditions, *gs.backendRefs)
+		}
 		for _, l := range gs.listeners {
 			if l.serving && l.clientValidation != nil && l.clientValidation.InsecureFallback {
 				res.Conditions = append(res.Conditions, condition(string(gatewayv1.GatewayConditionInsecureFrontendValidationMode), true,

@@ -202,3 +202,53 @@ func (t *gatewayTranslation) backendTLSResults() []PolicyResult {
 	}
 	return out
 }
+
+// gatewayBackendCert resolves gs's spec.tls.backend.clientCertificateRef:
+// the certificate Postern presents to the backends its routes speak TLS to
+// through a BackendTLSPolicy. It sets the Gateway's ResolvedRefs condition
+// (False, InvalidClientCertificateRef or RefNotPermitted, when it cannot be
+// used: its backends then get no client certificate; the Gateway stays
+// Accepted, as the spec asks).
+func (t *gatewayTranslation) gatewayBackendCert(gs *gatewayState) {
+	tlsCfg := gs.gw.Spec.TLS
+	if tlsCfg == nil || tlsCfg.Backend == nil || tlsCfg.Backend.ClientCertificateRef == nil {
+		return
+	}
+	ref := tlsCfg.Backend.ClientCertificateRef
+	group, kind, ns := refParts(ref.Group, ref.Kind, ref.Namespace, "Secret", gs.gw.Namespace)
+	shown := quoteShort(ns + "/" + string(ref.Name))
+	resolved := string(gatewayv1.GatewayConditionResolvedRefs)
+	gen := gs.gw.Generation
+	fail := func(reason, msg string) {
+		c := condition(resolved, false, reason, msg, gen)
+		gs.backendRefs = &c
+		t.b.problem(gs.src, ReasonInvalidSecret, msg+"; the Gateway's backends get no client certificate")
+	}
+	switch {
+	case group != "" || kind != "Secret":
+		fail(string(gatewayv1.GatewayReasonInvalidClientCertificateRef),
+			fmt.Sprintf("client certificate reference %s is a %s; only core Secrets are supported", shown, quoteShort(strings.TrimPrefix(group+"/"+kind, "/"))))
+		return
+	case ns != gs.gw.Namespace && !t.granted(gatewayKind, gs.gw.Namespace, "", "Secret", ns, string(ref.Name)):
+		fail(string(gatewayv1.GatewayReasonRefNotPermitted),
+			fmt.Sprintf("Secret %s is in another namespace and no ReferenceGrant there allows Gateways of namespace %s to use it", shown, quoteShort(gs.gw.Namespace)))
+		return
+	}
+	res := t.b.certificate(ns, string(ref.Name))
+	if res.reason != "" || res.cert == nil || res.cert.Cert == nil {
+		msg := res.msg
+		if msg == "" {
+			msg = fmt.Sprintf("Secret %s holds no certificate", shown)
+		}
+		fail(string(gatewayv1.GatewayReasonInvalidClientCertificateRef), msg)
+		return
+	}
+	c := condition(resolved, true, string(gatewayv1.GatewayReasonResolvedRefs), "", gen)
+	gs.backendRefs = &c
+	gs.backendCert = res.cert.Cert
+	h := sha256.New()
+	for _, der := range res.cert.Cert.Certificate {
+		h.Write(der)
+	}
+	gs.backendCertID = hex.EncodeToString(h.Sum(nil)[:12])
+}

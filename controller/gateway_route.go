@@ -64,6 +64,22 @@ func (t *gatewayTranslation) attachRoute(x xRoute) (RouteResult, bool) {
 	t.services = t.services[:0]
 	rules, resolved := x.rules()
 	services := slices.Clone(t.services)
+	// A Gateway with a client certificate for its TLS backends gets the
+	// rules built again with it (their backends differ).
+	withCert := make(map[string][]*route.Route)
+	rulesFor := func(gs *gatewayState) []*route.Route {
+		if gs.backendCert == nil {
+			return rules
+		}
+		if rs, ok := withCert[gs.backendCertID]; ok {
+			return rs
+		}
+		t.backendCert, t.backendCertID = gs.backendCert, gs.backendCertID
+		rs, _ := x.rules()
+		t.backendCert, t.backendCertID = nil, ""
+		withCert[gs.backendCertID] = rs
+		return rs
+	}
 	served := make(map[*builder][]string) // hosts claimed per table, so two parents do not claim twice
 	for _, ref := range x.parentRefs {
 		gs, ok := t.parentGateway(x.meta.Namespace, ref)
@@ -101,7 +117,7 @@ func (t *gatewayTranslation) attachRoute(x xRoute) (RouteResult, bool) {
 					continue
 				}
 				served[b] = append(served[b], h)
-				for _, rt := range rules {
+				for _, rt := range rulesFor(gs) {
 					b.claimGatewayRoute(h, rt, src, x.meta.CreationTimestamp)
 				}
 			}
@@ -791,7 +807,14 @@ func (t *gatewayTranslation) backendRef(src source, ref gatewayv1.BackendObjectR
 		if proto == route.ProtocolGRPC {
 			tlsProto = route.ProtocolGRPCS
 		}
-		set.set("BackendTLSPolicy "+st.tls.ID, func(be *route.Backend) { be.Protocol, be.TLS = tlsProto, st.tls })
+		bt := st.tls
+		if t.backendCert != nil {
+			// The Gateway's client certificate (spec.tls.backend).
+			c := *bt
+			c.ClientCertificate, c.HasClientCert, c.ID = t.backendCert, true, bt.ID+"-"+t.backendCertID
+			bt = &c
+		}
+		set.set("BackendTLSPolicy "+bt.ID, func(be *route.Backend) { be.Protocol, be.TLS = tlsProto, bt })
 		proto = tlsProto
 	}
 	switch {

@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -347,16 +348,39 @@ func (c *Cluster) Dump(lines int) string {
 	return b.String()
 }
 
-// FreePort is a TCP port free on 127.0.0.1 now.
+// FreePort returns a TCP port free on 127.0.0.1 now, another on each
+// call, below the kernel's ephemeral range (32768 and up by default): an
+// ephemeral port found free can be taken by an outgoing connection before
+// the process it is meant for binds it ("address already in use"), one
+// out of that range cannot. Each process starts at a base of its own, so
+// that two test binaries in one network namespace do not take turns on
+// the same ports.
 func FreePort() int {
 	var lc net.ListenConfig
-	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
+	for range portSpan {
+		p := freePortBase + int(nextPort.Add(1))%portSpan
+		ln, err := lc.Listen(context.Background(), "tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue // in use
+		}
+		ln.Close()
+		return p
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	panic("no free port in 20000-32767")
 }
+
+// The ports FreePort gives: portSpan of them from freePortBase, starting
+// at a place of the process's own.
+const (
+	freePortBase = 20000
+	portSpan     = 12768
+)
+
+var nextPort = func() *atomic.Int64 {
+	var n atomic.Int64
+	n.Store(int64(os.Getpid()%64) * 199)
+	return &n
+}()
 
 // firstHost is the first address of a prefix (a Node's own address on its bridge).
 func firstHost(p netip.Prefix) netip.Addr { return p.Masked().Addr().Next() }
