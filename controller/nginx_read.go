@@ -132,15 +132,31 @@ func (res *nginxResult) invalid(key, v string, r *nginxRow, err error) {
 	var kept keptError
 	switch {
 	case errors.As(err, &kept):
-		res.problems = append(res.problems, fmt.Sprintf("annotation %s has the value %s: %v", key, quoteShort(v), kept))
+		res.problems = append(res.problems, withValue("annotation %s has the value %s: %v", key, v, kept))
 		res.problemKeys = append(res.problemKeys, key)
 		return
 	case r.kind == kindTuning:
-		res.problems = append(res.problems, fmt.Sprintf("annotation %s has an invalid value %s (%v); using the default", key, quoteShort(v), err))
+		res.problems = append(res.problems, withValue("annotation %s has an invalid value %s (%v); using the default", key, v, err))
 		res.problemKeys = append(res.problemKeys, key)
 		return
 	}
-	res.refuse(key, ReasonInvalidAnnotation, fmt.Sprintf("annotation %s has an invalid value %s (%v); every path of this Ingress answers 503, as it cannot be served as written", key, quoteShort(v), err))
+	res.refuse(key, ReasonInvalidAnnotation, withValue("annotation %s has an invalid value %s (%v); every path of this Ingress answers 503, as it cannot be served as written", key, v, err))
+}
+
+// maxMessage bounds a Problem's message, which becomes an Event's.
+const maxMessage = 512
+
+// withValue formats a message about annotation key's value v and its
+// error err (format takes them in that order): v quoted, shorter than
+// quoteShort makes it when the error repeats much of it (a value of
+// escaped bytes quotes to four times its length), so that the message
+// stays within maxMessage.
+func withValue(format, key, v string, err error) string {
+	msg := fmt.Sprintf(format, key, quoteShort(v), err)
+	for n := min(len(v), maxQuoted); len(msg) > maxMessage && n > 0; n /= 2 {
+		msg = fmt.Sprintf(format, key, fmt.Sprintf("%s... (%d bytes)", strconv.QuoteToASCII(v[:n]), len(v)), err)
+	}
+	return msg
 }
 
 // isSnippet reports whether name is one of snippetAnnotations.
